@@ -74,7 +74,7 @@ def _class_index(value: int | str) -> int:
     return int(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LabelScheme:
     """A user label scheme and its mapping to the SAMR classes.
 
@@ -188,12 +188,7 @@ class LabelScheme:
     def validate(self, label: np.ndarray | torch.Tensor, what: str = "label map") -> None:
         """Raise ``ValueError`` naming the offending values if ``label`` holds values outside the scheme."""
         found = _unique(label)
-        if np.issubdtype(found.dtype, np.floating):
-            if not np.all(np.isfinite(found)):
-                raise ValueError(f"{what} contains NaN or inf; label maps must hold integer label values")
-            if not np.all(found == np.round(found)):
-                bad = sorted(float(x) for x in found[found != np.round(found)])[:5]
-                raise ValueError(f"{what} has non-integer values {bad}; label maps must hold integers")
+        _check_integral(found, what)
         unknown = sorted(int(v) for v in found if int(v) not in self.samr)
         if unknown:
             raise ValueError(
@@ -247,6 +242,7 @@ class LabelScheme:
         if the original has none. Non-lesion voxels get the scheme's background or normal-brain value.
         """
         found = _unique(samr)
+        _check_integral(found, "SAMR class map")
         bad = sorted(int(v) for v in found if not 0 <= int(v) < N_CLASSES)
         if bad:
             raise ValueError(f"SAMR class map has values {set(bad)}; SAMR classes are 0..4 ({SAMR_CLASSES})")
@@ -284,11 +280,46 @@ class LabelScheme:
     def __repr__(self) -> str:
         return f"LabelScheme({self.name!r}, {dict(self.names)})"
 
+    def __reduce__(self):
+        # mappingproxy fields cannot be pickled: rebuild from plain dicts (DataLoader workers, deepcopy).
+        args = (self.name, dict(self.names), dict(self.samr), dict(self.regions), dict(self.defaults))
+        return (type(self), args)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.samr.items())), tuple(sorted(self.regions.items()))))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LabelScheme):
+            return NotImplemented
+        return (self.name, dict(self.names), dict(self.samr), dict(self.regions), dict(self.defaults)) == (
+            other.name,
+            dict(other.names),
+            dict(other.samr),
+            dict(other.regions),
+            dict(other.defaults),
+        )
+
 
 def _unique(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Distinct values; a bincount fast path for small non-negative integers (label maps), else a sort."""
     if isinstance(x, torch.Tensor):
-        return torch.unique(x.detach()).cpu().numpy()
-    return np.unique(np.asarray(x))
+        x = x.detach()
+        if not x.is_floating_point() and x.numel() and x.min() >= 0 and x.max() < 2**16:
+            return torch.nonzero(torch.bincount(x.reshape(-1).long())).reshape(-1).cpu().numpy()
+        return torch.unique(x).cpu().numpy()
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() < 2**16:
+        return np.flatnonzero(np.bincount(x.reshape(-1).astype(np.int64, copy=False)))
+    return np.unique(x)
+
+
+def _check_integral(found: np.ndarray, what: str) -> None:
+    if np.issubdtype(found.dtype, np.floating):
+        if not np.all(np.isfinite(found)):
+            raise ValueError(f"{what} contains NaN or inf; label maps must hold integer label values")
+        if not np.all(found == np.round(found)):
+            bad = sorted(float(x) for x in found[found != np.round(found)])[:5]
+            raise ValueError(f"{what} has non-integer values {bad}; label maps must hold integers")
 
 
 SCHEMES: Mapping[str, LabelScheme] = MappingProxyType(
