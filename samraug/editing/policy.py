@@ -1,0 +1,92 @@
+"""The random edit policy: a probability per operation and a range per parameter.
+
+Example:
+    >>> from samraug.editing import EditPolicy
+    >>> policy = EditPolicy(p_mirror=1.0, p_scale=0.0, scale_range=(0.5, 1.5))
+    >>> policy.p_mirror, policy.scale_range
+    (1.0, (0.5, 1.5))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+__all__ = ["OP_ORDER", "EditPolicy"]
+
+#: The order in which :meth:`LesionEditor.random_edit` draws and composes the operations.
+OP_ORDER: tuple[str, ...] = ("remove", "swap", "mirror", "scale", "rotate", "perturb", "move")
+
+
+@dataclass(frozen=True)
+class EditPolicy:
+    """Probabilities and parameter ranges of :meth:`~samraug.editing.LesionEditor.random_edit`.
+
+    Every operation is drawn independently with its probability; the drawn ones are composed in
+    :data:`OP_ORDER` into one transform of the lesion. ``remove`` (the healthy variant), when drawn, replaces
+    all the others; ``swap`` needs donors. Nothing drawn means the sample is left unedited.
+
+    Attributes:
+        p_remove, p_swap, p_mirror, p_scale, p_rotate, p_perturb, p_move: Probability of each operation.
+        scale_range: Tumour *volume* factor, drawn log-uniformly (paper Fig. 3: 50 % to 200 %).
+        max_shift: Largest move along each axis, as a fraction of the brain's extent along that axis.
+        rotation_range: Angle range in degrees; in 3D each of the three angles is drawn from it.
+        perturb_range: Largest displacement of the elastic perturbation, in voxels.
+        perturb_smoothness: Control-point spacing of the perturbation, in voxels (larger is smoother).
+        swap_at: Placement modes a swap draws from: ``"donor"`` (the donor's location) and/or ``"random"``.
+    """
+
+    p_remove: float = 0.05
+    p_swap: float = 0.25
+    p_mirror: float = 0.5
+    p_scale: float = 0.5
+    p_rotate: float = 0.3
+    p_perturb: float = 0.3
+    p_move: float = 0.3
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    max_shift: float = 0.25
+    rotation_range: tuple[float, float] = (-30.0, 30.0)
+    perturb_range: tuple[float, float] = (1.0, 3.0)
+    perturb_smoothness: float = 8.0
+    swap_at: tuple[str, ...] = ("donor", "random")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name.startswith("p_"):
+                p = getattr(self, f.name)
+                if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+                    raise ValueError(f"EditPolicy.{f.name}={p!r} must be a probability in [0, 1]")
+        for name in ("scale_range", "rotation_range", "perturb_range"):
+            lo, hi = getattr(self, name)
+            object.__setattr__(self, name, (float(lo), float(hi)))
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(f"EditPolicy.{name}={(lo, hi)} must be finite with low <= high")
+        if self.scale_range[0] <= 0:
+            raise ValueError(f"EditPolicy.scale_range={self.scale_range} must be positive (volume factors)")
+        if self.perturb_range[0] < 0:
+            raise ValueError(f"EditPolicy.perturb_range={self.perturb_range} must be >= 0 voxels")
+        if not 0.0 <= self.max_shift <= 1.0:
+            raise ValueError(f"EditPolicy.max_shift={self.max_shift} must be a fraction of the brain extent in [0, 1]")
+        if not self.perturb_smoothness > 0:
+            raise ValueError(f"EditPolicy.perturb_smoothness={self.perturb_smoothness} must be > 0 voxels")
+        at = tuple(self.swap_at)
+        if not at or any(a not in ("donor", "random") for a in at):
+            raise ValueError(f"EditPolicy.swap_at={at!r} must be a non-empty subset of ('donor', 'random')")
+        object.__setattr__(self, "swap_at", at)
+
+    def probability(self, op: str) -> float:
+        """The probability of operation ``op`` (one of :data:`OP_ORDER`)."""
+        return float(getattr(self, f"p_{op}"))
+
+
+def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    """One float drawn uniformly from ``[low, high)`` with ``torch.rand`` (global RNG when ``generator`` is None)."""
+    u = torch.rand((), generator=generator, dtype=torch.float64).item()
+    return low + (high - low) * u
+
+
+def randint(generator: torch.Generator | None, low: int, high: int) -> int:
+    """One integer drawn uniformly from ``[low, high)`` with ``torch.randint``."""
+    return int(torch.randint(int(low), int(high), (), generator=generator).item())
