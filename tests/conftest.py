@@ -1,0 +1,17 @@
+"""Shared test configuration: deterministic torch, a CI hypothesis profile, small thread counts."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
