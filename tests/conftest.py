@@ -7,7 +7,7 @@ import os
 import torch
 from hypothesis import HealthCheck, settings
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
 
 settings.register_profile(
     "default",

@@ -1,0 +1,28 @@
+"""Networks: the SAMR generator and baselines, the label-wise discriminators and the U-Net."""
+
+from __future__ import annotations
+
+from samraug.models.discriminator import LabelWiseDiscriminators, PatchDiscriminator
+from samraug.models.generator import (
+    MODEL_TYPES,
+    PRESETS,
+    Pix2PixGenerator,
+    SAMRGenerator,
+    build_generator,
+    generator_class,
+    generator_from_config,
+)
+from samraug.models.unet import UNet
+
+__all__ = [
+    "MODEL_TYPES",
+    "PRESETS",
+    "LabelWiseDiscriminators",
+    "PatchDiscriminator",
+    "Pix2PixGenerator",
+    "SAMRGenerator",
+    "UNet",
+    "build_generator",
+    "generator_class",
+    "generator_from_config",
+]

@@ -1,0 +1,730 @@
+"""Weights folders, the Hugging Face Hub, and the one resolver everything else uses.
+
+A *weights folder* is exactly what :func:`push_to_hub` uploads:
+
+- ``config.json``: the generator's architecture kwargs (``sequences`` included) plus ``model_type``,
+  ``label_scheme``, ``normalization``, ``atlas`` (geometry: spatial ``shape`` and 4x4 ``affine``),
+  ``samraug_version`` and ``format_version``;
+- ``model.safetensors``: the generator's tensors (float32, or float16 for compact storage; loading casts back);
+- ``atlas.safetensors``: the :class:`samraug.atlas.Atlas` (the generator is useless without it);
+- ``README.md``: the model card.
+
+:func:`resolve_weights` turns ``None`` (the bundled demo weights), a local folder, ``"org/name"`` or
+``"org/name@revision"`` into a local folder (through ``huggingface_hub.snapshot_download``, honouring
+``HF_HUB_OFFLINE``); :func:`load_weights` loads it strictly. No pickle anywhere: safetensors and JSON only.
+
+Example:
+    >>> from samraug.hub import load_weights, save_weights
+    >>> w = load_weights("my-org/samr-lite@v1.0", device="cuda")  # doctest: +SKIP
+    >>> images = w.generator(mask, w.atlas.stack(z)[None].cuda())  # doctest: +SKIP
+    >>> save_weights("/tmp/my-weights", generator, atlas, card={"data": "BraTS 2024 GLI"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from samraug.atlas import Atlas
+    from samraug.labels import LabelScheme
+
+__all__ = [
+    "ATLAS_NAME",
+    "BUNDLED_WEIGHTS",
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "META_KEYS",
+    "MODEL_NAME",
+    "WEIGHT_FILES",
+    "LoadedWeights",
+    "WeightsError",
+    "check_config",
+    "default_normalization",
+    "is_offline",
+    "load_state_dict_strict",
+    "load_weights",
+    "model_card",
+    "push_to_hub",
+    "read_config",
+    "read_safetensors",
+    "resolve_weights",
+    "save_state_dict",
+    "save_weights",
+    "scheme_from_config",
+    "scheme_to_config",
+]
+
+CONFIG_NAME = "config.json"
+MODEL_NAME = "model.safetensors"
+ATLAS_NAME = "atlas.safetensors"
+CARD_NAME = "README.md"
+WEIGHT_FILES: tuple[str, ...] = (CONFIG_NAME, MODEL_NAME, ATLAS_NAME, CARD_NAME)
+FORMAT_VERSION = 1
+#: The demo weights shipped inside the package (trained on the simulated phantom only).
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-phantom"
+#: config.json keys that describe the weights rather than the generator architecture.
+META_KEYS: tuple[str, ...] = (
+    "model_type",
+    "label_scheme",
+    "normalization",
+    "atlas",
+    "samraug_version",
+    "format_version",
+)
+
+_FALLBACK_NORMALIZATION: dict[str, Any] = {
+    "method": "percentile",
+    "region": "brain",
+    "per": "subject and sequence",
+    "low_percentile": 0.5,
+    "high_percentile": 99.5,
+    "range": [-1.0, 1.0],
+    "clip": True,
+    "background": -1.0,
+}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_bundled_warned = False
+
+
+class WeightsError(ValueError):
+    """A weights folder or file is invalid (corrupt file, config that does not match the tensors, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def save_state_dict(
+    module: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``module.state_dict()`` to a safetensors file (contiguous CPU copies, so ``channels_last`` and GPU
+    modules work). ``dtype`` (e.g. ``torch.float16``) casts the floating tensors for compact storage."""
+    path = Path(path)
+    tensors = {}
+    for key, value in module.state_dict().items():
+        t = value.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[key] = t.contiguous().clone()
+    meta = {"format": "pt", **({k: str(v) for k, v in metadata.items()} if metadata else {})}
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def read_safetensors(path: str | Path, what: str = "weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor of a safetensors file (on CPU) and its metadata.
+
+    Raises ``FileNotFoundError`` if the file is missing and :class:`WeightsError` if it is truncated or corrupt.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} file {path.name!r} not found in {path.parent}; the weights folder is incomplete"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise WeightsError(_corrupt_message(path, e)) from e
+    return tensors, metadata
+
+
+def _check_safetensors_header(path: Path, what: str) -> None:
+    """Validate a safetensors file's header and size without reading its tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} file {path.name!r} not found in {path.parent}; the weights folder is incomplete"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            list(f.keys())
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise WeightsError(_corrupt_message(path, e)) from e
+
+
+def _corrupt_message(path: Path, error: Exception) -> str:
+    return (
+        f"{path} is corrupt or truncated ({error}); re-download it (load_weights/resolve_weights with "
+        f"force_download=True, or huggingface_hub.snapshot_download(..., force_download=True)) or re-export the "
+        f"weights with samraug.hub.save_weights"
+    )
+
+
+def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """Load ``tensors`` into ``module`` strictly.
+
+    Missing or unexpected tensors, shape mismatches (a config that does not match the tensors) and non-finite
+    values raise :class:`WeightsError` naming the keys. Floating tensors are cast to the module's dtype, so float16
+    storage loads into a float32 module.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_clip_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_clip_list(unexpected)}")
+        raise WeightsError(
+            f"{source} does not match the {type(module).__name__} built from its config: {'; '.join(parts)}. "
+            "The config.json and model.safetensors come from different models (or the file was edited): "
+            "re-export both together with samraug.hub.save_weights"
+        )
+    for key, want in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise WeightsError(
+                f"{source}: tensor {key!r} has shape {tuple(got.shape)} but the config.json architecture expects "
+                f"{tuple(want.shape)}; the config (e.g. base_channels, max_channels, n_down, sequences) does not "
+                "match the tensors. Use the config.json saved with these tensors, or re-export with save_weights"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise WeightsError(
+                f"{source}: tensor {key!r} contains NaN or inf; the weights are corrupt (or training diverged). "
+                "Re-download with force_download=True or re-export from a good checkpoint"
+            )
+    cast = {k: (v.to(expected[k].dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
+    module.load_state_dict(cast, strict=True)
+
+
+def _clip_list(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(repr(x) for x in items[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"
+
+
+# ---------------------------------------------------------------------------------------------- config
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """Read and check ``folder/config.json`` (``FileNotFoundError`` if missing, :class:`WeightsError` if
+    invalid)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{CONFIG_NAME!r} not found in {Path(folder)}; a weights folder needs {list(WEIGHT_FILES[:3])} "
+            "(write one with samraug.hub.save_weights)"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON ({e}); re-download it or re-export with save_weights") from e
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    check_config(config, source=str(path))
+    return config
+
+
+def check_config(config: Mapping[str, Any], source: str = "config") -> None:
+    """Check a weights config: known ``model_type``, architecture keys accepted by that generator, atlas
+    geometry present, and a format version this samraug can read."""
+    from samraug.models.generator import MODEL_TYPES, generator_class
+
+    if "model_type" not in config:
+        raise WeightsError(f"{source} has no 'model_type'; expected one of {list(MODEL_TYPES)}")
+    cls = generator_class(config["model_type"])  # raises for unknown types
+    version = config.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise WeightsError(
+            f"{source} has format_version {version!r}, newer than this samraug understands ({FORMAT_VERSION}); "
+            "upgrade samraug (pip install -U samraug)"
+        )
+    allowed = set(cls.init_keys()) | set(META_KEYS)
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise WeightsError(
+            f"{source} has unknown keys {unknown} for model_type {config['model_type']!r} "
+            f"(allowed: {sorted(allowed)}); the weights were written by another tool or a newer samraug"
+        )
+    atlas = config.get("atlas")
+    if atlas is not None:
+        if not isinstance(atlas, Mapping) or "shape" not in atlas or "affine" not in atlas:
+            raise WeightsError(f"{source}: 'atlas' must be an object with 'shape' and 'affine', got {atlas!r}")
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+def is_offline() -> bool:
+    """Whether Hub access is disabled: ``HF_HUB_OFFLINE`` (read now, so setting it after import works) or
+    ``huggingface_hub.constants.HF_HUB_OFFLINE``."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
+    repo_id, sep, rev = spec.partition("@")
+    if sep:
+        if not rev:
+            raise ValueError(
+                f"weights {spec!r} ends with '@' but names no revision; use 'org/name@<branch|tag|commit>'"
+            )
+        if revision is not None and revision != rev:
+            raise ValueError(f"weights {spec!r} pins revision {rev!r} but revision={revision!r} was also passed")
+        return repo_id, rev
+    return repo_id, revision
+
+
+def resolve_weights(
+    weights: str | Path | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+) -> Path:
+    """The local folder of ``weights``: a local folder (returned as is), ``"org/name"`` or ``"org/name@revision"``
+    (downloaded to / found in the Hugging Face cache with ``huggingface_hub.snapshot_download``; with
+    ``HF_HUB_OFFLINE=1`` only the cache is used), or ``None`` for the bundled demo weights.
+
+    Example:
+        >>> resolve_weights("/data/my-samr-weights")  # doctest: +SKIP
+        PosixPath('/data/my-samr-weights')
+        >>> resolve_weights("my-org/samr-lite@v1.0")  # doctest: +SKIP
+        PosixPath('/home/me/.cache/huggingface/hub/models--my-org--samr-lite/snapshots/3f2a...')
+    """
+    global _bundled_warned
+    if weights is None:
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} needs a Hub id; pass weights='org/name' with it")
+        if not BUNDLED_WEIGHTS.is_dir():
+            raise FileNotFoundError(
+                f"no bundled weights are installed ({BUNDLED_WEIGHTS} does not exist); pass weights=<local folder>, "
+                "'org/name' or 'org/name@revision', or train your own (recipes/train_samr.py)"
+            )
+        if not _bundled_warned:
+            warnings.warn(
+                f"using the bundled demo weights {BUNDLED_WEIGHTS.name!r}: they were trained on SIMULATED phantom "
+                "data, not on real MRI; pass weights=... for real use",
+                UserWarning,
+                stacklevel=2,
+            )
+            _bundled_warned = True
+        return BUNDLED_WEIGHTS
+    spec = str(weights)
+    local = Path(spec).expanduser()
+    if isinstance(weights, Path) or local.exists():
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} was passed with the local folder {spec!r}; revisions are for Hub ids"
+            )
+        return _local_folder(local)
+    repo_id, rev = _split_revision(spec, revision)
+    if not _REPO_ID.match(repo_id) or spec.startswith((".", "/", "~")):
+        return _local_folder(local)
+    return _snapshot(repo_id, rev, cache_dir, force_download)
+
+
+def _local_folder(path: Path) -> Path:
+    path = path.expanduser()
+    if path.is_file():
+        raise ValueError(f"weights {str(path)!r} is a file; pass the folder that holds {list(WEIGHT_FILES)}")
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"weights folder {str(path)!r} does not exist; pass an existing folder, 'org/name' or 'org/name@revision'"
+        )
+    return path
+
+
+def _snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None, force_download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = is_offline()
+    what = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    if offline and force_download:
+        raise ValueError("force_download=True needs the network, but HF_HUB_OFFLINE is set; unset it to re-download")
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=list(WEIGHT_FILES),
+            local_files_only=offline,
+            force_download=force_download,
+        )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+        where = str(cache_dir) if cache_dir is not None else "the Hugging Face cache (HF_HOME / HF_HUB_CACHE)"
+        detail = f" The cached copy is incomplete: {e}" if isinstance(e, IncompleteSnapshotError) else ""
+        raise FileNotFoundError(
+            f"weights {what} are not in the local cache ({where}) and the Hub cannot be reached"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: go online once to download them, point HF_HOME / "
+            f"HF_HUB_CACHE or cache_dir at a cache that has them, or pass a local weights folder (no local folder "
+            f"{repo_id!r} exists).{detail}"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise ValueError(
+            f"revision {revision!r} not found in {repo_id!r}; pass an existing branch, tag or commit"
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise ValueError(
+            f"Hub repository {repo_id!r} not found (or private: log in with `hf auth login`); check the name"
+        ) from e
+    return Path(folder)
+
+
+# ---------------------------------------------------------------------------------------------- load
+@dataclass
+class LoadedWeights:
+    """What :func:`load_weights` returns: the generator (eval mode, on the device), its atlas, the config and the
+    local folder."""
+
+    generator: nn.Module
+    atlas: Atlas
+    config: dict[str, Any]
+    path: Path
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """Output sequences of the generator, in order."""
+        return tuple(self.config["sequences"])
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        """How training intensities were normalised."""
+        return dict(self.config.get("normalization") or {})
+
+    @property
+    def label_scheme(self) -> LabelScheme:
+        """The label scheme of the training data."""
+        return scheme_from_config(self.config.get("label_scheme", "samr"))
+
+
+def load_weights(
+    weights: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+) -> LoadedWeights:
+    """Resolve ``weights`` (see :func:`resolve_weights`) and load generator + atlas + config strictly.
+
+    Example:
+        >>> w = load_weights("my-org/samr-lite", device="cuda")  # doctest: +SKIP
+        >>> w.generator.sequences, w.atlas.data.shape  # doctest: +SKIP
+    """
+    from samraug.models.generator import generator_from_config
+
+    path = resolve_weights(weights, revision=revision, cache_dir=cache_dir, force_download=force_download)
+    config = read_config(path)
+    if "atlas" not in config:
+        raise WeightsError(f"{path / CONFIG_NAME} has no 'atlas' geometry; re-export the weights with save_weights")
+    try:
+        generator = generator_from_config(config)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{path / CONFIG_NAME} does not describe a valid generator: {e}") from e
+    tensors, _ = read_safetensors(path / MODEL_NAME, "generator weights")
+    load_state_dict_strict(generator, tensors, source=str(path / MODEL_NAME))
+    atlas = _load_atlas(path, config)
+    generator.to(device).eval()
+    return LoadedWeights(generator=generator, atlas=atlas, config=config, path=path)
+
+
+def _load_atlas(path: Path, config: Mapping[str, Any]) -> Atlas:
+    from samraug.atlas import Atlas
+
+    _check_safetensors_header(path / ATLAS_NAME, "atlas")
+    try:
+        atlas = Atlas.load(path)
+    except (OSError, RuntimeError) as e:
+        raise WeightsError(_corrupt_message(path / ATLAS_NAME, e)) from e
+    sequences = tuple(config["sequences"])
+    if tuple(atlas.sequences) != sequences:
+        raise WeightsError(
+            f"atlas sequences {tuple(atlas.sequences)} do not match the generator's {sequences} in {path}; "
+            "the atlas and the generator must come from the same training run (re-export with save_weights)"
+        )
+    geometry = config["atlas"]
+    shape = tuple(int(s) for s in geometry["shape"])
+    if tuple(atlas.data.shape[1:]) != shape:
+        raise WeightsError(
+            f"atlas has shape {tuple(atlas.data.shape[1:])} but config.json records {shape}; the atlas file does "
+            "not belong to this config (re-export with save_weights)"
+        )
+    affine = torch.as_tensor(geometry["affine"], dtype=torch.float64)
+    if tuple(affine.shape) != (4, 4) or not torch.allclose(
+        affine, torch.as_tensor(atlas.affine, dtype=torch.float64), atol=1e-4
+    ):
+        raise WeightsError(
+            "atlas affine does not match the affine recorded in config.json; the atlas file does not belong to "
+            "this config (re-export with save_weights)"
+        )
+    return atlas
+
+
+def scheme_from_config(value: Any) -> LabelScheme:
+    """The :class:`~samraug.labels.LabelScheme` a config records (a built-in name or a scheme object)."""
+    from samraug.labels import LabelScheme, get_scheme
+
+    if isinstance(value, str):
+        return get_scheme(value)
+    if isinstance(value, Mapping):
+        return LabelScheme(
+            name=value["name"],
+            names={int(k): v for k, v in value["names"].items()},
+            samr={int(k): int(v) for k, v in value["samr"].items()},
+            regions={k: tuple(v) for k, v in value.get("regions", {}).items()},
+            defaults={int(k): int(v) for k, v in value.get("defaults", {}).items()},
+        )
+    raise WeightsError(f"label_scheme must be a scheme name or a scheme object, got {value!r}")
+
+
+def scheme_to_config(scheme: str | LabelScheme) -> str | dict[str, Any]:
+    """A label scheme as a JSON-able config value: its name for the built-in schemes, its definition otherwise."""
+    from samraug.labels import SCHEMES, get_scheme
+
+    s = get_scheme(scheme)
+    if s.name in SCHEMES and SCHEMES[s.name] == s:
+        return s.name
+    return {
+        "name": s.name,
+        "names": {str(k): v for k, v in s.names.items()},
+        "samr": {str(k): v for k, v in s.samr.items()},
+        "regions": {k: list(v) for k, v in s.regions.items()},
+        "defaults": {str(k): v for k, v in s.defaults.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- save
+_scheme_from_config = scheme_from_config  # older private names, kept for callers
+_scheme_to_config = scheme_to_config
+
+
+def default_normalization() -> dict[str, Any]:
+    """The intensity normalisation recorded in new weights (``samraug.intensity.DEFAULT_NORMALIZATION``)."""
+    try:
+        from samraug.intensity import DEFAULT_NORMALIZATION  # type: ignore[attr-defined]
+    except ImportError:
+        return dict(_FALLBACK_NORMALIZATION)
+    return json.loads(json.dumps(dict(DEFAULT_NORMALIZATION)))
+
+
+def save_weights(
+    folder: str | Path,
+    generator: nn.Module,
+    atlas: Atlas,
+    *,
+    label_scheme: str | LabelScheme = "samr",
+    normalization: Mapping[str, Any] | None = None,
+    card: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a weights folder: ``config.json``, ``model.safetensors``, ``atlas.safetensors`` and ``README.md``.
+
+    Args:
+        folder: Output folder (created; the four files are overwritten).
+        generator: A samraug generator (``SAMRGenerator`` or ``Pix2PixGenerator``; DDP / ``torch.compile``
+            wrappers are unwrapped).
+        atlas: Its :class:`samraug.atlas.Atlas` (same sequences, in the same order).
+        label_scheme: Label scheme of the training data (a name or a ``LabelScheme``).
+        normalization: Intensity normalisation used in training (default: the library's).
+        card: Model-card facts: ``data``, ``preset``, ``steps``, ``command``, ``validation`` (a dict of numbers),
+            ``simulated`` (bool: trained on simulated data), ``notes``, ``license``; other keys are listed as is.
+        dtype: Storage dtype of the generator tensors, e.g. ``torch.float16`` (loading casts back to float32).
+
+    Example:
+        >>> card = {"data": "phantom", "simulated": True}
+        >>> save_weights("/tmp/w", gen, atlas, card=card, dtype=torch.float16)  # doctest: +SKIP
+    """
+    from samraug.models.generator import generator_class
+
+    generator = getattr(generator, "_orig_mod", generator)  # torch.compile wrapper
+    generator = getattr(generator, "module", generator)  # DistributedDataParallel / DataParallel wrapper
+    model_type = getattr(generator, "model_type", None)
+    if model_type is None or not hasattr(generator, "config"):
+        raise TypeError(
+            f"generator must be a samraug generator (SAMRGenerator, Pix2PixGenerator), got {type(generator)}"
+        )
+    generator_class(model_type)
+    sequences = tuple(generator.sequences)
+    if tuple(atlas.sequences) != sequences:
+        raise ValueError(
+            f"atlas sequences {tuple(atlas.sequences)} do not match the generator's {sequences}; build the atlas "
+            "from the same sequences in the same order"
+        )
+    if getattr(generator, "use_atlas", False) and generator.atlas_slices != 3:
+        raise ValueError(
+            f"generator expects atlas_slices={generator.atlas_slices}, but Atlas.stack gives 3 slices per sequence; "
+            "train with atlas_slices=3"
+        )
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype (e.g. torch.float16), got {dtype}")
+    affine = [[float(v) for v in row] for row in torch.as_tensor(atlas.affine, dtype=torch.float64).tolist()]
+    if not all(math.isfinite(v) for row in affine for v in row):
+        raise ValueError("atlas affine contains NaN or inf")
+    from samraug import __version__
+
+    config: dict[str, Any] = {
+        "model_type": model_type,
+        **generator.config,
+        "label_scheme": scheme_to_config(label_scheme),
+        "normalization": json.loads(json.dumps(dict(normalization))) if normalization else default_normalization(),
+        "atlas": {"shape": [int(s) for s in atlas.data.shape[1:]], "affine": affine},
+        "samraug_version": __version__,
+        "format_version": FORMAT_VERSION,
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    stored = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    save_state_dict(generator, folder / MODEL_NAME, dtype=dtype, metadata={"model_type": model_type, "dtype": stored})
+    atlas.save(folder)
+    if not (folder / ATLAS_NAME).is_file():
+        raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {folder}")
+    (folder / CARD_NAME).write_text(model_card(config, card, dtype=stored), encoding="utf-8")
+    return folder
+
+
+_CARD_KEYS = ("title", "data", "preset", "steps", "command", "validation", "simulated", "notes", "license")
+
+
+def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None, *, dtype: str = "float32") -> str:
+    """The ``README.md`` model card of a weights folder, from its config and the training facts in ``card``
+    (see :func:`save_weights`).
+
+    Example:
+        >>> text = model_card(config, {"data": "phantom", "simulated": True, "steps": 2000})  # doctest: +SKIP
+    """
+    card = dict(card or {})
+    simulated = bool(card.get("simulated", False))
+    license_ = str(card.get("license", "apache-2.0"))
+    model_type = config.get("model_type", "samr")
+    title = card.get("title") or f"samraug {model_type} generator"
+    tags = ["samraug", "mri", "brain-tumor", "image-synthesis", "data-augmentation", "pytorch_model_hub_mixin"]
+    lines = [
+        "---",
+        "library_name: samraug",
+        f"license: {license_}",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "---",
+        "",
+        f"# {title}",
+        "",
+    ]
+    if simulated:
+        lines += [
+            "> **Trained on simulated data.** These weights were trained on samraug's digital phantom (MNI152 "
+            "anatomy with simulated lesions and an MR signal model), not on real patient MRI. They are for demos "
+            "and tests; do not expect realistic images on real scans.",
+            "",
+        ]
+    lines += [
+        "Lesion-mask-based synthesis of anatomic and molecular MRI (SAMR, MICCAI 2020) with "
+        "[samraug](https://pypi.org/project/samraug/): from a one-hot lesion mask (background, normal brain, edema, "
+        "cavity, tumor) and three adjacent atlas slices per sequence, the generator paints co-registered MR slices "
+        "in [-1, 1]. Research use only, not for clinical use.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from samraug.hub import load_weights",
+        'w = load_weights("<this folder or org/name@revision>", device="cpu")',
+        "images = w.generator(mask_onehot, w.atlas.stack(z)[None])  # (1, n_sequences, H, W)",
+        "```",
+        "",
+        "## Model",
+        "",
+        f"- model type: `{model_type}`",
+        f"- sequences (output order): {', '.join(f'`{s}`' for s in config.get('sequences', []))}",
+    ]
+    arch = {k: v for k, v in config.items() if k not in META_KEYS and k != "sequences"}
+    lines.append("- architecture: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(arch.items())))
+    lines.append(f"- stored dtype: {dtype} (loaded as float32)")
+    scheme = config.get("label_scheme", "samr")
+    lines.append(f"- training label scheme: `{scheme if isinstance(scheme, str) else scheme.get('name')}`")
+    lines.append(f"- intensity normalisation: `{json.dumps(config.get('normalization', {}), sort_keys=True)}`")
+    atlas = config.get("atlas") or {}
+    if atlas:
+        lines.append(f"- atlas grid: shape {atlas.get('shape')}, affine {atlas.get('affine')}")
+    lines += ["", "## Training", ""]
+    lines.append(f"- data: {card.get('data', 'not recorded')}")
+    lines.append(f"- preset: {card.get('preset') or _preset_of(config)}")
+    lines.append(f"- steps: {card.get('steps', 'not recorded')}")
+    lines.append(f"- trained on simulated data: {'yes' if simulated else 'no'}")
+    if card.get("command"):
+        lines += ["", "Exact command:", "", "```bash", str(card["command"]), "```"]
+    validation = card.get("validation")
+    lines += ["", "## Validation", ""]
+    if isinstance(validation, Mapping) and validation:
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in validation.items()]
+    elif validation:
+        lines.append(str(validation))
+    else:
+        lines.append("No validation numbers recorded.")
+    if card.get("notes"):
+        lines += ["", "## Notes", "", str(card["notes"])]
+    extra = {k: v for k, v in card.items() if k not in _CARD_KEYS}
+    if extra:
+        lines += ["", "## Further details", ""]
+        lines += [f"- {k}: {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _preset_of(config: Mapping[str, Any]) -> str:
+    from samraug.models.generator import PRESETS
+
+    if config.get("model_type") in (None, "samr"):
+        defaults = {"stretch_out": True, "use_atlas": True, "decoder_res_blocks": 1, "norm": "batch"}
+        for name, kwargs in PRESETS.items():
+            if all(config.get(k) == v for k, v in {**defaults, **kwargs}.items()):
+                return f"{name} (architecture match)"
+    return "not recorded"
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    branch: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload samraug weights",
+) -> str:
+    """Check a weights folder (it must load strictly) and upload exactly its four files to ``repo_id``
+    (created if needed) with ``HfApi.upload_folder``. Returns the commit URL.
+
+    Example:
+        >>> push_to_hub("/tmp/w", "my-org/samr-lite", branch="v1")  # doctest: +SKIP
+    """
+    from huggingface_hub import HfApi
+
+    folder = _local_folder(Path(folder))
+    missing = [name for name in WEIGHT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"weights folder {folder} lacks {missing}; write it with samraug.hub.save_weights")
+    load_weights(folder)  # refuse to upload anything that would not load
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+    if branch is not None:
+        api.create_branch(repo_id=repo_id, branch=branch, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        allow_patterns=list(WEIGHT_FILES),
+        commit_message=commit_message,
+        revision=branch,
+    )
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,193 @@
+"""Building blocks shared by the SAMR generator, the baselines, the discriminators and the U-Net.
+
+All blocks are plain ``nn.Module``s that make no assumption on dtype or memory format, so they run under
+``torch.autocast`` and with ``channels_last`` tensors.
+
+Example:
+    >>> import torch
+    >>> block = ResnetBlock(16, norm="batch")
+    >>> block(torch.randn(2, 16, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NORMS",
+    "ConvNormAct",
+    "DoubleConv",
+    "NormKind",
+    "OutputConv",
+    "ResnetBlock",
+    "UpConvNormAct",
+    "channel_plan",
+    "check_divisible",
+    "norm_layer",
+]
+
+NormKind = Literal["batch", "instance", "none"]
+NORMS: tuple[str, ...] = ("batch", "instance", "none")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A 2D normalisation layer: ``batch`` (BatchNorm2d), ``instance`` (InstanceNorm2d, no affine, as in
+    pix2pixHD) or ``none`` (identity)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; use one of {NORMS}")
+
+
+def _check_norm(kind: str) -> str:
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; use one of {NORMS}")
+    return kind
+
+
+def channel_plan(base_channels: int, max_channels: int | None, n_levels: int) -> list[int]:
+    """Channels per level: ``base * 2**i`` capped at ``max_channels``, for ``i = 0 .. n_levels - 1``.
+
+    Example:
+        >>> channel_plan(64, 512, 6)
+        [64, 128, 256, 512, 512, 512]
+    """
+    if base_channels < 1:
+        raise ValueError(f"base_channels must be >= 1, got {base_channels}")
+    if max_channels is not None and max_channels < base_channels:
+        raise ValueError(f"max_channels ({max_channels}) must be >= base_channels ({base_channels}) or None")
+    cap = max_channels if max_channels is not None else 1 << 62
+    return [min(base_channels * 2**i, cap) for i in range(n_levels)]
+
+
+def check_divisible(x: torch.Tensor, n_down: int, what: str, min_bottleneck: int = 1) -> None:
+    """Raise a ``ValueError`` naming the sizes if ``H, W`` are not multiples of ``2**n_down`` (and at least
+    ``min_bottleneck * 2**n_down``)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    factor = 2**n_down
+    if h % factor or w % factor or h < min_bottleneck * factor or w < min_bottleneck * factor:
+        smallest = min_bottleneck * factor
+        raise ValueError(
+            f"{what} has spatial size {h}x{w}, but it must be a multiple of 2**{n_down} = {factor} "
+            f"(and at least {smallest}x{smallest}); pad the slice (centred) to a multiple of {factor}, e.g. "
+            f"samraug.data.slices.pad_or_crop(x, padded_size(x.shape[-2:], {factor})) (BraTS 240 -> 256, "
+            "phantom 99x117 -> 128x128)"
+        )
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> norm -> activation. ``pad_mode='reflect'`` gives the reflection padding of pix2pixHD.
+
+    The convolution has a bias only when there is no normalisation (a bias before a norm is cancelled by it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        *,
+        norm: str = "batch",
+        act: Literal["relu", "lrelu", "none"] = "relu",
+        pad_mode: Literal["zeros", "reflect"] = "zeros",
+    ) -> None:
+        _check_norm(norm)
+        if padding is None:
+            padding = kernel_size // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                padding_mode=pad_mode,
+                bias=norm == "none",
+            ),
+            norm_layer(norm, out_channels),
+        ]
+        if act == "relu":
+            layers.append(nn.ReLU(inplace=True))
+        elif act == "lrelu":
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        elif act != "none":
+            raise ValueError(f"unknown activation {act!r}; use 'relu', 'lrelu' or 'none'")
+        super().__init__(*layers)
+
+
+class OutputConv(nn.Conv2d):
+    """Size-preserving output convolution with reflection padding (a plain ``nn.Conv2d``: same parameters and
+    state-dict keys).
+
+    oneDNN runs convolutions with a single output channel about 6x slower than their cost suggests, so for CPU
+    inference (no autograd) a one-channel output is computed as a depthwise convolution summed over channels:
+    the same result up to float rounding. Training and GPUs use the ordinary convolution.
+
+    Example:
+        >>> conv = OutputConv(16, 1, 7)
+        >>> x = torch.randn(2, 16, 32, 32)
+        >>> with torch.no_grad():
+        ...     torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=3), atol=1e-5)
+        True
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, padding_mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_channels != 1 or x.device.type != "cpu" or torch.is_grad_enabled():
+            return super().forward(x)
+        p = self.kernel_size[0] // 2
+        padded = nn.functional.pad(x, (p, p, p, p), mode="reflect")
+        weight = self.weight.reshape(self.in_channels, 1, *self.kernel_size)
+        y = nn.functional.conv2d(padded, weight.to(padded.dtype), groups=self.in_channels).sum(1, keepdim=True)
+        return y + self.bias.to(y.dtype).view(1, 1, 1, 1)
+
+
+class UpConvNormAct(nn.Sequential):
+    """2x up-sampling by a 3x3 transposed convolution (stride 2, output padding 1) -> norm -> ReLU,
+    the mirror of a 3x3 stride-2 convolution (pix2pixHD / Johnson et al.)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch") -> None:
+        _check_norm(norm)
+        super().__init__(
+            nn.ConvTranspose2d(
+                in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=norm == "none"
+            ),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ResnetBlock(nn.Module):
+    """Residual block ``x + [conv3x3 -> norm -> ReLU -> conv3x3 -> norm](x)`` with reflection padding
+    (pix2pixHD ``ResnetBlock``)."""
+
+    def __init__(self, channels: int, *, norm: str = "batch") -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvNormAct(channels, channels, 3, norm=norm, act="relu", pad_mode="reflect"),
+            ConvNormAct(channels, channels, 3, norm=norm, act="none", pad_mode="reflect"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class DoubleConv(nn.Sequential):
+    """U-Net double convolution: two ``conv3x3 -> norm -> ReLU`` (zero padding, size preserving)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch") -> None:
+        super().__init__(
+            ConvNormAct(in_channels, out_channels, 3, norm=norm),
+            ConvNormAct(out_channels, out_channels, 3, norm=norm),
+        )
