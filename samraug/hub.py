@@ -507,8 +507,6 @@ def scheme_to_config(scheme: str | LabelScheme) -> str | dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- save
-_scheme_from_config = scheme_from_config  # older private names, kept for callers
-_scheme_to_config = scheme_to_config
 
 
 def default_normalization() -> dict[str, Any]:

@@ -1,0 +1,707 @@
+"""Mix synthetic samples into any map-style dataset: :class:`SAMRAugmentedDataset` and :class:`SynthesizingLoader`.
+
+``SAMRAugmentedDataset(real_ds, ratio=0.5)`` wraps a dataset of ``tio.Subject``\\ s, dicts of tensors, or
+``(image, label)`` tuples. ``ratio`` is the synthetic fraction of the mixed set (the paper's 50 % = 1080 real +
+1080 synthetic), so its length is ``round(len(real_ds) / (1 - ratio))``: indices below ``len(real_ds)`` return the
+real items unchanged, the others a synthetic sample: a real item drawn at random, its lesion mask edited by a
+:class:`~samraug.editing.LesionEditor` (donors: other items of the dataset by default), and its images replaced by
+the generator's, in the real item's intensity scale. A synthetic item has the same format as a real one (same
+keys, shapes, dtypes, label scheme), so the user's collate function and training loop need no change.
+
+Every random choice of synthetic item ``i`` comes from a ``torch.Generator`` seeded by ``(seed, i)``: the same
+seed gives the same samples whatever the worker assignment, the number of workers or the path below.
+
+**GPU training** (DESIGN.md, "Running the generator"): the generator never runs inside DataLoader workers. With
+``batched=True`` the workers only edit masks and return :class:`~samraug.transforms.PendingSample`\\ s; wrapping the
+loader in :class:`SynthesizingLoader` runs one generator call per batch in the main process and hands the user's
+collate function finished items. On CPU either path works (and gives the same samples).
+
+Item formats (decided from ``real_ds[0]``):
+
+- ``tio.Subject``: as :class:`~samraug.transforms.SAMRSynthesize` (label map ``label_key``, default ``"seg"``;
+  scheme from ``scheme=`` or the subject's ``scheme`` attribute; sequences matched by name or ``sequence_map``).
+- dict: ``label_key`` (default ``"label"``) holds the label map, ``(X, Y, Z)`` / ``(H, W)`` (a leading channel of 1
+  is kept as is); images either stacked in ``image_key`` (default ``"image"``, ``(n, ...)`` channel-first; channel
+  ``i`` is model sequence ``i`` unless ``sequence_map={sequence: channel}``) or one key per sequence
+  (``sequence_map={sequence: key}``). Optional keys: ``"brain"`` (brain mask, default: non-zero voxels of the images),
+  ``"affine"`` (3D: checked against the atlas grid), ``"atlas"`` (2D: the item's own atlas stack), ``"z"`` (2D: the
+  axial atlas slice), ``"mask"`` (a one-hot SAMR mask, updated to the edit). samraug's own 2D training instances
+  (:mod:`samraug.data.slices`) work as they are (scheme ``"samr"``; images stay normalised).
+- tuple ``(image, label, ...)``: image ``(n, ...)`` channel-first in the model's sequence order (or
+  ``sequence_map={sequence: channel}``), label in the user's scheme; further elements are passed through.
+
+**2D items** need the axial atlas slice they come from: the item's ``"atlas"`` stack, else its ``"z"`` entry, else
+``z=`` (an int for every item, or a function ``item -> int``). Without any of them the constructor raises.
+
+**Intensities** (``intensity="auto"``): items carrying ``"stats"`` (samraug instances) are already normalised, so
+synthetic images stay in [-1, 1] (``"model"``); otherwise each sequence is mapped to the real item's scale
+(``"match"``): the p0.5 / p99.5 of the real sequence inside the brain, and its background value outside.
+
+Example:
+    >>> from torch.utils.data import DataLoader
+    >>> from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+    >>> mixed = SAMRAugmentedDataset(real_ds, ratio=0.5, scheme="brats2021", batched=True)  # doctest: +SKIP
+    >>> loader = SynthesizingLoader(DataLoader(mixed, batch_size=16, shuffle=True, num_workers=4))  # doctest: +SKIP
+    >>> for batch in loader: ...  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torchio as tio
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
+from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+from samraug.transforms import (
+    _DONOR_POOLS,
+    PendingSample,
+    SAMRSynthesizeFixed,
+    _check_sequence_map,
+    _edit,
+    _editor_from_state,
+    _editor_settings,
+    _label_array,
+    _make_editor,
+    _make_pending,
+    _picklable_editor,
+    _plain,
+    _plan_subject,
+    _set_label,
+    _View,
+    prepare_subject,
+    register_donors,
+    scheme_from_plain,
+    scheme_to_plain,
+)
+
+__all__ = ["PendingBatch", "PendingCollate", "SAMRAugmentedDataset", "SynthesizingLoader", "synthesize_pending"]
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, tio.Image):
+        return x.data
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    return torch.as_tensor(x)
+
+
+def _spatial(x: Any, ndim: int | None, what: str) -> torch.Tensor:
+    """``x`` without a leading channel of 1 (when the result has ``ndim`` dims, or 2/3 when ``ndim`` is None)."""
+    t = _as_tensor(x)
+    want = (ndim,) if ndim is not None else (2, 3)
+    if t.dim() not in want and t.dim() - 1 in want and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() not in want:
+        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected a {' or '.join(f'{n}D' for n in want)} map")
+    return t
+
+
+def _float_copy(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32, copy=True)
+    t = torch.as_tensor(x)
+    return t.clone() if t.is_floating_point() else t.float()
+
+
+class _DatasetDonors(Sequence):
+    """The label maps of a dataset's items except one, loaded only when the editor picks one (lazy)."""
+
+    def __init__(self, owner: SAMRAugmentedDataset, exclude: int) -> None:
+        self.owner, self.exclude = owner, exclude
+
+    def __len__(self) -> int:
+        return max(self.owner.n_real - 1, 0)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        j = i + (i >= self.exclude)
+        return self.owner._label_of(self.owner.real_ds[j])
+
+
+@dataclass
+class _Layout:
+    """How the items of the wrapped dataset are read (decided once, from the first item)."""
+
+    kind: str  # "subject" | "mapping" | "tuple"
+    ndim: int = 3  # spatial dims of the label map
+    label_key: Any = None
+    brain_key: Any = None
+    image_key: Any = None
+    mapping: dict[str, Any] | None = None  # model sequence -> key (str) or channel (int)
+    scheme_plain: Any = None  # the scheme as a plain value (LabelScheme objects do not pickle)
+    intensity: str = "match"
+    scheme_arg: Any = None  # subjects: the scheme given by the user (None: each subject's own attribute)
+
+    @property
+    def scheme(self) -> LabelScheme:
+        return scheme_from_plain(self.scheme_plain)
+
+
+class SAMRAugmentedDataset(Dataset):
+    """A real dataset plus synthetic samples made by editing real masks and running the SAMR generator.
+
+    Args:
+        real_ds: A map-style dataset of ``tio.Subject``, dicts or ``(image, label)`` tuples (module docstring).
+        ratio: Synthetic fraction of the mixed dataset, in [0, 1); ``len = round(len(real_ds) / (1 - ratio))``.
+            0 gives the real dataset unchanged.
+        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+            :class:`~samraug.synthesis.Synthesizer`.
+        scheme: Label scheme of the items (default: a subject's ``scheme`` attribute / a dict's ``"scheme"``
+            entry; ``"samr"`` for samraug 2D instances). Required otherwise.
+        editor: A :class:`~samraug.editing.LesionEditor`; or ``policy``: the :class:`~samraug.editing.EditPolicy`
+            of a default editor.
+        donors: ``"dataset"`` (the other real items' lesions; loaded only when a swap is drawn), a list of label
+            maps, or None (no swap).
+        image_key, label_key, brain_key: Keys of dict items (``label_key`` default ``"label"``, ``"seg"`` for
+            subjects; ``brain_key`` default ``"brain"`` when present).
+        sequence_map: ``{model_sequence: key or channel}`` (module docstring).
+        z: 2D items: the key of their axial atlas slice (default ``"z"``), an int, or a function ``item -> int``.
+        intensity: ``"auto"``, ``"match"`` (real item's scale) or ``"model"`` ([-1, 1]).
+        seed: Seed of every synthetic choice (with the index).
+        batched: Return :class:`~samraug.transforms.PendingSample`\\ s for :class:`SynthesizingLoader` instead of
+            synthesizing in ``__getitem__`` (GPU training).
+        device, dtype: Of the generator (``"auto"``: CUDA when available).
+
+    Example:
+        >>> mixed = SAMRAugmentedDataset(real_ds, ratio=0.5, weights="my-org/samr-lite", scheme="brats2023")
+        ...  # doctest: +SKIP
+        >>> len(mixed) == 2 * len(real_ds)  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        real_ds: Any,
+        ratio: float = 0.5,
+        *,
+        weights: str | Synthesizer | None = None,
+        scheme: str | LabelScheme | None = None,
+        editor: Any = None,
+        policy: Any = None,
+        donors: str | Sequence[Any] | None = "dataset",
+        image_key: str = "image",
+        label_key: Any = None,
+        brain_key: Any = None,
+        mask_key: str = "mask",
+        atlas_key: str = "atlas",
+        sequence_map: Mapping[str, Any] | None = None,
+        z: str | int | Callable[[Any], int] | None = "z",
+        intensity: str = "auto",
+        seed: int = 0,
+        batched: bool = False,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
+        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
+            raise ValueError(
+                f"ratio must be in [0, 1) (the synthetic fraction of the mixed dataset), got {ratio!r}; "
+                "ratio=0.5 doubles the dataset with as many synthetic samples as real ones"
+            )
+        if editor is not None and policy is not None:
+            raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
+        if intensity not in ("auto", "match", "model"):
+            raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
+        self.real_ds = real_ds
+        self.n_real = len(real_ds)
+        self.ratio = float(ratio)
+        self.seed = int(seed)
+        self.batched = bool(batched)
+        self.editor = editor
+        self.policy = policy
+        self.mask_key, self.atlas_key = mask_key, atlas_key
+        self.z = z
+        self._editors: dict[str, Any] = {}
+        self._id = uuid.uuid4().hex[:12]
+        if isinstance(weights, Synthesizer):
+            self.synthesizer = register_synthesizer(weights)
+        else:
+            self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
+        if isinstance(donors, str):
+            if donors != "dataset":
+                raise ValueError(f"donors must be 'dataset', a list of label maps or None, got {donors!r}")
+            self.donors: Any = "dataset"
+            self._donor_key = None
+        elif donors is None:
+            self.donors, self._donor_key = None, None
+        else:
+            self.donors = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
+            self._donor_key = register_donors(self.donors)
+        self._length = self.n_real if self.ratio == 0 else round(self.n_real / (1.0 - self.ratio))
+        self.layout: _Layout | None = None
+        if self.ratio > 0:
+            if self.n_real == 0:
+                raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
+            self.layout = self._detect(real_ds[0], image_key, label_key, brain_key, scheme, sequence_map, intensity)
+
+    # ------------------------------------------------------------------ layout
+    def _detect(
+        self,
+        item: Any,
+        image_key: str,
+        label_key: Any,
+        brain_key: Any,
+        scheme: Any,
+        sequence_map: Mapping[str, Any] | None,
+        intensity: str,
+    ) -> _Layout:
+        sequences = self.synthesizer.sequences
+        if isinstance(item, tio.Subject):
+            plan = _plan_subject(
+                item,
+                self.synthesizer,
+                label_key=label_key or "seg",
+                brain_key=brain_key,
+                scheme=scheme,
+                sequence_map=sequence_map,
+            )
+            if intensity == "model":
+                raise ValueError("intensity='model' is not available for tio.Subject items (always their own scale)")
+            arg = None if scheme is None else scheme_to_plain(scheme)
+            return _Layout(
+                "subject",
+                3,
+                plan.label_key,
+                plan.brain_key,
+                None,
+                dict(plan.mapping),
+                scheme_to_plain(plan.scheme),
+                "match",
+                arg,
+            )
+        if isinstance(item, Mapping):
+            lkey = "label" if label_key is None else label_key
+            if lkey not in item:
+                raise ValueError(
+                    f"dict items have no label map {lkey!r} (keys: {list(item)}); pass label_key=<key of the label map>"
+                )
+            samraug_instance = "stats" in item and self.mask_key in item
+            if scheme is None:
+                if "scheme" in item and isinstance(item["scheme"], str):
+                    scheme = item["scheme"]
+                elif samraug_instance:
+                    scheme = "samr"
+                else:
+                    raise ValueError(
+                        "the label scheme of the items is unknown: pass scheme='brats2021' | 'brats2023' | "
+                        "'brats2024' | 'samr' (or a LabelScheme)"
+                    )
+            label = _spatial(item[lkey], None, f"label map {lkey!r}")
+            ndim = label.dim()
+            bkey = brain_key if brain_key is not None else ("brain" if "brain" in item else None)
+            if bkey is not None and bkey not in item:
+                raise ValueError(f"dict items have no brain mask {bkey!r} (keys: {list(item)})")
+            keys = [k for k in item if k not in (lkey, bkey)]
+            mapping = self._image_mapping(item, image_key, keys, sequence_map, sequences, ndim)
+            mode = intensity if intensity != "auto" else ("model" if "stats" in item else "match")
+            layout = _Layout("mapping", ndim, lkey, bkey, image_key, mapping, scheme_to_plain(scheme), mode)
+        elif isinstance(item, (tuple, list)):
+            if len(item) < 2:
+                raise ValueError(f"tuple items must be (image, label, ...), got {len(item)} element(s)")
+            if scheme is None:
+                raise ValueError("pass scheme= for (image, label) items: the label scheme is not stored in them")
+            label = _spatial(item[1], None, "label map (tuple element 1)")
+            ndim = label.dim()
+            mapping = self._image_mapping(item, 0, [], sequence_map, sequences, ndim)
+            mode = "match" if intensity == "auto" else intensity
+            layout = _Layout("tuple", ndim, 1, None, 0, mapping, scheme_to_plain(scheme), mode)
+        else:
+            raise TypeError(
+                f"real_ds items must be tio.Subject, dict or (image, label) tuples, got {type(item).__name__}"
+            )
+        layout.scheme.validate(_as_tensor(label), "label map of real_ds[0]")
+        if ndim == 2:
+            self._z_of(item, layout)  # raises if the atlas slice of 2D items cannot be known
+        elif ndim == 3:
+            self.synthesizer.atlas.check_grid(tuple(label.shape), self._affine_of(item), "real_ds[0]")
+        return layout
+
+    def _image_mapping(
+        self,
+        item: Any,
+        image_key: Any,
+        keys: Sequence[Any],
+        sequence_map: Mapping[str, Any] | None,
+        sequences: Sequence[str],
+        ndim: int,
+    ) -> dict[str, Any]:
+        has_stack = (isinstance(item, Mapping) and image_key in item) or isinstance(item, (tuple, list))
+        n_channels = None
+        if has_stack:
+            stack = _as_tensor(item[image_key])
+            if stack.dim() != ndim + 1:
+                raise ValueError(
+                    f"image {image_key!r} has shape {tuple(stack.shape)}; expected channel-first (n, ...) with "
+                    f"{ndim} spatial dims like the label map"
+                )
+            n_channels = int(stack.shape[0])
+        if sequence_map is None:
+            if has_stack:
+                if n_channels != len(sequences):
+                    raise ValueError(
+                        f"the images have {n_channels} channels but the model makes {len(sequences)} sequences "
+                        f"{list(sequences)}; pass sequence_map={{model_sequence: channel}}, e.g. "
+                        f"{ {s: i for i, s in enumerate(sequences[: n_channels or 1])} }"
+                    )
+                return {s: i for i, s in enumerate(sequences)}
+            return _check_sequence_map(None, sequences, list(keys), "item's keys")
+        ints = {s: v for s, v in sequence_map.items() if isinstance(v, (int, np.integer))}
+        if ints and not has_stack:
+            raise ValueError(f"sequence_map gives channels {ints} but the items have no image {image_key!r}")
+        available: list[Any] = list(range(n_channels or 0)) + [k for k in keys if k != image_key]
+        return _check_sequence_map(sequence_map, sequences, available, "item's images/channels")
+
+    def _affine_of(self, item: Any) -> np.ndarray:
+        if isinstance(item, Mapping) and "affine" in item:
+            return np.asarray(_as_tensor(item["affine"]).double().numpy())
+        return self.synthesizer.atlas.affine  # unknown: only the shape is checked
+
+    def _z_of(self, item: Any, layout: _Layout) -> int | None:
+        """The axial atlas slice of a 2D item (None when the item carries its own atlas stack)."""
+        if isinstance(item, Mapping) and self.atlas_key in item:
+            return None
+        z = self.z
+        if callable(z):
+            return int(z(item))
+        if isinstance(z, (int, np.integer)):
+            return int(z)
+        if isinstance(z, str) and isinstance(item, Mapping) and z in item:
+            return int(_as_tensor(item[z]).reshape(-1)[0])
+        raise ValueError(
+            "2D items need the axial atlas slice they come from: give the items an 'atlas' stack or a 'z' entry, "
+            "or pass z=<int> (the same slice for all) or z=<function item -> int>"
+        )
+
+    # ------------------------------------------------------------------ indexing
+    def __len__(self) -> int:
+        return self._length
+
+    def is_synthetic(self, index: int) -> bool:
+        """Whether item ``index`` is synthetic (indices from ``len(real_ds)`` on)."""
+        return self._index(index) >= self.n_real
+
+    def _index(self, index: int) -> int:
+        i = int(index)
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self._length}")
+        return i
+
+    def generator(self, index: int) -> torch.Generator:
+        """The random generator of synthetic item ``index``, seeded from ``(seed, index)``."""
+        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(index)]).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+    def source_of(self, index: int) -> int:
+        """The real item a synthetic item is made from."""
+        i = self._index(index)
+        if i < self.n_real:
+            return i
+        return int(torch.randint(self.n_real, (1,), generator=self.generator(i)).item())
+
+    def __getitem__(self, index: int) -> Any:
+        i = self._index(index)
+        if i < self.n_real:
+            return self.real_ds[i]
+        pending = self.prepare(i)
+        if self.batched:
+            return pending
+        return pending.synthesize(self.synthesizer)
+
+    def prepare(self, index: int) -> PendingSample:
+        """Edit synthetic item ``index`` (no synthesis yet); its ``record`` attribute holds the edit."""
+        i = self._index(index)
+        if i < self.n_real:
+            raise ValueError(f"item {index} is real (indices below {self.n_real}); only synthetic items are prepared")
+        assert self.layout is not None
+        g = self.generator(i)
+        src = int(torch.randint(self.n_real, (1,), generator=g).item())
+        seed = int(torch.randint(0, 2**31, (1,), generator=g).item())
+        edit_gen = torch.Generator().manual_seed(seed)
+        item = self.real_ds[src]
+        donors = self._donors_for(src)
+        scheme = self.layout.scheme
+        if self.layout.kind == "subject" and self.layout.scheme_arg is None and "scheme" in item:
+            scheme = get_scheme(item["scheme"])
+        editor = self._editor_for(scheme)
+        records: list[dict[str, Any]] = []
+
+        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            edited, record = _edit(editor, label, brain, edit_gen, donors)
+            records.append(record)
+            return edited
+
+        if self.layout.kind == "subject":
+            pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
+        else:
+            pending = self._prepare_plain(item, edit_fn)
+        pending.record = {"source": src, "seed": seed, "edit": records[0] if records else None}
+        return pending
+
+    def _donors_for(self, src: int) -> Any:
+        if self.donors == "dataset":
+            return _DatasetDonors(self, src) if self.n_real > 1 else None
+        return self.donors
+
+    def _editor_for(self, scheme: LabelScheme) -> Any:
+        if self.editor is not None:
+            return self.editor
+        if scheme.name not in self._editors:
+            self._editors[scheme.name] = _make_editor(scheme, self.policy)
+        return self._editors[scheme.name]
+
+    def _label_of(self, item: Any) -> np.ndarray:
+        layout = self.layout
+        assert layout is not None
+        if layout.kind == "subject":
+            return _label_array(item[layout.label_key], "donor label map")
+        return _spatial(item[layout.label_key], layout.ndim, "donor label map").numpy()
+
+    # ------------------------------------------------------------------ per format
+    def _prepare_subject(
+        self, item: tio.Subject, edit_fn: Callable, records: list, seed: int, editor: Any, src: int
+    ) -> PendingSample:
+        layout = self.layout
+        assert layout is not None
+        subject = copy.deepcopy(item)
+        plan = _plan_subject(
+            subject,
+            self.synthesizer,
+            label_key=layout.label_key,
+            brain_key=layout.brain_key,
+            scheme=layout.scheme_arg,
+            sequence_map=layout.mapping,
+        )
+        pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn)
+        donor_key = self._donor_key
+        if self.donors == "dataset":  # a lazy pool, registered by name for replays in this process
+            donor_key = f"dataset:{self._id}:{src}"
+            _DONOR_POOLS.setdefault(donor_key, self._donors_for(src))  # type: ignore[arg-type]
+        synth = self.synthesizer
+        fixed = SAMRSynthesizeFixed(
+            edit=records[0],
+            seed=seed,
+            synthesize=True,
+            weights=synth.key,
+            scheme=scheme_to_plain(plan.scheme),
+            label_key=plan.label_key,
+            brain_key=plan.brain_key,
+            sequence_map=plan.mapping,
+            donors=donor_key,
+            editor=_editor_settings(editor),
+            device=synth.device_spec,
+            dtype=synth.dtype_spec,
+        )
+        subject.add_transform(fixed, fixed._get_reproducing_arguments())
+        return pending
+
+    def _prepare_plain(self, item: Any, edit_fn: Callable) -> PendingSample:
+        layout = self.layout
+        assert layout is not None and layout.mapping is not None
+        scheme = layout.scheme
+        as_tuple = layout.kind == "tuple"
+        out: Any = list(item) if as_tuple else copy.copy(item)
+        label_ref = item[layout.label_key]
+        label = _spatial(label_ref, layout.ndim, f"label map {layout.label_key!r}").numpy()
+        scheme.validate(label, f"label map {layout.label_key!r}")
+        images: dict[int, tuple[Any, int | None, torch.Tensor]] = {}
+        sequences = self.synthesizer.sequences
+        if any(isinstance(v, (int, np.integer)) for v in layout.mapping.values()):
+            out[layout.image_key] = _float_copy(item[layout.image_key])
+        for seq, src in layout.mapping.items():
+            if isinstance(src, (int, np.integer)):
+                data = _as_tensor(item[layout.image_key])[int(src)]
+                images[sequences.index(seq)] = (layout.image_key, int(src), data)
+            else:
+                data = _spatial(item[src], layout.ndim, f"image {src!r}")
+                images[sequences.index(seq)] = (src, None, data)
+        for _, _, data in images.values():
+            if tuple(data.shape) != tuple(label.shape):
+                raise ValueError(f"an image has spatial shape {tuple(data.shape)} but the label map {label.shape}")
+        if layout.brain_key is not None:
+            brain = _spatial(item[layout.brain_key], layout.ndim, f"brain mask {layout.brain_key!r}").numpy() != 0
+        else:
+            brain = np.zeros(label.shape, dtype=bool)
+            for _, _, data in images.values():
+                brain |= data.numpy() != 0
+        brain = brain | (label != 0)
+        if not brain.any():
+            raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")
+        view = _View(label, brain, images)
+        z = atlas = None
+        if layout.ndim == 3:
+            self.synthesizer.atlas.check_grid(label.shape, self._affine_of(item), "item")
+        else:
+            z = self._z_of(item, layout)
+            if z is None:
+                atlas = _as_tensor(item[self.atlas_key]).float()
+        edited = edit_fn(label, brain)
+        _set_label(out, layout.label_key, edited, label_ref)
+        if not as_tuple and self.mask_key in out and self.mask_key != layout.label_key:
+            ref = _as_tensor(out[self.mask_key])
+            if ref.dim() == layout.ndim + 1 and ref.shape[0] == N_CLASSES:
+                full_brain = brain | (edited != 0)
+                samr = torch.from_numpy(scheme.to_samr(edited, full_brain))
+                new = one_hot(samr, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
+                out[self.mask_key] = new.numpy() if isinstance(out[self.mask_key], np.ndarray) else new
+        return _make_pending(
+            out, view, edited, scheme, intensity=layout.intensity, z=z, atlas_stack=atlas, as_tuple=as_tuple
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_editors"] = {}
+        state["editor"] = _picklable_editor(self.editor)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.editor = _editor_from_state(self.editor)
+        if isinstance(self.donors, list):
+            register_donors(self.donors)
+
+    def describe(self, index: int) -> dict[str, Any]:
+        """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record."""
+        i = self._index(index)
+        if i < self.n_real:
+            return {"synthetic": False, "source": i}
+        return {"synthetic": True, **_plain(self.prepare(i).record)}
+
+
+# ---------------------------------------------------------------------------------------------- batched path
+@dataclass
+class PendingBatch:
+    """What :class:`PendingCollate` returns for a batch with pending samples: the items, not yet collated."""
+
+    items: list[Any]
+    collate_fn: Callable[[list[Any]], Any] | None
+    single: bool = False
+
+
+class PendingCollate:
+    """A DataLoader ``collate_fn`` that leaves batches with pending samples for :class:`SynthesizingLoader`.
+
+    Batches without pending samples are collated by ``collate_fn`` (default: torch's ``default_collate``) at once.
+    """
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, batch: Any) -> Any:
+        fn = self.collate_fn if self.collate_fn is not None else default_collate
+        if isinstance(batch, PendingSample):  # a loader without automatic batching (batch_size=None)
+            return PendingBatch([batch], self.collate_fn, single=True)
+        if isinstance(batch, list) and any(isinstance(b, PendingSample) for b in batch):
+            return PendingBatch(list(batch), self.collate_fn)
+        return fn(batch)
+
+
+def synthesize_pending(
+    items: Sequence[Any], synthesizer: Synthesizer, *, slices_per_call: int | None = None
+) -> list[Any]:
+    """Finish the :class:`~samraug.transforms.PendingSample`\\ s among ``items`` (others pass through).
+
+    All pending slices of the same size go through the generator together: one call when they are 2D items
+    (``slices_per_call=None``), calls of ``slices_per_call`` (default: the synthesizer's ``batch_size``) for
+    volumes.
+
+    Example:
+        >>> finished = synthesize_pending([mixed.prepare(i) for i in range(10, 14)], mixed.synthesizer)
+        ...  # doctest: +SKIP
+    """
+    out = list(items)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, PendingSample):
+            key = (tuple(item.masks.shape[1:]), item.atlas is not None)
+            groups.setdefault(key, []).append(i)
+    for (_, has_atlas), idx in groups.items():
+        pend: list[PendingSample] = [items[i] for i in idx]
+        counts = [int(p.masks.shape[0]) for p in pend]
+        masks = torch.cat([p.masks for p in pend])
+        if masks.shape[0] == 0:
+            for i, p in zip(idx, pend, strict=True):
+                out[i] = p.finish(torch.zeros(0, len(synthesizer.sequences), *p.masks.shape[1:]))
+            continue
+        atlas = torch.cat([p.atlas for p in pend]) if has_atlas else None  # type: ignore[misc]
+        z = None
+        if not has_atlas and all(p.z is not None for p in pend):
+            z = torch.cat([p.z for p in pend])  # type: ignore[misc]
+        volumes = any(p.is_volume for p in pend)
+        bs = slices_per_call or (synthesizer.batch_size if volumes else int(masks.shape[0]))
+        images = synthesizer.synthesize_slices(masks, atlas, z=z, batch_size=bs)
+        for i, p, chunk in zip(idx, pend, torch.split(images, counts), strict=True):
+            out[i] = p.finish(chunk)
+    return out
+
+
+class SynthesizingLoader:
+    """Wrap a DataLoader over a ``SAMRAugmentedDataset(..., batched=True)``: the workers edit masks, the main
+    process runs the generator once per batch, then the loader's own collate function builds the batch.
+
+    The wrapped loader's ``collate_fn`` is replaced by a :class:`PendingCollate` around it (in place).
+
+    Args:
+        loader: The DataLoader (any ``num_workers``, ``batch_size``, sampler and collate function).
+        synthesizer: Default: the dataset's.
+        slices_per_call: See :func:`synthesize_pending`.
+
+    Example:
+        >>> loader = SynthesizingLoader(DataLoader(mixed, batch_size=16, num_workers=4, pin_memory=True))
+        ...  # doctest: +SKIP
+        >>> for batch in loader:  # doctest: +SKIP
+        ...     loss = train_step(batch)
+    """
+
+    def __init__(
+        self, loader: DataLoader, synthesizer: Synthesizer | None = None, *, slices_per_call: int | None = None
+    ) -> None:
+        if not isinstance(loader, DataLoader):
+            raise TypeError(f"SynthesizingLoader wraps a torch DataLoader, got {type(loader).__name__}")
+        if synthesizer is None:
+            dataset = loader.dataset
+            synthesizer = getattr(dataset, "synthesizer", None)
+            if synthesizer is None:
+                raise ValueError(
+                    "the loader's dataset is not a SAMRAugmentedDataset; pass synthesizer=mixed.synthesizer"
+                )
+            if isinstance(dataset, SAMRAugmentedDataset) and not dataset.batched and dataset.ratio > 0:
+                warnings.warn(
+                    "SynthesizingLoader wraps a SAMRAugmentedDataset with batched=False: its workers synthesize "
+                    "themselves; pass batched=True to synthesize in the main process",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        self.loader = loader
+        self.synthesizer = synthesizer
+        self.slices_per_call = slices_per_call
+        if not isinstance(loader.collate_fn, PendingCollate):
+            loader.collate_fn = PendingCollate(loader.collate_fn)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield self.resolve(batch)
+
+    def resolve(self, batch: Any) -> Any:
+        """Finish a batch from the wrapped loader (pass-through when nothing is pending)."""
+        if not isinstance(batch, PendingBatch):
+            return batch
+        items = synthesize_pending(batch.items, self.synthesizer, slices_per_call=self.slices_per_call)
+        if batch.single:
+            return items[0]
+        fn = batch.collate_fn if batch.collate_fn is not None else default_collate
+        return fn(items)

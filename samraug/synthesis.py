@@ -1,0 +1,670 @@
+"""The one place the SAMR generator runs: :class:`Synthesizer`.
+
+A :class:`Synthesizer` resolves weights through :func:`samraug.hub.load_weights` (bundled demo weights when none
+are given, a local folder, or ``org/name[@revision]`` on the Hugging Face Hub), picks the device and precision
+(CUDA: bf16 autocast where supported, else fp16, and ``channels_last``; CPU: float32) and runs the generator in
+batches under :func:`torch.inference_mode`. The model is loaded lazily, once per process: a DataLoader worker forked
+from a process that already holds a CUDA model loads its own copy (a CPU model is simply shared by the fork).
+
+Two entry points:
+
+* :meth:`Synthesizer.synthesize_slices` - a batch of 2D masks (one-hot ``(B, 5, H, W)`` or SAMR class maps
+  ``(B, H, W)``) with their atlas stacks -> ``(B, n, H, W)`` in the model's range [-1, 1].
+* :meth:`Synthesizer.synthesize_volume` - a whole 3D subject ``(X, Y, Z)`` on the atlas grid, slice-wise along
+  the axial axis (slices without brain skipped) -> one ``(X, Y, Z)`` float32 volume per sequence, mapped back to
+  the subject's intensity scale with its per-sequence :class:`~samraug.intensity.IntensityStats` (or left in the
+  model's range).
+
+GPU work never happens inside DataLoader workers (each would create its own CUDA context): calling a CUDA
+synthesizer in a worker raises a ``RuntimeError`` that points to the main-process batched path
+(``SAMRAugmentedDataset(..., batched=True)`` with :class:`samraug.dataset.SynthesizingLoader`).
+
+Example:
+    >>> synth = Synthesizer()  # bundled demo weights, CPU or CUDA  # doctest: +SKIP
+    >>> volumes = synth.synthesize_volume(samr_labels, stats=stats)  # doctest: +SKIP
+    >>> volumes["t1c"].shape  # doctest: +SKIP
+    (99, 117, 95)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from samraug.data.slices import pad_or_crop
+from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
+from samraug.labels import N_CLASSES, one_hot
+
+__all__ = ["Synthesizer", "get_synthesizer", "register_synthesizer", "resolve_device", "resolve_dtype"]
+
+_WORKER_MESSAGE = (
+    "Synthesizer on {device!r} was called inside a DataLoader worker: GPU work never happens in workers (each "
+    "would create its own CUDA context). Use the main-process batched path instead: "
+    "SAMRAugmentedDataset(real_ds, ..., batched=True) with loader = samraug.dataset.SynthesizingLoader("
+    "DataLoader(dataset, ...)), which edits masks in the workers and runs one generator call per batch in the main "
+    "process; or synthesize on the CPU in the workers with device='cpu'."
+)
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else through :class:`torch.device`.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N' ({e})") from None
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """The compute precision: ``"auto"`` -> bf16 on CUDA where supported, else fp16; float32 on CPU.
+
+    Example:
+        >>> resolve_dtype("auto", torch.device("cpu"))
+        torch.float32
+    """
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    elif str(dtype) == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    elif str(dtype).lower() in _DTYPES:
+        out = _DTYPES[str(dtype).lower()]
+    else:
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'")
+    if out not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"unsupported compute dtype {out}; use float32, bfloat16 or float16")
+    return out
+
+
+def _in_worker() -> bool:
+    return torch.utils.data.get_worker_info() is not None
+
+
+def _to_tensor(x: Any, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be a torch tensor or numpy array, got {type(x).__name__}") from e
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        n = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{what} contains {n} NaN/inf values; replace them (e.g. torch.nan_to_num) first")
+
+
+def _check_classes(labels: torch.Tensor, what: str) -> torch.Tensor:
+    """SAMR class map as int64, with clear errors for NaN/inf, fractions and unknown classes."""
+    _check_finite(labels, what)
+    if labels.is_floating_point():
+        if not bool((labels == labels.round()).all()):
+            raise ValueError(f"{what} has non-integer values; a SAMR class map holds integers 0..{N_CLASSES - 1}")
+    if labels.dtype == torch.bool:
+        raise ValueError(f"{what} is boolean; expected SAMR classes 0..{N_CLASSES - 1} (integers)")
+    labels = labels.long()
+    if labels.numel():
+        values = torch.unique(labels)
+        bad = sorted(int(v) for v in values if not 0 <= int(v) < N_CLASSES)
+        if bad:
+            raise ValueError(
+                f"{what} has labels {set(bad)} that are not SAMR classes 0..{N_CLASSES - 1} (0 background, "
+                "1 normal brain, 2 edema, 3 cavity, 4 tumor); convert your labels first with "
+                "samraug.labels.get_scheme(<your scheme>).to_samr(label, brain)"
+            )
+    return labels
+
+
+def _next_multiple(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+class Synthesizer:
+    """Runs a SAMR generator on 2D slices or whole 3D subjects.
+
+    Args:
+        weights: ``None`` (bundled demo weights), a local weights folder, or ``"org/name"`` /
+            ``"org/name@revision"`` on the Hugging Face Hub; resolved by :func:`samraug.hub.load_weights`.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        dtype: Compute precision: ``"auto"`` (CUDA: bf16 autocast where supported else fp16; CPU: float32), or
+            ``"float32"`` / ``"bfloat16"`` / ``"float16"``.
+        batch_size: Slices per generator call.
+        channels_last: Use the ``channels_last`` memory format on CUDA.
+
+    The model is loaded on first use in each process (see the module docstring); :meth:`load` forces it.
+
+    Example:
+        >>> import torch
+        >>> synth = Synthesizer("path/to/weights", device="cpu")  # doctest: +SKIP
+        >>> masks = torch.zeros(4, 128, 128, dtype=torch.long)  # SAMR class maps
+        >>> images = synth.synthesize_slices(masks, z=[40, 41, 42, 43])  # doctest: +SKIP
+        >>> images.shape  # doctest: +SKIP
+        torch.Size([4, 5, 128, 128])
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 32,
+        channels_last: bool = True,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.weights: str | None = None if weights is None else str(weights)
+        self.device_spec = device if isinstance(device, str) else str(device)
+        self.dtype_spec = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+        resolve_dtype(self.dtype_spec, torch.device("cpu"))  # validate early
+        self.batch_size = int(batch_size)
+        self.channels_last = bool(channels_last)
+        self._model: nn.Module | None = None
+        self._atlas: Any = None
+        self._config: dict[str, Any] | None = None
+        self._pid: int | None = None
+        self._loaded_device: torch.device | None = None
+        self._memory: tuple[nn.Module, Any, dict[str, Any]] | None = None
+        self._memory_key: str | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(
+        cls,
+        generator: nn.Module,
+        atlas: Any,
+        config: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Synthesizer:
+        """A synthesizer around an in-memory generator and :class:`~samraug.atlas.Atlas` (tests, benchmarks,
+        a model fresh from training). ``config`` defaults to the generator's own ``config`` attribute.
+
+        Its :attr:`key` is registered in this process so that TorchIO histories recorded with it can be replayed.
+        """
+        self = cls(None, **kwargs)
+        cfg = dict(config) if config is not None else dict(getattr(generator, "config", {}) or {})
+        if "sequences" not in cfg:
+            seqs = getattr(generator, "sequences", None) or getattr(atlas, "sequences", None)
+            if seqs is None:
+                raise ValueError("from_model needs the generator's sequences: pass config={'sequences': [...]}")
+            cfg["sequences"] = list(seqs)
+        self._memory = (generator, atlas, cfg)
+        self._memory_key = f"memory:{uuid.uuid4().hex[:12]}"
+        _REGISTRY[(self._memory_key, self.device_spec, self.dtype_spec)] = self
+        return self
+
+    @property
+    def key(self) -> str | None:
+        """A plain-value description of the weights: ``None`` (bundled), a folder, a repo id, or
+        ``"memory:<id>"`` for :meth:`from_model` synthesizers (valid in this process and its forks)."""
+        return self._memory_key if self._memory is not None else self.weights
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def device(self) -> torch.device:
+        """The resolved device (``"auto"`` -> CUDA when available)."""
+        return resolve_device(self.device_spec)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The resolved compute precision on :attr:`device`."""
+        return resolve_dtype(self.dtype_spec, self.device)
+
+    def _check_context(self) -> None:
+        if self.device.type == "cuda" and _in_worker():
+            raise RuntimeError(_WORKER_MESSAGE.format(device=str(self.device)))
+
+    def load(self) -> Synthesizer:
+        """Load the weights now (otherwise done on first use); returns ``self``."""
+        self._check_context()
+        pid = os.getpid()
+        device = self.device
+        if self._model is not None and self._loaded_device == device:
+            # A forked worker may keep a CPU model (copy-on-write); a CUDA model must be re-created per process.
+            if self._pid == pid or device.type == "cpu":
+                return self
+        with self._lock:
+            if self._memory is not None:
+                model, atlas, config = self._memory
+            else:
+                from samraug.hub import load_weights
+
+                model, atlas, config = _unpack_loaded(load_weights(self.weights, device="cpu"))
+            model = model.eval().to(device)
+            if device.type == "cuda" and self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self._model, self._config = model, dict(config)
+            if self._atlas is None:
+                self._atlas = atlas
+            self._pid, self._loaded_device = pid, device
+        return self
+
+    @property
+    def model(self) -> nn.Module:
+        """The generator (loaded on first access)."""
+        return self.load()._model  # type: ignore[return-value]
+
+    @property
+    def atlas(self) -> Any:
+        """The :class:`~samraug.atlas.Atlas` that travels with the weights."""
+        if self._memory is not None:
+            return self._memory[1]
+        if self._atlas is None:  # without the model: workers need the atlas grid, never the (CUDA) model
+            from samraug.atlas import Atlas
+            from samraug.hub import resolve_weights
+
+            self._atlas = Atlas.load(resolve_weights(self.weights))
+        return self._atlas
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The weights' ``config.json`` as a dict (read without loading the model)."""
+        if self._memory is not None:
+            return self._memory[2]
+        if self._config is None:
+            from samraug.hub import read_config, resolve_weights
+
+            self._config = read_config(resolve_weights(self.weights))
+        return self._config
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """The model's output sequences, in output order."""
+        return tuple(self.config["sequences"])
+
+    @property
+    def uses_atlas(self) -> bool:
+        """Whether the generator takes the atlas stack as input."""
+        return bool(getattr(self.model, "use_atlas", True))
+
+    @property
+    def size_multiple(self) -> int:
+        """Slices are padded (centred) to a multiple of this (at least twice it) before the generator, then
+        cropped back."""
+        return int(getattr(self.model, "size_multiple", 1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        if self._memory is None:  # reloaded lazily from the weights in the receiving process
+            state.update(_model=None, _atlas=None, _config=None, _pid=None, _loaded_device=None)
+        else:  # in-memory model: ship it on the CPU
+            gen, atlas, cfg = self._memory
+            state["_memory"] = (gen.cpu() if self.device.type == "cpu" else _cpu_copy(gen), atlas, cfg)
+            state.update(_model=None, _pid=None, _loaded_device=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        if self._memory_key is not None:
+            _REGISTRY.setdefault((self._memory_key, self.device_spec, self.dtype_spec), self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Synthesizer(weights={self.key!r}, device={self.device_spec!r}, dtype={self.dtype_spec!r}, "
+            f"batch_size={self.batch_size})"
+        )
+
+    # ------------------------------------------------------------------ running
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        device, dtype = self.device, self.compute_dtype
+        if dtype == torch.float32:
+            yield
+            return
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+    def _forward(self, masks: torch.Tensor, atlas: torch.Tensor | None) -> torch.Tensor:
+        """One generator call on a padded chunk; returns float32 on the CPU."""
+        model, device = self.model, self.device
+        m = masks.to(device, non_blocking=True)
+        a = atlas.to(device, non_blocking=True) if atlas is not None else None
+        if device.type == "cuda" and self.channels_last:
+            m = m.contiguous(memory_format=torch.channels_last)
+            a = a.contiguous(memory_format=torch.channels_last) if a is not None else None
+        with self._precision():
+            y = model(m, a)
+        return y.float().cpu()
+
+    def synthesize_slices(
+        self,
+        mask: torch.Tensor | np.ndarray,
+        atlas_stack: torch.Tensor | np.ndarray | None = None,
+        *,
+        z: int | Sequence[int] | torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Synthesize a batch of 2D slices, in the model's range [-1, 1].
+
+        Args:
+            mask: One-hot SAMR masks ``(B, 5, H, W)`` (float) or SAMR class maps ``(B, H, W)`` (integer).
+            atlas_stack: The atlas stacks ``(B, 3n, H, W)`` of each slice (``Atlas.stack(z)``, padded like the
+                masks), or None with ``z`` given: the stacks are then taken from the weights' atlas and padded or
+                cropped (centred) to ``H, W``. Ignored by models without an atlas input.
+            z: Axial atlas slice index per mask (an int for all), used when ``atlas_stack`` is None.
+            batch_size: Slices per generator call (default: the synthesizer's ``batch_size``).
+
+        Returns:
+            ``(B, n, H, W)`` float32 on the CPU, sequences in :attr:`sequences` order. ``H, W`` need not be a
+            multiple of the model's down-sampling factor: slices are padded (centred) and cropped back.
+
+        Example:
+            >>> images = synth.synthesize_slices(torch.ones(2, 64, 64, dtype=torch.long), z=10)  # doctest: +SKIP
+        """
+        self._check_context()
+        m = _to_tensor(mask, "mask")
+        if m.dim() == 3:
+            m = _check_classes(m, "mask")
+            is_onehot = False
+        elif m.dim() == 4:
+            if m.shape[1] != N_CLASSES:
+                raise ValueError(
+                    f"one-hot mask must be (B, {N_CLASSES}, H, W), got {tuple(m.shape)}; pass SAMR class maps "
+                    "(B, H, W) or samraug.labels.one_hot(classes, channel_dim=1)"
+                )
+            _check_finite(m, "mask")
+            is_onehot = True
+        else:
+            raise ValueError(
+                f"mask must be a one-hot (B, {N_CLASSES}, H, W) batch or SAMR class maps (B, H, W), got shape "
+                f"{tuple(m.shape)}; add a batch axis for one slice (mask[None])"
+            )
+        b, h, w = int(m.shape[0]), int(m.shape[-2]), int(m.shape[-1])
+        n_seq = len(self.sequences)
+        if b == 0:
+            return torch.zeros(0, n_seq, h, w)
+        a: torch.Tensor | None = None
+        zs: torch.Tensor | None = None
+        if self.uses_atlas:
+            if atlas_stack is not None:
+                a = _to_tensor(atlas_stack, "atlas_stack")
+                if a.dim() == 3:
+                    a = a.unsqueeze(0).expand(b, -1, -1, -1)
+                if a.dim() != 4 or a.shape[0] != b or a.shape[1] != 3 * n_seq or tuple(a.shape[-2:]) != (h, w):
+                    raise ValueError(
+                        f"atlas_stack must be (B={b}, 3n={3 * n_seq}, H={h}, W={w}) to match the masks, got "
+                        f"{tuple(a.shape)}; build it with atlas.stack(z) padded like the masks, or pass z= instead"
+                    )
+                _check_finite(a, "atlas_stack")
+            elif z is not None:
+                zs = torch.as_tensor(z, dtype=torch.long).reshape(-1)
+                if zs.numel() == 1:
+                    zs = zs.expand(b)
+                if zs.numel() != b:
+                    raise ValueError(f"z has {zs.numel()} entries for {b} masks; give one per mask or a single int")
+            else:
+                raise ValueError(
+                    "this model needs the atlas: pass atlas_stack=(B, 3n, H, W) (e.g. synth.atlas.stack(z)) or the "
+                    "axial atlas slice index per mask as z="
+                )
+        mult = self.size_multiple
+        size = (max(_next_multiple(h, mult), 2 * mult), max(_next_multiple(w, mult), 2 * mult))
+        bs = int(batch_size or self.batch_size)
+        out = torch.empty(b, n_seq, h, w, dtype=torch.float32)
+        with torch.inference_mode():
+            for i in range(0, b, bs):
+                mc = m[i : i + bs]
+                mc = mc.float() if is_onehot else one_hot(mc.long(), channel_dim=1)
+                mc = _pad_onehot(mc, *size)
+                if a is not None:
+                    ac = pad_or_crop(a[i : i + bs].float(), size, value=BACKGROUND_VALUE)
+                elif zs is not None:
+                    ac = pad_or_crop(self.atlas.stack(zs[i : i + bs]).float(), size, value=BACKGROUND_VALUE)
+                else:
+                    ac = None
+                y = self._forward(mc, ac)
+                if y.shape[1] != n_seq:
+                    raise RuntimeError(f"generator returned {y.shape[1]} sequences, config says {n_seq}")
+                out[i : i + bs] = pad_or_crop(y, (h, w))
+        return out
+
+    def synthesize_volume(
+        self,
+        samr_labels: torch.Tensor | np.ndarray,
+        *,
+        affine: np.ndarray | torch.Tensor | None = None,
+        stats: Mapping[str, IntensityStats] | Sequence[IntensityStats] | np.ndarray | torch.Tensor | None = None,
+        brain: torch.Tensor | np.ndarray | None = None,
+        z_axis: int = -1,
+        output: str = "auto",
+        sequences: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Synthesize a whole subject slice-wise along the axial axis.
+
+        Args:
+            samr_labels: SAMR class map ``(X, Y, Z)`` (a leading channel of 1 is accepted) on the atlas grid.
+            affine: The subject's 4x4 affine, checked against the atlas grid (None: only the shape is checked).
+            stats: Per-sequence :class:`~samraug.intensity.IntensityStats` of the real subject (a mapping from
+                sequence name, or a sequence / ``(n, 2)`` array in the model's order). Outputs are mapped back to
+                that scale (background 0). None: outputs stay in the model's range (background -1).
+            brain: Boolean brain mask ``(X, Y, Z)``; defaults to the non-background voxels of ``samr_labels``.
+            z_axis: The axial axis of ``samr_labels`` (and of the returned volumes).
+            output: ``"subject"`` (needs ``stats``), ``"model"`` ([-1, 1]) or ``"auto"`` (subject when stats given).
+            sequences: Which sequences to return (default: all, or the keys of a ``stats`` mapping).
+            progress: Show a tqdm bar over the slice batches.
+
+        Returns:
+            ``{sequence: (X, Y, Z) float32 tensor}`` on the CPU. Slices without brain stay background.
+
+        Example:
+            >>> vols = synth.synthesize_volume(labels, affine=affine, stats=stats)  # doctest: +SKIP
+        """
+        self._check_context()
+        labels = _to_tensor(samr_labels, "samr_labels")
+        if labels.dim() == 4 and labels.shape[0] == 1:
+            labels = labels[0]
+        if labels.dim() != 3:
+            if labels.dim() == 2:
+                raise ValueError(
+                    f"synthesize_volume expects a 3D label map (X, Y, Z), got a 2D tensor of shape "
+                    f"{tuple(labels.shape)}; for 2D slices use synthesize_slices"
+                )
+            raise ValueError(f"synthesize_volume expects a 3D label map (X, Y, Z), got shape {tuple(labels.shape)}")
+        labels = _check_classes(labels, "samr_labels")
+        axis = z_axis % 3
+        if axis != 2:
+            labels = labels.movedim(axis, 2)
+        if brain is None:
+            brain_t = labels > 0
+        else:
+            brain_t = _to_tensor(brain, "brain").bool()
+            if brain_t.dim() == 4 and brain_t.shape[0] == 1:
+                brain_t = brain_t[0]
+            if axis != 2:
+                brain_t = brain_t.movedim(axis, 2)
+            if tuple(brain_t.shape) != tuple(labels.shape):
+                raise ValueError(
+                    f"brain mask shape {tuple(brain_t.shape)} does not match the label map {tuple(labels.shape)}"
+                )
+            brain_t = brain_t | (labels > 0)
+        aff = None
+        if affine is not None:
+            aff = np.asarray(affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else affine)
+            aff = aff.astype(np.float64)
+            if aff.shape != (4, 4) or not np.isfinite(aff).all():
+                raise ValueError(f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
+            if axis != 2:  # voxel axes moved: permute the affine's columns the same way
+                order = [i for i in range(3) if i != axis] + [axis]
+                aff = aff[:, [*order, 3]]
+        atlas = self.atlas if self.uses_atlas else None
+        if atlas is not None:  # without an affine only the shape can be checked
+            atlas.check_grid(tuple(labels.shape), aff if aff is not None else atlas.affine, "label map")
+
+        names = self.sequences
+        want = _wanted_sequences(names, stats, sequences)
+        mode = output
+        if mode == "auto":
+            mode = "subject" if stats is not None else "model"
+        if mode not in ("subject", "model"):
+            raise ValueError(f"output must be 'auto', 'subject' or 'model', got {output!r}")
+        stats_map = _stats_mapping(names, stats) if mode == "subject" else None
+        if mode == "subject" and stats_map is None:
+            raise ValueError("output='subject' needs the subject's stats=; pass stats or use output='model'")
+
+        x, y, nz = labels.shape
+        vol = torch.full((len(names), x, y, nz), BACKGROUND_VALUE, dtype=torch.float32)
+        zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
+        bs = self.batch_size
+        chunks = range(0, int(zs.numel()), bs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="synthesizing", unit="batch")
+        for i in chunks:
+            zc = zs[i : i + bs]
+            masks = labels[:, :, zc].permute(2, 0, 1)
+            stack = atlas.stack(zc) if atlas is not None else None
+            out = self.synthesize_slices(masks, stack, batch_size=bs)
+            vol[:, :, :, zc] = out.permute(1, 2, 3, 0)
+        vol = torch.where(brain_t.unsqueeze(0), vol, torch.full_like(vol, BACKGROUND_VALUE))
+        result: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(names):
+            if name not in want:
+                continue
+            v = vol[i]
+            if stats_map is not None:
+                v = denormalize(v, stats_map[name], brain_t)
+            if axis != 2:
+                v = v.movedim(2, axis)
+            result[name] = v.contiguous()
+        return result
+
+
+def _cpu_copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).cpu()
+
+
+def _pad_onehot(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad a one-hot batch (centred) with background: channel 0 is 1 in the padding."""
+    if tuple(m.shape[-2:]) == (height, width):
+        return m
+    inside = pad_or_crop(torch.ones(m.shape[-2:], dtype=torch.bool), (height, width), value=False)
+    padded = pad_or_crop(m, (height, width), value=0.0)
+    padded[:, 0] = torch.where(inside, padded[:, 0], torch.ones_like(padded[:, 0]))
+    return padded
+
+
+def _wanted_sequences(names: Sequence[str], stats: Any, sequences: Sequence[str] | None) -> set[str]:
+    if sequences is not None:
+        unknown = sorted(set(sequences) - set(names))
+        if unknown:
+            raise ValueError(f"unknown sequences {unknown}; this model makes {list(names)}")
+        return set(sequences)
+    if isinstance(stats, Mapping):
+        unknown = sorted(set(stats) - set(names))
+        if unknown:
+            raise ValueError(f"stats given for {unknown}, which this model does not make (it makes {list(names)})")
+        return set(stats)
+    return set(names)
+
+
+def _stats_mapping(names: Sequence[str], stats: Any) -> dict[str, IntensityStats] | None:
+    if stats is None:
+        return None
+    if isinstance(stats, Mapping):
+        return {k: v if isinstance(v, IntensityStats) else IntensityStats(*v) for k, v in stats.items()}
+    if isinstance(stats, torch.Tensor):
+        stats = stats.detach().cpu().numpy()
+    if isinstance(stats, np.ndarray):
+        if stats.shape != (len(names), 2):
+            raise ValueError(f"stats array must be (n={len(names)}, 2) (low, high per sequence), got {stats.shape}")
+        return {n: IntensityStats(float(lo), float(hi)) for n, (lo, hi) in zip(names, stats, strict=True)}
+    stats = list(stats)
+    if len(stats) != len(names):
+        raise ValueError(f"got {len(stats)} stats for the model's {len(names)} sequences {list(names)}")
+    return {n: s if isinstance(s, IntensityStats) else IntensityStats(*s) for n, s in zip(names, stats, strict=True)}
+
+
+def _unpack_loaded(loaded: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(generator, atlas, config) from what :func:`samraug.hub.load_weights` returns."""
+    return loaded.generator, loaded.atlas, dict(loaded.config)
+
+
+# Synthesizers by (weights key, device, dtype), per process: histories replay through these.
+_REGISTRY: dict[tuple[str | None, str, str], Synthesizer] = {}
+
+
+def _registry_key(weights: str | None, device: str, dtype: str) -> tuple[str | None, str, str]:
+    key = weights
+    if key is not None and not key.startswith("memory:") and Path(key).expanduser().is_dir():
+        key = str(Path(key).expanduser().resolve())
+    return (key, device, dtype)
+
+
+def register_synthesizer(synth: Synthesizer) -> Synthesizer:
+    """Make ``synth`` the shared synthesizer of this process for its weights, device and dtype (so recorded
+    histories replay through it instead of loading the weights again); returns the registered one."""
+    return _REGISTRY.setdefault(_registry_key(synth.key, synth.device_spec, synth.dtype_spec), synth)
+
+
+def get_synthesizer(
+    weights: str | os.PathLike[str] | Synthesizer | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+) -> Synthesizer:
+    """The shared :class:`Synthesizer` of this process for ``weights`` (created on first request).
+
+    Transforms and datasets use this so that a model is loaded once per process. ``"memory:<id>"`` keys refer to
+    :meth:`Synthesizer.from_model` synthesizers created in this process (or a parent it was forked from).
+
+    Example:
+        >>> get_synthesizer("path/to/weights", device="cpu") is get_synthesizer("path/to/weights", device="cpu")
+        ...  # doctest: +SKIP
+        True
+    """
+    if isinstance(weights, Synthesizer):
+        return weights
+    dev = device if isinstance(device, str) else str(device)
+    dt = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    reg = _registry_key(None if weights is None else str(weights), dev, dt)
+    key = reg[0]
+    found = _REGISTRY.get(reg)
+    if found is None and key is not None and key.startswith("memory:"):
+        found = next((s for (k, _, _), s in _REGISTRY.items() if k == key), None)
+        if found is None:
+            raise ValueError(
+                f"weights {key!r} name an in-memory generator that is not known in this process (it was made with "
+                "Synthesizer.from_model elsewhere); save it with samraug.hub.save_weights and pass the folder"
+            )
+    if found is None:
+        found = Synthesizer(key, device=dev, dtype=dt)
+        _REGISTRY[reg] = found
+    return found

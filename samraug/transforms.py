@@ -1,0 +1,774 @@
+"""TorchIO transforms: :class:`SAMRSynthesize` (random) and its fixed sibling :class:`SAMRSynthesizeFixed`.
+
+With probability ``ratio``, :class:`SAMRSynthesize` edits the subject's lesion label map with a
+:class:`~samraug.editing.LesionEditor` (mirror, scale, move, rotate, perturb, swap a donor's lesion, remove) and
+replaces the subject's MR sequences with images that the SAMR generator paints for the edited mask, in the real
+subject's intensity scale (per-sequence brain percentiles p0.5 / p99.5; background 0). The label map comes back in
+the user's own scheme and dtype, with sub-labels such as ET vs NETC kept wherever the voxels were not edited.
+
+Like every TorchIO random transform it draws from torch's global random generator (a seed per sample), so
+DataLoader workers make different samples and ``torch.manual_seed`` makes a whole run reproducible. The seed and
+every edit parameter are recorded, as plain values, in the subject's history: ``subject.get_composed_history()``
+rebuilds a :class:`SAMRSynthesizeFixed` that reproduces the sample exactly from the original subject.
+
+Sequences are matched by name: ``sequence_map`` maps the model's sequence names (``synth.sequences``, e.g.
+``t1n, t1c, t2w, t2f, aptw``) to the subject's image keys; by default each model sequence whose name is a key of
+the subject. Only keys present in the subject are replaced. The subject must be on the atlas grid of the weights
+(co-registered, same shape and affine), as the generator paints anatomy from the atlas.
+
+Example:
+    >>> import torchio as tio
+    >>> from samraug.transforms import SAMRSynthesize
+    >>> transform = tio.Compose([tio.RandomFlip(axes=("LR",)), SAMRSynthesize(ratio=0.5, scheme="brats2024")])
+    >>> augmented = transform(subject)  # doctest: +SKIP
+    >>> augmented.get_composed_history()  # doctest: +SKIP
+    Compose([Flip(axes=(0,)), SAMRSynthesizeFixed(edit={...}, seed=1234, ...)])
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torchio as tio
+from torchio.transforms import Transform
+from torchio.transforms.augmentation import RandomTransform
+
+from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
+from samraug.labels import LabelScheme, get_scheme
+from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+
+__all__ = [
+    "PendingSample",
+    "SAMRSynthesize",
+    "SAMRSynthesizeFixed",
+    "register_donors",
+]
+
+
+# ---------------------------------------------------------------------------------------------- plain values
+def scheme_to_plain(scheme: str | LabelScheme) -> str | dict[str, Any]:
+    """A label scheme as a plain value (its name for the built-in schemes, a JSON-able dict otherwise)."""
+    from samraug.hub import scheme_to_config
+
+    return scheme_to_config(scheme)
+
+
+def scheme_from_plain(value: str | Mapping[str, Any] | LabelScheme) -> LabelScheme:
+    """The inverse of :func:`scheme_to_plain`."""
+    if isinstance(value, (str, LabelScheme)):
+        return get_scheme(value)
+    from samraug.hub import scheme_from_config
+
+    return scheme_from_config(value)
+
+
+def _plain(value: Any) -> Any:
+    """Recursively turn tuples/numpy scalars/arrays/tensors into lists and Python numbers (JSON-able)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _plain(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- donors
+#: Donor pools by content key, per process: a history names its pool by key (plain value), not by array.
+_DONOR_POOLS: dict[str, list[np.ndarray]] = {}
+
+
+def _label_array(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, tio.Image):
+        x = x.data
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{what} must be a 2D or 3D label map (a leading channel of 1 is fine), got {arr.shape}")
+    return arr
+
+
+def register_donors(donors: Sequence[Any] | None) -> str | None:
+    """Register a donor pool (label maps in the subjects' scheme) in this process; returns its key.
+
+    The key is a digest of the arrays, so the same pool gets the same key in every process that registers it;
+    :class:`SAMRSynthesizeFixed` finds donors by this key when it replays a recorded swap.
+
+    Example:
+        >>> key = register_donors([np.zeros((4, 4, 4), np.uint8)])
+        >>> key.startswith("donors:")
+        True
+    """
+    if donors is None:
+        return None
+    arrays = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
+    if not arrays:
+        return None
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    key = f"donors:{h.hexdigest()[:16]}"
+    _DONOR_POOLS.setdefault(key, arrays)
+    return key
+
+
+def _donor_pool(key: str | None) -> list[np.ndarray] | None:
+    if key is None:
+        return None
+    if key not in _DONOR_POOLS:
+        raise ValueError(
+            f"donor pool {key!r} is not registered in this process; create the SAMRSynthesize with the same donors "
+            "first (or call samraug.transforms.register_donors(donors)) before replaying this history"
+        )
+    return _DONOR_POOLS[key]
+
+
+# ---------------------------------------------------------------------------------------------- editing adapters
+_EDITOR_SETTINGS = ("min_fragment", "max_retries", "max_clip")
+
+
+def _make_editor(scheme: LabelScheme, policy: Any | None = None, settings: Mapping[str, Any] | None = None) -> Any:
+    from samraug.editing import LesionEditor
+
+    return LesionEditor(scheme, policy=policy, **dict(settings or {}))
+
+
+def _picklable_editor(editor: Any) -> Any:
+    """A LesionEditor as a plain spec (label schemes do not pickle), anything else as is."""
+    from samraug.editing import LesionEditor
+
+    if isinstance(editor, LesionEditor):
+        return {
+            "__editor__": scheme_to_plain(editor.scheme),
+            "settings": _editor_settings(editor),
+            "policy": editor.policy,
+        }
+    return editor
+
+
+def _editor_from_state(editor: Any) -> Any:
+    if isinstance(editor, dict) and "__editor__" in editor:
+        return _make_editor(scheme_from_plain(editor["__editor__"]), editor["policy"], editor["settings"])
+    return editor
+
+
+def _editor_settings(editor: Any) -> dict[str, Any]:
+    """The editor's replay-relevant settings as plain values."""
+    return {k: getattr(editor, k) for k in _EDITOR_SETTINGS if hasattr(editor, k)}
+
+
+def _edit(
+    editor: Any, label: np.ndarray, brain: np.ndarray, generator: torch.Generator, donors: Any
+) -> tuple[np.ndarray, dict[str, Any]]:
+    res = editor.random_edit(label, brain, donors=donors, generator=generator)
+    return np.asarray(res.label), _plain(res.record)
+
+
+def _replay(editor: Any, label: np.ndarray, brain: np.ndarray, record: Mapping[str, Any], donors: Any) -> np.ndarray:
+    return np.asarray(editor.replay(label, brain, dict(record), donors=donors).label)
+
+
+# ---------------------------------------------------------------------------------------------- core
+@dataclass
+class _Target:
+    """Where one model sequence goes in the output item, and how to scale it."""
+
+    seq: int  # index into the model's sequences
+    key: Any  # subject/dict key, or tuple position
+    channel: int | None  # channel of a stacked image; None: the image is this sequence alone
+    low: float | None = None  # subject-scale stats (None: model range)
+    high: float | None = None
+    background: float = 0.0
+
+
+@dataclass
+class PendingSample:
+    """A sample whose label map is edited but whose images are not synthesized yet.
+
+    DataLoader workers return these (``SAMRAugmentedDataset(..., batched=True)``); the main process synthesizes
+    ``masks`` for many samples in one generator call and calls :meth:`finish` with the images.
+
+    Attributes:
+        item: The output item (``tio.Subject``, dict or list for a tuple) with the edited label already in place.
+        masks: ``(k, H, W)`` uint8 SAMR class maps of the slices to synthesize.
+        z: ``(k,)`` axial atlas indices of those slices (stacks built where the generator runs), or None.
+        atlas: ``(k, 3n, H, W)`` explicit atlas stacks (2D items that carry theirs), or None.
+        brain: Boolean brain mask, ``(X, Y, Z)`` for volumes or ``(H, W)`` for slices.
+        positions: ``(k,)`` axial positions of the slices in the volume (volumes only).
+        targets: Where each synthesized sequence goes and its intensity scale.
+        as_tuple: Turn ``item`` back into a tuple when finished.
+        record: Plain-value description of how the sample was made (source item, seed, edit record).
+    """
+
+    item: Any
+    masks: torch.Tensor
+    z: torch.Tensor | None
+    atlas: torch.Tensor | None
+    brain: torch.Tensor
+    positions: torch.Tensor | None
+    targets: list[_Target] = field(default_factory=list)
+    as_tuple: bool = False
+    record: dict[str, Any] | None = None
+
+    @property
+    def is_volume(self) -> bool:
+        return self.positions is not None
+
+    def synthesize(self, synthesizer: Synthesizer) -> Any:
+        """Synthesize this sample alone and return the finished item."""
+        if self.masks.shape[0] == 0:
+            return self.finish(torch.zeros(0, len(synthesizer.sequences), *self.masks.shape[1:]))
+        images = synthesizer.synthesize_slices(self.masks, self.atlas, z=self.z)
+        return self.finish(images)
+
+    def finish(self, images: torch.Tensor) -> Any:
+        """Write ``images`` (``(k, n, H, W)``, model range, one per slice of :attr:`masks`) into the item."""
+        k = int(self.masks.shape[0])
+        if images.shape[0] != k:
+            raise ValueError(f"finish() got {images.shape[0]} synthesized slices for {k} masks")
+        brain = self.brain
+        for t in self.targets:
+            if self.is_volume:
+                v = torch.full(tuple(brain.shape), BACKGROUND_VALUE, dtype=torch.float32)
+                if k:
+                    v[..., self.positions] = images[:, t.seq].permute(1, 2, 0)
+            else:
+                v = images[0, t.seq].float()
+            if t.low is not None and t.high is not None:
+                v = denormalize(v, IntensityStats(t.low, t.high), brain, background=t.background)
+            else:
+                v = torch.where(brain, v, torch.full_like(v, t.background))
+            _write(self.item, t.key, t.channel, v)
+        return tuple(self.item) if self.as_tuple else self.item
+
+
+def _write(item: Any, key: Any, channel: int | None, v: torch.Tensor) -> None:
+    ref = item[key]
+    if isinstance(ref, tio.Image):
+        data = ref.data
+        if channel is None:
+            new = v.reshape(data.shape).to(_float_dtype(data.dtype))
+        else:
+            new = data if data.is_floating_point() else data.float()
+            new[channel] = v
+        ref.set_data(new)
+        return
+    is_np = isinstance(ref, np.ndarray)
+    t = torch.from_numpy(ref) if is_np else ref
+    if channel is None:
+        new = v.reshape(t.shape).to(_float_dtype(t.dtype))
+    else:
+        new = t  # already a float copy (made when the pending sample was prepared)
+        new[channel] = v.to(new.dtype)
+    item[key] = new.numpy() if is_np else new
+
+
+def _float_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float32
+
+
+@dataclass
+class _View:
+    """The parts of an item the core needs: spatial label, brain, images per model sequence."""
+
+    label: np.ndarray  # user scheme, spatial shape
+    brain: np.ndarray  # bool, spatial shape
+    images: dict[int, tuple[Any, int | None, torch.Tensor]]  # seq -> (key, channel, spatial float tensor)
+    affine: np.ndarray | None = None
+
+
+def _stats_for(image: torch.Tensor, brain: np.ndarray, what: str) -> IntensityStats:
+    try:
+        _, stats = robust_normalize(image.float(), torch.from_numpy(brain))
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return stats
+
+
+def _background_of(image: torch.Tensor, brain: np.ndarray) -> float:
+    """The real image's value outside the brain (its median there; 0 when the brain fills the image)."""
+    outside = image[~torch.from_numpy(brain)]
+    if outside.numel() == 0:
+        return 0.0
+    return float(outside.float().median())
+
+
+def _make_pending(
+    item: Any,
+    view: _View,
+    edited: np.ndarray,
+    scheme: LabelScheme,
+    *,
+    intensity: str,
+    z: Any = None,
+    atlas_stack: torch.Tensor | None = None,
+    as_tuple: bool = False,
+) -> PendingSample:
+    """A :class:`PendingSample` for an item whose label map was edited to ``edited`` (user scheme)."""
+    brain = view.brain | (edited != 0) | (view.label != 0)
+    samr = scheme.to_samr(edited, brain).astype(np.uint8)
+    brain_t = torch.from_numpy(brain)
+    targets = []
+    for seq, (key, channel, image) in view.images.items():
+        if intensity == "match":
+            stats = _stats_for(image, view.brain, f"image {key!r}" + (f" channel {channel}" if channel else ""))
+            bg = _background_of(image, view.brain)
+            targets.append(_Target(seq, key, channel, stats.low, stats.high, bg))
+        elif intensity == "model":
+            targets.append(_Target(seq, key, channel, None, None, BACKGROUND_VALUE))
+        else:
+            raise ValueError(f"intensity must be 'match' or 'model', got {intensity!r}")
+    if samr.ndim == 3:
+        zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
+        masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(samr[..., zs.numpy()], -1, 0)))
+        return PendingSample(item, masks, zs.clone(), None, brain_t, zs, targets, as_tuple)
+    masks = torch.from_numpy(samr)[None]
+    zt = None if z is None else torch.as_tensor([int(z)], dtype=torch.long)
+    atlas = None if atlas_stack is None else torch.as_tensor(atlas_stack, dtype=torch.float32)[None]
+    return PendingSample(item, masks, zt, atlas, brain_t, None, targets, as_tuple)
+
+
+# ---------------------------------------------------------------------------------------------- subjects
+def _find_label_key(subject: tio.Subject, label_key: str | None) -> str:
+    label_maps = [k for k, v in subject.items() if isinstance(v, tio.LabelMap)]
+    if label_key is not None:
+        if label_key not in subject or not isinstance(subject[label_key], tio.Image):
+            raise ValueError(
+                f"subject has no label map {label_key!r} (its label maps: {label_maps}, keys: {list(subject.keys())}); "
+                "pass label_key=<the key of the lesion segmentation>"
+            )
+        return label_key
+    candidates = [k for k in label_maps if k != "brain"]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"cannot tell which label map is the lesion segmentation (label maps: {label_maps}); "
+            "pass label_key=<its key>" + ("; the subject has no tio.LabelMap" if not label_maps else "")
+        )
+    return candidates[0]
+
+
+def _subject_scheme(subject: tio.Subject, scheme: str | LabelScheme | Mapping | None) -> LabelScheme:
+    if scheme is not None:
+        return scheme_from_plain(scheme)
+    if "scheme" in subject and not isinstance(subject["scheme"], tio.Image):
+        return scheme_from_plain(subject["scheme"])
+    raise ValueError(
+        "the label scheme is unknown: pass scheme='brats2021' | 'brats2023' | 'brats2024' | 'samr' (or a "
+        "LabelScheme), or give the subject a 'scheme' attribute (samraug.data.brats.load_brats does)"
+    )
+
+
+def default_sequence_map(sequences: Sequence[str], keys: Sequence[str]) -> dict[str, str]:
+    """Each model sequence whose name is one of ``keys``, mapped to itself."""
+    return {s: s for s in sequences if s in keys}
+
+
+def _check_sequence_map(
+    sequence_map: Mapping[str, Any] | None, sequences: Sequence[str], available: Sequence[Any], what: str
+) -> dict[str, Any]:
+    if sequence_map is None:
+        mapping = default_sequence_map(sequences, [a for a in available if isinstance(a, str)])
+    else:
+        unknown = sorted(set(sequence_map) - set(sequences))
+        if unknown:
+            raise ValueError(
+                f"sequence_map names {unknown}, which the model does not make; its sequences are {list(sequences)}"
+            )
+        mapping = {s: sequence_map[s] for s in sequences if s in sequence_map and sequence_map[s] in available}
+    if not mapping:
+        raise ValueError(
+            f"none of the model's sequences {list(sequences)} maps to the {what} {list(available)}; pass "
+            "sequence_map={model_sequence: your_key}, e.g. sequence_map={'t1c': 't1ce', 't2f': 'flair'}"
+        )
+    return mapping
+
+
+def _subject_view(
+    subject: tio.Subject,
+    label_key: str,
+    brain_key: str | None,
+    mapping: Mapping[str, str],
+    sequences: Sequence[str],
+) -> _View:
+    label_img = subject[label_key]
+    if label_img.data.shape[0] != 1:
+        raise ValueError(f"label map {label_key!r} has {label_img.data.shape[0]} channels; expected 1")
+    label = label_img.data[0].numpy()
+    images = {}
+    for seq, key in mapping.items():
+        img = subject[key]
+        if img.data.shape[0] != 1:
+            raise ValueError(
+                f"image {key!r} has {img.data.shape[0]} channels; SAMRSynthesize replaces single-sequence images "
+                "(one ScalarImage per sequence)"
+            )
+        if tuple(img.spatial_shape) != tuple(label.shape):
+            raise ValueError(f"image {key!r} has shape {img.spatial_shape} but the label map {label.shape}")
+        images[sequences.index(seq)] = (key, None, img.data[0])
+    if brain_key is not None:
+        if brain_key not in subject:
+            raise ValueError(f"subject has no brain mask {brain_key!r} (keys: {list(subject.keys())}); pass brain_key=")
+        brain = subject[brain_key].data[0].numpy() != 0
+    else:
+        brain = np.zeros(label.shape, dtype=bool)
+        for _, _, data in images.values():
+            brain |= data.numpy() != 0
+    brain |= label != 0
+    if not brain.any():
+        raise ValueError("the subject has an empty brain (all images zero); pass brain_key= with a brain mask")
+    return _View(label, brain, images, np.asarray(label_img.affine, dtype=np.float64))
+
+
+@dataclass
+class _SubjectPlan:
+    label_key: str
+    brain_key: str | None
+    scheme: LabelScheme
+    mapping: dict[str, str]
+
+
+def _plan_subject(
+    subject: tio.Subject,
+    synth: Synthesizer,
+    *,
+    label_key: str | None,
+    brain_key: str | None,
+    scheme: Any,
+    sequence_map: Mapping[str, str] | None,
+    allowed: Sequence[str] | None = None,
+) -> _SubjectPlan:
+    key = _find_label_key(subject, label_key)
+    sch = _subject_scheme(subject, scheme)
+    images = [k for k, v in subject.items() if isinstance(v, tio.ScalarImage)]
+    if allowed is not None:
+        images = [k for k in images if k in allowed]
+    mapping = _check_sequence_map(sequence_map, synth.sequences, images, "subject's images")
+    bkey = brain_key
+    if bkey is None and "brain" in subject and isinstance(subject["brain"], tio.Image) and key != "brain":
+        bkey = "brain"
+    return _SubjectPlan(key, bkey, sch, mapping)
+
+
+def _set_label(item: Any, key: Any, edited: np.ndarray, ref: Any) -> None:
+    """Put the edited label map in ``item[key]`` with the layout and dtype of ``ref``."""
+    if isinstance(ref, tio.Image):
+        data = ref.data
+        ref.set_data(torch.from_numpy(edited.astype(np.int64)).reshape(data.shape).to(data.dtype))
+        return
+    if isinstance(ref, np.ndarray):
+        item[key] = edited.reshape(ref.shape).astype(ref.dtype)
+        return
+    t = torch.as_tensor(ref)
+    item[key] = torch.from_numpy(edited.astype(np.int64)).reshape(t.shape).to(t.dtype)
+
+
+def prepare_subject(
+    subject: tio.Subject,
+    synth: Synthesizer,
+    plan: _SubjectPlan,
+    *,
+    edit_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> PendingSample:
+    """Edit ``subject`` (in place: pass a copy) with ``edit_fn(label, brain)`` and return its pending synthesis."""
+    view = _subject_view(subject, plan.label_key, plan.brain_key, plan.mapping, synth.sequences)
+    synth.atlas.check_grid(view.label.shape, view.affine, "subject")
+    plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
+    edited = edit_fn(view.label, view.brain)
+    _set_label(subject, plan.label_key, edited, subject[plan.label_key])
+    return _make_pending(subject, view, edited, plan.scheme, intensity="match")
+
+
+# ---------------------------------------------------------------------------------------------- transforms
+class SAMRSynthesizeFixed(Transform):
+    """Reproduce a recorded :class:`SAMRSynthesize` sample: replay the edit, synthesize, replace the sequences.
+
+    Built from plain values only (what :class:`SAMRSynthesize` records in ``subject.history``), so
+    ``subject.get_composed_history()`` rebuilds it. ``synthesize=False`` records a sample left real (a no-op).
+
+    Args:
+        edit: The editor's record of the edit (a dict), or None for no edit (synthesis of the unedited mask).
+        seed: The sample's seed (recorded for reference; the record alone reproduces the edit).
+        synthesize: Whether the sample was synthesized at all.
+        weights: The weights (None: bundled; a folder; ``org/name[@rev]``; a ``"memory:..."`` key).
+        scheme: Label scheme name (or a plain scheme dict).
+        label_key, brain_key: Keys of the label map and the brain mask (None: non-zero voxels of the images).
+        sequence_map: ``{model_sequence: subject_key}`` of the replaced images.
+        donors: Key of the donor pool (:func:`register_donors`) used by a swap, or None.
+        editor: The :class:`~samraug.editing.LesionEditor` settings (``min_fragment``, ``max_retries``,
+            ``max_clip``) the edit was made with.
+        device, dtype: Where and in which precision the generator runs.
+        **kwargs: See :class:`torchio.transforms.Transform`.
+
+    Example:
+        >>> fixed = augmented.get_composed_history()  # doctest: +SKIP
+        >>> again = fixed(original_subject)  # identical to augmented  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        edit: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        synthesize: bool = True,
+        weights: str | None = None,
+        scheme: str | Mapping[str, Any] | None = None,
+        label_key: str | None = "seg",
+        brain_key: str | None = None,
+        sequence_map: Mapping[str, str] | None = None,
+        donors: str | None = None,
+        editor: Mapping[str, Any] | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.editor = None if editor is None else _plain(editor)
+        self.edit = None if edit is None else _plain(edit)
+        self.seed = None if seed is None else int(seed)
+        self.synthesize = bool(synthesize)
+        self.weights = None if weights is None else str(weights)
+        self.scheme = None if scheme is None else scheme_to_plain(scheme_from_plain(scheme))
+        self.label_key = label_key
+        self.brain_key = brain_key
+        self.sequence_map = None if sequence_map is None else {str(k): str(v) for k, v in sequence_map.items()}
+        self.donors = donors
+        self.device = str(device)
+        self.dtype = str(dtype)
+        self.args_names = [
+            "edit",
+            "seed",
+            "synthesize",
+            "weights",
+            "scheme",
+            "label_key",
+            "brain_key",
+            "sequence_map",
+            "donors",
+            "editor",
+            "device",
+            "dtype",
+        ]
+        self._synthesizer: Synthesizer | None = None
+
+    def _synth(self) -> Synthesizer:
+        if self._synthesizer is None:
+            self._synthesizer = get_synthesizer(self.weights, device=self.device, dtype=self.dtype)
+        return self._synthesizer
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        if not self.synthesize:
+            return subject
+        synth = self._synth()
+        plan = _plan_subject(
+            subject,
+            synth,
+            label_key=self.label_key,
+            brain_key=self.brain_key,
+            scheme=self.scheme,
+            sequence_map=self.sequence_map,
+            allowed=_allowed_keys(subject, self.include, self.exclude),
+        )
+        editor = _make_editor(plan.scheme, None, self.editor)
+        record = self.edit
+        donors = _donor_pool(self.donors)
+
+        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            if record is None:
+                return label
+            return _replay(editor, label, brain, record, donors)
+
+        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
+        return pending.synthesize(synth)
+
+
+class SAMRSynthesize(RandomTransform):
+    """With probability ``ratio``, edit the lesion mask and replace the subject's sequences with SAMR synthesis.
+
+    Args:
+        ratio: Probability that a subject is made synthetic (the synthetic fraction of the samples).
+        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+            :class:`~samraug.synthesis.Synthesizer`.
+        scheme: The label scheme of the subjects (``"brats2021"``, ``"brats2023"``, ``"brats2024"``, ``"samr"`` or a
+            :class:`~samraug.labels.LabelScheme`); default: each subject's ``scheme`` attribute.
+        label_key: Key of the lesion label map; None: the subject's single ``tio.LabelMap`` other than ``"brain"``.
+        brain_key: Key of a brain mask (non-zero = brain); default ``"brain"`` when the subject has it, else the
+            non-zero voxels of the replaced images (skull-stripped data, background 0).
+        sequence_map: ``{model_sequence: subject_key}``; default: the model sequences whose names are subject keys.
+            Only keys present in the subject are replaced.
+        editor: A :class:`~samraug.editing.LesionEditor` (default: one for the scheme with ``policy``).
+        policy: An :class:`~samraug.editing.EditPolicy` for the default editor.
+        donors: Label maps (arrays, tensors or ``tio.LabelMap``, in the subjects' scheme) whose lesions a swap may
+            paste; None: the subject's own lesion only (no swap).
+        device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
+            ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
+        **kwargs: See :class:`torchio.transforms.Transform`.
+
+    Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
+    ``torch.manual_seed`` reproduces a whole run. The history gets a :class:`SAMRSynthesizeFixed` with plain values
+    (``synthesize=False`` when the sample stays real), so ``subject.get_composed_history()`` replays it.
+
+    Example:
+        >>> import torchio as tio
+        >>> transform = SAMRSynthesize(ratio=0.5, weights="my-org/samr-lite", scheme="brats2021", device="cpu")
+        >>> dataset = tio.SubjectsDataset(subjects, transform=transform)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        ratio: float = 0.5,
+        *,
+        weights: str | Synthesizer | None = None,
+        scheme: str | LabelScheme | None = None,
+        label_key: str | None = "seg",
+        brain_key: str | None = None,
+        sequence_map: Mapping[str, str] | None = None,
+        editor: Any = None,
+        policy: Any = None,
+        donors: Sequence[Any] | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
+            raise ValueError(f"ratio must be a probability in [0, 1], got {ratio!r}")
+        if editor is not None and policy is not None:
+            raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
+        self.ratio = float(ratio)
+        if isinstance(weights, Synthesizer):
+            self.synthesizer = register_synthesizer(weights)
+        else:
+            self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
+        self.scheme = None if scheme is None else scheme_to_plain(scheme)  # plain: LabelSchemes do not pickle
+        self.label_key = label_key
+        self.brain_key = brain_key
+        self.sequence_map = None if sequence_map is None else dict(sequence_map)
+        self.editor = editor
+        self.policy = policy
+        self.donor_key = register_donors(donors)
+        self._donors = donors
+        self._editors: dict[str, Any] = {}
+        self.args_names = ["ratio", "scheme", "label_key", "brain_key", "sequence_map"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_editors"] = {}
+        state["editor"] = _picklable_editor(self.editor)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # spawned workers: re-register the donor pool
+        self.__dict__.update(state)
+        self.editor = _editor_from_state(self.editor)
+        if self._donors is not None:
+            register_donors(self._donors)
+
+    def _editor_for(self, scheme: LabelScheme) -> Any:
+        if self.editor is not None:
+            return self.editor
+        if scheme.name not in self._editors:
+            self._editors[scheme.name] = _make_editor(scheme, self.policy)
+        return self._editors[scheme.name]
+
+    def _fixed(self, **values: Any) -> SAMRSynthesizeFixed:
+        synth = self.synthesizer
+        fixed = SAMRSynthesizeFixed(
+            weights=synth.key,
+            label_key=self.label_key,
+            brain_key=self.brain_key,
+            sequence_map=self.sequence_map,
+            donors=self.donor_key,
+            device=synth.device_spec,
+            dtype=synth.dtype_spec,
+            **values,
+            **self._get_base_args(),
+        )
+        fixed._synthesizer = synth
+        return fixed
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        seed = self._get_random_seed()
+        applied = bool(torch.rand(1).item() < self.ratio)
+        if not applied:
+            fixed = self._fixed(synthesize=False, seed=seed)
+            subject.add_transform(fixed, fixed._get_reproducing_arguments())
+            return subject
+        synth = self.synthesizer
+        plan = _plan_subject(
+            subject,
+            synth,
+            label_key=self.label_key,
+            brain_key=self.brain_key,
+            scheme=self.scheme,
+            sequence_map=self.sequence_map,
+            allowed=_allowed_keys(subject, self.include, self.exclude),
+        )
+        _warn_unreplaced(subject, plan)
+        editor = self._editor_for(plan.scheme)
+        generator = torch.Generator().manual_seed(seed)
+        donors = _donor_pool(self.donor_key)
+        records: list[dict[str, Any]] = []
+
+        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            edited, record = _edit(editor, label, brain, generator, donors)
+            records.append(record)
+            return edited
+
+        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
+        fixed = self._fixed(
+            edit=records[0],
+            seed=seed,
+            scheme=scheme_to_plain(plan.scheme),
+            synthesize=True,
+            editor=_editor_settings(editor),
+        )
+        fixed.label_key = plan.label_key
+        fixed.brain_key = plan.brain_key
+        fixed.sequence_map = dict(plan.mapping)
+        subject = pending.synthesize(synth)
+        subject.add_transform(fixed, fixed._get_reproducing_arguments())
+        return subject
+
+
+def _allowed_keys(subject: tio.Subject, include: Any, exclude: Any) -> list[str]:
+    """The subject's scalar images that TorchIO's ``include`` / ``exclude`` let this transform replace."""
+    return list(subject.get_images_dict(intensity_only=True, include=include, exclude=exclude))
+
+
+_warned_unreplaced: set[tuple[str, ...]] = set()
+
+
+def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan) -> None:
+    left = tuple(
+        sorted(
+            k
+            for k, v in subject.items()
+            if isinstance(v, tio.ScalarImage) and k not in plan.mapping.values() and k != plan.brain_key
+        )
+    )
+    if left and left not in _warned_unreplaced:
+        _warned_unreplaced.add(left)
+        warnings.warn(
+            f"SAMRSynthesize leaves the images {list(left)} real: the model does not make them (it makes "
+            f"{list(plan.mapping)} for this subject); they will not match the edited label map. Map them with "
+            "sequence_map= or drop them from the subject",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _deepcopy_subject(subject: tio.Subject) -> tio.Subject:
+    return copy.deepcopy(subject)

@@ -1,0 +1,156 @@
+"""``samraug synthesize`` and ``samraug info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from samraug.atlas import Atlas
+from samraug.cli import main
+from samraug.hub import save_weights
+from samraug.models.generator import build_generator
+
+SEQS = ("t1n", "t1c", "t2w", "t2f")
+SHAPE = (32, 32, 8)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny convolutions run fastest on one thread (and much slower with several on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _brain() -> np.ndarray:
+    brain = np.zeros(SHAPE, dtype=bool)
+    brain[4:28, 5:27, 1:7] = True
+    return brain
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    torch.manual_seed(0)
+    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
+    brain = torch.from_numpy(_brain())
+    data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
+    folder = tmp_path_factory.mktemp("weights")
+    save_weights(
+        folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", card={"data": "unit test", "steps": 0}
+    )
+    return str(folder)
+
+
+def _seg(shift: int = 0) -> np.ndarray:
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    seg[9 + shift : 19 + shift, 10:19, 2:6] = 2
+    seg[11 + shift : 17 + shift, 12:17, 2:6] = 4
+    seg[13 + shift : 15 + shift, 13:16, 3:5] = 1
+    return seg
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def test_synthesize_brats_tree(weights: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "masks"
+    rng = np.random.default_rng(0)
+    brain = _brain()
+    for i, case in enumerate(["BraTS-GLI-00001-000", "BraTS-GLI-00002-000"]):
+        _save(root / case / f"{case}-seg.nii.gz", _seg(shift=2 * i))
+        if i == 0:  # the first case has its own images: output in their scale, brain from them
+            for k, seq in enumerate(SEQS):
+                vol = np.where(brain, 100.0 * (k + 1) * (1 + rng.random(SHAPE)), 0.0).astype(np.float32)
+                _save(root / case / f"{case}-{seq}.nii.gz", vol)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="atlas brain"):
+        code = main(
+            [
+                "synthesize",
+                "--masks",
+                str(root),
+                "--out",
+                str(out),
+                "--n",
+                "2",
+                "--weights",
+                weights,
+                "--scheme",
+                "brats2021",
+                "--seed",
+                "3",
+                "--preview",
+            ]
+        )
+    assert code == 0
+    assert "wrote 4 synthetic samples" in capsys.readouterr().out
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == [f"BraTS-GLI-0000{i}-000-synth{j}" for i in (1, 2) for j in (0, 1)]
+    case = out / "BraTS-GLI-00001-000-synth1"
+    seg_img = nib.load(str(case / "BraTS-GLI-00001-000-synth1-seg.nii.gz"))
+    np.testing.assert_allclose(seg_img.affine, AFFINE)
+    seg = np.asanyarray(seg_img.dataobj)
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2, 4}
+    for k, seq in enumerate(SEQS):
+        img = nib.load(str(case / f"BraTS-GLI-00001-000-synth1-{seq}.nii.gz"))
+        vol = np.asanyarray(img.dataobj)
+        np.testing.assert_allclose(img.affine, AFFINE)
+        assert vol.shape == SHAPE and np.all(vol[~brain] == 0)
+        assert vol[brain].min() >= 100.0 * (k + 1) * 0.99  # in the case's own scale (its brain p0.5..p99.5)
+    meta = json.loads((case / "edit.json").read_text())
+    assert meta["intensity"]["t1n"] == "subject" and meta["edit"]["applied"] in (True, False)
+    assert (case / "BraTS-GLI-00001-000-synth1-preview.png").stat().st_size > 1000
+    other = np.asanyarray(
+        nib.load(str(out / "BraTS-GLI-00002-000-synth0" / "BraTS-GLI-00002-000-synth0-t2f.nii.gz")).dataobj
+    )
+    assert other.min() >= -1 and other.max() <= 1  # no images for that case: model range
+
+
+def test_synthesize_single_file_with_brain(weights: str, tmp_path: Path) -> None:
+    mask, brain = tmp_path / "case_seg.nii.gz", tmp_path / "brain.nii.gz"
+    _save(mask, _seg())
+    _save(brain, _brain().astype(np.uint8))
+    out = tmp_path / "out"
+    args = ["synthesize", "--masks", str(mask), "--out", str(out), "--weights", weights, "--scheme", "brats2021"]
+    assert main([*args, "--brain", str(brain), "--no-edit"]) == 0
+    seg = np.asanyarray(nib.load(str(out / "case-synth0" / "case-synth0-seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(seg, _seg())  # --no-edit keeps the mask
+
+
+def test_synthesize_errors(weights: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mask = tmp_path / "off_seg.nii.gz"
+    _save(mask, _seg()[:30])
+    base = ["synthesize", "--out", str(tmp_path / "o"), "--weights", weights]
+    assert main([*base, "--masks", str(mask), "--scheme", "brats2021"]) == 1
+    assert "not on the atlas grid" in capsys.readouterr().err
+    bad = tmp_path / "bad_seg.nii.gz"
+    _save(bad, np.where(_seg() == 1, 3, _seg()).astype(np.uint8))
+    assert main([*base, "--masks", str(bad), "--scheme", "brats2021"]) == 1
+    assert "not in scheme 'brats2021'" in capsys.readouterr().err
+    assert main([*base, "--masks", str(tmp_path / "missing"), "--scheme", "brats2021"]) == 1
+    with pytest.raises(SystemExit):  # --scheme is required: never guessed
+        main([*base, "--masks", str(mask)])
+
+
+def test_info(weights: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", weights]) == 0
+    out = capsys.readouterr().out
+    assert "t1n, t1c, t2w, t2f" in out and "brats2021" in out and "samr" in out
+    n_params = sum(
+        p.numel()
+        for p in build_generator(
+            "tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3
+        ).parameters()
+    )
+    assert f"{n_params:,}" in out
+    assert "shape [32, 32, 8], spacing [2.0, 2.0, 2.0] mm" in out
+    assert "data: unit test" in out
