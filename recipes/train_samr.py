@@ -1,0 +1,186 @@
+"""Train a SAMR generator (or a baseline) and export it as a weights folder.
+
+Single process (CPU or one GPU):
+
+    python recipes/train_samr.py --preset tiny --data phantom --steps 2000 --out /tmp/samr-tiny
+
+Several GPUs (DistributedDataParallel; also runs on CPU with the gloo backend):
+
+    torchrun --nproc_per_node 4 recipes/train_samr.py --preset paper --data /data/BraTS2024-GLI \\
+        --scheme brats2024 --out /data/samr-paper
+
+Outputs: ``--out`` is the weights folder, exactly what ``--push-to-hub`` uploads (``config.json``,
+``model.safetensors``, ``atlas.safetensors``, ``README.md``: the model card with the data, preset, steps, this
+command line and the validation numbers). Everything else -- ``log.csv`` (and TensorBoard when installed),
+``grids/epoch-XXXX.png``, ``checkpoints/``, ``split.json``, ``validation.json`` -- goes to ``--log-dir``
+(default: ``<out>-run`` next to ``--out``). ``--resume`` continues exactly from the latest checkpoint there.
+
+The logic lives in :mod:`samraug.training`; this script only maps arguments onto it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from samraug.training import GANTrainer, init_distributed, preset_config
+from samraug.training.config import MODEL_TYPES, PRESETS
+from samraug.training.distributed import barrier, cleanup_distributed
+from samraug.training.gan import prepare_gan_data
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="architecture/schedule preset")
+    g.add_argument("--model", choices=MODEL_TYPES, default="samr", help="SAMR or a baseline (pix2pix, pix2pixhd)")
+    g.add_argument("--no-stretch-out", action="store_true", help="ablation: one shared decoder")
+    g.add_argument("--no-label-wise-d", action="store_true", help="ablation: 2 global discriminators")
+    g.add_argument("--no-atlas", action="store_true", help="ablation: generator without the atlas")
+    g.add_argument("--no-shape-consistency", action="store_true", help="ablation: no U-Net / LC term")
+    g.add_argument("--gan-mode", choices=("lsgan", "bce", "hinge"), help="adversarial loss (default: per model)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="phantom", help="'phantom' (default, simulated) or a BraTS folder")
+    g.add_argument("--scheme", choices=("brats2021", "brats2023", "brats2024"), help="label scheme of a BraTS folder")
+    g.add_argument("--n-subjects", type=int, help="phantom: subjects to simulate (default 30); BraTS: first N cases")
+    g.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size in mm (2 -> 128x128 slices)")
+    g.add_argument("--phantom-seed", type=int, default=0, help="seed of the simulated data set")
+    g.add_argument("--cache-dir", help="phantom cache (default $SAMRAUG_CACHE/phantom or ~/.cache/samraug/phantom)")
+    g.add_argument("--sequences", nargs="+", help="sequences to use, in order (default: all in the data)")
+    g.add_argument("--val-fraction", type=float, default=0.2, help="share of patients held out for validation")
+    g.add_argument("--split-file", help="reuse a saved split.json instead of drawing one")
+    g.add_argument("--min-brain-voxels", type=int, default=1, help="skip axial slices with fewer brain voxels")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="training epochs (default: per preset)")
+    g.add_argument("--steps", type=int, help="training steps (overrides --epochs)")
+    g.add_argument("--batch-size", type=int, help="per-process batch size (default 8)")
+    g.add_argument("--lr", type=float, help="Adam learning rate for G, D and U (default 2e-4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
+    g = p.add_argument_group("runtime and outputs")
+    g.add_argument("--out", required=True, help="weights folder to write (config, safetensors, atlas, card)")
+    g.add_argument("--log-dir", help="logs, grids, checkpoints, split (default: <out>-run)")
+    g.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --log-dir")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (torchrun: each rank uses its GPU)")
+    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto", help="mixed precision on CUDA")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
+    g.add_argument("--log-every", type=int, default=10, help="log scalars every N steps")
+    g.add_argument("--fp16-weights", action="store_true", help="store the exported generator and atlas in float16")
+    g.add_argument("--push-to-hub", metavar="REPO", help="upload the weights folder to this Hub repo (org/name)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace):
+    overrides = {
+        "seed": args.seed,
+        "num_workers": args.workers,
+        "checkpoint_every": args.checkpoint_every,
+        "keep_last": args.keep_last,
+        "amp": args.amp,
+        "sync_bn": args.sync_bn,
+        "log_every": args.log_every,
+    }
+    for flag, field in (
+        ("no_stretch_out", "stretch_out"),
+        ("no_label_wise_d", "label_wise_d"),
+        ("no_atlas", "use_atlas"),
+        ("no_shape_consistency", "shape_consistency"),
+    ):
+        if getattr(args, flag):
+            if args.model != "samr":
+                raise SystemExit(f"--{flag.replace('_', '-')} is an ablation of --model samr, not of {args.model}")
+            overrides[field] = False
+    for arg, field in (("epochs", "epochs"), ("steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr")):
+        if getattr(args, arg) is not None:
+            overrides[field] = getattr(args, arg)
+    if args.gan_mode:
+        overrides["gan_mode"] = args.gan_mode
+    return preset_config(args.preset, model_type=args.model, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    script = sys.argv[0] if argv is None else f"recipes/{Path(__file__).name}"
+    command = "python " + shlex.join([script, *(sys.argv[1:] if argv is None else argv)])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = build_config(args)
+    out = Path(args.out)
+    log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}-run"
+    env = init_distributed(args.device)
+    if env.is_distributed:
+        command = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', env.world_size)} " + command[7:]
+    try:
+        data_kwargs = {
+            "scheme": args.scheme,
+            "n_subjects": args.n_subjects,
+            "resolution": args.resolution,
+            "phantom_seed": args.phantom_seed,
+            "cache_dir": args.cache_dir,
+            "sequences": args.sequences,
+            "split_seed": args.seed,
+            "val_fraction": args.val_fraction,
+            "split_file": args.split_file,
+            "min_brain_voxels": args.min_brain_voxels,
+            "workers": max(1, args.workers),
+        }
+        if not env.is_main:  # rank 0 generates the phantom cache first
+            barrier(env)
+        data = prepare_gan_data(args.data, out_dir=log_dir if env.is_main else None, **data_kwargs)
+        if env.is_main:
+            barrier(env)
+        trainer = GANTrainer(config, data.sequences, env=env)
+        if env.is_main:
+            print(f"data: {data.description}; {len(data.train)} training slices", file=sys.stderr)
+        result = trainer.fit(
+            data.train,
+            val_dataset=data.val,
+            out_dir=log_dir,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        validation = {k: round(v, 4) for k, v in result.validation.items() if math.isfinite(v)}
+        if env.is_main:
+            (log_dir / "validation.json").write_text(json.dumps(result.validation, indent=2) + "\n")
+        card = {
+            "title": f"samraug {config.model_type} generator ({args.preset} preset)",
+            "data": data.description,
+            "preset": args.preset,
+            "steps": f"{result.steps} ({result.epochs:.1f} epochs of {len(data.train)} slices, batch "
+            f"{config.batch_size} x {env.world_size} process(es))",
+            "command": command,
+            "validation": validation or None,
+            "simulated": data.simulated,
+            "notes": (
+                "Validation on the held-out patients of the split: L1 / PSNR / SSIM between synthetic and real "
+                "slices inside the brain (intensities normalised to [-1, 1]); dice_synth: Dice of the "
+                "shape-consistency U-Net's segmentation of the SYNTHETIC images against the input mask, "
+                "dice_real: the same U-Net on the real images (reference)."
+            ),
+            "training config": json.dumps(config.to_dict(), sort_keys=True),
+        }
+        trainer.export(out, data.atlas, label_scheme=data.scheme, card=card, fp16=args.fp16_weights)
+        if env.is_main:
+            print(f"weights: {out}\nlogs: {log_dir}\nvalidation: {json.dumps(validation)}", file=sys.stderr)
+            if args.push_to_hub:
+                from samraug.hub import push_to_hub
+
+                print(f"uploaded: {push_to_hub(out, args.push_to_hub)}", file=sys.stderr)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
