@@ -1,0 +1,1287 @@
+"""Augmentation-efficacy benchmark: does synthetic data help a segmenter? (the SAMR paper's Table 2 protocol)
+
+Protocol:
+
+1. Subjects (the digital phantom by default -- SIMULATED data -- or a BraTS folder with ``--data``) are split by
+   patient into training and held-out test subjects (:func:`samraug.data.splits.patient_split`).
+2. SAMR (and, for their arms, the ablations and pix2pix / pix2pixHD) come from given weights (default: the bundled
+   demo weights) or are trained on the training split only (``--train-samr``, same step budget per variant).
+   Test subjects are never used to train SAMR nor as editing / copy-paste donors: :func:`check_protocol` enforces
+   it (with given weights, on the training data their model card declares; the benchmark's phantom subjects are
+   generated with a different data-set seed than the weights' training phantom, and the check verifies that no
+   per-subject seed is shared).
+3. One 2D U-Net (:mod:`samraug.training.segmentation`) is trained per arm and seed with the same architecture,
+   optimiser, schedule, loss, batch size and optimiser-step budget; only the training data differ
+   (:mod:`benchmarks.arms`).
+4. Each segmenter predicts every held-out subject slice-wise; the 3D volumes are scored against the ground truth
+   (spacing-aware Dice, HD95, sensitivity, specificity; :mod:`samraug.metrics`, BraTS legacy edge conventions) for
+   SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the table shows mean +- std over seeds.
+
+Outputs (``--out DIR``): ``augmentation.md`` (the table, paper layout: rows = arms, column groups
+Dice | HD95 | Sensitivity | Specificity x Edema | Cavity | Tumor), ``augmentation.json`` (every per-seed and
+per-subject number, the configuration, the machine and the exact command) and ``augmentation.png``.
+
+Presets: ``quick`` (the README's main job: CPU, minutes; bundled demo weights; real, conventional, copy-paste,
+RandomLabelsToImage and SAMR 50 %) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on
+the training split). Every preset value can be overridden from the command line.
+
+Example:
+    python benchmarks/augmentation.py --preset quick --out /tmp/bench_quick
+    python benchmarks/augmentation.py --preset full --out outputs/bench_full
+    python benchmarks/augmentation.py --data /data/BraTS2024-GLI --scheme brats2024 --train-samr --preset full
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks.arms` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.arms import (
+    ARMS,
+    ArmSpec,
+    ConventionalDataset,
+    EditedMasks,
+    MixedDataset,
+    SliceSet,
+    conventional_pool,
+    copy_paste_pool,
+    edited_mask_pool,
+    generator_pool,
+    labels_to_image_pool,
+    n_synthetic,
+)
+from samraug.training.segmentation import (
+    EvalVolume,
+    SegmentationConfig,
+    evaluate_segmenter,
+    train_segmenter,
+)
+
+__all__ = [
+    "METRICS",
+    "PRESETS",
+    "REGIONS",
+    "VARIANTS",
+    "BenchmarkConfig",
+    "BenchmarkContext",
+    "Painter",
+    "check_protocol",
+    "format_table",
+    "load_subjects",
+    "machine_info",
+    "main",
+    "plot_results",
+    "prepare_context",
+    "run_benchmark",
+    "torch_threads",
+    "write_outputs",
+]
+
+REGIONS: tuple[str, ...] = ("edema", "cavity", "tumor")
+METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
+METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "sensitivity": "Sensitivity", "specificity": "Specificity"}
+#: SAMR variants and the recipe switches that make them (samraug.training / recipes/train_samr.py).
+VARIANTS: tuple[str, ...] = ("samr", "no_stretch_out", "no_label_wise_d", "no_atlas", "no_lc", "pix2pix", "pix2pixhd")
+
+#: The training switches of each variant (samraug.training.preset_config overrides).
+VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
+    "samr": {},
+    "no_stretch_out": {"stretch_out": False},
+    "no_label_wise_d": {"label_wise_d": False},
+    "no_atlas": {"use_atlas": False},
+    "no_lc": {"shape_consistency": False},
+    "pix2pix": {"model_type": "pix2pix"},
+    "pix2pixhd": {"model_type": "pix2pixhd"},
+}
+
+QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, minutes: small 2 mm phantom (6 training / 4 test subjects), bundled demo weights, five arms, short
+    # trainings (250 steps) on 48x48 patches, pools drawn once.
+    "quick": {
+        "n_subjects": 10,
+        "n_test": 4,
+        "resolution": 2.0,
+        "arms": QUICK_ARMS,
+        "seeds": (0, 1, 2),
+        "steps": 250,
+        "batch_size": 16,
+        "depth": 3,
+        "base_channels": 16,
+        "crop_size": 48,
+        "train_samr": False,
+        "samr_preset": "tiny",
+        "samr_steps": 2000,
+        "resample_pools": False,
+        "threads": 1,
+    },
+    # GPU scale: every arm; SAMR, its ablations and the baselines trained on the training split.
+    "full": {
+        "n_subjects": 60,
+        "n_test": 15,
+        "resolution": 1.0,
+        "arms": tuple(ARMS),
+        "seeds": (0, 1, 2),
+        "steps": 6000,
+        "batch_size": 16,
+        "depth": 4,
+        "base_channels": 32,
+        "crop_size": None,
+        "train_samr": True,
+        "samr_preset": "lite",
+        "samr_steps": 30000,
+        "resample_pools": True,
+        "threads": None,
+        "num_workers": 8,
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class BenchmarkConfig:
+    """Everything that defines one benchmark run (a preset plus overrides); written to the JSON.
+
+    Attributes:
+        preset: Name of the preset the defaults came from.
+        data: BraTS root folder; None for the digital phantom (simulated data).
+        scheme: Label scheme of ``data`` (e.g. ``brats2024``); None for the loader's default.
+        sequences: Sequences to use; None: the SAMR model's (generator arms) or the data's.
+        n_subjects, n_test: Phantom subjects to generate and held-out test subjects (for BraTS: ``n_subjects``
+            caps the cases used, 0 = all; ``n_test`` the test patients).
+        resolution: Phantom voxel size in mm (2 or 1).
+        phantom_seed: Data-set seed of the benchmark's phantom (distinct from the demo weights' training seed).
+        cache_dir: Where the phantom is cached (default ``$SAMRAUG_CACHE/phantom`` or ``~/.cache/samraug/phantom``).
+        split_seed: Seed of the patient-level split.
+        arms: Arm names (:data:`benchmarks.arms.ARMS`).
+        seeds: Segmenter seeds (each seed also re-draws every synthetic pool).
+        steps, batch_size, lr, depth, base_channels, crop_size: The segmenter (same for every arm).
+        selection: Training slices: ``brain`` (every slice with brain) or ``lesion``.
+        weights: SAMR weights (folder, ``org/name[@rev]``; None = bundled demo weights).
+        variant_weights: Weights per ablation/baseline variant when not training them.
+        train_samr: Train SAMR and the needed variants on the training split (samraug.training).
+        samr_preset, samr_steps: Their preset and step budget (the same for every variant).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        num_workers: DataLoader workers of the segmenter.
+        slice_multiple: Slices are padded (centred) to a multiple of this.
+        work_dir: Where trained generators go (``--train-samr``); the CLI sets it to ``--out``.
+        resample_pools: Draw every augmented/synthetic pool anew for each seed (so the spread over seeds includes
+            the pools' randomness); False draws them once (pool seed 0) and only the segmenter seed varies
+            (cheaper: the quick preset).
+        threads: torch CPU threads (None: torch's default). The quick preset uses 1: on a small shared CPU,
+            two OpenMP threads competing with other processes are several times slower than one.
+    """
+
+    preset: str = "quick"
+    data: str | None = None
+    scheme: str | None = None
+    sequences: tuple[str, ...] | None = None
+    n_subjects: int = 10
+    n_test: int = 4
+    resolution: float = 2.0
+    phantom_seed: int = 2024
+    cache_dir: str | None = None
+    split_seed: int = 0
+    arms: tuple[str, ...] = QUICK_ARMS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 250
+    batch_size: int = 16
+    lr: float = 2e-4
+    depth: int = 3
+    base_channels: int = 16
+    crop_size: int | None = 48
+    selection: str = "brain"
+    weights: str | None = None
+    variant_weights: dict[str, str] = field(default_factory=dict)
+    train_samr: bool = False
+    samr_preset: str = "tiny"
+    samr_steps: int = 2000
+    device: str = "auto"
+    num_workers: int = 0
+    slice_multiple: int = 32
+    work_dir: str | None = None
+    resample_pools: bool = True
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; choose from {list(ARMS)}")
+        if not self.arms:
+            raise ValueError("no arms selected; pass e.g. --arms real,samr_50")
+        if not self.seeds:
+            raise ValueError("no seeds given; pass e.g. --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.n_test < 1:
+            raise ValueError(f"n_test must be >= 1 held-out subject, got {self.n_test}")
+        if self.data is None and self.n_subjects < self.n_test + 2:
+            raise ValueError(
+                f"{self.n_subjects} phantom subjects cannot hold {self.n_test} test subjects and >= 2 training "
+                "subjects (copy-paste needs two); raise --subjects or lower --test-subjects"
+            )
+        bad = sorted(set(self.variant_weights) - set(VARIANTS))
+        if bad:
+            raise ValueError(f"variant_weights for unknown variants {bad}; variants are {list(VARIANTS)}")
+        if self.selection not in ("brain", "lesion"):
+            raise ValueError(f"selection must be 'brain' or 'lesion', got {self.selection!r}")
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:
+        """The preset's values with ``overrides`` (None values are ignored)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+        values = dict(PRESETS[preset])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("arms", "seeds", "sequences"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(preset=preset, **values)
+
+    def segmenter(self, seed: int) -> SegmentationConfig:
+        """The segmenter configuration of one seed (identical for every arm)."""
+        return SegmentationConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            depth=self.depth,
+            base_channels=self.base_channels,
+            crop_size=self.crop_size,
+            seed=int(seed),
+            device=self.device,
+            num_workers=self.num_workers,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("arms", "seeds", "sequences"):
+            if d.get(key) is not None:
+                d[key] = list(d[key])
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+def check_protocol(
+    split: Mapping[str, Sequence[str]],
+    *,
+    segmenter_subjects: Iterable[str],
+    donor_subjects: Iterable[str],
+    samr_training: Mapping[str, Iterable[str] | None],
+    identities: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Raise ``ValueError`` if a held-out test subject leaks into training, donors, or SAMR training data.
+
+    Rules: the split is patient-level and disjoint (:func:`samraug.data.splits.check_split`); the segmenter's
+    training slices and every editing / copy-paste donor come from the training split only; no SAMR variant was
+    trained on a test subject. Subjects are compared by their *data identity* (``identities``: subject id -> e.g.
+    ``"phantom-seed:123"`` for phantom subjects, whose case names repeat across data sets, or the patient id for
+    BraTS, the default), so a weights folder trained on another data set is checked on what it actually saw.
+
+    Args:
+        split: ``{"train": [...], "test": [...]}`` (``val`` allowed) of subject ids.
+        segmenter_subjects: Subjects whose slices train the segmenter.
+        donor_subjects: Subjects whose lesions were used as editing / copy-paste donors.
+        samr_training: Variant name -> data identities its weights were trained on, or None when the weights do
+            not declare them (then it cannot be verified: a warning is returned, not raised).
+        identities: Subject id -> data identity; default :func:`samraug.data.splits.patient_id`.
+
+    Returns:
+        Warnings (unverifiable items); empty when everything was verified.
+
+    Example:
+        >>> check_protocol({"train": ["a", "b"], "test": ["c"]}, segmenter_subjects=["a"], donor_subjects=["b"],
+        ...                samr_training={"samr": ["a", "b"]})
+        []
+    """
+    from samraug.data.splits import check_split, patient_id
+
+    full = {k: list(split.get(k, [])) for k in ("train", "val", "test")}
+    check_split(full)
+    if not full["test"]:
+        raise ValueError("the split has no test subjects; the benchmark needs held-out subjects")
+
+    def ident(s: str) -> str:
+        if identities is not None and s in identities:
+            return str(identities[s])
+        return patient_id(s)
+
+    train, test = set(full["train"]), set(full["test"])
+    test_ids = {ident(s): s for s in test}
+    problems: list[str] = []
+    for what, subjects in (
+        ("segmenter training subjects", segmenter_subjects),
+        ("editing/copy-paste donors", donor_subjects),
+    ):
+        subjects = set(subjects)
+        leaked = sorted(subjects & test) + sorted(s for s in subjects - test if ident(s) in test_ids)
+        if leaked:
+            problems.append(f"test subjects {leaked} are among the {what}")
+        outside = sorted(subjects - train - test)
+        if outside:
+            problems.append(f"{what} {outside[:5]} are not in the training split")
+    warn: list[str] = []
+    for variant, data in samr_training.items():
+        if data is None:
+            warn.append(
+                f"the training data of the {variant!r} weights is not declared in their model card/config: "
+                "cannot verify that no test subject was used to train them"
+            )
+            continue
+        leaked = sorted(test_ids[d] for d in {str(x) for x in data} if d in test_ids)
+        if leaked:
+            problems.append(f"the {variant!r} generator was trained on test subjects {leaked}")
+    if problems:
+        raise ValueError(
+            "benchmark protocol violated: "
+            + "; ".join(problems)
+            + ". Test subjects must never train the segmenter or SAMR nor serve as donors: use disjoint data "
+            "(e.g. another --phantom-seed than the weights' training data, or --train-samr on the training split)"
+        )
+    return warn
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    return (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+
+
+def load_subjects(
+    config: BenchmarkConfig, log: Callable[[str], None] = print
+) -> tuple[list[Any], dict[str, str], dict[str, Any], str]:
+    """The subjects (``tio.Subject``), their data identities, a description of the source, and the label scheme."""
+    from samraug.data.brats import load_brats
+
+    if config.data is None:
+        from samraug.data.phantom import ensure_phantom_dataset
+
+        t0 = time.perf_counter()
+        root = ensure_phantom_dataset(
+            config.n_subjects,
+            seed=config.phantom_seed,
+            resolution=config.resolution,
+            cache_dir=config.cache_dir,
+            workers=max(1, min(8, os.cpu_count() or 1)),
+            progress=False,
+        )
+        meta = json.loads((root / "phantom.json").read_text())
+        identities = {cid: f"phantom-seed:{int(s)}" for cid, s in meta["subjects"].items()}
+        seconds = time.perf_counter() - t0
+        log(f"phantom: {config.n_subjects} simulated subjects at {config.resolution:g} mm in {root} ({seconds:.0f} s)")
+        subjects = load_brats(root, scheme="brats2024", extra_sequences=("aptw",))
+        source = {
+            "kind": "phantom",
+            "simulated": True,
+            "root": str(root),
+            "dataset_seed": config.phantom_seed,
+            "resolution_mm": config.resolution,
+            "n_subjects": len(subjects),
+        }
+        return subjects, identities, source, "brats2024"
+    subjects = load_brats(config.data, scheme=config.scheme)
+    if config.n_subjects and len(subjects) > config.n_subjects:
+        subjects = subjects[: config.n_subjects]
+    scheme = subjects[0]["scheme"]
+    from samraug.data.splits import patient_id
+
+    identities = {s["subject_id"]: patient_id(s["subject_id"]) for s in subjects}
+    source = {
+        "kind": "brats",
+        "simulated": False,
+        "root": str(config.data),
+        "scheme": scheme,
+        "n_subjects": len(subjects),
+    }
+    return subjects, identities, source, scheme
+
+
+def _data_sequences(subject: Any) -> tuple[str, ...]:
+    import torchio as tio
+
+    return tuple(k for k, v in subject.items() if isinstance(v, tio.ScalarImage))
+
+
+def prepare_slices(
+    subjects: Sequence[Any],
+    sequences: Sequence[str],
+    scheme: str,
+    *,
+    selection: str = "brain",
+    multiple: int = 32,
+    atlases: Sequence[Any] = (),
+) -> SliceSet:
+    """The 2D training slices of ``subjects`` (normalised, padded centrally to a multiple of ``multiple``); each
+    subject is checked to lie on the grid of every atlas in ``atlases``."""
+    from samraug.data.slices import pad_or_crop, padded_size, prepare_subject
+    from samraug.intensity import BACKGROUND_VALUE
+
+    parts = []
+    for subject in subjects:
+        p = prepare_subject(subject, sequences, scheme=scheme, selection=selection)  # type: ignore[arg-type]
+        for atlas in atlases:
+            atlas.check_grid(p.shape, p.affine, f"subject {p.subject_id!r}")
+        size = padded_size(p.shape[:2], multiple)
+        image = pad_or_crop(p.images.permute(3, 0, 1, 2), size, value=BACKGROUND_VALUE)  # (k, n, H, W)
+        label = pad_or_crop(p.label.permute(2, 0, 1).long(), size, value=0)
+        parts.append(
+            SliceSet(
+                image.contiguous(),
+                label.contiguous(),
+                label > 0,
+                torch.tensor(p.z),
+                [p.subject_id] * len(p.z),
+                tuple(sequences),
+            )
+        )
+    return SliceSet.concat(parts)
+
+
+def prepare_volume(
+    subject: Any, sequences: Sequence[str], scheme: str, *, atlases: Sequence[Any] = ()
+) -> tuple[EvalVolume, np.ndarray]:
+    """A held-out subject as a whole normalised volume with its SAMR ground truth and spacing, and its affine."""
+    from samraug.data.slices import prepare_subject
+
+    p = prepare_subject(subject, sequences, scheme=scheme, selection="all")  # type: ignore[arg-type]
+    for atlas in atlases:
+        atlas.check_grid(p.shape, p.affine, f"subject {p.subject_id!r}")
+    return EvalVolume(p.subject_id, p.images.contiguous(), p.label.long(), _spacing(p.affine)), p.affine
+
+
+# ---------------------------------------------------------------------------------------------------- painters
+@dataclass
+class Painter:
+    """A generator variant that paints edited masks, and what it was trained on.
+
+    Attributes:
+        variant: ``samr``, ``no_atlas``, ... (:data:`VARIANTS`).
+        synthesizer: The :class:`samraug.synthesis.Synthesizer` running it.
+        source: Where the weights came from (folder / repo id / "bundled" / "trained here").
+        training_identities: Data identities it was trained on (None: not declared by the weights).
+    """
+
+    variant: str
+    synthesizer: Any
+    source: str
+    training_identities: set[str] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def declared_training_identities(*sources: Mapping[str, Any]) -> set[str] | None:
+    """The data identities a weights folder declares it was trained on, or None when it declares none.
+
+    Looks for a ``"training_data"`` entry in each of ``sources`` (e.g. the weights' ``config.json`` and the
+    ``info`` of their atlas, which is built from the training subjects only and travels with the weights), first
+    found wins. Its forms, most precise first:
+
+    - ``{"phantom_subject_seeds": [...]}``: phantom subjects by their per-subject seed (``phantom-seed:<seed>``);
+    - ``{"phantom": {"seed": s, "n": n}}``: every subject of the phantom data set made with seed ``s`` and ``n``
+      subjects (conservative: their validation/test subjects count too);
+    - ``{"subjects": [...]}``: case ids, compared by patient id (or a ``{case id: phantom seed}`` mapping).
+
+    Example:
+        >>> sorted(declared_training_identities({"training_data": {"phantom_subject_seeds": [5, 7]}}))
+        ['phantom-seed:5', 'phantom-seed:7']
+    """
+    from samraug.data.splits import patient_id
+
+    for source in sources:
+        data = source.get("training_data") if isinstance(source, Mapping) else None
+        if not isinstance(data, Mapping):
+            continue
+        if "phantom_subject_seeds" in data:
+            return {f"phantom-seed:{int(s)}" for s in data["phantom_subject_seeds"]}
+        phantom = data.get("phantom")
+        if isinstance(phantom, Mapping) and "seed" in phantom and "n" in phantom:
+            from samraug.data.phantom import subject_seed
+
+            return {f"phantom-seed:{subject_seed(int(phantom['seed']), i)}" for i in range(int(phantom["n"]))}
+        subjects = data.get("subjects")
+        if isinstance(subjects, Mapping):
+            return {f"phantom-seed:{int(v)}" for v in subjects.values()}
+        if isinstance(subjects, list | tuple):
+            return {patient_id(str(v)) for v in subjects}
+    return None
+
+
+_CARD_PHANTOM = re.compile(r"samraug digital phantom[^\n]*?(\d+) subjects, ([\d.]+) mm, seed (\d+)")
+
+
+def card_training_identities(card_text: str) -> set[str] | None:
+    """Fallback when the weights declare no ``training_data``: the phantom data set named in the model card's
+    data line (as written by ``recipes/train_samr.py``: "samraug digital phantom ...: N subjects, R mm, seed S"),
+    all N subjects counted. None when the card names no phantom data set.
+
+    Example:
+        >>> ids = card_training_identities("data: samraug digital phantom (SIMULATED): 2 subjects, 2 mm, seed 0")
+        >>> len(ids)
+        2
+    """
+    from samraug.data.phantom import subject_seed
+
+    m = _CARD_PHANTOM.search(card_text)
+    if m is None:
+        return None
+    n, seed = int(m.group(1)), int(m.group(3))
+    return {f"phantom-seed:{subject_seed(seed, i)}" for i in range(n)}
+
+
+def weights_training_identities(synthesizer: Any, weights: str | None) -> tuple[set[str] | None, str]:
+    """What a loaded generator declares it was trained on, and where that came from."""
+    ids = declared_training_identities(synthesizer.config, getattr(synthesizer.atlas, "info", {}) or {})
+    if ids is not None:
+        return ids, "training_data in the weights"
+    from samraug.hub import CARD_NAME, resolve_weights
+
+    try:
+        card = resolve_weights(weights) / CARD_NAME
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    except (OSError, ValueError):
+        text = ""
+    ids = card_training_identities(text)
+    return ids, ("the data line of the model card" if ids is not None else "not declared")
+
+
+def _weights_digest(weights: str | None) -> str | None:
+    """SHA-256 of the weights' ``model.safetensors`` (which exact generator produced the numbers)."""
+    import hashlib
+
+    from samraug.hub import MODEL_NAME, resolve_weights
+
+    try:
+        path = resolve_weights(weights) / MODEL_NAME
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_painters(
+    config: BenchmarkConfig,
+    variants: Sequence[str],
+    split: Mapping[str, Sequence[str]] | None = None,
+    identities: Mapping[str, str] | None = None,
+    scheme: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Painter]:
+    """A :class:`Painter` per needed variant: trained on the training split of ``split`` (``config.train_samr``)
+    or loaded from ``config.weights`` (``samr``) / ``config.variant_weights``."""
+    from samraug.synthesis import Synthesizer
+
+    painters: dict[str, Painter] = {}
+    for variant in variants:
+        if config.train_samr:
+            if split is None or scheme is None:
+                raise ValueError("training the generators (train_samr) needs the benchmark's split and scheme")
+            painters[variant] = train_painter(variant, config, split, identities or {}, scheme, log)
+            continue
+        if variant == "samr":
+            weights = config.weights
+        elif variant in config.variant_weights:
+            weights = config.variant_weights[variant]
+        else:
+            raise ValueError(
+                f"the {variant!r} arm needs generator weights: pass --train-samr to train every variant on the "
+                f"training split, or --variant-weights {variant}=FOLDER; or leave its arm out (--arms)"
+            )
+        synth = Synthesizer(weights, device=config.device)
+        synth.load()
+        ids, where = weights_training_identities(synth, weights)
+        info = {"training_data": where, "model_sha256": _weights_digest(weights)}
+        painters[variant] = Painter(variant, synth, weights or "bundled demo weights", ids, info)
+        log(f"{variant}: weights {weights or 'bundled demo weights'}, sequences {list(synth.sequences)}")
+    return painters
+
+
+def train_painter(
+    variant: str,
+    config: BenchmarkConfig,
+    split: Mapping[str, Sequence[str]],
+    identities: Mapping[str, str],
+    scheme: str,
+    log: Callable[[str], None] = print,
+) -> Painter:
+    """Train one SAMR variant on the benchmark's training split only (``--train-samr``), same step budget for all.
+
+    Data go through :func:`samraug.training.gan.prepare_gan_data` with the benchmark's split (saved to
+    ``<work_dir>/generators/<variant>/split.json``): the atlas is built from the training subjects only and records
+    them (``atlas.info["training_data"]``). The GAN is :class:`samraug.training.GANTrainer` with
+    ``preset_config(config.samr_preset, ...)`` plus the variant's switch (:data:`VARIANT_SWITCHES`) and
+    ``max_steps = config.samr_steps``. The weights are exported to ``<work_dir>/generators/<variant>/weights``
+    (Hub format) and loaded back through :class:`samraug.synthesis.Synthesizer`.
+    """
+    from samraug.data.splits import patient_id, save_split
+    from samraug.synthesis import Synthesizer
+    from samraug.training import GANTrainer, preset_config
+    from samraug.training.gan import prepare_gan_data
+
+    work = Path(config.work_dir or "/tmp/samraug-bench") / "generators" / variant
+    split_file = save_split({k: list(split.get(k, [])) for k in ("train", "val", "test")}, work / "split.json")
+    t0 = time.perf_counter()
+    if config.data is None:
+        data = prepare_gan_data(
+            "phantom",
+            n_subjects=config.n_subjects,
+            resolution=config.resolution,
+            phantom_seed=config.phantom_seed,
+            cache_dir=config.cache_dir,
+            sequences=config.sequences,
+            split_file=split_file,
+            multiple=config.slice_multiple,
+        )
+    else:
+        data = prepare_gan_data(
+            config.data,
+            scheme=scheme,
+            n_subjects=config.n_subjects or None,
+            sequences=config.sequences,
+            split_file=split_file,
+            multiple=config.slice_multiple,
+        )
+    switches = dict(VARIANT_SWITCHES[variant])
+    model_type = switches.pop("model_type", "samr")
+    device = None if config.device == "auto" else config.device
+    cfg = preset_config(
+        config.samr_preset, model_type=model_type, max_steps=config.samr_steps, num_workers=0, seed=0, **switches
+    )
+    trainer = GANTrainer(cfg, sequences=data.sequences, device=device)
+    result = trainer.fit(data.train, out_dir=work / "run", progress=False, validate=False, grids=True)
+    folder = trainer.export(
+        work / "weights",
+        data.atlas,
+        label_scheme=data.scheme,
+        card={
+            "title": f"SAMR benchmark generator ({variant}), trained on the benchmark's training split",
+            "data": data.description,
+            "preset": config.samr_preset,
+            "steps": result.steps,
+            "simulated": data.simulated,
+            "training config": json.dumps(cfg.to_dict(), sort_keys=True),
+        },
+    )
+    synth = Synthesizer(folder, device=config.device)
+    synth.load()
+    ids = list(split["train"])
+    seconds = time.perf_counter() - t0
+    log(f"{variant}: trained {result.steps} GAN steps on {len(ids)} training subjects ({seconds:.0f} s)")
+    declared = declared_training_identities(synth.atlas.info)
+    expected = {identities.get(i, patient_id(i)) for i in ids}
+    if declared != expected:
+        raise RuntimeError(
+            f"the {variant!r} weights declare other training data than the benchmark's training split; "
+            "check samraug.training.gan.prepare_gan_data's atlas.info['training_data']"
+        )
+    info = {"steps": result.steps, "train_seconds": round(result.seconds, 1), "weights": str(folder), **cfg.to_dict()}
+    return Painter(variant, synth, "trained here on the training split", declared, info)
+
+
+# ---------------------------------------------------------------------------------------------------- arms
+def _arm_cache_keys(arm: ArmSpec, pool_seed: int, n_real: int) -> set[tuple[Any, ...]]:
+    """The cached artefacts an arm uses (each kept while a later arm still needs it)."""
+    n = n_synthetic(n_real, arm.ratio) if arm.ratio else 0
+    if arm.kind in ("conventional", "copy_paste"):
+        return {(arm.kind, n, pool_seed)}
+    if arm.kind == "labels_to_image":
+        return {("masks", pool_seed), ("labels_to_image", n, pool_seed)}
+    if arm.kind == "generator":
+        return {("masks", pool_seed), ("generator", arm.variant, pool_seed)}
+    return set()
+
+
+def build_arm_dataset(
+    arm: ArmSpec,
+    real: SliceSet,
+    pool_seed: int,
+    painters: Mapping[str, Painter],
+    cache: dict[tuple[Any, ...], Any],
+    n_masks: int,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, dict[str, Any]]:
+    """The training data set of one arm, its pools drawn with ``pool_seed``, and a description (sizes, donors).
+
+    ``cache`` holds the pools, so a pool drawn once (``resample_pools=False``) serves every seed, and artefacts
+    shared between arms: the ``n_masks`` edited masks of a pool seed (every mask-painting arm paints the same
+    masks) and each generator's painted pool (the 25 % arm uses the head of the 50 % pool).
+    """
+    info: dict[str, Any] = {"n_real": len(real), "n_synthetic": 0, "donors": [], "pool_seed": pool_seed}
+    if arm.kind == "real":
+        return real, info
+    if arm.kind == "conventional_otf":
+        info["augmented_on_the_fly"] = True
+        return ConventionalDataset(real), info
+    n = n_synthetic(len(real), arm.ratio)
+    info["n_synthetic"] = n
+    if arm.kind == "conventional":
+        key = ("conventional", n, pool_seed)
+        if key not in cache:
+            cache[key] = conventional_pool(real, n, seed=pool_seed * 1000 + 4)
+        return MixedDataset(real, cache[key]), info
+    if arm.kind == "copy_paste":
+        key = ("copy_paste", n, pool_seed)
+        if key not in cache:
+            cache[key] = copy_paste_pool(real, n, seed=pool_seed * 1000 + 1)
+        pool, donors = cache[key]
+        info["donors"] = sorted(donors)
+        return MixedDataset(real, pool), info
+    if ("masks", pool_seed) not in cache:
+        t0 = time.perf_counter()
+        cache[("masks", pool_seed)] = edited_mask_pool(real, n_masks, seed=pool_seed * 1000 + 3)
+        log(f"pool seed {pool_seed}: {n_masks} edited masks ({time.perf_counter() - t0:.0f} s)")
+    masks: EditedMasks = cache[("masks", pool_seed)]
+    info["donors"] = sorted(masks.donor_ids)
+    if arm.kind == "labels_to_image":
+        key = ("labels_to_image", n, pool_seed)
+        if key not in cache:
+            cache[key] = labels_to_image_pool(masks.head(n), real.sequences, seed=pool_seed * 1000 + 2)
+        return MixedDataset(real, cache[key]), info
+    if arm.kind == "generator":
+        key = ("generator", arm.variant, pool_seed)
+        if key not in cache:
+            cache[key] = generator_pool(masks, painters[str(arm.variant)].synthesizer, real.sequences)
+        pool = cache[key]
+        return MixedDataset(real, pool.subset(range(n)) if len(pool) > n else pool), info
+    raise ValueError(f"unknown arm kind {arm.kind!r}")
+
+
+def _mean_over_subjects(per_subject: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for region in REGIONS:
+        out[region] = {}
+        for metric in METRICS:
+            vals = [float(s[region][metric]) for s in per_subject.values() if region in s]
+            out[region][metric] = float(np.nanmean(vals)) if vals else float("nan")
+    return out
+
+
+def _summary(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for region in REGIONS:
+        out[region] = {}
+        for metric in METRICS:
+            v = np.asarray([s[region][metric] for s in per_seed], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            out[region][metric] = {
+                "mean": float(v.mean()) if v.size else float("nan"),
+                "std": float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else float("nan"),
+                "n": int(v.size),
+            }
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPUs, torch, device and load: the context the timings and numbers were produced in."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    try:
+        info["cpus_available"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        pass
+    try:
+        info["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    import torchio
+
+    info["torchio"] = torchio.__version__
+    return info
+
+
+@dataclass
+class BenchmarkContext:
+    """The prepared protocol: split, generators, real training slices, held-out volumes (shared by the
+    augmentation and quality benchmarks).
+
+    Attributes:
+        split: ``{"train", "val", "test"}`` subject ids (patient-level).
+        identities: Subject id -> data identity (:func:`check_protocol`).
+        painters: Variant -> :class:`Painter`.
+        sequences: Image channels, in order (the generators' order).
+        real: Real training slices (training subjects only).
+        test: Held-out volumes.
+        source: Description of the data.
+        scheme: Label scheme of the data.
+        warnings: Unverifiable protocol items.
+    """
+
+    split: dict[str, list[str]]
+    identities: dict[str, str]
+    painters: dict[str, Painter]
+    sequences: tuple[str, ...]
+    real: SliceSet
+    test: list[EvalVolume]
+    source: dict[str, Any]
+    scheme: str
+    warnings: list[str]
+    affines: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def prepare_context(
+    config: BenchmarkConfig,
+    variants: Sequence[str],
+    log: Callable[[str], None] = print,
+    painters: Mapping[str, Painter] | None = None,
+) -> BenchmarkContext:
+    """Subjects -> patient-level split -> generators (given or trained on the training split) -> real training
+    slices and held-out volumes, with the protocol checked (:func:`check_protocol`)."""
+    from samraug.data.splits import patient_split
+
+    subjects, identities, source, scheme = load_subjects(config, log)
+    by_id = {s["subject_id"]: s for s in subjects}
+    ids = list(by_id)
+    n_patients = len({identities.get(i, i) for i in ids})
+    if n_patients < config.n_test + 2:
+        raise ValueError(f"{n_patients} patients cannot give {config.n_test} test and >= 2 training patients; add data")
+    split = patient_split(ids, test_fraction=config.n_test / n_patients, seed=config.split_seed)
+    train_subjects = [by_id[i] for i in split["train"]]
+
+    if painters is None:
+        painters = resolve_painters(config, variants, split, identities, scheme, log)
+    painters = dict(painters)
+    missing_painters = [v for v in variants if v not in painters]
+    if missing_painters:
+        raise ValueError(f"no generator given for the variants {missing_painters} of the selected arms")
+    sequences = config.sequences
+    for p in painters.values():
+        seqs = tuple(p.synthesizer.sequences)
+        if sequences is None:
+            sequences = seqs
+        elif tuple(sequences) != seqs:
+            raise ValueError(
+                f"the {p.variant!r} generator makes {list(seqs)} but the benchmark uses {list(sequences)}: every "
+                "generator must make the segmenter's sequences in the same order"
+            )
+    available = _data_sequences(subjects[0])
+    sequences = tuple(sequences or available)
+    missing = [s for s in sequences if s not in available]
+    if missing:
+        raise ValueError(
+            f"the data has no sequence {missing} (it has {list(available)}); pass weights trained on your "
+            "sequences (--weights) or train SAMR on your data (--train-samr)"
+        )
+    # Every subject must be on each generator's atlas grid (checked while preparing them).
+    atlases = [p.synthesizer.atlas for p in painters.values() if p.synthesizer.uses_atlas]
+    t0 = time.perf_counter()
+    real = prepare_slices(
+        train_subjects,
+        sequences,
+        scheme,
+        selection=config.selection,
+        multiple=config.slice_multiple,
+        atlases=atlases,
+    )
+    test, affines = [], {}
+    for i in split["test"]:
+        vol, affine = prepare_volume(by_id[i], sequences, scheme, atlases=atlases)
+        test.append(vol)
+        affines[i] = affine
+    log(
+        f"split: {len(split['train'])} training subjects ({len(real)} slices, "
+        f"{int(real.has_lesion.sum())} with lesion), {len(test)} test subjects; sequences {list(sequences)} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    warnings_ = check_protocol(
+        split,
+        segmenter_subjects=real.subjects,
+        donor_subjects=real.subjects,
+        samr_training={v: p.training_identities for v, p in painters.items()},
+        identities=identities,
+    )
+    for w in warnings_:
+        log(f"WARNING: {w}")
+    source["scheme"] = scheme
+    return BenchmarkContext(split, identities, painters, sequences, real, test, source, scheme, warnings_, affines)
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+    painters: Mapping[str, Painter] | None = None,
+) -> dict[str, Any]:
+    """Run the whole protocol and return the JSON-able results (see the module docstring).
+
+    ``painters`` (variant -> :class:`Painter`) replaces weight resolution / training, e.g. for in-memory
+    generators in tests; each must declare its training identities for the protocol check.
+    """
+    with torch_threads(config.threads):
+        return _run_benchmark(config, log, command, painters)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch CPU threads (None: unchanged), restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_benchmark(
+    config: BenchmarkConfig,
+    log: Callable[[str], None],
+    command: str | None,
+    painters: Mapping[str, Painter] | None,
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    machine = machine_info()
+    arms = [ARMS[a] for a in config.arms]
+    variants = list(dict.fromkeys(a.variant for a in arms if a.kind == "generator" and a.variant))
+    ctx = prepare_context(config, variants, log, painters)
+    split, identities, painters, sequences, real, test = (
+        ctx.split,
+        ctx.identities,
+        ctx.painters,
+        ctx.sequences,
+        ctx.real,
+        ctx.test,
+    )
+    source, warnings_ = ctx.source, ctx.warnings
+    samr_training = {v: p.training_identities for v, p in painters.items()}
+
+    results: dict[str, Any] = {name: {"spec": dataclasses.asdict(ARMS[name]), "seeds": {}} for name in config.arms}
+    mask_arms = [a for a in arms if a.kind in ("labels_to_image", "generator")]
+    n_masks = max((n_synthetic(len(real), a.ratio) for a in mask_arms), default=0)
+    cache: dict[tuple[Any, ...], Any] = {}
+    for k, arm in enumerate(arms):  # arm-major, so that only the current arm's pools are in memory
+        for seed in config.seeds:
+            pool_seed = int(seed) if config.resample_pools else 0
+            t0 = time.perf_counter()
+            dataset, info = build_arm_dataset(arm, real, pool_seed, painters, cache, n_masks, log)
+            t_data = time.perf_counter() - t0
+            check_protocol(
+                split,
+                segmenter_subjects=real.subjects,
+                donor_subjects=info["donors"],
+                samr_training=samr_training,
+                identities=identities,
+            )
+            trained = train_segmenter(dataset, config.segmenter(seed))
+            t1 = time.perf_counter()
+            per_subject = evaluate_segmenter(trained.model, test, regions=REGIONS)
+            t_eval = time.perf_counter() - t1
+            mean = _mean_over_subjects(per_subject)
+            results[arm.name]["seeds"][str(seed)] = {
+                "mean": mean,
+                "subjects": per_subject,
+                **info,
+                "data_seconds": round(t_data, 2),
+                "train_seconds": round(trained.seconds, 2),
+                "eval_seconds": round(t_eval, 2),
+                "loss_first": float(np.mean(trained.losses[: max(1, len(trained.losses) // 10)])),
+                "loss_last": float(np.mean(trained.losses[-max(1, len(trained.losses) // 10) :])),
+            }
+            log(
+                f"{arm.name:>18} seed {seed}: Dice "
+                + " ".join(f"{r} {mean[r]['dice']:.3f}" for r in REGIONS)
+                + f" | data {t_data:.0f} s, train {trained.seconds:.0f} s, eval {t_eval:.0f} s"
+            )
+            del dataset, trained
+        pool_seeds = list(config.seeds) if config.resample_pools else [0]
+        later: set[tuple[Any, ...]] = set()
+        for a in arms[k + 1 :]:
+            for ps in pool_seeds:
+                later |= _arm_cache_keys(a, int(ps), len(real))
+        for key in [key for key in cache if key not in later]:
+            del cache[key]
+    for name in config.arms:
+        results[name]["summary"] = _summary([s["mean"] for s in results[name]["seeds"].values()])
+    wall = time.perf_counter() - start
+    try:
+        machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    return {
+        "benchmark": "augmentation efficacy (SAMR paper Table 2 protocol)",
+        "simulated_data": bool(source.get("simulated")),
+        "command": command,
+        "machine": machine,
+        "config": config.to_dict(),
+        "segmenter": config.segmenter(config.seeds[0]).to_dict() | {"seed": "per run"},
+        "data": source | {"split": split, "sequences": list(sequences), "n_real_slices": len(real)},
+        "generators": {
+            v: {"source": p.source, "training_data_declared": p.training_identities is not None, **p.info}
+            for v, p in painters.items()
+        },
+        "protocol": {"check": "passed", "warnings": warnings_},
+        "regions": list(REGIONS),
+        "metrics": list(METRICS),
+        "arms": results,
+        "wall_seconds": round(wall, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def _cell(stat: Mapping[str, float], metric: str) -> str:
+    mean, std = stat["mean"], stat["std"]
+    if not math.isfinite(mean):
+        return "n/a"
+    digits = 2 if metric == "hd95" else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """The markdown table in the paper's Table 2 layout: rows = arms; column groups Dice | HD95 | Sensitivity |
+    Specificity, each over Edema | Cavity | Tumor; cells mean ± std over seeds."""
+    header = ["Arm"] + [f"{METRIC_TITLES[m]}: {r.capitalize()}" for m in METRICS for r in REGIONS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for arm in results["arms"].values():
+        summary = arm["summary"]
+        cells = [_cell(summary[r][m], m) for m in METRICS for r in REGIONS]
+        lines.append("| " + " | ".join([arm["spec"]["title"], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    """The markdown report: title, data, table, and how it was produced."""
+    cfg, data, machine = results["config"], results["data"], results["machine"]
+    n_seeds = len(cfg["seeds"])
+    what = "digital phantom (SIMULATED data)" if results["simulated_data"] else f"BraTS data ({data['root']})"
+    lines = [
+        "# Augmentation efficacy (SAMR paper Table 2 protocol)",
+        "",
+        f"Data: {what}; {len(data['split']['train'])} training / {len(data['split']['test'])} held-out test "
+        f"subjects (patient-level split); {data['n_real_slices']} real training slices; sequences "
+        f"{', '.join(data['sequences'])}.",
+        f"Segmenter: 2D U-Net (depth {cfg['depth']}, width {cfg['base_channels']}), Adam {cfg['lr']:g}, batch "
+        f"{cfg['batch_size']}, {cfg['steps']} steps"
+        + (f" on {cfg['crop_size']}² patches" if cfg["crop_size"] else "")
+        + f", identical for every arm. Mean ± std over {n_seeds} seeds of the per-seed mean over test subjects; "
+        "3D metrics per subject (HD95 in mm; BraTS legacy conventions for empty regions).",
+        "",
+        format_table(results),
+        "",
+        f"Command: `{results['command']}`",
+        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
+        f"{'GPU ' + machine['gpu'] if machine.get('gpu') else 'CPU only'}; "
+        f"wall time {results['wall_seconds'] / 60:.1f} min.",
+    ]
+    for w in results["protocol"]["warnings"]:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bar chart: one panel per metric, regions on the x axis, one bar (mean ± std over seeds) per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(results["arms"].values())
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2))
+    width = 0.8 / max(1, len(arms))
+    x = np.arange(len(REGIONS))
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(2, len(arms))))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for k, arm in enumerate(arms):
+            means = [arm["summary"][r][metric]["mean"] for r in REGIONS]
+            stds = [arm["summary"][r][metric]["std"] for r in REGIONS]
+            ax.bar(
+                x + (k - (len(arms) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                color=colors[k],
+                label=arm["spec"]["title"],
+            )
+        ax.set_xticks(x, [r.capitalize() for r in REGIONS])
+        ax.set_title(METRIC_TITLES[metric])
+        if metric != "hd95":
+            ax.set_ylim(0, 1.05)
+    title = "Augmentation efficacy" + (" (digital phantom, simulated)" if results["simulated_data"] else "")
+    fig.suptitle(title)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(4, len(arms)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 + 0.03 * (len(arms) // 4), 1, 0.95))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(results: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write ``augmentation.{md,json,png}`` into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "augmentation.md", "json": out / "augmentation.json", "png": out / "augmentation.png"}
+    paths["md"].write_text(format_report(results))
+    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    plot_results(results, paths["png"])
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def _csv(cast: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    def parse(text: str) -> tuple[Any, ...]:
+        return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+
+    return parse
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    if text.strip() == "all":
+        return tuple(ARMS)
+    return _csv(str)(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Example:")[-1],
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="defaults for everything below")
+    p.add_argument("--out", default=None, help="output folder (default /tmp/samraug-bench/augmentation-<preset>)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="BraTS root folder (default: the digital phantom, simulated)")
+    g.add_argument("--scheme", default=None, help="label scheme of --data (brats2021, brats2023, brats2024)")
+    g.add_argument("--sequences", type=_csv(str), default=None, help="comma-separated sequences (default: the model's)")
+    g.add_argument("--subjects", dest="n_subjects", type=int, default=None, help="phantom subjects (BraTS: max cases)")
+    g.add_argument("--test-subjects", dest="n_test", type=int, default=None, help="held-out test subjects")
+    g.add_argument("--resolution", type=float, default=None, help="phantom voxel size in mm (2 or 1)")
+    g.add_argument("--phantom-seed", type=int, default=None, help="data-set seed of the benchmark phantom")
+    g.add_argument("--cache-dir", default=None, help="phantom cache folder")
+    g.add_argument("--split-seed", type=int, default=None)
+    g = p.add_argument_group("arms and segmenter")
+    g.add_argument("--arms", type=_arms, default=None, help=f"comma-separated arms or 'all': {', '.join(ARMS)}")
+    g.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated segmenter seeds")
+    g.add_argument("--steps", type=int, default=None, help="optimiser steps per segmenter")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--depth", type=int, default=None)
+    g.add_argument("--base-channels", type=int, default=None)
+    g.add_argument("--crop-size", type=int, default=None, help="training patch size (0: whole slices)")
+    g.add_argument("--selection", choices=("brain", "lesion"), default=None)
+    g.add_argument(
+        "--resample-pools",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw the augmented/synthetic pools anew per seed (full default) or once (quick default)",
+    )
+    g.add_argument("--device", default=None, help="auto, cpu or cuda")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (quick: 1)")
+    g.add_argument("--num-workers", type=int, default=None)
+    g = p.add_argument_group("generators")
+    g.add_argument("--weights", default=None, help="SAMR weights: folder or org/name[@rev] (default: bundled demo)")
+    g.add_argument(
+        "--variant-weights",
+        action="append",
+        default=[],
+        metavar="VARIANT=WEIGHTS",
+        help=f"weights of an ablation/baseline variant ({', '.join(VARIANTS[1:])}); repeatable",
+    )
+    g.add_argument(
+        "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
+    )
+    g.add_argument(
+        "--no-train-samr",
+        dest="train_samr",
+        action="store_false",
+        default=None,
+        help="use given weights (quick default)",
+    )
+    g.add_argument("--samr-preset", default=None, help="generator preset when training (tiny, lite, paper)")
+    g.add_argument("--samr-steps", type=int, default=None, help="GAN steps per variant when training")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
+    variant_weights = {}
+    for item in args.variant_weights:
+        if "=" not in item:
+            raise SystemExit(f"--variant-weights expects VARIANT=WEIGHTS, got {item!r}")
+        k, v = item.split("=", 1)
+        variant_weights[k.strip()] = v.strip()
+    crop = args.crop_size
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "data",
+            "scheme",
+            "sequences",
+            "n_subjects",
+            "n_test",
+            "resolution",
+            "phantom_seed",
+            "cache_dir",
+            "split_seed",
+            "arms",
+            "seeds",
+            "steps",
+            "batch_size",
+            "depth",
+            "base_channels",
+            "selection",
+            "device",
+            "num_workers",
+            "weights",
+            "train_samr",
+            "samr_preset",
+            "samr_steps",
+            "resample_pools",
+            "threads",
+        )
+    }
+    if variant_weights:
+        overrides["variant_weights"] = variant_weights
+    config = BenchmarkConfig.from_preset(args.preset, **overrides)
+    if crop is not None:
+        config.crop_size = None if crop == 0 else crop
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    out = Path(args.out or f"/tmp/samraug-bench/augmentation-{config.preset}")
+    config.work_dir = config.work_dir or str(out)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/augmentation.py " + " ".join(shlex.quote(a) for a in argv_list)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trained on simulated.*")
+        results = run_benchmark(config, log=log, command=command.strip())
+    paths = write_outputs(results, out)
+    print(format_table(results))
+    print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,405 @@
+"""Synthesis-quality report: label fidelity, SSIM / PSNR / MAE per sequence, and a real-vs-synthetic grid.
+
+On the held-out test subjects of the benchmark protocol (:mod:`benchmarks.augmentation`: patient-level split; the
+generator given or trained on the training split only):
+
+- **Label fidelity.** A U-Net trained on REAL training images (the benchmark's segmenter, same settings) segments
+  (a) the real test images and (b) the synthetic images G(mask) made from the test subjects' own masks. Dice of
+  (b) against the mask the images were made from, per region (edema, cavity, tumor; 3D, per subject) and its
+  ratio to (a), the same U-Net's Dice on the real images. A ratio near 1 means the synthetic lesions look like
+  real lesions to a segmenter.
+- **Image similarity.** G(real mask) vs the paired real images, per sequence: SSIM (Gaussian window 11, sigma 1.5,
+  per axial slice, :func:`samraug.training.gan.ssim_map`, averaged over brain voxels), PSNR (data range 2) and MAE,
+  all in the normalised intensity range [-1, 1] (robust percentiles per subject and sequence) and inside the
+  brain only. The generator is not asked to reproduce the real image -- only the mask is shared -- so these
+  measure closeness to one plausible image, not an upper bound of 1.
+- A PNG grid: for a few test subjects, a lesion slice of each real sequence above the synthetic one, with the mask.
+
+Outputs (``--out DIR``): ``quality.md``, ``quality.json``, ``quality.png``.
+
+Example:
+    python benchmarks/quality.py --preset quick --out /tmp/quality_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.augmentation import (
+    PRESETS,
+    REGIONS,
+    BenchmarkConfig,
+    BenchmarkContext,
+    Painter,
+    machine_info,
+    prepare_context,
+    torch_threads,
+)
+from samraug.training.segmentation import EvalVolume, evaluate_segmenter, train_segmenter
+
+__all__ = ["format_report", "image_similarity", "mae", "main", "plot_grid", "psnr", "run_quality", "ssim"]
+
+IMAGE_METRICS: tuple[str, ...] = ("ssim", "psnr", "mae")
+DATA_RANGE = 2.0  # normalised images live in [-1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def _check_pair(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    if fake.shape != real.shape:
+        raise ValueError(f"synthetic {tuple(fake.shape)} and real {tuple(real.shape)} images differ in shape")
+    if tuple(brain.shape) != tuple(fake.shape[-brain.dim() :]):
+        raise ValueError(f"brain mask {tuple(brain.shape)} does not match the images {tuple(fake.shape)}")
+    brain = brain.bool()
+    if not brain.any():
+        raise ValueError("the brain mask is empty: nothing to compare")
+    for name, x in (("synthetic", fake), ("real", real)):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"the {name} images contain NaN or inf")
+    return brain
+
+
+def mae(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> float:
+    """Mean absolute difference over brain voxels (``fake``/``real`` of any shape ending with ``brain``'s).
+
+    Example:
+        >>> mae(torch.zeros(4), torch.tensor([1.0, -1.0, 0.0, 0.5]), torch.tensor([True, True, False, False]))
+        1.0
+    """
+    brain = _check_pair(fake, real, brain)
+    diff = (fake.float() - real.float()).abs()
+    return float(diff[..., brain].mean())
+
+
+def psnr(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor, data_range: float = DATA_RANGE) -> float:
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` with the MSE over brain voxels (inf if equal).
+
+    Example:
+        >>> round(psnr(torch.zeros(4), torch.full((4,), 0.2), torch.ones(4, dtype=torch.bool)), 4)  # 10 log10(4 / 0.04)
+        20.0
+    """
+    brain = _check_pair(fake, real, brain)
+    mse = float(((fake.float() - real.float()) ** 2)[..., brain].mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor, data_range: float = DATA_RANGE) -> float:
+    """SSIM of a volume ``(X, Y, Z)`` (or a slice ``(X, Y)``), computed per axial slice with a Gaussian window
+    (:func:`samraug.training.gan.ssim_map`) and averaged over the brain voxels.
+
+    Example:
+        >>> x = torch.rand(16, 16, 3)
+        >>> round(ssim(x, x, torch.ones(16, 16, 3, dtype=torch.bool)), 6)
+        1.0
+    """
+    from samraug.training.gan import ssim_map
+
+    brain = _check_pair(fake, real, brain)
+    if fake.dim() == 2:
+        fake, real, brain = fake[..., None], real[..., None], brain[..., None]
+    if fake.dim() != 3:
+        raise ValueError(f"ssim expects a slice (X, Y) or a volume (X, Y, Z), got {tuple(fake.shape)}")
+    keep = torch.nonzero(brain.flatten(0, 1).any(0)).flatten()
+    f = fake[..., keep].permute(2, 0, 1)[:, None].float()  # (k, 1, X, Y)
+    r = real[..., keep].permute(2, 0, 1)[:, None].float()
+    w = brain[..., keep].permute(2, 0, 1)[:, None].float()
+    smap = ssim_map(f, r, data_range=data_range)
+    return float((smap * w).sum() / w.sum())
+
+
+def image_similarity(
+    fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor, sequences: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{sequence: {"ssim", "psnr", "mae"}}`` for ``(n, X, Y, Z)`` synthetic and real volumes inside ``brain``."""
+    if fake.shape[0] != len(sequences):
+        raise ValueError(f"{fake.shape[0]} image channels for sequences {list(sequences)}")
+    return {
+        seq: {
+            "ssim": ssim(fake[i], real[i], brain),
+            "psnr": psnr(fake[i], real[i], brain),
+            "mae": mae(fake[i], real[i], brain),
+        }
+        for i, seq in enumerate(sequences)
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def synthesize_test_volume(painter: Painter, vol: EvalVolume, affine: np.ndarray) -> torch.Tensor:
+    """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1."""
+    brain = vol.label > 0
+    out = painter.synthesizer.synthesize_volume(vol.label, affine=affine, brain=brain, output="model")
+    return torch.stack([out[s] for s in painter.synthesizer.sequences])
+
+
+def _mean(values: Sequence[float]) -> float:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _std(values: Sequence[float]) -> float:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else float("nan")
+
+
+def run_quality(
+    config: BenchmarkConfig,
+    variants: Sequence[str] = ("samr",),
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+    painters: Mapping[str, Painter] | None = None,
+    grid_path: str | Path | None = None,
+    n_grid: int = 3,
+) -> dict[str, Any]:
+    """Run the quality report for the given generator ``variants``; returns JSON-able results."""
+    with torch_threads(config.threads):
+        return _run_quality(config, variants, log, command, painters, grid_path, n_grid)
+
+
+def _run_quality(
+    config: BenchmarkConfig,
+    variants: Sequence[str],
+    log: Callable[[str], None],
+    command: str | None,
+    painters: Mapping[str, Painter] | None,
+    grid_path: str | Path | None,
+    n_grid: int,
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    machine = machine_info()
+    ctx: BenchmarkContext = prepare_context(config, list(variants), log, painters)
+    seed = int(config.seeds[0])
+    trained = train_segmenter(ctx.real, config.segmenter(seed))
+    log(f"label-fidelity U-Net trained on {len(ctx.real)} real slices ({trained.seconds:.0f} s)")
+    real_scores = evaluate_segmenter(trained.model, ctx.test, regions=REGIONS)
+    out_variants: dict[str, Any] = {}
+    synthetic_examples: dict[str, torch.Tensor] = {}
+    for variant in variants:
+        painter = ctx.painters[variant]
+        t0 = time.perf_counter()
+        synth_vols, similarity = [], {}
+        for vol in ctx.test:
+            fake = synthesize_test_volume(painter, vol, ctx.affines[vol.subject_id])
+            similarity[vol.subject_id] = image_similarity(fake, vol.image, vol.label > 0, ctx.sequences)
+            synth_vols.append(EvalVolume(vol.subject_id, fake, vol.label, vol.spacing))
+            if variant == variants[0]:
+                synthetic_examples[vol.subject_id] = fake
+        synth_scores = evaluate_segmenter(trained.model, synth_vols, regions=REGIONS)
+        fidelity: dict[str, Any] = {}
+        for region in REGIONS:
+            d_syn = [synth_scores[s][region]["dice"] for s in synth_scores]
+            d_real = [real_scores[s][region]["dice"] for s in real_scores]
+            m_syn, m_real = _mean(d_syn), _mean(d_real)
+            fidelity[region] = {
+                "dice_synthetic": m_syn,
+                "dice_synthetic_std": _std(d_syn),
+                "dice_real": m_real,
+                "dice_real_std": _std(d_real),
+                "ratio": m_syn / m_real if m_real > 0 else float("nan"),
+            }
+        per_seq = {
+            seq: {m: _mean([similarity[s][seq][m] for s in similarity]) for m in IMAGE_METRICS}
+            | {f"{m}_std": _std([similarity[s][seq][m] for s in similarity]) for m in IMAGE_METRICS}
+            for seq in ctx.sequences
+        }
+        out_variants[variant] = {
+            "source": painter.source,
+            "label_fidelity": fidelity,
+            "image_similarity": per_seq,
+            "per_subject": {
+                s: {"similarity": similarity[s], "dice_synthetic": synth_scores[s], "dice_real": real_scores[s]}
+                for s in similarity
+            },
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        log(
+            f"{variant}: label fidelity (Dice ratio) "
+            + " ".join(f"{r} {fidelity[r]['ratio']:.2f}" for r in REGIONS)
+            + " | SSIM "
+            + " ".join(f"{q} {per_seq[q]['ssim']:.3f}" for q in ctx.sequences)
+        )
+    if grid_path is not None and synthetic_examples:
+        plot_grid(ctx, synthetic_examples, grid_path, n=n_grid)
+    return {
+        "benchmark": "synthesis quality",
+        "simulated_data": bool(ctx.source.get("simulated")),
+        "command": command,
+        "machine": machine,
+        "config": config.to_dict(),
+        "segmenter": trained.config.to_dict(),
+        "data": ctx.source | {"split": ctx.split, "sequences": list(ctx.sequences), "n_real_slices": len(ctx.real)},
+        "intensity_range": "normalised [-1, 1] per subject and sequence (robust percentiles), inside the brain",
+        "protocol": {"check": "passed", "warnings": ctx.warnings},
+        "regions": list(REGIONS),
+        "variants": out_variants,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def plot_grid(ctx: BenchmarkContext, synthetic: Mapping[str, torch.Tensor], path: str | Path, n: int = 3) -> Path:
+    """For up to ``n`` test subjects: the slice with the most lesion, real sequences (top) over synthetic ones
+    (bottom), the mask on the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vols = [v for v in ctx.test if v.subject_id in synthetic][:n]
+    n_seq = len(ctx.sequences)
+    fig, axes = plt.subplots(2 * len(vols), n_seq + 1, figsize=(1.9 * (n_seq + 1), 2.0 * 2 * len(vols)), squeeze=False)
+    for k, vol in enumerate(vols):
+        z = int(torch.argmax((vol.label >= 2).flatten(0, 1).sum(0)))
+        fake = synthetic[vol.subject_id]
+        for row, (name, images) in enumerate((("real", vol.image), ("synthetic", fake))):
+            ax_row = axes[2 * k + row]
+            if row == 0:
+                ax_row[0].imshow(vol.label[..., z].T.numpy(), cmap="tab10", vmin=0, vmax=9, origin="lower")
+                ax_row[0].set_title(f"{vol.subject_id}\nmask z={z}", fontsize=7)
+            ax_row[0].axis("off")
+            for i, seq in enumerate(ctx.sequences):
+                ax = ax_row[i + 1]
+                ax.imshow(images[i, :, :, z].T.numpy(), cmap="gray", vmin=-1, vmax=1, origin="lower")
+                ax.set_title(f"{name} {seq}", fontsize=7)
+                ax.axis("off")
+    title = "Real (top) vs synthetic G(mask) (bottom)"
+    if ctx.source.get("simulated"):
+        title += " -- digital phantom, simulated"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    """Markdown: the label-fidelity table and the image-similarity table per generator."""
+    data, machine = results["data"], results["machine"]
+    what = "digital phantom (SIMULATED data)" if results["simulated_data"] else f"BraTS data ({data['root']})"
+    lines = [
+        "# Synthesis quality",
+        "",
+        f"Data: {what}; {len(data['split']['test'])} held-out test subjects (never used to train the generator); "
+        f"intensities: {results['intensity_range']}.",
+        "",
+    ]
+    for variant, res in results["variants"].items():
+        lines += [
+            f"## {variant} ({res['source']})",
+            "",
+            "Label fidelity: a U-Net trained on real images segments G(test mask); Dice vs that mask, and the same "
+            "U-Net's Dice on the real test images (3D, mean ± std over subjects).",
+            "",
+            "| Region | Dice on synthetic | Dice on real | Ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        for region, f in res["label_fidelity"].items():
+            lines.append(
+                f"| {region.capitalize()} | {f['dice_synthetic']:.3f} ± {f['dice_synthetic_std']:.3f} | "
+                f"{f['dice_real']:.3f} ± {f['dice_real_std']:.3f} | {f['ratio']:.2f} |"
+            )
+        lines += ["", "| Sequence | SSIM | PSNR (dB) | MAE |", "|---|---:|---:|---:|"]
+        for seq, m in res["image_similarity"].items():
+            lines.append(
+                f"| {seq} | {m['ssim']:.3f} ± {m['ssim_std']:.3f} | {m['psnr']:.2f} ± {m['psnr_std']:.2f} | "
+                f"{m['mae']:.3f} ± {m['mae_std']:.3f} |"
+            )
+        lines.append("")
+    lines += [
+        f"Command: `{results['command']}`",
+        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
+        f"{'GPU ' + machine['gpu'] if machine.get('gpu') else 'CPU only'}; "
+        f"wall time {results['wall_seconds'] / 60:.1f} min.",
+    ]
+    for w in results["protocol"]["warnings"]:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write ``quality.md`` and ``quality.json`` into ``out`` (the grid is written by :func:`run_quality`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "quality.md", "json": out / "quality.json"}
+    paths["md"].write_text(format_report(results))
+    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchmarks.augmentation import VARIANTS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument("--out", default=None, help="output folder (default /tmp/samraug-bench/quality-<preset>)")
+    p.add_argument("--data", default=None, help="BraTS root folder (default: the digital phantom, simulated)")
+    p.add_argument("--scheme", default=None)
+    p.add_argument("--subjects", dest="n_subjects", type=int, default=None)
+    p.add_argument("--test-subjects", dest="n_test", type=int, default=None)
+    p.add_argument("--resolution", type=float, default=None)
+    p.add_argument("--phantom-seed", type=int, default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps of the label-fidelity U-Net")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None, help="SAMR weights (default: bundled demo weights)")
+    p.add_argument("--variants", default="samr", help=f"comma-separated generator variants: {', '.join(VARIANTS)}")
+    p.add_argument("--train-samr", action="store_true", default=None)
+    p.add_argument("--samr-steps", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "data",
+            "scheme",
+            "n_subjects",
+            "n_test",
+            "resolution",
+            "phantom_seed",
+            "cache_dir",
+            "steps",
+            "weights",
+            "train_samr",
+            "samr_steps",
+            "device",
+        )
+    }
+    config = BenchmarkConfig.from_preset(args.preset, seeds=(args.seed,), arms=("real",), **overrides)
+    out = Path(args.out or f"/tmp/samraug-bench/quality-{config.preset}")
+    config.work_dir = config.work_dir or str(out)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = ("python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv_list)).strip()
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trained on simulated.*")
+        results = run_quality(config, variants, log=log, command=command, grid_path=out / "quality.png")
+    paths = write_outputs(results, out)
+    print(format_report(results))
+    print(f"wrote {paths['md']}, {paths['json']}, {out / 'quality.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The synthesis-quality report: SSIM / PSNR / MAE on known inputs, and a small end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of scripts, not installed
+
+from benchmarks import quality
+
+
+def _brain(shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.ones(shape, dtype=torch.bool)
+
+
+def test_ssim_of_an_image_with_itself_is_one() -> None:
+    x = torch.rand(20, 18, 4) * 2 - 1
+    assert quality.ssim(x, x, _brain(x.shape)) == pytest.approx(1.0, abs=1e-6)
+    assert quality.ssim(x[..., 0], x[..., 0], _brain(x.shape[:2])) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_of_constant_images_is_the_luminance_term() -> None:
+    # Constant images: zero variances and covariance, so SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 2)^2.
+    a, b = 0.5, 0.3
+    c1 = (0.01 * 2.0) ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    got = quality.ssim(torch.full((16, 16, 2), a), torch.full((16, 16, 2), b), _brain((16, 16, 2)))
+    assert got == pytest.approx(expected, rel=5e-5)  # 0.88249... (float32 arithmetic)
+
+
+def test_ssim_falls_with_noise_and_is_symmetric() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 24, 3, generator=g) * 2 - 1
+    small = x + 0.05 * torch.randn(x.shape, generator=g)
+    large = x + 0.5 * torch.randn(x.shape, generator=g)
+    brain = _brain(x.shape)
+    assert 1.0 > quality.ssim(small, x, brain) > quality.ssim(large, x, brain)
+    assert quality.ssim(small, x, brain) == pytest.approx(quality.ssim(x, small, brain), abs=1e-6)
+
+
+def test_psnr_of_a_known_mse() -> None:
+    brain = _brain((8, 8, 2))
+    real = torch.zeros(8, 8, 2)
+    fake = torch.full((8, 8, 2), 0.1)  # MSE 0.01 -> 10 log10(4 / 0.01) = 26.0206 dB
+    assert quality.psnr(fake, real, brain) == pytest.approx(10 * math.log10(400.0), rel=1e-6)  # float32 MSE
+    assert quality.psnr(fake, real, brain, data_range=1.0) == pytest.approx(20.0, rel=1e-6)
+    assert quality.psnr(real, real, brain) == math.inf
+
+
+def test_mae_and_the_brain_restriction() -> None:
+    real = torch.zeros(4, 4, 1)
+    fake = torch.zeros(4, 4, 1)
+    fake[0, 0, 0] = 0.8  # inside the brain
+    fake[3, 3, 0] = -2.0  # outside: ignored
+    brain = torch.zeros(4, 4, 1, dtype=torch.bool)
+    brain[:2, :2] = True
+    assert quality.mae(fake, real, brain) == pytest.approx(0.8 / 4)
+    assert quality.psnr(fake, real, brain) == pytest.approx(10 * math.log10(4 / (0.64 / 4)))
+    # SSIM is averaged over brain voxels only: changing the image far outside the brain barely matters
+    x = torch.rand(16, 16, 1)
+    y = x.clone()
+    y[12:, 12:] = -1
+    inner = torch.zeros(16, 16, 1, dtype=torch.bool)
+    inner[:4, :4] = True
+    assert quality.ssim(y, x, inner) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_image_similarity_per_sequence() -> None:
+    real = torch.rand(2, 10, 10, 3) * 2 - 1
+    fake = real.clone()
+    fake[1] += 0.1
+    out = quality.image_similarity(fake, real, _brain((10, 10, 3)), ("t1n", "t2f"))
+    assert sorted(out) == ["t1n", "t2f"] and sorted(out["t1n"]) == ["mae", "psnr", "ssim"]
+    assert out["t1n"]["mae"] == 0 and out["t1n"]["psnr"] == math.inf
+    assert out["t2f"]["mae"] == pytest.approx(0.1, rel=1e-5)
+    assert out["t2f"]["psnr"] == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-4)
+
+
+def test_metric_errors() -> None:
+    x = torch.zeros(4, 4, 2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        quality.mae(x, torch.zeros(4, 4, 3), _brain((4, 4, 2)))
+    with pytest.raises(ValueError, match="empty"):
+        quality.psnr(x, x, torch.zeros(4, 4, 2, dtype=torch.bool))
+    bad = x.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        quality.ssim(bad, x, _brain((4, 4, 2)))
+    with pytest.raises(ValueError, match="channels"):
+        quality.image_similarity(torch.zeros(2, 4, 4, 2), torch.zeros(2, 4, 4, 2), _brain((4, 4, 2)), ("t1n",))
+
+
+@pytest.mark.slow
+def test_quality_end_to_end_on_the_phantom(tmp_path: Path) -> None:
+    from benchmarks import augmentation as bench
+    from samraug.data.phantom import ensure_phantom_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_benchmark_augmentation import _random_painter
+
+    ensure_phantom_dataset(4, seed=78, resolution=2.0, cache_dir=tmp_path)
+    config = bench.BenchmarkConfig.from_preset(
+        "quick",
+        n_subjects=4,
+        n_test=1,
+        phantom_seed=78,
+        cache_dir=str(tmp_path),
+        arms=("real",),
+        seeds=(0,),
+        steps=3,
+        batch_size=4,
+        depth=2,
+        base_channels=4,
+        crop_size=32,
+        selection="lesion",
+        device="cpu",
+    )
+    painter = _random_painter(tmp_path / "2mm-seed78-n4")
+    grid = tmp_path / "quality.png"
+    results = quality.run_quality(config, ("samr",), log=lambda m: None, painters={"samr": painter}, grid_path=grid)
+    paths = quality.write_outputs(results, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    res = data["variants"]["samr"]
+    assert sorted(res["label_fidelity"]) == ["cavity", "edema", "tumor"]
+    assert sorted(res["image_similarity"]) == sorted(data["data"]["sequences"])
+    for m in res["image_similarity"].values():
+        assert -1 <= m["ssim"] <= 1 and m["mae"] >= 0 and math.isfinite(m["psnr"])
+    assert "| Edema |" in paths["md"].read_text()
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
