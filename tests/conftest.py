@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -16,3 +17,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Folder of a random-initialised tiny generator and a 32x32x8 atlas (see tests/tiny_model.py)."""
+    from tiny_model import save_tiny_weights
+
+    return save_tiny_weights(tmp_path_factory.mktemp("weights"), card={"data": "unit test", "steps": 0})

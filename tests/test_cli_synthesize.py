@@ -8,44 +8,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
+from tiny_model import AFFINE, SEQS, SHAPE, tiny_brain
 
-from samraug.atlas import Atlas
 from samraug.cli import main
-from samraug.hub import save_weights
 from samraug.models.generator import build_generator
-
-SEQS = ("t1n", "t1c", "t2w", "t2f")
-SHAPE = (32, 32, 8)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and much slower with several on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _brain() -> np.ndarray:
-    brain = np.zeros(SHAPE, dtype=bool)
-    brain[4:28, 5:27, 1:7] = True
-    return brain
+    return tiny_brain().numpy()
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
-    brain = torch.from_numpy(_brain())
-    data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
-    folder = tmp_path_factory.mktemp("weights")
-    save_weights(
-        folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", card={"data": "unit test", "steps": 0}
-    )
-    return str(folder)
+def weights(tiny_weights: str) -> str:
+    return tiny_weights
 
 
 def _seg(shift: int = 0) -> np.ndarray:

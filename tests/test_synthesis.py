@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from tiny_model import AFFINE, SEQS, SHAPE, tiny_brain
 
 from samraug.atlas import Atlas
-from samraug.hub import save_weights
 from samraug.intensity import IntensityStats
 from samraug.labels import one_hot
 from samraug.models.generator import build_generator
 from samraug.synthesis import Synthesizer, get_synthesizer, resolve_device, resolve_dtype
 
-SEQS = ("t1n", "t1c", "t2w", "t2f")
-SHAPE = (32, 32, 8)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-
 
 def _brain() -> torch.Tensor:
-    brain = torch.zeros(SHAPE, dtype=torch.bool)
-    brain[4:28, 5:27, 1:7] = True
-    return brain
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and much slower with several on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return tiny_brain()
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A random-initialised tiny generator and a 32x32x8 atlas, saved with the real hub writer."""
-    torch.manual_seed(0)
-    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
-    brain = _brain()
-    data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
-    folder = tmp_path_factory.mktemp("weights")
-    save_weights(folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021")
-    return str(folder)
+def weights(tiny_weights: str) -> str:
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")

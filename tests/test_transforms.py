@@ -9,46 +9,24 @@ import numpy as np
 import pytest
 import torch
 import torchio as tio
+from tiny_model import AFFINE, SEQS, SHAPE, tiny_brain
 from torch.utils.data import DataLoader
 
-from samraug.atlas import Atlas
 from samraug.editing import EditPolicy, LesionEditor
-from samraug.hub import save_weights
-from samraug.models.generator import build_generator
 from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize, SAMRSynthesizeFixed
 
-SEQS = ("t1n", "t1c", "t2w", "t2f")
-SHAPE = (32, 32, 8)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 NO_EDIT = EditPolicy(p_remove=0, p_swap=0, p_mirror=0, p_scale=0, p_rotate=0, p_perturb=0, p_move=0)
 
 
 def _brain(z: slice = slice(1, 7)) -> torch.Tensor:
-    brain = torch.zeros(SHAPE, dtype=torch.bool)
-    brain[4:28, 5:27, z] = True
-    return brain
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and much slower with several on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return tiny_brain(z)
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesizer:
-    """A random-initialised tiny generator and a 32x32x8 atlas, saved and loaded through the real resolver."""
-    torch.manual_seed(0)
-    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
-    brain = _brain()
-    data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
-    folder = tmp_path_factory.mktemp("weights")
-    save_weights(folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021")
-    return Synthesizer(str(folder), device="cpu")
+def synth(tiny_weights: str) -> Synthesizer:
+    """The tiny test model, loaded through the real resolver."""
+    return Synthesizer(tiny_weights, device="cpu")
 
 
 def make_subject(

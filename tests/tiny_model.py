@@ -1,0 +1,33 @@
+"""A random-initialised tiny generator + 32x32x8 atlas, shared by the synthesis, transform, dataset and CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samraug.atlas import Atlas
+from samraug.hub import save_weights
+from samraug.models.generator import build_generator
+
+SEQS = ("t1n", "t1c", "t2w", "t2f")
+SHAPE = (32, 32, 8)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def tiny_brain(z: slice = slice(1, 7)) -> torch.Tensor:
+    """The atlas brain: a box inside the 32x32x8 grid."""
+    brain = torch.zeros(SHAPE, dtype=torch.bool)
+    brain[4:28, 5:27, z] = True
+    return brain
+
+
+def save_tiny_weights(folder: Path, card: dict | None = None) -> str:
+    """Save the tiny model (seeded) with the real hub writer; returns the folder as a string."""
+    torch.manual_seed(0)
+    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
+    brain = tiny_brain()
+    data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
+    save_weights(folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", card=card)
+    return str(folder)
