@@ -583,15 +583,7 @@ def generator_pool(masks: EditedMasks, synthesizer: Any, sequences: tuple[str, .
         return _empty_like(masks, sequences)
     images = synthesizer.synthesize_slices(masks.label, z=masks.z)
     images = torch.where(masks.brain.unsqueeze(1), images.clamp(-1.0, 1.0), torch.full_like(images, BACKGROUND_VALUE))
-    return SliceSet(
-        images,
-        masks.label.clone(),
-        masks.brain.clone(),
-        masks.z.clone(),
-        list(masks.subject_ids),
-        sequences,
-        [dict(r, painter="generator") for r in masks.records],
-    )
+    return _painted(masks, images, sequences, "generator")
 
 
 # ---------------------------------------------------------------------------------------------------- labels -> image
@@ -636,6 +628,11 @@ def labels_to_image_pool(masks: EditedMasks, sequences: tuple[str, ...], seed: i
         images = torch.stack(
             [labels_to_image(lab, b, len(sequences)) for lab, b in zip(masks.label, masks.brain, strict=True)]
         )
+    return _painted(masks, images, sequences, "labels_to_image")
+
+
+def _painted(masks: EditedMasks, images: torch.Tensor, sequences: tuple[str, ...], painter: str) -> SliceSet:
+    """A slice set of ``images`` painted for the edited ``masks`` (labels, brains and records copied)."""
     return SliceSet(
         images,
         masks.label.clone(),
@@ -643,7 +640,7 @@ def labels_to_image_pool(masks: EditedMasks, sequences: tuple[str, ...], seed: i
         masks.z.clone(),
         list(masks.subject_ids),
         sequences,
-        [dict(r, painter="labels_to_image") for r in masks.records],
+        [dict(r, painter=painter) for r in masks.records],
     )
 
 

@@ -1065,7 +1065,7 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 def format_report(results: Mapping[str, Any]) -> str:
     """The markdown report: title, data, table, and how it was produced."""
-    cfg, data, machine = results["config"], results["data"], results["machine"]
+    cfg, data = results["config"], results["data"]
     n_seeds = len(cfg["seeds"])
     what = "digital phantom (SIMULATED data)" if results["simulated_data"] else f"BraTS data ({data['root']})"
     lines = [
@@ -1082,14 +1082,20 @@ def format_report(results: Mapping[str, Any]) -> str:
         "",
         format_table(results),
         "",
+    ]
+    return "\n".join(lines + report_footer(results)) + "\n"
+
+
+def report_footer(results: Mapping[str, Any]) -> list[str]:
+    """The command, machine, wall-time and protocol-warning lines closing a markdown report."""
+    machine = results["machine"]
+    lines = [
         f"Command: `{results['command']}`",
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
         f"{'GPU ' + machine['gpu'] if machine.get('gpu') else 'CPU only'}; "
         f"wall time {results['wall_seconds'] / 60:.1f} min.",
     ]
-    for w in results["protocol"]["warnings"]:
-        lines.append(f"Warning: {w}")
-    return "\n".join(lines) + "\n"
+    return lines + [f"Warning: {w}" for w in results["protocol"]["warnings"]]
 
 
 def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:

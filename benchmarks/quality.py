@@ -48,6 +48,7 @@ from benchmarks.augmentation import (
     Painter,
     machine_info,
     prepare_context,
+    report_footer,
     torch_threads,
 )
 from samraug.training.segmentation import EvalVolume, evaluate_segmenter, train_segmenter
@@ -288,7 +289,7 @@ def plot_grid(ctx: BenchmarkContext, synthetic: Mapping[str, torch.Tensor], path
 
 def format_report(results: Mapping[str, Any]) -> str:
     """Markdown: the label-fidelity table and the image-similarity table per generator."""
-    data, machine = results["data"], results["machine"]
+    data = results["data"]
     what = "digital phantom (SIMULATED data)" if results["simulated_data"] else f"BraTS data ({data['root']})"
     lines = [
         "# Synthesis quality",
@@ -319,15 +320,7 @@ def format_report(results: Mapping[str, Any]) -> str:
                 f"{m['mae']:.3f} ± {m['mae_std']:.3f} |"
             )
         lines.append("")
-    lines += [
-        f"Command: `{results['command']}`",
-        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
-        f"{'GPU ' + machine['gpu'] if machine.get('gpu') else 'CPU only'}; "
-        f"wall time {results['wall_seconds'] / 60:.1f} min.",
-    ]
-    for w in results["protocol"]["warnings"]:
-        lines.append(f"Warning: {w}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + report_footer(results)) + "\n"
 
 
 def write_outputs(results: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
