@@ -573,15 +573,7 @@ class SAMRSynthesizeFixed(Transform):
         if not self.synthesize:
             return subject
         synth = self._synth()
-        plan = _plan_subject(
-            subject,
-            synth,
-            label_key=self.label_key,
-            brain_key=self.brain_key,
-            scheme=self.scheme,
-            sequence_map=self.sequence_map,
-            allowed=_allowed_keys(subject, self.include, self.exclude),
-        )
+        plan = _plan_for(self, subject, synth)
         editor = _make_editor(plan.scheme, None, self.editor)
         record = self.edit
         donors = _donor_pool(self.donors)
@@ -707,15 +699,7 @@ class SAMRSynthesize(RandomTransform):
             subject.add_transform(fixed, fixed._get_reproducing_arguments())
             return subject
         synth = self.synthesizer
-        plan = _plan_subject(
-            subject,
-            synth,
-            label_key=self.label_key,
-            brain_key=self.brain_key,
-            scheme=self.scheme,
-            sequence_map=self.sequence_map,
-            allowed=_allowed_keys(subject, self.include, self.exclude),
-        )
+        plan = _plan_for(self, subject, synth)
         _warn_unreplaced(subject, plan)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
@@ -741,6 +725,19 @@ class SAMRSynthesize(RandomTransform):
         subject = pending.synthesize(synth)
         subject.add_transform(fixed, fixed._get_reproducing_arguments())
         return subject
+
+
+def _plan_for(transform: tio.Transform, subject: tio.Subject, synth: Synthesizer) -> _SubjectPlan:
+    """Plan ``subject`` with a SAMR transform's keys, scheme, sequence map and TorchIO include/exclude."""
+    return _plan_subject(
+        subject,
+        synth,
+        label_key=transform.label_key,
+        brain_key=transform.brain_key,
+        scheme=transform.scheme,
+        sequence_map=transform.sequence_map,
+        allowed=_allowed_keys(subject, transform.include, transform.exclude),
+    )
 
 
 def _allowed_keys(subject: tio.Subject, include: Any, exclude: Any) -> list[str]:
