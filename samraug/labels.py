@@ -37,6 +37,7 @@ __all__ = [
     "BACKGROUND",
     "BRAIN",
     "CAVITY",
+    "CONDITIONINGS",
     "EDEMA",
     "LESION_CLASSES",
     "N_CLASSES",
@@ -49,6 +50,7 @@ __all__ = [
     "get_scheme",
     "one_hot",
     "roi_masks",
+    "translate",
 ]
 
 BACKGROUND, BRAIN, EDEMA, CAVITY, TUMOR = 0, 1, 2, 3, 4
@@ -60,6 +62,10 @@ ROI_GROUPS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"background": (BACKGROUND,), "brain": (BRAIN,), "lesion": LESION_CLASSES}
 )
 ROI_NAMES: tuple[str, ...] = tuple(ROI_GROUPS)
+#: How a generator is conditioned (``config.json`` key ``conditioning``): ``"native"`` = the weights' label scheme's
+#: own lesion classes plus background and normal brain (:meth:`LabelScheme.classes`), so BraTS ET is painted as ET;
+#: ``"samr"`` = the paper's 5 SAMR classes (weights written before conditioning existed use this).
+CONDITIONINGS: tuple[str, ...] = ("native", "samr")
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -277,6 +283,101 @@ class LabelScheme:
             return torch.as_tensor(out, device=samr.device)
         return out
 
+    # ------------------------------------------------------------------ model conditioning
+    @property
+    def lesion_values(self) -> tuple[int, ...]:
+        """The label values that are lesion (not background, not normal brain), ascending.
+
+        Example:
+            >>> get_scheme("brats2021").lesion_values
+            (1, 2, 4)
+        """
+        return tuple(v for v in self.values if self.samr[v] in LESION_CLASSES)
+
+    def classes(self, conditioning: str = "native") -> tuple[str, ...]:
+        """The classes a generator conditioned on this scheme sees, in channel order.
+
+        ``"native"``: background, normal brain, then every lesion value's own name (ascending value), so class
+        ``2 + i`` is ``lesion_values[i]``. ``"samr"``: the paper's 5 SAMR classes. For the ``samr`` scheme both agree.
+
+        Example:
+            >>> get_scheme("brats2024").classes()
+            ('background', 'normal_brain', 'NETC', 'SNFH', 'ET', 'RC')
+            >>> get_scheme("brats2024").classes("samr")
+            ('background', 'normal_brain', 'edema', 'cavity', 'tumor')
+        """
+        _check_conditioning(conditioning)
+        if conditioning == "samr":
+            return SAMR_CLASSES
+        return (SAMR_CLASSES[BACKGROUND], SAMR_CLASSES[BRAIN], *(self.names[v] for v in self.lesion_values))
+
+    def encode(self, label: Array, brain: Array | None = None, conditioning: str = "native") -> Array:
+        """Map a label map in this scheme to model classes (``0..len(classes(conditioning)) - 1``; int64).
+
+        Non-lesion voxels become normal brain inside ``brain`` and background outside it, as in :meth:`to_samr`;
+        lesion voxels always count as brain. ``conditioning="samr"`` is :meth:`to_samr`.
+
+        Example:
+            >>> import numpy as np
+            >>> s = get_scheme("brats2021")
+            >>> s.encode(np.array([0, 0, 1, 2, 4]), brain=np.array([0, 1, 1, 1, 1], dtype=bool))
+            array([0, 1, 2, 3, 4])
+        """
+        _check_conditioning(conditioning)
+        samr = self.to_samr(label, brain)
+        if conditioning == "samr":
+            return samr
+        is_torch = isinstance(label, torch.Tensor)
+        lut = self._native_lut
+        lab = label.long() if is_torch else np.asarray(label).astype(np.int64, copy=False)
+        lesion = lut[lab] if not is_torch else torch.as_tensor(lut, device=lab.device)[lab]
+        is_lesion = lesion >= 2
+        if is_torch:
+            return torch.where(is_lesion, lesion, samr)
+        return np.where(is_lesion, lesion, samr)
+
+    def decode(self, classes: Array, conditioning: str = "native", original: Array | None = None) -> Array:
+        """Map model classes back to label values of this scheme (same type as ``classes``; int64).
+
+        ``"native"`` is exact for lesion classes; background and normal brain become the scheme's background value
+        (or its normal-brain value where it has one). ``"samr"`` is :meth:`from_samr` (``original`` keeps
+        sub-labels).
+
+        Example:
+            >>> import numpy as np
+            >>> s = get_scheme("brats2021")
+            >>> s.decode(np.array([0, 1, 2, 3, 4]))
+            array([0, 0, 1, 2, 4])
+        """
+        _check_conditioning(conditioning)
+        if conditioning == "samr":
+            return self.from_samr(classes, original)
+        inverse = self._native_inverse
+        found = _unique(classes)
+        _check_integral(found, "class map")
+        bad = sorted(int(v) for v in found if not 0 <= int(v) < len(inverse))
+        if bad:
+            raise ValueError(
+                f"class map has values {set(bad)}; scheme {self.name!r} has classes 0..{len(inverse) - 1} "
+                f"({', '.join(self.classes())})"
+            )
+        if isinstance(classes, torch.Tensor):
+            return torch.as_tensor(inverse, device=classes.device)[classes.long()]
+        return inverse[np.asarray(classes).astype(np.int64, copy=False)]
+
+    @property
+    def _native_lut(self) -> np.ndarray:
+        lut = np.zeros(max(self.names) + 1, dtype=np.int64)
+        for i, v in enumerate(self.lesion_values):
+            lut[v] = 2 + i
+        return lut
+
+    @property
+    def _native_inverse(self) -> np.ndarray:
+        brain_values = self.values_of(BRAIN)
+        head = [0, brain_values[0] if brain_values else 0]
+        return np.asarray(head + list(self.lesion_values), dtype=np.int64)
+
     def __repr__(self) -> str:
         return f"LabelScheme({self.name!r}, {dict(self.names)})"
 
@@ -371,6 +472,78 @@ def get_scheme(scheme: str | LabelScheme) -> LabelScheme:
         ) from None
 
 
+def _check_conditioning(conditioning: str) -> None:
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {conditioning!r}; use one of {list(CONDITIONINGS)}")
+
+
+#: Label correspondences between the built-in BraTS schemes (source value -> target value), used by
+#: :func:`translate` when no mapping is given. BraTS 2021 -> 2023/2024 renumbers ET 4 -> 3; 2023 -> 2024 is the
+#: identity on NCR/NETC, ED/SNFH and ET. Going back from 2024 is only possible without resection cavity.
+_KNOWN_TRANSLATIONS: Mapping[tuple[str, str], Mapping[int, int]] = MappingProxyType(
+    {
+        ("brats2021", "brats2023"): MappingProxyType({0: 0, 1: 1, 2: 2, 4: 3}),
+        ("brats2021", "brats2024"): MappingProxyType({0: 0, 1: 1, 2: 2, 4: 3}),
+        ("brats2023", "brats2024"): MappingProxyType({0: 0, 1: 1, 2: 2, 3: 3}),
+        ("brats2023", "brats2021"): MappingProxyType({0: 0, 1: 1, 2: 2, 3: 4}),
+        ("brats2024", "brats2023"): MappingProxyType({0: 0, 1: 1, 2: 2, 3: 3}),
+        ("brats2024", "brats2021"): MappingProxyType({0: 0, 1: 1, 2: 2, 3: 4}),
+    }
+)
+
+
+def translate(
+    label: Array,
+    source: str | LabelScheme,
+    target: str | LabelScheme,
+    mapping: Mapping[int, int] | None = None,
+) -> Array:
+    """Relabel a map from one scheme to another: explicitly, never by guessing.
+
+    ``mapping`` (source value -> target value) is required unless the schemes are equal or a built-in BraTS
+    correspondence exists (2021 <-> 2023 <-> 2024; values without a counterpart, e.g. 2024's resection cavity going
+    to 2021, are refused). Every value present in ``label`` must be mapped.
+
+    Example:
+        >>> import numpy as np
+        >>> translate(np.array([0, 1, 2, 4]), "brats2021", "brats2024")
+        array([0, 1, 2, 3])
+    """
+    src, dst = get_scheme(source), get_scheme(target)
+    src.validate(label, f"label map (scheme {src.name!r})")
+    if mapping is None:
+        if src == dst:
+            return label.clone() if isinstance(label, torch.Tensor) else np.array(label, copy=True)
+        known = _KNOWN_TRANSLATIONS.get((src.name, dst.name))
+        if known is None:
+            raise ValueError(
+                f"no built-in correspondence from scheme {src.name!r} to {dst.name!r}: pass mapping="
+                "{source value: target value} for every label value your data holds"
+            )
+        mapping = known
+    mapping = {int(k): int(v) for k, v in mapping.items()}
+    unknown_targets = sorted(v for v in mapping.values() if v not in dst.names)
+    if unknown_targets:
+        raise ValueError(
+            f"mapping targets {unknown_targets} are not labels of scheme {dst.name!r} ({list(dst.values)})"
+        )
+    present = [int(v) for v in _unique(label)]
+    unmapped = sorted(v for v in present if v not in mapping)
+    if unmapped:
+        names = ", ".join(f"{v} ({src.names[v]})" for v in unmapped)
+        raise ValueError(
+            f"label values {names} of scheme {src.name!r} have no counterpart in scheme {dst.name!r}; "
+            "pass mapping={...} naming a target for each, or remove them"
+        )
+    lut = np.zeros(max(src.names) + 1, dtype=np.int64)
+    for k, v in mapping.items():
+        if k < len(lut):
+            lut[k] = v
+    if isinstance(label, torch.Tensor):
+        return torch.as_tensor(lut, device=label.device)[label.long()]
+    return lut[np.asarray(label).astype(np.int64, copy=False)]
+
+
 def one_hot(
     samr: torch.Tensor,
     n_classes: int = N_CLASSES,
@@ -394,15 +567,22 @@ def one_hot(
 
 
 def roi_masks(onehot: torch.Tensor) -> torch.Tensor:
-    """The three discriminator ROI masks (background, brain, lesion) from a one-hot SAMR mask.
+    """The three discriminator ROI masks (background, brain, lesion) from a one-hot class mask.
 
-    ``(B, 5, H, W)`` -> ``(B, 3, H, W)``, or ``(5, H, W)`` -> ``(3, H, W)``. Soft one-hots give soft ROIs.
+    Works for every conditioning (:meth:`LabelScheme.classes`): channel 0 is background, channel 1 normal brain and
+    every further channel a lesion class. ``(B, C, H, W)`` -> ``(B, 3, H, W)``, or ``(C, H, W)`` -> ``(3, H, W)``,
+    ``C >= 3``. Soft one-hots give soft ROIs.
+
+    Example:
+        >>> roi_masks(one_hot(torch.tensor([[0, 1, 4]]))).squeeze(1).T
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
     """
-    if onehot.dim() not in (3, 4) or onehot.shape[-3] != N_CLASSES:
-        raise ValueError(f"expected a (B, {N_CLASSES}, H, W) or ({N_CLASSES}, H, W) one-hot, got {tuple(onehot.shape)}")
+    if onehot.dim() not in (3, 4) or onehot.shape[-3] < 3:
+        raise ValueError(f"expected a (B, C, H, W) or (C, H, W) one-hot with C >= 3, got {tuple(onehot.shape)}")
     dim = onehot.dim() - 3
-    parts = [
-        onehot.index_select(dim, torch.tensor(c, device=onehot.device)).sum(dim, keepdim=True)
-        for c in ROI_GROUPS.values()
-    ]
-    return torch.cat(parts, dim=dim)
+    bg = onehot.narrow(dim, 0, 1)
+    brain = onehot.narrow(dim, 1, 1)
+    lesion = onehot.narrow(dim, 2, onehot.shape[dim] - 2).sum(dim, keepdim=True)
+    return torch.cat([bg, brain, lesion], dim=dim)

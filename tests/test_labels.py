@@ -283,7 +283,7 @@ def test_one_hot_and_roi_masks() -> None:
     assert roi[2].tolist() == [[0, 0, 1], [1, 1, 0]]
     assert torch.equal(roi_masks(batch)[1], roi)
     with pytest.raises(ValueError, match="one-hot"):
-        roi_masks(torch.zeros(4, 2, 2))
+        roi_masks(torch.zeros(2, 2, 2))
     assert list(ROI_GROUPS) == ["background", "brain", "lesion"] and ROI_GROUPS["lesion"] == LESION_CLASSES
     assert SAMR_CLASSES == ("background", "normal_brain", "edema", "cavity", "tumor")
 
@@ -301,3 +301,68 @@ def test_from_samr_rejects_nan_and_non_integer_classes() -> None:
         scheme.from_samr(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="non-integer"):
         scheme.from_samr(np.array([2.7]))
+
+
+# ---------------------------------------------------------------- scheme-native conditioning
+
+
+@pytest.mark.parametrize("name", ["samr", "brats2021", "brats2023", "brats2024"])
+def test_native_classes_encode_decode_round_trip(name):
+    s = get_scheme(name)
+    classes = s.classes()
+    assert classes[:2] == ("background", "normal_brain")
+    assert len(classes) == 2 + len(s.lesion_values)
+    rng = np.random.default_rng(0)
+    label = rng.choice(np.array(s.values), size=(7, 9))
+    brain = rng.random((7, 9)) > 0.3
+    enc = s.encode(label, brain)
+    assert enc.dtype == np.int64 and enc.min() >= 0 and enc.max() < len(classes)
+    lesion = np.isin(label, s.lesion_values)
+    # lesion voxels keep their own value; every other voxel is background outside the brain, normal brain inside
+    assert np.array_equal(s.decode(enc)[lesion], label[lesion])
+    assert np.array_equal(enc[~lesion], np.where(brain, 1, 0)[~lesion])
+    # each lesion value gets its own class, named after it
+    for i, v in enumerate(s.lesion_values):
+        assert classes[2 + i] == s.names[v]
+        assert set(np.unique(enc[label == v])) <= {2 + i}
+    # torch in, torch out, same values
+    t = s.encode(torch.from_numpy(label), torch.from_numpy(brain))
+    assert isinstance(t, torch.Tensor) and np.array_equal(t.numpy(), enc)
+    assert np.array_equal(s.decode(t).numpy(), s.decode(enc))
+
+
+def test_native_classes_separate_et_from_necrosis():
+    s = get_scheme("brats2024")
+    enc = s.encode(np.array([1, 2, 3, 4]), brain=np.ones(4, bool))
+    assert enc.tolist() == [2, 3, 4, 5]  # NETC, SNFH, ET, RC: four distinct classes
+    assert s.encode(np.array([1, 3]), np.ones(2, bool), conditioning="samr").tolist() == [4, 4]  # legacy: both tumor
+    assert get_scheme("samr").classes() == SAMR_CLASSES
+
+
+def test_decode_rejects_out_of_range_and_unknown_conditioning():
+    s = get_scheme("brats2021")
+    with pytest.raises(ValueError, match=r"classes 0\.\.4"):
+        s.decode(np.array([5]))
+    with pytest.raises(ValueError, match="conditioning"):
+        s.classes("paper")
+
+
+def test_translate_known_and_explicit():
+    from samraug.labels import translate
+
+    lab = np.array([0, 1, 2, 4])
+    assert translate(lab, "brats2021", "brats2024").tolist() == [0, 1, 2, 3]
+    assert translate(translate(lab, "brats2021", "brats2023"), "brats2023", "brats2021").tolist() == lab.tolist()
+    with pytest.raises(ValueError, match="no counterpart"):
+        translate(np.array([0, 4]), "brats2024", "brats2021")  # resection cavity has no 2021 label
+    with pytest.raises(ValueError, match="mapping="):
+        translate(np.array([0, 2]), "samr", "brats2021")
+    assert translate(np.array([0, 2, 4]), "samr", "brats2021", {0: 0, 2: 2, 4: 1}).tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match="not in scheme"):
+        translate(np.array([0, 3]), "brats2021", "brats2024")
+
+
+def test_roi_masks_native_six_classes():
+    oh = one_hot(torch.tensor([[0, 1, 2, 3, 4, 5]]), n_classes=6)
+    roi = roi_masks(oh)
+    assert roi[:, 0].tolist() == [[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1]]
