@@ -30,16 +30,34 @@ from pathlib import Path
 
 import torch
 
+from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
-from samraug.training.config import MODEL_TYPES, PRESETS
+from samraug.training.config import MODEL_TYPES, TRAINING_PRESETS
+from samraug.training.data import prepare_gan_data
 from samraug.training.distributed import barrier, cleanup_distributed
-from samraug.training.gan import prepare_gan_data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="architecture/schedule preset")
+    g.add_argument("--preset", choices=sorted(TRAINING_PRESETS), default="tiny", help="architecture/schedule preset")
+    g.add_argument(
+        "--conditioning",
+        choices=CONDITIONINGS,
+        default="native",
+        help="mask classes: the data scheme's own lesion labels (native) or the paper's 5 SAMR classes",
+    )
+    g.add_argument(
+        "--upsample",
+        choices=("resize_conv", "transposed"),
+        help="decoder up-sampling (default resize_conv: no checkerboard; transposed: pix2pixHD)",
+    )
+    g.add_argument(
+        "--init-from",
+        metavar="WEIGHTS",
+        help="start from earlier training: a weights folder, org/name[@rev], or a checkpoint folder (G, D, U and "
+        "optimiser states); the architecture must match",
+    )
     g.add_argument("--model", choices=MODEL_TYPES, default="samr", help="SAMR or a baseline (pix2pix, pix2pixhd)")
     g.add_argument("--no-stretch-out", action="store_true", help="ablation: one shared decoder")
     g.add_argument("--no-label-wise-d", action="store_true", help="ablation: 2 global discriminators")
@@ -62,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--steps", type=int, help="training steps (overrides --epochs)")
     g.add_argument("--batch-size", type=int, help="per-process batch size (default 8)")
     g.add_argument("--lr", type=float, help="Adam learning rate for G, D and U (default 2e-4)")
+    g.add_argument("--lambda-l1", type=float, help="weight of the L1 reconstruction term (default: per model)")
+    g.add_argument("--lambda-fm", type=float, help="weight of the feature-matching term (default: per model)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
     g = p.add_argument_group("runtime and outputs")
     g.add_argument("--out", required=True, help="weights folder to write (config, safetensors, atlas, card)")
@@ -90,6 +110,7 @@ def build_config(args: argparse.Namespace):
         "amp": args.amp,
         "sync_bn": args.sync_bn,
         "log_every": args.log_every,
+        "conditioning": args.conditioning,
     }
     for flag, field in (
         ("no_stretch_out", "stretch_out"),
@@ -101,11 +122,20 @@ def build_config(args: argparse.Namespace):
             if args.model != "samr":
                 raise SystemExit(f"--{flag.replace('_', '-')} is an ablation of --model samr, not of {args.model}")
             overrides[field] = False
-    for arg, field in (("epochs", "epochs"), ("steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "lr")):
+    for arg, field in (
+        ("epochs", "epochs"),
+        ("steps", "max_steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("lambda_l1", "lambda_l1"),
+        ("lambda_fm", "lambda_fm"),
+    ):
         if getattr(args, arg) is not None:
             overrides[field] = getattr(args, arg)
     if args.gan_mode:
         overrides["gan_mode"] = args.gan_mode
+    if args.upsample:
+        overrides["generator"] = {"upsample": args.upsample}
     return preset_config(args.preset, model_type=args.model, **overrides)
 
 
@@ -134,13 +164,18 @@ def main(argv: list[str] | None = None) -> int:
             "split_file": args.split_file,
             "min_brain_voxels": args.min_brain_voxels,
             "workers": max(1, args.workers),
+            "conditioning": args.conditioning,
         }
         if not env.is_main:  # rank 0 generates the phantom cache first
             barrier(env)
         data = prepare_gan_data(args.data, out_dir=log_dir if env.is_main else None, **data_kwargs)
         if env.is_main:
             barrier(env)
-        trainer = GANTrainer(config, data.sequences, env=env)
+        trainer = GANTrainer(config, data.sequences, label_scheme=data.scheme, env=env)
+        if args.init_from and not args.resume:
+            lineage = trainer.init_from(args.init_from)
+            if env.is_main:
+                print(f"initialised from: {' <- '.join(lineage)}", file=sys.stderr)
         if env.is_main:
             print(f"data: {data.description}; {len(data.train)} training slices", file=sys.stderr)
         result = trainer.fit(
@@ -170,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "training config": json.dumps(config.to_dict(), sort_keys=True),
         }
-        trainer.export(out, data.atlas, label_scheme=data.scheme, card=card, fp16=args.fp16_weights)
+        trainer.export(out, data.atlas, card=card, fp16=args.fp16_weights)
         if env.is_main:
             print(f"weights: {out}\nlogs: {log_dir}\nvalidation: {json.dumps(validation)}", file=sys.stderr)
             if args.push_to_hub:

@@ -24,16 +24,35 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from samraug.models.generator import GENERATOR_PRESETS, MODEL_TYPES, generator_class, generator_from_config
+from samraug.serialization import (
+    ATLAS_NAME,
+    CARD_NAME,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    LEGACY_CONDITIONING,
+    META_KEYS,
+    MODEL_NAME,
+    WEIGHT_FILES,
+    WeightsError,
+    check_format_version,
+    check_safetensors_header,
+    corrupt_message,
+    is_offline,
+    load_state_dict_strict,
+    read_safetensors,
+    save_state_dict,
+)
 
 if TYPE_CHECKING:
     from samraug.atlas import Atlas
@@ -51,6 +70,7 @@ __all__ = [
     "LoadedWeights",
     "WeightsError",
     "check_config",
+    "config_conditioning",
     "default_normalization",
     "is_offline",
     "load_state_dict_strict",
@@ -66,23 +86,8 @@ __all__ = [
     "scheme_to_config",
 ]
 
-CONFIG_NAME = "config.json"
-MODEL_NAME = "model.safetensors"
-ATLAS_NAME = "atlas.safetensors"
-CARD_NAME = "README.md"
-WEIGHT_FILES: tuple[str, ...] = (CONFIG_NAME, MODEL_NAME, ATLAS_NAME, CARD_NAME)
-FORMAT_VERSION = 1
 #: The demo weights shipped inside the package (trained on the simulated phantom only).
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-phantom"
-#: config.json keys that describe the weights rather than the generator architecture.
-META_KEYS: tuple[str, ...] = (
-    "model_type",
-    "label_scheme",
-    "normalization",
-    "atlas",
-    "samraug_version",
-    "format_version",
-)
 
 _FALLBACK_NORMALIZATION: dict[str, Any] = {
     "method": "percentile",
@@ -96,118 +101,6 @@ _FALLBACK_NORMALIZATION: dict[str, Any] = {
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _bundled_warned = False
-
-
-class WeightsError(ValueError):
-    """A weights folder or file is invalid (corrupt file, config that does not match the tensors, ...)."""
-
-
-# ---------------------------------------------------------------------------------------------- tensors
-def save_state_dict(
-    module: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, metadata: Mapping[str, str] | None = None
-) -> Path:
-    """Write ``module.state_dict()`` to a safetensors file (contiguous CPU copies, so ``channels_last`` and GPU
-    modules work). ``dtype`` (e.g. ``torch.float16``) casts the floating tensors for compact storage."""
-    path = Path(path)
-    tensors = {}
-    for key, value in module.state_dict().items():
-        t = value.detach().to("cpu")
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        tensors[key] = t.contiguous().clone()
-    meta = {"format": "pt", **({k: str(v) for k, v in metadata.items()} if metadata else {})}
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def read_safetensors(path: str | Path, what: str = "weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor of a safetensors file (on CPU) and its metadata.
-
-    Raises ``FileNotFoundError`` if the file is missing and :class:`WeightsError` if it is truncated or corrupt.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{what} file {path.name!r} not found in {path.parent}; the weights folder is incomplete"
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise WeightsError(_corrupt_message(path, e)) from e
-    return tensors, metadata
-
-
-def _check_safetensors_header(path: Path, what: str) -> None:
-    """Validate a safetensors file's header and size without reading its tensors."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{what} file {path.name!r} not found in {path.parent}; the weights folder is incomplete"
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            list(f.keys())
-    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise WeightsError(_corrupt_message(path, e)) from e
-
-
-def _corrupt_message(path: Path, error: Exception) -> str:
-    return (
-        f"{path} is corrupt or truncated ({error}); re-download it (load_weights/resolve_weights with "
-        f"force_download=True, or huggingface_hub.snapshot_download(..., force_download=True)) or re-export the "
-        f"weights with samraug.hub.save_weights"
-    )
-
-
-def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "weights") -> None:
-    """Load ``tensors`` into ``module`` strictly.
-
-    Missing or unexpected tensors, shape mismatches (a config that does not match the tensors) and non-finite
-    values raise :class:`WeightsError` naming the keys. Floating tensors are cast to the module's dtype, so float16
-    storage loads into a float32 module.
-    """
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {_clip_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected tensors {_clip_list(unexpected)}")
-        raise WeightsError(
-            f"{source} does not match the {type(module).__name__} built from its config: {'; '.join(parts)}. "
-            "The config.json and model.safetensors come from different models (or the file was edited): "
-            "re-export both together with samraug.hub.save_weights"
-        )
-    for key, want in expected.items():
-        got = tensors[key]
-        if tuple(got.shape) != tuple(want.shape):
-            raise WeightsError(
-                f"{source}: tensor {key!r} has shape {tuple(got.shape)} but the config.json architecture expects "
-                f"{tuple(want.shape)}; the config (e.g. base_channels, max_channels, n_down, sequences) does not "
-                "match the tensors. Use the config.json saved with these tensors, or re-export with save_weights"
-            )
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise WeightsError(
-                f"{source}: tensor {key!r} contains NaN or inf; the weights are corrupt (or training diverged). "
-                "Re-download with force_download=True or re-export from a good checkpoint"
-            )
-    cast = {k: (v.to(expected[k].dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
-    module.load_state_dict(cast, strict=True)
-
-
-def _clip_list(items: list[str], n: int = 8) -> str:
-    shown = ", ".join(repr(x) for x in items[:n])
-    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -231,42 +124,68 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 
 def check_config(config: Mapping[str, Any], source: str = "config") -> None:
-    """Check a weights config: known ``model_type``, architecture keys accepted by that generator, atlas
-    geometry present, and a format version this samraug can read."""
-    from samraug.models.generator import MODEL_TYPES, generator_class
+    """Check a weights config: known ``model_type`` and ``mode``, architecture keys accepted by that generator,
+    a known ``conditioning`` whose class count matches ``n_labels``, atlas geometry, and a format version this
+    samraug can read. A config without ``conditioning`` is a legacy folder and means ``"samr"``; without ``mode``
+    it is ``"whole"``.
+
+    Example:
+        >>> check_config({"model_type": "samr", "n_labels": 6, "label_scheme": "brats2024", "conditioning": "samr"})
+        Traceback (most recent call last):
+        ...
+        samraug.serialization.WeightsError: config: n_labels 6 does not match ...
+    """
+    from samraug.labels import CONDITIONINGS
 
     if "model_type" not in config:
         raise WeightsError(f"{source} has no 'model_type'; expected one of {list(MODEL_TYPES)}")
-    cls = generator_class(config["model_type"])  # raises for unknown types
-    version = config.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise WeightsError(
-            f"{source} has format_version {version!r}, newer than this samraug understands ({FORMAT_VERSION}); "
-            "upgrade samraug (pip install -U samraug)"
-        )
+    mode = config.get("mode", "whole")
+    try:
+        cls = generator_class(config["model_type"], mode)
+    except ValueError as e:
+        raise WeightsError(f"{source}: {e}") from None
+    check_format_version(config, source)
     allowed = set(cls.init_keys()) | set(META_KEYS)
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise WeightsError(
-            f"{source} has unknown keys {unknown} for model_type {config['model_type']!r} "
+            f"{source} has unknown keys {unknown} for model_type {config['model_type']!r} (mode {mode!r}) "
             f"(allowed: {sorted(allowed)}); the weights were written by another tool or a newer samraug"
         )
+    conditioning = config_conditioning(config)
+    if conditioning not in CONDITIONINGS:
+        raise WeightsError(f"{source}: unknown conditioning {conditioning!r}; expected one of {list(CONDITIONINGS)}")
+    if "label_scheme" in config and "n_labels" in config:
+        try:
+            classes = scheme_from_config(config["label_scheme"]).classes(conditioning)
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightsError(f"{source}: invalid label_scheme {config['label_scheme']!r} ({e})") from None
+        if int(config["n_labels"]) != len(classes):
+            raise WeightsError(
+                f"{source}: n_labels {config['n_labels']} does not match the {len(classes)} {conditioning!r} classes "
+                f"{list(classes)} of label scheme {scheme_from_config(config['label_scheme']).name!r}; the config was "
+                "edited or written by another tool (re-export with save_weights, passing the right conditioning)"
+            )
     atlas = config.get("atlas")
     if atlas is not None:
         if not isinstance(atlas, Mapping) or "shape" not in atlas or "affine" not in atlas:
             raise WeightsError(f"{source}: 'atlas' must be an object with 'shape' and 'affine', got {atlas!r}")
+    lineage = config.get("lineage")
+    if lineage is not None and (not isinstance(lineage, list) or not all(isinstance(x, str) for x in lineage)):
+        raise WeightsError(f"{source}: 'lineage' must be a list of strings, got {lineage!r}")
+
+
+def config_conditioning(config: Mapping[str, Any]) -> str:
+    """The conditioning a weights config declares (``"samr"`` for legacy folders without the key).
+
+    Example:
+        >>> config_conditioning({"model_type": "samr"}), config_conditioning({"conditioning": "native"})
+        ('samr', 'native')
+    """
+    return str(config.get("conditioning", LEGACY_CONDITIONING))
 
 
 # ---------------------------------------------------------------------------------------------- resolve
-def is_offline() -> bool:
-    """Whether Hub access is disabled: ``HF_HUB_OFFLINE`` (read now, so setting it after import works) or
-    ``huggingface_hub.constants.HF_HUB_OFFLINE``."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
     repo_id, sep, rev = spec.partition("@")
     if sep:
@@ -390,7 +309,7 @@ class LoadedWeights:
     local folder."""
 
     generator: nn.Module
-    atlas: Atlas
+    atlas: Atlas | None
     config: dict[str, Any]
     path: Path
 
@@ -409,6 +328,16 @@ class LoadedWeights:
         """The label scheme of the training data."""
         return scheme_from_config(self.config.get("label_scheme", "samr"))
 
+    @property
+    def conditioning(self) -> str:
+        """``"native"`` (the scheme's own classes) or ``"samr"`` (legacy folders without the key)."""
+        return config_conditioning(self.config)
+
+    @property
+    def mode(self) -> str:
+        """``"whole"`` (whole-slice generator) or ``"local"`` (region painting)."""
+        return str(self.config.get("mode", "whole"))
+
 
 def load_weights(
     weights: str | Path | None = None,
@@ -424,19 +353,18 @@ def load_weights(
         >>> w = load_weights("my-org/samr-lite", device="cuda")  # doctest: +SKIP
         >>> w.generator.sequences, w.atlas.data.shape  # doctest: +SKIP
     """
-    from samraug.models.generator import generator_from_config
-
     path = resolve_weights(weights, revision=revision, cache_dir=cache_dir, force_download=force_download)
     config = read_config(path)
-    if "atlas" not in config:
-        raise WeightsError(f"{path / CONFIG_NAME} has no 'atlas' geometry; re-export the weights with save_weights")
     try:
         generator = generator_from_config(config)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{path / CONFIG_NAME} does not describe a valid generator: {e}") from e
+    uses_atlas = bool(getattr(generator, "use_atlas", False))
+    if uses_atlas and "atlas" not in config:
+        raise WeightsError(f"{path / CONFIG_NAME} has no 'atlas' geometry; re-export the weights with save_weights")
     tensors, _ = read_safetensors(path / MODEL_NAME, "generator weights")
     load_state_dict_strict(generator, tensors, source=str(path / MODEL_NAME))
-    atlas = _load_atlas(path, config)
+    atlas = _load_atlas(path, config) if "atlas" in config else None
     generator.to(device).eval()
     return LoadedWeights(generator=generator, atlas=atlas, config=config, path=path)
 
@@ -444,11 +372,11 @@ def load_weights(
 def _load_atlas(path: Path, config: Mapping[str, Any]) -> Atlas:
     from samraug.atlas import Atlas
 
-    _check_safetensors_header(path / ATLAS_NAME, "atlas")
+    check_safetensors_header(path / ATLAS_NAME, "atlas")
     try:
         atlas = Atlas.load(path)
     except (OSError, RuntimeError) as e:
-        raise WeightsError(_corrupt_message(path / ATLAS_NAME, e)) from e
+        raise WeightsError(corrupt_message(path / ATLAS_NAME, e)) from e
     sequences = tuple(config["sequences"])
     if tuple(atlas.sequences) != sequences:
         raise WeightsError(
@@ -521,12 +449,16 @@ def default_normalization() -> dict[str, Any]:
 def save_weights(
     folder: str | Path,
     generator: nn.Module,
-    atlas: Atlas,
+    atlas: Atlas | None,
     *,
     label_scheme: str | LabelScheme = "samr",
+    conditioning: str = "native",
     normalization: Mapping[str, Any] | None = None,
     card: Mapping[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    lineage: Sequence[str] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    crop_size: Sequence[int] | None = None,
 ) -> Path:
     """Write a weights folder: ``config.json``, ``model.safetensors``, ``atlas.safetensors`` and ``README.md``.
 
@@ -534,62 +466,96 @@ def save_weights(
         folder: Output folder (created; the four files are overwritten).
         generator: A samraug generator (``SAMRGenerator`` or ``Pix2PixGenerator``; DDP / ``torch.compile``
             wrappers are unwrapped).
-        atlas: Its :class:`samraug.atlas.Atlas` (same sequences, in the same order).
+        atlas: Its :class:`samraug.atlas.Atlas` (same sequences, in the same order); None for a generator
+            without atlas (``use_atlas=False``, e.g. a local generator).
         label_scheme: Label scheme of the training data (a name or a ``LabelScheme``).
+        conditioning: The classes the generator was trained on: ``"native"`` (the scheme's own lesion classes) or
+            ``"samr"`` (the paper's 5 classes); ``n_labels`` must equal that class count.
         normalization: Intensity normalisation used in training (default: the library's).
         card: Model-card facts: ``data``, ``preset``, ``steps``, ``command``, ``validation`` (a dict of numbers),
             ``simulated`` (bool: trained on simulated data), ``notes``, ``license``; other keys are listed as is.
         dtype: Storage dtype of the generator tensors, e.g. ``torch.float16`` (loading casts back to float32).
+        lineage: Where the weights were initialised from, newest first (``--init-from`` source, then its own
+            lineage); recorded in the config and the model card.
+        voxel_size, crop_size: Local generators: the training grid (mm, RAS) and crop (voxels).
 
     Example:
         >>> card = {"data": "phantom", "simulated": True}
         >>> save_weights("/tmp/w", gen, atlas, card=card, dtype=torch.float16)  # doctest: +SKIP
     """
-    from samraug.models.generator import generator_class
+    from samraug.labels import CONDITIONINGS
 
     generator = getattr(generator, "_orig_mod", generator)  # torch.compile wrapper
     generator = getattr(generator, "module", generator)  # DistributedDataParallel / DataParallel wrapper
     model_type = getattr(generator, "model_type", None)
     if model_type is None or not hasattr(generator, "config"):
         raise TypeError(
-            f"generator must be a samraug generator (SAMRGenerator, Pix2PixGenerator), got {type(generator)}"
+            f"generator must be a samraug generator (SAMRGenerator, Pix2PixGenerator, LocalGenerator), got "
+            f"{type(generator)}"
         )
-    generator_class(model_type)
+    mode = str(getattr(generator, "mode", "whole"))
+    generator_class(model_type, mode)
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {conditioning!r}; use one of {list(CONDITIONINGS)}")
+    classes = scheme_from_config(scheme_to_config(label_scheme)).classes(conditioning)
+    if int(generator.n_labels) != len(classes):
+        other = "samr" if conditioning == "native" else "native"
+        raise ValueError(
+            f"the generator has n_labels={generator.n_labels} but label scheme "
+            f"{scheme_from_config(scheme_to_config(label_scheme)).name!r} with conditioning={conditioning!r} has "
+            f"{len(classes)} classes {list(classes)}; pass the conditioning it was trained with (e.g. "
+            f"conditioning={other!r}) or the right label_scheme"
+        )
     sequences = tuple(generator.sequences)
-    if tuple(atlas.sequences) != sequences:
+    uses_atlas = bool(getattr(generator, "use_atlas", False))
+    if atlas is None and uses_atlas:
+        raise ValueError("the generator uses an atlas (use_atlas=True) but atlas is None; pass its Atlas")
+    if atlas is not None and tuple(atlas.sequences) != sequences:
         raise ValueError(
             f"atlas sequences {tuple(atlas.sequences)} do not match the generator's {sequences}; build the atlas "
             "from the same sequences in the same order"
         )
-    if getattr(generator, "use_atlas", False) and generator.atlas_slices != 3:
+    if uses_atlas and generator.atlas_slices != 3:
         raise ValueError(
             f"generator expects atlas_slices={generator.atlas_slices}, but Atlas.stack gives 3 slices per sequence; "
             "train with atlas_slices=3"
         )
+    if lineage is not None and (isinstance(lineage, str) or not all(isinstance(x, str) for x in lineage)):
+        raise ValueError(f"lineage must be a list of strings (newest first), got {lineage!r}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype (e.g. torch.float16), got {dtype}")
-    affine = [[float(v) for v in row] for row in torch.as_tensor(atlas.affine, dtype=torch.float64).tolist()]
-    if not all(math.isfinite(v) for row in affine for v in row):
-        raise ValueError("atlas affine contains NaN or inf")
+    geometry = None
+    if atlas is not None:
+        affine = [[float(v) for v in row] for row in torch.as_tensor(atlas.affine, dtype=torch.float64).tolist()]
+        if not all(math.isfinite(v) for row in affine for v in row):
+            raise ValueError("atlas affine contains NaN or inf")
+        geometry = {"shape": [int(s) for s in atlas.data.shape[1:]], "affine": affine}
     from samraug import __version__
 
     config: dict[str, Any] = {
         "model_type": model_type,
+        **({"mode": mode} if mode != "whole" else {}),
+        "conditioning": conditioning,
         **generator.config,
         "label_scheme": scheme_to_config(label_scheme),
         "normalization": json.loads(json.dumps(dict(normalization))) if normalization else default_normalization(),
-        "atlas": {"shape": [int(s) for s in atlas.data.shape[1:]], "affine": affine},
+        **({"atlas": geometry} if geometry is not None else {}),
+        **({"voxel_size": [float(v) for v in voxel_size]} if voxel_size is not None else {}),
+        **({"crop_size": [int(v) for v in crop_size]} if crop_size is not None else {}),
+        **({"lineage": list(lineage)} if lineage else {}),
         "samraug_version": __version__,
         "format_version": FORMAT_VERSION,
     }
+    check_config(config, source="save_weights")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     stored = str(dtype).replace("torch.", "") if dtype is not None else "float32"
     save_state_dict(generator, folder / MODEL_NAME, dtype=dtype, metadata={"model_type": model_type, "dtype": stored})
-    atlas.save(folder)
-    if not (folder / ATLAS_NAME).is_file():
-        raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {folder}")
+    if atlas is not None:
+        atlas.save(folder)
+        if not (folder / ATLAS_NAME).is_file():
+            raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {folder}")
     (folder / CARD_NAME).write_text(model_card(config, card, dtype=stored), encoding="utf-8")
     return folder
 
@@ -628,23 +594,41 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
             "and tests; do not expect realistic images on real scans.",
             "",
         ]
+    conditioning = config_conditioning(config)
+    try:
+        classes = ", ".join(scheme_from_config(config.get("label_scheme", "samr")).classes(conditioning))
+    except (KeyError, TypeError, ValueError, WeightsError):
+        classes = "see config.json"
+    local = config.get("mode", "whole") == "local"
+    if local:
+        what = (
+            f"from the one-hot classes ({classes}) of 2c+1 adjacent slices of an edited label map and the "
+            "normalised images with a region blanked out (plus the region mask), the local generator paints the "
+            "region of the central slice in [-1, 1]"
+        )
+        usage = "painted = w.generator(mask, context)  # samraug.models.local.build_local_inputs builds both"
+    else:
+        what = (
+            f"from a one-hot lesion mask ({classes}) and three adjacent atlas slices per sequence, the generator "
+            "paints co-registered MR slices in [-1, 1]"
+        )
+        usage = "images = w.generator(mask_onehot, w.atlas.stack(z)[None])  # (1, n_sequences, H, W)"
     lines += [
         "Lesion-mask-based synthesis of anatomic and molecular MRI (SAMR, MICCAI 2020) with "
-        "[samraug](https://pypi.org/project/samraug/): from a one-hot lesion mask (background, normal brain, edema, "
-        "cavity, tumor) and three adjacent atlas slices per sequence, the generator paints co-registered MR slices "
-        "in [-1, 1]. Research use only, not for clinical use.",
+        f"[samraug](https://pypi.org/project/samraug/): {what}. Research use only, not for clinical use.",
         "",
         "## Usage",
         "",
         "```python",
         "from samraug.hub import load_weights",
         'w = load_weights("<this folder or org/name@revision>", device="cpu")',
-        "images = w.generator(mask_onehot, w.atlas.stack(z)[None])  # (1, n_sequences, H, W)",
+        usage,
         "```",
         "",
         "## Model",
         "",
-        f"- model type: `{model_type}`",
+        f"- model type: `{model_type}` ({'local' if local else 'whole'} mode)",
+        f"- conditioning: `{conditioning}` (classes: {classes})",
         f"- sequences (output order): {', '.join(f'`{s}`' for s in config.get('sequences', []))}",
     ]
     arch = {k: v for k, v in config.items() if k not in META_KEYS and k != "sequences"}
@@ -661,6 +645,13 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
     lines.append(f"- preset: {card.get('preset') or _preset_of(config)}")
     lines.append(f"- steps: {card.get('steps', 'not recorded')}")
     lines.append(f"- trained on simulated data: {'yes' if simulated else 'no'}")
+    lineage = config.get("lineage") or []
+    if lineage:
+        lines.append("- initialised from (newest first): " + " <- ".join(f"`{x}`" for x in lineage))
+    else:
+        lines.append("- initialised from: random initialisation")
+    if config.get("voxel_size"):
+        lines.append(f"- training grid: voxel size {config['voxel_size']} mm (RAS), crop {config.get('crop_size')}")
     if card.get("command"):
         lines += ["", "Exact command:", "", "```bash", str(card["command"]), "```"]
     validation = card.get("validation")
@@ -682,11 +673,9 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
 
 
 def _preset_of(config: Mapping[str, Any]) -> str:
-    from samraug.models.generator import PRESETS
-
-    if config.get("model_type") in (None, "samr"):
+    if config.get("model_type") in (None, "samr") and config.get("mode", "whole") == "whole":
         defaults = {"stretch_out": True, "use_atlas": True, "decoder_res_blocks": 1, "norm": "batch"}
-        for name, kwargs in PRESETS.items():
+        for name, kwargs in GENERATOR_PRESETS.items():
             if all(config.get(k) == v for k, v in {**defaults, **kwargs}.items()):
                 return f"{name} (architecture match)"
     return "not recorded"

@@ -23,6 +23,9 @@ Conventions (decisions recorded here):
   returns NaN for every undefined value instead, which :func:`aggregate` skips.
 - **Lesion-wise** (:func:`lesion_wise_metrics`): the BraTS 2023 rules, see there.
 
+Image section: :func:`ssim_map` (per-pixel SSIM) and :func:`image_metrics` (L1 / PSNR / SSIM inside a region),
+used by the trainers' validation and the quality benchmark.
+
 Example:
     >>> import numpy as np
     >>> gt = np.zeros((20, 20, 20), dtype=np.int64); gt[5:15, 5:15, 5:15] = 2; gt[8:12, 8:12, 8:12] = 4
@@ -56,9 +59,11 @@ __all__ = [
     "hd95",
     "hd95_bruteforce",
     "image_diagonal",
+    "image_metrics",
     "lesion_wise_metrics",
     "sensitivity",
     "specificity",
+    "ssim_map",
     "surface_distances",
 ]
 
@@ -686,3 +691,65 @@ def aggregate(
             std = float(v.std(ddof=ddof)) if n > ddof else float("nan")
             out[region][metric] = {"mean": mean, "std": std, "n": n}
     return out
+
+
+# ---------------------------------------------------------------------------------------------- images
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11) -> torch.Tensor:
+    """Per-pixel SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03) of ``(B, C, H, W)``
+    images, reflect-padded so the map has the input's size.
+
+    Example:
+        >>> x = torch.rand(1, 1, 16, 16)
+        >>> bool(torch.allclose(ssim_map(x, x), torch.ones(1, 1, 16, 16)))
+        True
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(
+            f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    c = x.shape[1]
+    w = _gaussian_window(window, 1.5, x.device).to(x.dtype).expand(c, 1, window, window)
+    pad = window // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(t, (pad, pad, pad, pad), mode="reflect"), w, groups=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def image_metrics(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image, per-sequence L1, PSNR and SSIM inside the brain, for images in [-1, 1].
+
+    ``fake``/``real`` ``(B, n, H, W)``, ``brain`` ``(B, H, W)`` bool. Returns ``{"l1", "psnr", "ssim"}`` each
+    ``(B, n)``: mean absolute error over brain pixels; ``10 log10(range^2 / MSE)`` with range 2 (MSE floored at
+    1e-10); the SSIM map averaged over brain pixels. Images without brain pixels give NaN.
+
+    Example:
+        >>> x = torch.rand(1, 2, 16, 16) * 2 - 1
+        >>> m = image_metrics(x, x, torch.ones(1, 16, 16, dtype=torch.bool))
+        >>> m["l1"].tolist(), m["ssim"].round(decimals=4).tolist()
+        ([[0.0, 0.0]], [[1.0, 1.0]])
+    """
+    fake, real = fake.float(), real.float()
+    w = brain[:, None].to(fake.dtype).expand_as(fake)
+    n = w.sum((2, 3))
+    n_safe = n.clamp_min(1)
+    l1 = ((fake - real).abs() * w).sum((2, 3)) / n_safe
+    mse = (((fake - real) ** 2) * w).sum((2, 3)) / n_safe
+    psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+    ssim = (ssim_map(fake, real) * w).sum((2, 3)) / n_safe
+    empty = n == 0
+    nan = torch.full_like(l1, float("nan"))
+    return {k: torch.where(empty, nan, v) for k, v in (("l1", l1), ("psnr", psnr), ("ssim", ssim))}

@@ -124,7 +124,31 @@ def test_bad_inputs_raise() -> None:
         d(mask, images[:, :4])
     with pytest.raises(ValueError, match=r"differ in batch or size"):
         d(mask, images[:, :, :16, :16])
-    with pytest.raises(ValueError, match=r"n_labels=4.*label_wise=False"):
-        LabelWiseDiscriminators(n_labels=4)
+    with pytest.raises(ValueError, match=r"n_labels >= 3, got 2.*label_wise=False"):
+        LabelWiseDiscriminators(n_labels=2)
     with pytest.raises(ValueError, match=r"n_layers must be >= 1"):
         PatchDiscriminator(3, n_layers=0)
+
+
+@pytest.mark.parametrize("roi", range(3))
+def test_native_classes_rois_blind_outside_their_roi(roi: int) -> None:
+    # brats2024 native conditioning: 6 classes (background, brain, NETC, SNFH, ET, RC); every lesion class
+    # (channels 2..5) belongs to the lesion ROI
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[:, 4:-4, 4:-4] = 1
+    labels[:, 8:12, 8:12] = 2
+    labels[:, 14:18, 8:12] = 3
+    labels[:, 20:24, 8:12] = 4
+    labels[:, 8:12, 20:24] = 5
+    mask = one_hot(labels, 6)
+    torch.manual_seed(0)
+    d = LabelWiseDiscriminators(n_labels=6, n_sequences=2, base_channels=8)
+    images = torch.rand(1, 2, 32, 32) * 2 - 1
+    inside = roi_masks(mask)[:, roi : roi + 1]
+    assert roi != 2 or bool(inside[0, 0, 8:12, 20:24].all())  # RC (channel 5) is lesion
+    changed = images + (1 - inside) * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = d(mask, images), d(mask, changed)
+    for k in range(6):
+        same = all(torch.equal(x, y) for x, y in zip(a[k], b[k], strict=True))
+        assert same == (k // 2 == roi), d.names[k]

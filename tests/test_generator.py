@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from samraug.labels import one_hot
-from samraug.models.blocks import OutputConv
+from samraug.models.blocks import OutputConv, ResizeConvNormAct
 from samraug.models.generator import (
     DEFAULT_SEQUENCES,
+    GENERATOR_PRESETS,
     MODEL_TYPES,
-    PRESETS,
     Pix2PixGenerator,
     SAMRGenerator,
     build_generator,
@@ -74,12 +74,20 @@ def test_paper_structure() -> None:
     assert atlas_convs[0].in_channels == 15 and len(atlas_convs) == 6
     assert len(g.trunk) == 9 and g.trunk[0].body[0][0].in_channels == 1024
     assert len(g.decoders) == 5  # stretch-out: one branch per sequence
-    for branch in g.decoders:
-        ups = [m for m in branch.modules() if isinstance(m, nn.ConvTranspose2d)]
-        assert [u.out_channels for u in ups] == [512, 512, 256, 128, 64]
+    for branch in g.decoders:  # default decoders up-sample by resize-convolution: nearest x2 then a 3x3 conv
+        ups = [m for m in branch if isinstance(m, ResizeConvNormAct)]
+        assert [u[1][0].out_channels for u in ups] == [512, 512, 256, 128, 64]
+        assert all(u[1][0].kernel_size == (3, 3) and u[0].mode == "nearest" for u in ups)
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in branch.modules())
         assert isinstance(branch[-1], nn.Tanh) and branch[-2].kernel_size == (7, 7) and branch[-2].out_channels == 1
     n_params = sum(p.numel() for p in g.parameters())
     assert 300e6 < n_params < 340e6
+    with torch.device("meta"):
+        legacy = build_generator("paper", upsample="transposed")
+    for branch in legacy.decoders:
+        ups = [m for m in branch.modules() if isinstance(m, nn.ConvTranspose2d)]
+        assert [u.out_channels for u in ups] == [512, 512, 256, 128, 64]
+    assert sum(p.numel() for p in legacy.parameters()) == n_params  # same 3x3 kernels, same parameter count
 
 
 def test_parameter_count_by_hand() -> None:
@@ -93,7 +101,7 @@ def test_parameter_count_by_hand() -> None:
 
 
 def test_presets_recorded() -> None:
-    assert set(PRESETS) == {"paper", "lite", "tiny"}
+    assert set(GENERATOR_PRESETS) == {"paper", "lite", "tiny"}
     tiny = build_generator("tiny")
     assert tiny.n_down == 4 and tiny.size_multiple == 16
     n = sum(p.numel() for p in tiny.parameters())
@@ -180,8 +188,8 @@ def test_baseline_configs() -> None:
     assert hd.config["decoder_res_blocks"] == 0 and hd.model_type == "pix2pixhd"
     p2p = build_generator("tiny", model_type="pix2pix")
     assert isinstance(p2p, Pix2PixGenerator) and p2p.model_type == "pix2pix"
-    assert p2p.config["depth"] == PRESETS["tiny"]["n_down"] and p2p.size_multiple == 16
-    assert p2p.config["base_channels"] == PRESETS["tiny"]["base_channels"]
+    assert p2p.config["depth"] == GENERATOR_PRESETS["tiny"]["n_down"] and p2p.size_multiple == 16
+    assert p2p.config["base_channels"] == GENERATOR_PRESETS["tiny"]["base_channels"]
     assert generator_class("pix2pixhd") is SAMRGenerator
 
 
@@ -265,3 +273,68 @@ def test_output_conv_fast_path_matches_conv() -> None:
     with torch.inference_mode():
         fast = g(mask, atlas)
     torch.testing.assert_close(fast, g(mask, atlas).detach(), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- up-sampling
+def _checkerboard_index(x: torch.Tensor) -> float:
+    """Share of the (mean-removed) spectral energy on the Nyquist row and column: where a stride-2 transposed
+    convolution's uneven overlap puts its period-2 pattern."""
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    p = torch.fft.fft2(x.double()).abs() ** 2
+    h, w = x.shape[-2:]
+    nyquist = p[..., h // 2, :].sum(-1) + p[..., :, w // 2].sum(-1) - p[..., h // 2, w // 2]
+    return float((nyquist / p.sum((-2, -1))).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_resize_conv_decoder_has_less_checkerboard_than_transposed(seed: int) -> None:
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)  # a smooth mask: blocks, no pixel-level noise
+    labels[:, 4:28, 6:26] = 1
+    labels[:, 10:18, 12:20] = 2
+    mask = one_hot(labels)
+    index = {}
+    for upsample in ("transposed", "resize_conv"):
+        torch.manual_seed(seed)
+        kwargs = {"base_channels": 8, "max_channels": 16, "n_down": 3, "n_res_blocks": 1, "use_atlas": False}
+        g = SAMRGenerator(sequences=("a", "b"), upsample=upsample, **kwargs).eval()
+        assert g.config["upsample"] == upsample
+        with torch.no_grad():
+            index[upsample] = _checkerboard_index(g(mask))
+    assert index["resize_conv"] < index["transposed"] / 4, index
+
+
+def test_upsample_option_default_legacy_and_errors() -> None:
+    assert build_generator("tiny").config["upsample"] == "resize_conv"  # new configs
+    assert build_generator("tiny", model_type="pix2pix").config["upsample"] == "resize_conv"
+    legacy = {"model_type": "samr", "base_channels": 4, "max_channels": 8, "n_down": 2, "n_res_blocks": 0}
+    assert generator_from_config(legacy).config["upsample"] == "transposed"  # configs written before the option
+    p2p = generator_from_config({"model_type": "pix2pix", "base_channels": 4, "depth": 2, "up_mode": "transpose"})
+    assert p2p.config["upsample"] == "transposed" and "up_mode" not in p2p.config
+    with pytest.raises(ValueError, match=r"unknown upsample 'pixelshuffle'"):
+        build_generator("tiny", upsample="pixelshuffle")
+    with pytest.raises(ValueError, match=r"unknown upsample"):
+        build_generator("tiny", model_type="pix2pix", upsample="pixelshuffle")
+
+
+def test_bundled_weights_are_legacy_samr_transposed() -> None:
+    import warnings
+
+    from samraug.hub import load_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        w = load_weights(None)
+    assert "conditioning" not in w.config and "upsample" not in w.config
+    assert w.conditioning == "samr" and w.mode == "whole"
+    assert w.generator.n_labels == len(w.label_scheme.classes("samr")) == 5
+    assert w.generator.config["upsample"] == "transposed"
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in w.generator.modules())
+
+
+def test_models_do_not_import_the_hub() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, samraug.models; print('samraug.hub' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

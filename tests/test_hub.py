@@ -69,7 +69,9 @@ def _out(g: torch.nn.Module) -> torch.Tensor:
 @pytest.fixture
 def weights(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     g = _generator()
-    folder = save_weights(tmp_path / "w", g, _atlas(), label_scheme="brats2024", card={"data": "phantom"})
+    folder = save_weights(
+        tmp_path / "w", g, _atlas(), label_scheme="brats2024", conditioning="samr", card={"data": "phantom"}
+    )
     return folder, g
 
 
@@ -155,7 +157,7 @@ def test_pix2pix_and_custom_scheme_round_trip(tmp_path: Path) -> None:
 
     scheme = LabelScheme.custom("mine", {0: "bg", 1: "lesion", 2: "oedema"}, {1: "tumor", 2: "edema"})
     g = _generator(model_type="pix2pix")
-    save_weights(tmp_path / "w", g, _atlas(), label_scheme=scheme)
+    save_weights(tmp_path / "w", g, _atlas(), label_scheme=scheme, conditioning="samr")
     loaded = load_weights(str(tmp_path / "w"))
     assert isinstance(loaded.generator, Pix2PixGenerator)
     assert torch.equal(_out(loaded.generator), _out(g))
@@ -518,3 +520,39 @@ def test_atlas_does_not_match_config(weights: tuple[Path, torch.nn.Module]) -> N
     _edit_config(folder, atlas={"shape": [SIZE, SIZE, 6], "affine": reordered.affine.tolist()})
     with pytest.raises(WeightsError, match=r"atlas sequences .* do not match the generator's"):
         load_weights(folder)
+
+
+# ---------------------------------------------------------------------------------------------- conditioning
+def test_native_conditioning_round_trip_and_class_count_checks(tmp_path: Path) -> None:
+    scheme = get_scheme("brats2024")
+    torch.manual_seed(0)
+    g = build_generator(dict(SMALL), n_labels=len(scheme.classes("native"))).eval()  # 6 classes
+    folder = save_weights(tmp_path / "w", g, _atlas(), label_scheme="brats2024", lineage=["org/base@v1", "/data/x"])
+    config = json.loads((folder / "config.json").read_text())
+    assert config["conditioning"] == "native" and config["n_labels"] == 6 and config["upsample"] == "resize_conv"
+    assert config["lineage"] == ["org/base@v1", "/data/x"]
+    loaded = load_weights(folder)
+    assert loaded.conditioning == "native" and loaded.generator.n_labels == 6
+    card = (folder / "README.md").read_text()
+    assert "conditioning: `native`" in card and "NETC, SNFH, ET, RC" in card
+    assert "`org/base@v1` <- `/data/x`" in card
+    # 6 labels are not the 5 SAMR classes: refused on save, and on load if the config is edited
+    with pytest.raises(ValueError, match=r"n_labels=6 .* conditioning='samr' has 5 classes"):
+        save_weights(tmp_path / "v", g, _atlas(), label_scheme="brats2024", conditioning="samr")
+    assert not (tmp_path / "v").exists()
+    _edit_config(folder, conditioning="samr")
+    with pytest.raises(WeightsError, match=r"n_labels 6 does not match the 5 'samr' classes"):
+        load_weights(folder)
+    _edit_config(folder, conditioning="onehot")
+    with pytest.raises(WeightsError, match=r"unknown conditioning 'onehot'"):
+        load_weights(folder)
+
+
+def test_legacy_folder_without_conditioning_means_samr(weights: tuple[Path, torch.nn.Module]) -> None:
+    folder, g = weights
+    config = json.loads((folder / "config.json").read_text())
+    del config["conditioning"]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_weights(folder)
+    assert loaded.conditioning == "samr" and loaded.generator.n_labels == 5
+    torch.testing.assert_close(_out(loaded.generator), _out(g))

@@ -283,3 +283,21 @@ def test_from_a_brats_tree_with_aptw(tmp_path: Path) -> None:
     assert len(ds) == 2 and ds[0]["atlas"].shape == (15, 32, 32) and ds[0]["image"].shape == (5, 32, 32)
     samr = get_scheme("brats2024").to_samr(a["seg"], a["brain"])
     np.testing.assert_array_equal(unpad(ds[0]["label"], (10, 12)).numpy(), samr[..., 2])
+
+
+def test_native_conditioning_masks_hold_the_scheme_classes(atlas: Atlas) -> None:
+    inst = slice_instances(_subject(0), atlas, sequences=SEQS, multiple=8, conditioning="native")
+    i = inst[1]  # z = 2: labels 2 (SNFH), 3 (ET) and 4 (RC) of brats2024
+    assert i["mask"].shape == (len(SCHEME.classes("native")), 16, 16) == (6, 16, 16)
+    assert torch.all(i["mask"].sum(0) == 1) and torch.equal(i["mask"].argmax(0), i["label"])
+    a = _arrays(0)
+    native = SCHEME.encode(a["seg"], a["brain"], "native")
+    np.testing.assert_array_equal(i["label"][3:13, 2:14].numpy(), native[..., 2])
+    # decoding gives back the subject's labels inside the lesion (no information lost, unlike SAMR: ET -> tumor)
+    lesion = a["seg"][..., 2] > 0
+    decoded = SCHEME.decode(i["label"][3:13, 2:14].numpy(), "native")
+    np.testing.assert_array_equal(decoded[lesion], a["seg"][..., 2][lesion])
+    ds = SliceDataset([_subject(0)], atlas, sequences=SEQS, multiple=8, conditioning="native")
+    assert torch.equal(ds[1]["mask"], i["mask"])
+    with pytest.raises(ValueError, match="unknown conditioning"):
+        slice_instances(_subject(0), atlas, sequences=SEQS, conditioning="brats")

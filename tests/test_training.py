@@ -398,3 +398,107 @@ def test_recipe_end_to_end_on_the_phantom(tmp_path):
     assert declared["subjects"] == split["train"] and len(declared["phantom_subject_seeds"]) == len(split["train"])
     run = tmp_path / "run"
     assert (run / "split.json").is_file() and (run / "log.csv").is_file() and (run / "grids" / "final.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------ native conditioning
+def _native_dataset(n_subjects: int = 2):
+    """brats2024 subjects (labels 1..4) as 2D instances with native masks (6 classes), no atlas."""
+    from samraug.data.slices import SliceDataset
+
+    subjects = []
+    for s in range(n_subjects):
+        rng = np.random.default_rng(s)
+        brain = np.zeros((32, 32, 3), dtype=bool)
+        brain[4:28, 5:27] = True
+        seg = np.zeros((32, 32, 3), dtype=np.int64)
+        seg[8:16, 8:16] = 2
+        seg[10:14, 10:14] = 1
+        seg[11:13, 11:13] = 3
+        seg[18:22, 18:24] = 4
+        subject = {"seg": seg, "brain": brain, "subject_id": f"n{s}"}
+        for k, name in enumerate(SEQ):
+            img = 100.0 * (k + 1) + 30.0 * seg + 5.0 * rng.standard_normal(seg.shape)
+            subject[name] = np.where(brain, img, 0.0).astype(np.float32)
+        subjects.append(subject)
+    return SliceDataset(subjects, None, sequences=SEQ, scheme="brats2024", conditioning="native", multiple=16)
+
+
+def _native_trainer(**overrides):
+    cfg = preset_config("tiny", batch_size=2, num_workers=0, log_every=1, use_atlas=False, **overrides)
+    return GANTrainer(cfg, sequences=SEQ, label_scheme="brats2024", device="cpu")
+
+
+def test_native_conditioning_trains_with_the_scheme_classes(tmp_path):
+    ds = _native_dataset()
+    assert ds[0]["mask"].shape[0] == 6
+    trainer = _native_trainer(max_steps=2)
+    assert trainer.classes == ("background", "normal_brain", "NETC", "SNFH", "ET", "RC")
+    assert trainer.generator.n_labels == trainer.discriminator.n_labels == trainer.unet.out_channels == 6
+    result = trainer.fit(ds, val_dataset=ds, progress=False)
+    assert all(math.isfinite(v) for v in result.losses.values())
+    assert {"dice_synth/NETC", "dice_synth/RC", "dice_real/lesion"} <= set(result.validation)
+    folder = trainer.export(tmp_path / "w", None, card={"data": "toy"})
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["conditioning"], config["label_scheme"], config["n_labels"]) == ("native", "brats2024", 6)
+    assert "atlas" not in config and not (folder / "atlas.safetensors").exists()
+    # SAMR-class data in a native trainer: a clear error naming the fix
+    samr_ds = SyntheticSliceDataset(2, size=32, sequences=SEQ)
+    with pytest.raises(ValueError, match=r"expects \(B, 6, H, W\).*label_scheme="):
+        trainer.train_step(default_collate([samr_ds[0], samr_ds[1]]))
+    with pytest.raises(ValueError, match="differs from the trainer's scheme"):
+        trainer.export(tmp_path / "v", None, label_scheme="brats2021")
+
+
+# ------------------------------------------------------------------------------------------ --init-from
+def test_init_from_weights_folder_copies_the_generator_and_chains_lineage(tmp_path):
+    ds = _native_dataset()
+    a = _native_trainer(max_steps=1)
+    a.fit(ds, progress=False, validate=False)
+    first = a.export(tmp_path / "a", None)
+    b = _native_trainer(max_steps=1, seed=1)
+    assert not torch.equal(b.generator.mask_encoder[0][0].weight, a.generator.mask_encoder[0][0].weight)
+    assert b.init_from(first) == [str(first)]
+    for k, v in a.generator.state_dict().items():
+        assert torch.equal(b.generator.state_dict()[k], v), k
+    b.fit(ds, progress=False, validate=False)
+    second = b.export(tmp_path / "b", None)
+    c = _native_trainer(max_steps=1)
+    assert c.init_from(str(second)) == [str(second), str(first)]  # its source, then the source's own lineage
+    assert json.loads((second / "config.json").read_text())["lineage"] == [str(first)]
+    assert f"`{first}`" in (second / "README.md").read_text()
+    # architecture mismatches are refused with the differing keys named
+    wider = _native_trainer(generator={"base_channels": 8})
+    with pytest.raises(ValueError, match=r"architecture does not match.*base_channels: weights 16 vs this run 8"):
+        wider.init_from(first)
+    samr = _native_trainer(conditioning="samr")
+    with pytest.raises(ValueError, match=r"n_labels: weights 6 vs this run 5"):
+        samr.init_from(first)
+
+
+def test_init_from_checkpoint_restores_all_networks_and_optimisers(tmp_path):
+    ds = _native_dataset()
+    a = _native_trainer(max_steps=2)
+    a.fit(ds, out_dir=tmp_path / "run", progress=False, validate=False, grids=False)
+    b = _native_trainer(max_steps=1, seed=3, lr=1e-4)
+    lineage = b.init_from(tmp_path / "run" / "checkpoints")  # the root: its latest checkpoint
+    assert lineage == [str(tmp_path / "run" / "checkpoints")] and b.step == 0
+    for name in ("G", "D", "U"):
+        mine, theirs = b._models[name].state_dict(), a._models[name].state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+        sa, sb = a.optimizers[name].state_dict(), b.optimizers[name].state_dict()
+        assert all(torch.equal(sa["state"][i]["exp_avg"], sb["state"][i]["exp_avg"]) for i in sa["state"])
+        assert all(g["lr"] == 1e-4 for g in b.optimizers[name].param_groups)  # this run's lr
+    b.fit(ds, progress=False, validate=False)
+    no_unet = _native_trainer(shape_consistency=False)
+    with pytest.raises(ValueError, match=r"architecture does not match.*shape_consistency"):
+        no_unet.init_from(tmp_path / "run" / "checkpoints" / "step-000000002")
+
+
+def test_recipe_new_flags_map_onto_the_config():
+    recipe = _recipe()
+    args = recipe.parse_args(["--out", "/tmp/x", "--init-from", "org/w@v1", "--lambda-l1", "10", "--threads", "1"])
+    cfg = recipe.build_config(args)
+    assert (cfg.conditioning, cfg.lambda_l1, args.init_from, args.threads) == ("native", 10.0, "org/w@v1", 1)
+    args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
+    cfg = recipe.build_config(args)
+    assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}

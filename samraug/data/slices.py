@@ -1,8 +1,14 @@
-"""2D training instances from 3D subjects: axial slices with their one-hot SAMR mask, atlas stack and stats.
+"""2D training instances from 3D subjects: axial slices with their one-hot class mask, atlas stack and stats.
+
+Labels become model classes with :meth:`samraug.labels.LabelScheme.encode` under a ``conditioning``:
+``"native"`` (background, normal brain, then each lesion label of the scheme) or ``"samr"`` (the paper's 5
+classes; the default here, so existing callers keep SAMR ground truth). Class 0 is always background, 1 normal
+brain and 2.. lesion, whatever the conditioning.
 
 An instance (one axial slice ``z``, the last volume axis) is a dict:
 
-- ``"mask"`` ``(5, H, W)`` float32 one-hot SAMR classes; ``"label"`` ``(H, W)`` int64 SAMR classes;
+- ``"mask"`` ``(K, H, W)`` float32 one-hot model classes (K = number of classes of the conditioning);
+  ``"label"`` ``(H, W)`` int64 model classes;
 - ``"atlas"`` ``(3n, H, W)`` float32 atlas slices z-1, z, z+1 per sequence (absent when no atlas is given);
 - ``"image"`` ``(n, H, W)`` float32 in [-1, 1] (each sequence normalised over the subject's whole brain);
 - ``"brain"`` ``(H, W)`` bool (brain mask, lesion included); ``"z"`` int; ``"subject_id"`` str;
@@ -34,7 +40,7 @@ import torchio as tio
 from torch.utils.data import Dataset
 
 from ..intensity import BACKGROUND_VALUE, denormalize_sequences, robust_normalize_sequences, stats_to_array
-from ..labels import BACKGROUND, BRAIN, EDEMA, SCHEMES, LabelScheme, get_scheme, one_hot
+from ..labels import BACKGROUND, BRAIN, EDEMA, N_CLASSES, SCHEMES, LabelScheme, get_scheme, one_hot
 from .brats import subject_arrays
 
 if TYPE_CHECKING:  # the atlas module imports samraug.data; a runtime import here would be circular
@@ -128,8 +134,9 @@ def unpad(y: Array, size: Sequence[int], value: float | bool = 0) -> Array:
 class PreparedSubject:
     """One subject normalised once, kept for the slices selected from it.
 
-    ``images`` ``(n, X, Y, k)`` float32 normalised, ``label`` ``(X, Y, k)`` uint8 SAMR classes for the ``k``
-    kept slices ``z`` (their indices in the full volume); ``stats`` ``(n, 2)`` float32.
+    ``images`` ``(n, X, Y, k)`` float32 normalised, ``label`` ``(X, Y, k)`` uint8 model classes (``n_classes`` of
+    them, see ``conditioning``) for the ``k`` kept slices ``z`` (their indices in the full volume); ``stats``
+    ``(n, 2)`` float32.
     """
 
     subject_id: str
@@ -139,6 +146,8 @@ class PreparedSubject:
     stats: torch.Tensor
     shape: tuple[int, int, int]
     affine: np.ndarray
+    conditioning: str = "samr"
+    n_classes: int = N_CLASSES
 
     def __post_init__(self) -> None:
         self._pos = {z: k for k, z in enumerate(self.z)}
@@ -203,17 +212,27 @@ def prepare_subject(
     min_brain_voxels: int = 1,
     seg_key: str = "seg",
     brain_key: str = "brain",
+    conditioning: str = "samr",
 ) -> PreparedSubject:
-    """Read, check and normalise one subject and keep its selected slices (see :func:`slice_instances`)."""
+    """Read, check and normalise one subject and keep its selected slices (see :func:`slice_instances`); labels
+    become model classes of ``conditioning`` (``scheme.encode``)."""
     arrays = subject_arrays(subject, sequences, seg_key=seg_key, brain_key=brain_key)
     what = f"subject {arrays.subject_id!r}"
     if atlas is not None:
         atlas.check_grid(arrays.shape, arrays.affine, what)
+    s = _scheme_of(subject, scheme)
+    if s is not None:
+        n_classes = len(s.classes(conditioning))
+    elif conditioning == "samr":
+        n_classes = N_CLASSES
+    else:
+        raise ValueError(
+            f"{what}: conditioning {conditioning!r} needs the label scheme: pass scheme= (e.g. 'brats2024')"
+        )
     if arrays.seg is not None:
-        s = _scheme_of(subject, scheme)
         if s is None:
             raise ValueError(f"{what} has a label map but no scheme: pass scheme= (e.g. 'brats2021')")
-        samr = s.to_samr(arrays.seg, arrays.brain)
+        samr = s.encode(arrays.seg, arrays.brain, conditioning)
     else:
         samr = np.where(arrays.brain, BRAIN, BACKGROUND)
     brain = samr > BACKGROUND
@@ -238,6 +257,8 @@ def prepare_subject(
         stats=torch.from_numpy(stats_to_array(stats)),
         shape=arrays.shape,
         affine=arrays.affine,
+        conditioning=conditioning,
+        n_classes=n_classes,
     )
 
 
@@ -246,7 +267,7 @@ def make_instance(prepared: PreparedSubject, z: int, atlas: Atlas | None, size: 
     k = prepared.local(z)
     label = pad_or_crop(prepared.label[..., k].long(), size, value=BACKGROUND)
     inst: dict[str, Any] = {
-        "mask": one_hot(label),
+        "mask": one_hot(label, prepared.n_classes),
         "label": label,
         "image": pad_or_crop(prepared.images[..., k].clone(), size, value=BACKGROUND_VALUE),  # never a cache view
         "brain": label > BACKGROUND,
@@ -284,6 +305,7 @@ def slice_instances(
     min_brain_voxels: int = 1,
     multiple: int = 32,
     size: Sequence[int] | None = None,
+    conditioning: str = "samr",
 ) -> list[dict[str, Any]]:
     """All training instances of one subject (normalised once), in increasing ``z``.
 
@@ -298,6 +320,7 @@ def slice_instances(
         selection: ``"brain"``, ``"lesion"`` or ``"all"`` (:func:`select_slices`).
         min_brain_voxels: Minimum brain voxels of a ``"brain"``/``"lesion"`` slice.
         multiple: Pad (centred) H and W up to a multiple of this; ``size`` overrides with an explicit (H, W).
+        conditioning: ``"samr"`` (5 SAMR classes) or ``"native"`` (the scheme's classes): the mask's classes.
 
     Example:
         >>> inst = slice_instances(subject, atlas, sequences=["t1n", "t2f"], scheme="brats2024")  # doctest: +SKIP
@@ -313,6 +336,7 @@ def slice_instances(
         z_indices=z_indices,
         selection=selection,
         min_brain_voxels=min_brain_voxels,
+        conditioning=conditioning,
     )
     hw = _instance_size(prepared.shape, multiple, size)
     return [make_instance(prepared, z, atl, hw) for z in prepared.z]
@@ -332,7 +356,8 @@ class SliceDataset(Dataset):
     Args:
         subjects: ``tio.Subject``s or mappings (see :func:`slice_instances`).
         atlas: The atlas, or None (instances then have no ``"atlas"``).
-        sequences, scheme, selection, min_brain_voxels, multiple, size: as in :func:`slice_instances`. Without
+        sequences, scheme, selection, min_brain_voxels, multiple, size, conditioning: as in
+            :func:`slice_instances`. Without
             ``size`` all subjects must share the in-plane shape (they do on an atlas grid).
         cache: Keep the normalised slices in memory.
         transform: Optional callable applied to each instance dict.
@@ -356,8 +381,10 @@ class SliceDataset(Dataset):
         size: Sequence[int] | None = None,
         cache: bool = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        conditioning: str = "samr",
     ) -> None:
         self.subjects = list(subjects)
+        self.conditioning = conditioning
         self.sequences = tuple(sequences)
         self.atlas = _atlas_for(atlas, self.sequences)
         if isinstance(scheme, LabelScheme) and SCHEMES.get(scheme.name) == scheme:
@@ -396,6 +423,7 @@ class SliceDataset(Dataset):
             atlas=self.atlas,
             selection=self.selection,
             min_brain_voxels=self.min_brain_voxels,
+            conditioning=self.conditioning,
         )
 
     def _get(self, i: int) -> PreparedSubject:

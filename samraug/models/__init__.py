@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from samraug.models.discriminator import LabelWiseDiscriminators, PatchDiscriminator
 from samraug.models.generator import (
+    GENERATOR_PRESETS,
     MODEL_TYPES,
     PRESETS,
     Pix2PixGenerator,
@@ -15,6 +16,7 @@ from samraug.models.generator import (
 from samraug.models.unet import UNet
 
 __all__ = [
+    "GENERATOR_PRESETS",
     "MODEL_TYPES",
     "PRESETS",
     "LabelWiseDiscriminators",

@@ -19,19 +19,27 @@ from torch import nn
 
 __all__ = [
     "NORMS",
+    "UPSAMPLE_MODES",
     "ConvNormAct",
     "DoubleConv",
     "NormKind",
     "OutputConv",
+    "ResizeConvNormAct",
     "ResnetBlock",
     "UpConvNormAct",
+    "UpsampleKind",
     "channel_plan",
     "check_divisible",
     "norm_layer",
+    "up_block",
 ]
 
 NormKind = Literal["batch", "instance", "none"]
 NORMS: tuple[str, ...] = ("batch", "instance", "none")
+UpsampleKind = Literal["transposed", "resize_conv"]
+#: Decoder up-sampling: ``transposed`` (3x3 stride-2 transposed conv, pix2pixHD; prone to checkerboard artefacts)
+#: or ``resize_conv`` (nearest-neighbour x2 then a 3x3 conv, Odena et al. 2016: no uneven kernel overlap).
+UPSAMPLE_MODES: tuple[str, ...] = ("transposed", "resize_conv")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -136,7 +144,9 @@ class OutputConv(nn.Conv2d):
         >>> conv = OutputConv(16, 1, 7)
         >>> x = torch.randn(2, 16, 32, 32)
         >>> with torch.no_grad():
-        ...     torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=3), atol=1e-5)
+        ...     padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect")
+        ...     ref = torch.nn.functional.conv2d(padded, conv.weight, conv.bias)
+        ...     torch.allclose(conv(x), ref, atol=1e-5)
         True
     """
 
@@ -166,6 +176,40 @@ class UpConvNormAct(nn.Sequential):
             norm_layer(norm, out_channels),
             nn.ReLU(inplace=True),
         )
+
+
+class ResizeConvNormAct(nn.Sequential):
+    """2x up-sampling by nearest-neighbour resizing then a 3x3 convolution (reflection padding) -> norm -> ReLU.
+
+    Every output pixel sees the same number of input pixels, so unlike a stride-2 transposed convolution it cannot
+    produce a checkerboard pattern (Odena, Dumoulin & Olah, Distill 2016).
+
+    Example:
+        >>> ResizeConvNormAct(8, 4)(torch.zeros(1, 8, 5, 7)).shape
+        torch.Size([1, 4, 10, 14])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch") -> None:
+        _check_norm(norm)
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            ConvNormAct(in_channels, out_channels, 3, norm=norm, act="relu", pad_mode="reflect"),
+        )
+
+
+def up_block(kind: str, in_channels: int, out_channels: int, *, norm: str = "batch") -> nn.Module:
+    """The 2x up-sampling block of a decoder: ``"transposed"`` (:class:`UpConvNormAct`) or ``"resize_conv"``
+    (:class:`ResizeConvNormAct`).
+
+    Example:
+        >>> type(up_block("resize_conv", 8, 4)).__name__
+        'ResizeConvNormAct'
+    """
+    if kind == "transposed":
+        return UpConvNormAct(in_channels, out_channels, norm=norm)
+    if kind == "resize_conv":
+        return ResizeConvNormAct(in_channels, out_channels, norm=norm)
+    raise ValueError(f"unknown upsample {kind!r}; use one of {UPSAMPLE_MODES}")
 
 
 class ResnetBlock(nn.Module):

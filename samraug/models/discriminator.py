@@ -89,7 +89,8 @@ class LabelWiseDiscriminators(nn.Module):
     """The SAMR discriminators: ROI-masked (or global) multi-scale PatchGANs.
 
     Args:
-        n_labels: Channels of the one-hot mask (5 SAMR classes; required for the ROIs when ``label_wise``).
+        n_labels: Channels of the one-hot mask: any class count of :meth:`samraug.labels.LabelScheme.classes`
+            (channel 0 background, 1 normal brain, 2.. lesion classes: the ROIs are built from that layout).
         n_sequences: Image channels.
         base_channels: Channels of the first conv of each PatchGAN.
         n_layers: Stride-2 layers per PatchGAN (pix2pixHD: 3).
@@ -116,10 +117,10 @@ class LabelWiseDiscriminators(nn.Module):
         max_channels: int = 512,
     ) -> None:
         super().__init__()
-        if label_wise and n_labels != N_CLASSES:
+        if label_wise and n_labels < 3:
             raise ValueError(
-                f"label-wise discriminators need the {N_CLASSES} SAMR classes to build the ROIs, got n_labels="
-                f"{n_labels}; use n_labels={N_CLASSES} or label_wise=False"
+                f"label-wise discriminators build their ROIs from background (channel 0), normal brain (1) and "
+                f"lesion classes (2..), so they need n_labels >= 3, got {n_labels}; use label_wise=False"
             )
         if n_scales < 1 or n_sequences < 1:
             raise ValueError(f"n_scales and n_sequences must be >= 1, got {n_scales}, {n_sequences}")

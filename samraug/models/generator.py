@@ -12,7 +12,8 @@ All generators are ``huggingface_hub.PyTorchModelHubMixin`` classes built from J
 generator alone (safetensors, strict loading). For a full weights folder (generator + atlas + model card) use
 :mod:`samraug.hub`.
 
-Presets (:data:`PRESETS`, :func:`build_generator`), all with 5 sequences, 5 labels, 3 atlas slices, BatchNorm,
+Presets (:data:`GENERATOR_PRESETS`, :func:`build_generator`), all with 5 sequences, 5 labels, 3 atlas slices,
+BatchNorm,
 one residual block per decoder branch (params: 5-sequence SAMR generator; GFLOPs: one 256x256 slice, forward):
 
 ========  ====  ===  ======  ===  ========  ======  ===============================================================
@@ -58,30 +59,34 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from samraug.hub import (
+from samraug.models.blocks import (
+    UPSAMPLE_MODES,
+    ConvNormAct,
+    OutputConv,
+    ResnetBlock,
+    channel_plan,
+    check_divisible,
+    up_block,
+)
+from samraug.models.unet import UNet
+from samraug.serialization import (
     CONFIG_NAME,
+    LEGACY_UPSAMPLE,
     META_KEYS,
     MODEL_NAME,
     WeightsError,
-    check_config,
+    check_format_version,
     is_offline,
     load_state_dict_strict,
     read_safetensors,
     save_state_dict,
 )
-from samraug.models.blocks import (
-    ConvNormAct,
-    OutputConv,
-    ResnetBlock,
-    UpConvNormAct,
-    channel_plan,
-    check_divisible,
-)
-from samraug.models.unet import UNet
 
 __all__ = [
     "DEFAULT_SEQUENCES",
+    "GENERATOR_PRESETS",
     "MODEL_TYPES",
+    "MODES",
     "PRESETS",
     "Pix2PixGenerator",
     "SAMRGenerator",
@@ -92,13 +97,18 @@ __all__ = [
 
 DEFAULT_SEQUENCES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f", "aptw")
 MODEL_TYPES: tuple[str, ...] = ("samr", "pix2pixhd", "pix2pix")
+#: Generator modes of a weights config: ``whole`` (whole slices from a mask + atlas), ``local`` (region painting).
+MODES: tuple[str, ...] = ("whole", "local")
 
-#: Architecture presets (SAMRGenerator kwargs); see the module docstring for the reasoning.
-PRESETS: dict[str, dict[str, Any]] = {
+#: Architecture presets (SAMRGenerator kwargs); see the module docstring for the reasoning. Not to be confused
+#: with the training presets of :mod:`samraug.training.config` (``TRAINING_PRESETS``).
+GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"base_channels": 64, "max_channels": 512, "n_down": 5, "n_res_blocks": 9},
     "lite": {"base_channels": 32, "max_channels": 128, "n_down": 5, "n_res_blocks": 6},
     "tiny": {"base_channels": 16, "max_channels": 64, "n_down": 4, "n_res_blocks": 3},
 }
+#: Former name of :data:`GENERATOR_PRESETS` (kept for existing imports).
+PRESETS = GENERATOR_PRESETS
 
 _CARD_TEMPLATE = """
 ---
@@ -201,13 +211,24 @@ class _GeneratorBase(
                 "samraug.hub.save_weights (the config holds the architecture)"
             )
         model_type = config.get("model_type", cls._default_model_type)
-        check_config({**config, "model_type": model_type}, source=f"{model_id}/{CONFIG_NAME}")
-        if generator_class(model_type) is not cls:
+        source = f"{model_id}/{CONFIG_NAME}"
+        check_format_version(config, source)
+        try:
+            other = generator_class(model_type, config.get("mode", "whole"))
+        except ValueError as e:
+            raise WeightsError(f"{source}: {e}") from None
+        if other is not cls:
             raise WeightsError(
                 f"{model_id} holds a {model_type!r} generator, not a {cls.__name__}; load it with "
-                f"{generator_class(model_type).__name__}.from_pretrained or samraug.hub.load_weights"
+                f"{other.__name__}.from_pretrained or samraug.hub.load_weights"
             )
-        model_kwargs = {k: v for k, v in model_kwargs.items() if k not in META_KEYS}
+        model_kwargs = _legacy_kwargs(cls, {k: v for k, v in model_kwargs.items() if k not in META_KEYS})
+        unknown = sorted((set(config) | set(model_kwargs)) - set(cls.init_keys()) - set(META_KEYS) - {"up_mode"})
+        if unknown:
+            raise WeightsError(
+                f"{source} has unknown keys {unknown} for {cls.__name__} (allowed: {list(cls.init_keys())}); the "
+                "weights were written by another tool or a newer samraug"
+            )
         model = cls(**model_kwargs)
         if Path(model_id).is_dir():
             model_file = Path(model_id) / MODEL_NAME
@@ -254,6 +275,9 @@ class SAMRGenerator(_GeneratorBase):
         use_atlas: Use the atlas encoder (False: mask only; ``atlas`` is then ignored).
         decoder_res_blocks: Residual blocks at the start of each decoder (paper: 1; pix2pixHD: 0).
         norm: ``"batch"`` (paper), ``"instance"`` (pix2pixHD) or ``"none"``.
+        upsample: Decoder up-sampling: ``"resize_conv"`` (nearest x2 + 3x3 conv; no checkerboard artefacts; the
+            default) or ``"transposed"`` (3x3 stride-2 transposed conv, pix2pixHD; what configs written before this
+            option mean).
 
     Example:
         >>> g = SAMRGenerator(sequences=("t1n", "t2f"), base_channels=8, max_channels=32, n_down=3, n_res_blocks=1)
@@ -274,9 +298,11 @@ class SAMRGenerator(_GeneratorBase):
         use_atlas: bool = True,
         decoder_res_blocks: int = 1,
         norm: Literal["batch", "instance", "none"] = "batch",
+        upsample: Literal["transposed", "resize_conv"] = "resize_conv",
     ) -> None:
         super().__init__()
         sequences = _check_sequences(sequences)
+        _check_upsample(upsample)
         for name, value, low in (
             ("n_labels", n_labels, 1),
             ("atlas_slices", atlas_slices, 1),
@@ -307,6 +333,7 @@ class SAMRGenerator(_GeneratorBase):
                 "use_atlas": self.use_atlas,
                 "decoder_res_blocks": decoder_res_blocks,
                 "norm": norm,
+                "upsample": upsample,
             }
         )
         chans = channel_plan(base_channels, max_channels, n_down + 1)
@@ -316,7 +343,7 @@ class SAMRGenerator(_GeneratorBase):
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
         n_branches, out_per_branch = (len(sequences), 1) if self.stretch_out else (1, len(sequences))
         self.decoders = nn.ModuleList(
-            _decoder(width, chans, out_per_branch, decoder_res_blocks, norm) for _ in range(n_branches)
+            _decoder(width, chans, out_per_branch, decoder_res_blocks, norm, upsample) for _ in range(n_branches)
         )
 
     @property
@@ -362,7 +389,8 @@ class Pix2PixGenerator(_GeneratorBase):
         max_channels: Channel cap per level.
         depth: Down-samplings (inputs must be multiples of ``2**depth``).
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
-        up_mode: ``"transpose"`` or ``"bilinear"``.
+        upsample: ``"resize_conv"`` (nearest x2 + 3x3 conv, the default), ``"transposed"`` (2x2 transposed conv;
+            configs without the key) or ``"bilinear"`` (bilinear x2 + 1x1 conv).
 
     Example:
         >>> g = Pix2PixGenerator(base_channels=8, max_channels=32, depth=3)
@@ -382,7 +410,7 @@ class Pix2PixGenerator(_GeneratorBase):
         max_channels: int = 512,
         depth: int = 5,
         norm: Literal["batch", "instance", "none"] = "batch",
-        up_mode: Literal["transpose", "bilinear"] = "transpose",
+        upsample: Literal["transposed", "resize_conv", "bilinear"] = "resize_conv",
     ) -> None:
         super().__init__()
         sequences = _check_sequences(sequences)
@@ -397,9 +425,12 @@ class Pix2PixGenerator(_GeneratorBase):
                 "max_channels": max_channels,
                 "depth": depth,
                 "norm": norm,
-                "up_mode": up_mode,
+                "upsample": upsample,
             }
         )
+        if upsample not in _PIX2PIX_UP_MODES:
+            raise ValueError(f"unknown upsample {upsample!r}; use one of {tuple(_PIX2PIX_UP_MODES)}")
+        up_mode = _PIX2PIX_UP_MODES[upsample]
         self.unet = UNet(n_labels, len(sequences), depth, base_channels, norm, up_mode, max_channels)
 
     def forward(self, mask: torch.Tensor, atlas: torch.Tensor | None = None) -> torch.Tensor:
@@ -407,6 +438,14 @@ class Pix2PixGenerator(_GeneratorBase):
         _check_mask(mask, self.n_labels)
         check_divisible(mask, self.n_down, "mask")
         return torch.tanh(self.unet(mask))
+
+
+_PIX2PIX_UP_MODES = {"transposed": "transpose", "resize_conv": "resize_conv", "bilinear": "bilinear"}
+
+
+def _check_upsample(upsample: str) -> None:
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLE_MODES}")
 
 
 def _check_sequences(sequences: Sequence[str]) -> tuple[str, ...]:
@@ -424,11 +463,11 @@ def _encoder(in_channels: int, chans: list[int], norm: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _decoder(width: int, chans: list[int], out_channels: int, n_res: int, norm: str) -> nn.Sequential:
+def _decoder(width: int, chans: list[int], out_channels: int, n_res: int, norm: str, upsample: str) -> nn.Sequential:
     layers: list[nn.Module] = [ResnetBlock(width, norm=norm) for _ in range(n_res)]
     ins = [width, *reversed(chans[1:-1])]
     outs = list(reversed(chans[:-1]))
-    layers += [UpConvNormAct(i, o, norm=norm) for i, o in zip(ins, outs, strict=True)]
+    layers += [up_block(upsample, i, o, norm=norm) for i, o in zip(ins, outs, strict=True)]
     layers += [OutputConv(chans[0], out_channels, 7), nn.Tanh()]
     return nn.Sequential(*layers)
 
@@ -443,8 +482,22 @@ _SAMR_ONLY = ("atlas_slices", "n_res_blocks", "stretch_out", "use_atlas", "decod
 _PIX2PIXHD = {"stretch_out": False, "use_atlas": False, "decoder_res_blocks": 0}
 
 
-def generator_class(model_type: str) -> type[_GeneratorBase]:
-    """The generator class of a ``model_type`` (``samr``, ``pix2pixhd``, ``pix2pix``)."""
+def generator_class(model_type: str, mode: str = "whole") -> type[nn.Module]:
+    """The generator class of a ``model_type`` (``samr``, ``pix2pixhd``, ``pix2pix``) and ``mode`` (``whole``,
+    ``local``: only ``samr``).
+
+    Example:
+        >>> generator_class("samr").__name__
+        'SAMRGenerator'
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {list(MODES)}")
+    if mode == "local":
+        if model_type != "samr":
+            raise ValueError(f"mode 'local' exists for model_type 'samr' only, got {model_type!r}")
+        from samraug.models.local import LocalGenerator
+
+        return LocalGenerator
     try:
         return _CLASSES[model_type]
     except (KeyError, TypeError):
@@ -466,9 +519,11 @@ def build_generator(
     """
     cls = generator_class(model_type)
     if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; use one of {list(PRESETS)} or pass a dict of kwargs")
-        kwargs: dict[str, Any] = dict(PRESETS[preset])
+        if preset not in GENERATOR_PRESETS:
+            raise ValueError(
+                f"unknown preset {preset!r}; use one of {list(GENERATOR_PRESETS)} or pass a dict of kwargs"
+            )
+        kwargs: dict[str, Any] = dict(GENERATOR_PRESETS[preset])
         if cls is Pix2PixGenerator:  # translate the SAMR preset: same width, cap and depth
             kwargs = {_PIX2PIX_FROM_SAMR.get(k, k): v for k, v in kwargs.items() if k not in _SAMR_ONLY}
     elif isinstance(preset, Mapping):
@@ -490,16 +545,36 @@ def build_generator(
 
 
 def generator_from_config(config: Mapping[str, Any]) -> _GeneratorBase:
-    """Build the (untrained) generator a weights config describes (``config.json`` of a weights folder)."""
+    """Build the (untrained) generator a weights config describes (``config.json`` of a weights folder).
+
+    ``mode: "local"`` builds a :class:`samraug.models.local.LocalGenerator`. A config without ``upsample`` was
+    written before the option existed and gets ``"transposed"`` (its tensors are a transposed-conv decoder).
+
+    Example:
+        >>> g = generator_from_config({"model_type": "samr", "n_down": 2, "base_channels": 4, "n_res_blocks": 0})
+        >>> g.config["upsample"]
+        'transposed'
+    """
     if "model_type" not in config:
         raise ValueError(f"config has no 'model_type'; expected one of {list(MODEL_TYPES)}")
-    cls = generator_class(config["model_type"])
-    kwargs = {k: v for k, v in config.items() if k not in META_KEYS}
+    cls = generator_class(config["model_type"], config.get("mode", "whole"))
+    kwargs = _legacy_kwargs(cls, {k: v for k, v in config.items() if k not in META_KEYS})
     _check_keys(cls, kwargs, "config")
     return cls(**kwargs)
 
 
-def _check_keys(cls: type[_GeneratorBase], kwargs: Mapping[str, Any], what: str) -> None:
+def _legacy_kwargs(cls: type[nn.Module], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs of a stored config, with what configs written before an option existed meant."""
+    kwargs = dict(kwargs)
+    if cls is Pix2PixGenerator and "up_mode" in kwargs:
+        up_mode = kwargs.pop("up_mode")
+        kwargs.setdefault("upsample", {"transpose": "transposed"}.get(up_mode, up_mode))
+    if cls in (SAMRGenerator, Pix2PixGenerator):
+        kwargs.setdefault("upsample", LEGACY_UPSAMPLE)
+    return kwargs
+
+
+def _check_keys(cls: type[nn.Module], kwargs: Mapping[str, Any], what: str) -> None:
     unknown = sorted(set(kwargs) - set(cls.init_keys()))
     if unknown:
         raise ValueError(f"{what}: unknown {cls.__name__} arguments {unknown}; allowed: {list(cls.init_keys())}")

@@ -19,7 +19,9 @@ from torch import nn
 
 from samraug.models.blocks import DoubleConv, channel_plan, check_divisible
 
-__all__ = ["UNet"]
+__all__ = ["UP_MODES", "UNet"]
+
+UP_MODES: tuple[str, ...] = ("transpose", "bilinear", "resize_conv")
 
 
 class _Up(nn.Module):
@@ -29,6 +31,11 @@ class _Up(nn.Module):
         super().__init__()
         if up_mode == "transpose":
             self.up: nn.Module = nn.ConvTranspose2d(in_channels, skip_channels, 2, stride=2)
+        elif up_mode == "resize_conv":
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(in_channels, skip_channels, 3, padding=1, padding_mode="reflect"),
+            )
         else:
             self.up = nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
@@ -50,7 +57,8 @@ class UNet(nn.Module):
         depth: Number of 2x down-samplings; inputs must have H and W divisible by ``2**depth``.
         base_channels: Channels of the first level; doubled at every level, capped at ``max_channels``.
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
-        up_mode: ``"transpose"`` (2x2 transposed convolution) or ``"bilinear"`` (bilinear up-sampling + 1x1 conv).
+        up_mode: ``"transpose"`` (2x2 transposed convolution), ``"bilinear"`` (bilinear up-sampling + 1x1 conv) or
+            ``"resize_conv"`` (nearest up-sampling + 3x3 conv: no checkerboard).
         max_channels: Channel cap per level (``None`` for no cap).
 
     Example:
@@ -66,7 +74,7 @@ class UNet(nn.Module):
         depth: int = 4,
         base_channels: int = 32,
         norm: Literal["batch", "instance", "none"] = "batch",
-        up_mode: Literal["transpose", "bilinear"] = "transpose",
+        up_mode: Literal["transpose", "bilinear", "resize_conv"] = "transpose",
         max_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -74,8 +82,8 @@ class UNet(nn.Module):
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
-        if up_mode not in ("transpose", "bilinear"):
-            raise ValueError(f"unknown up_mode {up_mode!r}; use 'transpose' or 'bilinear'")
+        if up_mode not in UP_MODES:
+            raise ValueError(f"unknown up_mode {up_mode!r}; use one of {UP_MODES}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.depth = depth

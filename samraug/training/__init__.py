@@ -10,7 +10,14 @@ Example:
 from __future__ import annotations
 
 from samraug.training.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
-from samraug.training.config import MODEL_TYPES, PRESETS, TrainConfig, model_defaults, preset_config
+from samraug.training.config import (
+    MODEL_TYPES,
+    PRESETS,
+    TRAINING_PRESETS,
+    TrainConfig,
+    model_defaults,
+    preset_config,
+)
 from samraug.training.distributed import DistEnv, init_distributed
 from samraug.training.gan import GANTrainer, TrainResult, image_metrics
 from samraug.training.logging import TrainLogger, sample_grid
@@ -19,6 +26,7 @@ from samraug.training.schedule import LinearDecaySchedule
 __all__ = [
     "MODEL_TYPES",
     "PRESETS",
+    "TRAINING_PRESETS",
     "CheckpointManager",
     "DistEnv",
     "GANTrainer",

@@ -4,7 +4,7 @@
 overrides, discriminators, shape-consistency U-Net), objective, optimisation, runtime. It round-trips through
 JSON (:meth:`TrainConfig.to_dict` / :meth:`TrainConfig.from_dict`), so checkpoints and model cards record it.
 
-Presets (:data:`PRESETS`, :func:`preset_config`): the generator presets of :mod:`samraug.models.generator` plus
+Presets (:data:`TRAINING_PRESETS`, :func:`preset_config`): the generator presets of :mod:`samraug.models.generator` plus
 discriminators and U-Net of matching size.
 
 ========  ==============  =====================  ==================  ======  =====================================
@@ -46,13 +46,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AMP_MODES", "MODEL_TYPES", "PRESETS", "TrainConfig", "model_defaults", "preset_config"]
+from samraug.labels import CONDITIONINGS
+
+__all__ = [
+    "AMP_MODES",
+    "MODEL_TYPES",
+    "PRESETS",
+    "TRAINING_PRESETS",
+    "TrainConfig",
+    "model_defaults",
+    "preset_config",
+]
 
 MODEL_TYPES: tuple[str, ...] = ("samr", "pix2pix", "pix2pixhd")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
 
-#: Per-preset values (everything not listed takes the TrainConfig default).
-PRESETS: dict[str, dict[str, Any]] = {
+#: Per-preset values (everything not listed takes the TrainConfig default). Not to be confused with the
+#: generator architecture presets ``samraug.models.generator.GENERATOR_PRESETS`` they refer to.
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "generator_preset": "paper",
         "discriminator": {"base_channels": 64, "n_layers": 3},
@@ -73,6 +84,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Former name of :data:`TRAINING_PRESETS` (kept for existing imports).
+PRESETS = TRAINING_PRESETS
+
 
 @dataclass
 class TrainConfig:
@@ -86,6 +100,8 @@ class TrainConfig:
         discriminator: :class:`~samraug.models.discriminator.LabelWiseDiscriminators` kwargs (``base_channels``,
             ``n_layers``, ``norm``, ``max_channels``; ``label_wise``/``n_scales`` come from the switches below).
         unet: :class:`~samraug.models.unet.UNet` kwargs (``depth``, ``base_channels``, ``norm``, ``max_channels``).
+        conditioning: The mask classes: ``"native"`` (the data scheme's own lesion labels, default) or ``"samr"``
+            (the paper's 5 classes); see :meth:`samraug.labels.LabelScheme.classes`.
         stretch_out, label_wise_d, use_atlas, shape_consistency: The paper's ablation switches.
         n_scales: Scales per discriminator set (2 in the paper; pix2pix uses 1).
 
@@ -118,6 +134,7 @@ class TrainConfig:
     generator: dict[str, Any] = field(default_factory=dict)
     discriminator: dict[str, Any] = field(default_factory=dict)
     unet: dict[str, Any] = field(default_factory=dict)
+    conditioning: str = "native"
     stretch_out: bool = True
     label_wise_d: bool = True
     use_atlas: bool = True
@@ -152,6 +169,8 @@ class TrainConfig:
         """Raise ``ValueError`` naming the bad field and how to fix it."""
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model_type {self.model_type!r}; use one of {list(MODEL_TYPES)}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {self.conditioning!r}; use one of {list(CONDITIONINGS)}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"unknown amp mode {self.amp!r}; use one of {list(AMP_MODES)}")
         if self.gan_mode not in ("lsgan", "bce", "hinge"):
@@ -259,10 +278,10 @@ def preset_config(preset: str = "tiny", *, model_type: str = "samr", **overrides
         >>> preset_config("lite", model_type="pix2pixhd").label_wise_d
         False
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {list(PRESETS)}")
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {list(TRAINING_PRESETS)}")
     values: dict[str, Any] = {"preset": preset, "model_type": model_type}
-    for key, value in PRESETS[preset].items():
+    for key, value in TRAINING_PRESETS[preset].items():
         values[key] = dict(value) if isinstance(value, dict) else value
     values.update(model_defaults(model_type))
     values.update(overrides)

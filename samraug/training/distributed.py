@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from samraug.device import resolve_device
+
 __all__ = [
     "DistEnv",
     "all_reduce_mean",
@@ -65,19 +67,6 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as e:
         raise ValueError(f"environment variable {name}={value!r} is not an integer; launch with torchrun") from e
-
-
-def resolve_device(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
-    """``None``/"auto" -> ``cuda:local_rank`` when CUDA is available else CPU; ``"cuda"`` -> ``cuda:local_rank``."""
-    if device is None or str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available; pass --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(

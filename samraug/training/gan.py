@@ -35,30 +35,44 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from samraug.labels import CAVITY, EDEMA, LESION_CLASSES, N_CLASSES, TUMOR
+from samraug.hub import (
+    config_conditioning,
+    read_config,
+    resolve_weights,
+    save_weights,
+    scheme_from_config,
+)
+from samraug.labels import EDEMA, LabelScheme, get_scheme
 from samraug.losses import discriminator_objective, generalized_dice_loss, generator_objective
+from samraug.metrics import image_metrics, ssim_map
 from samraug.models.discriminator import LabelWiseDiscriminators
-from samraug.models.generator import build_generator
+from samraug.models.generator import build_generator, generator_from_config
 from samraug.models.unet import UNet
-from samraug.training.checkpoint import CheckpointManager
+from samraug.serialization import (
+    ATLAS_NAME,
+    MODEL_NAME,
+    cast_safetensors,
+    load_state_dict_strict,
+    read_safetensors,
+)
+from samraug.training.checkpoint import STATE_FILE, CheckpointManager, load_checkpoint
 from samraug.training.config import TrainConfig
+from samraug.training.data import GANData, SyntheticSliceDataset, prepare_gan_data
 from samraug.training.distributed import (
     DistEnv,
     all_reduce_mean,
@@ -70,6 +84,7 @@ from samraug.training.distributed import (
 )
 from samraug.training.logging import TrainLogger, sample_grid, write_png
 from samraug.training.schedule import LinearDecaySchedule
+from samraug.training.seeding import SkipSampler, epoch_generator, seed_everything, seed_worker
 
 __all__ = [
     "GANData",
@@ -86,183 +101,20 @@ __all__ = [
 STATE_FORMAT = "samraug-gan-trainer/1"
 #: TrainConfig fields that may differ between a run and its resumption (they do not change the numbers).
 RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "keep_last", "log_every", "grid_samples")
-
-
-# ---------------------------------------------------------------------------------------------------- seeding
-def seed_everything(seed: int) -> None:
-    """Seed python ``random``, numpy's global RNG and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG user code may rely on)
-    torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` in the worker from torch's per-worker seed
-    (itself derived from the loader's seeded generator), so augmentations in workers are reproducible."""
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)  # noqa: NPY002
-    random.seed(s)
-
-
-def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
-    mixed = np.random.SeedSequence([int(seed) % 2**32, int(epoch), int(rank)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(mixed) % 2**63)
-
-
-class _SkipSampler(Sampler[int]):
-    """Yields the indices of ``sampler`` after the first ``skip`` (to resume inside an epoch)."""
-
-    def __init__(self, sampler: Sampler[int], skip: int) -> None:
-        self.sampler = sampler
-        self.skip = int(skip)
-
-    def __iter__(self) -> Iterator[int]:
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it, None)
-        yield from it
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------------------------------- metrics
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11) -> torch.Tensor:
-    """Per-pixel SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03) of ``(B, C, H, W)``
-    images, reflect-padded so the map has the input's size.
-
-    Example:
-        >>> x = torch.rand(1, 1, 16, 16)
-        >>> bool(torch.allclose(ssim_map(x, x), torch.ones(1, 1, 16, 16)))
-        True
-    """
-    if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(
-            f"ssim_map needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
-        )
-    c = x.shape[1]
-    w = _gaussian_window(window, 1.5, x.device).to(x.dtype).expand(c, 1, window, window)
-    pad = window // 2
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), w, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-
-
-def image_metrics(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image, per-sequence L1, PSNR and SSIM inside the brain, for images in [-1, 1].
-
-    ``fake``/``real`` ``(B, n, H, W)``, ``brain`` ``(B, H, W)`` bool. Returns ``{"l1", "psnr", "ssim"}`` each
-    ``(B, n)``: mean absolute error over brain pixels; ``10 log10(range^2 / MSE)`` with range 2 (MSE floored at
-    1e-10); the SSIM map averaged over brain pixels. Images without brain pixels give NaN.
-
-    Example:
-        >>> x = torch.rand(1, 2, 16, 16) * 2 - 1
-        >>> m = image_metrics(x, x, torch.ones(1, 16, 16, dtype=torch.bool))
-        >>> m["l1"].tolist(), m["ssim"].round(decimals=4).tolist()
-        ([[0.0, 0.0]], [[1.0, 1.0]])
-    """
-    fake, real = fake.float(), real.float()
-    w = brain[:, None].to(fake.dtype).expand_as(fake)
-    n = w.sum((2, 3))
-    n_safe = n.clamp_min(1)
-    l1 = ((fake - real).abs() * w).sum((2, 3)) / n_safe
-    mse = (((fake - real) ** 2) * w).sum((2, 3)) / n_safe
-    psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
-    ssim = (ssim_map(fake, real) * w).sum((2, 3)) / n_safe
-    empty = n == 0
-    nan = torch.full_like(l1, float("nan"))
-    return {k: torch.where(empty, nan, v) for k, v in (("l1", l1), ("psnr", psnr), ("ssim", ssim))}
-
-
-# ---------------------------------------------------------------------------------------------------- toy data
-class SyntheticSliceDataset(Dataset):
-    """Random instances in the :mod:`samraug.data.slices` format, for smoke tests and speed benchmarks.
-
-    NOT anatomy: instance ``i`` is drawn from ``torch.Generator().manual_seed(seed + i)`` (so it is the same on
-    every call and in every worker): an elliptic "brain" with a tumor disk, an edema ring around it and, every
-    third instance, a cavity; images are a per-class intensity per sequence plus a fraction of the atlas slice
-    and a little noise; the atlas is a fixed radial pattern (its 3 slices per sequence are shifted copies).
-
-    Example:
-        >>> ds = SyntheticSliceDataset(4, size=32, sequences=("t1n", "t2f"))
-        >>> item = ds[0]
-        >>> item["mask"].shape, item["image"].shape, item["atlas"].shape, item["label"].dtype
-        (torch.Size([5, 32, 32]), torch.Size([2, 32, 32]), torch.Size([6, 32, 32]), torch.int64)
-    """
-
-    def __init__(
-        self,
-        n: int,
-        size: int | tuple[int, int] = 64,
-        sequences: Sequence[str] = ("t1n", "t1c", "t2w", "t2f"),
-        seed: int = 0,
-    ) -> None:
-        self.n = int(n)
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.sequences = tuple(sequences)
-        self.seed = int(seed)
-        h, w = self.size
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        self._grid = (yy, xx)
-        k = len(self.sequences)
-        base = torch.cos(3 * torch.sqrt(yy**2 + xx**2))[None] * torch.linspace(0.3, 0.8, k)[:, None, None]
-        inside = (yy / 0.85) ** 2 + (xx / 0.75) ** 2 <= 1
-        atlas = torch.where(inside, base, torch.full_like(base, -1.0))
-        self._atlas = torch.stack([atlas.roll(s, dims=1) for s in (-1, 0, 1)], 1).reshape(3 * k, h, w)
-        # per-sequence intensity of background, brain, edema, cavity, tumor (distinct contrasts)
-        g = torch.Generator().manual_seed(12345)
-        self._lut = torch.rand(k, N_CLASSES, generator=g) * 1.4 - 0.7
-        self._lut[:, 0] = -1.0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not 0 <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.n} instances")
-        g = torch.Generator().manual_seed(self.seed + int(i))
-        yy, xx = self._grid
-        r = torch.rand(6, generator=g)
-        brain = ((yy - 0.1 * (r[0] - 0.5)) / (0.7 + 0.15 * r[1])) ** 2 + (xx / (0.6 + 0.15 * r[2])) ** 2 <= 1
-        cy, cx = 0.5 * (r[3] - 0.5), 0.4 * (r[4] - 0.5)
-        d = torch.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-        rad = 0.12 + 0.12 * r[5]
-        label = torch.where(brain, 1, 0)
-        label = torch.where(brain & (d < 1.8 * rad), EDEMA, label)
-        label = torch.where(brain & (d < rad), TUMOR, label)
-        if i % 3 == 2:
-            label = torch.where(brain & ((yy - cy - rad) ** 2 + (xx - cx) ** 2 < (0.5 * rad) ** 2), CAVITY, label)
-        label = label.long()
-        mask = F.one_hot(label, N_CLASSES).permute(2, 0, 1).float()
-        k = len(self.sequences)
-        atlas_mid = self._atlas.reshape(k, 3, *self.size)[:, 1]
-        image = self._lut[:, label] + 0.3 * torch.where(brain, atlas_mid, torch.zeros_like(atlas_mid))
-        image = image + 0.02 * torch.randn(image.shape, generator=g)
-        image = torch.where(brain[None], image.clamp(-1, 1), torch.full_like(image, -1.0))
-        return {
-            "mask": mask,
-            "label": label,
-            "atlas": self._atlas.clone(),
-            "image": image.float(),
-            "brain": brain,
-            "z": int(i) % 16,
-            "subject_id": f"toy-{int(i) // 16:03d}",
-            "stats": torch.tensor([[0.0, 1000.0]] * k),
-        }
+#: TrainConfig fields that fix the models' architecture (``--init-from`` a checkpoint must match them).
+ARCHITECTURE_FIELDS = (
+    "model_type",
+    "generator_preset",
+    "generator",
+    "discriminator",
+    "unet",
+    "stretch_out",
+    "label_wise_d",
+    "use_atlas",
+    "shape_consistency",
+    "n_scales",
+    "conditioning",
+)
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -294,11 +146,15 @@ class GANTrainer:
     Args:
         config: The run's :class:`~samraug.training.config.TrainConfig`.
         sequences: Sequence names of the data, in the model's output order.
+        label_scheme: Label scheme of the data; with ``config.conditioning`` it fixes the model classes
+            (``n_labels = len(scheme.classes(conditioning))``: the generator's mask channels, the discriminators'
+            mask channels, the U-Net's outputs). ``"samr"`` (default) has the 5 SAMR classes either way.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``/None; ignored under ``torchrun`` (each rank uses its GPU).
         env: A :class:`~samraug.training.distributed.DistEnv` (default: :func:`init_distributed` with ``device``).
 
     Attributes:
         generator, discriminator, unet: The plain modules (``unet`` is None without shape consistency).
+        scheme, classes, n_labels: The label scheme and the model classes.
         step, epoch, batch_in_epoch: Training position.
 
     Example:
@@ -312,6 +168,7 @@ class GANTrainer:
         config: TrainConfig,
         sequences: Sequence[str],
         *,
+        label_scheme: str | LabelScheme = "samr",
         device: str | torch.device | None = None,
         env: DistEnv | None = None,
     ) -> None:
@@ -320,6 +177,9 @@ class GANTrainer:
         self.sequences = tuple(sequences)
         if not self.sequences:
             raise ValueError("sequences is empty; pass the data's sequence names, e.g. ('t1n', 't1c', 't2w', 't2f')")
+        self.scheme = get_scheme(label_scheme)
+        self.classes: tuple[str, ...] = self.scheme.classes(config.conditioning)
+        self.n_labels = len(self.classes)
         self.env = env if env is not None else init_distributed(device)
         self.device = self.env.device
         cuda = self.device.type == "cuda"
@@ -327,21 +187,12 @@ class GANTrainer:
         self.amp_dtype = self._amp_dtype()
 
         seed_everything(config.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        generator = build_generator(
-            config.generator_preset,
-            model_type=config.model_type,
-            sequences=self.sequences,
-            **config.generator_kwargs(),
-        )
-        discriminator = LabelWiseDiscriminators(
-            n_labels=N_CLASSES, n_sequences=len(self.sequences), **config.discriminator_kwargs()
-        )
-        unet = UNet(len(self.sequences), N_CLASSES, **config.unet) if config.uses_unet else None
+        modules = self.build_models()
+        generator, unet = modules["G"], modules.get("U")
         self.use_atlas = bool(getattr(generator, "use_atlas", False))
         #: H and W of the instances must be multiples of this (generator and U-Net down-samplings).
         self.size_multiple = max(int(getattr(generator, "size_multiple", 1)), 2**unet.depth if unet is not None else 1)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        modules = {"G": generator, "D": discriminator, **({"U": unet} if unet is not None else {})}
         self._models: dict[str, nn.Module] = {}
         for name, m in modules.items():
             m.to(self.device, memory_format=memory_format)
@@ -359,8 +210,27 @@ class GANTrainer:
         self.total_steps: int | None = None
         self.steps_per_epoch: int | None = None
         self._saved_step: int | None = None
+        #: Where the models were initialised from (:meth:`init_from`), newest first; empty for a fresh start.
+        self.lineage: list[str] = []
 
     # ------------------------------------------------------------------ models
+    def build_models(self) -> dict[str, nn.Module]:
+        """The untrained ``{"G": generator, "D": discriminators[, "U": U-Net]}`` of this config (seeded by the
+        caller). Subclasses (the local trainer) override it."""
+        cfg = self.config
+        generator = build_generator(
+            cfg.generator_preset,
+            model_type=cfg.model_type,
+            sequences=self.sequences,
+            n_labels=self.n_labels,
+            **cfg.generator_kwargs(),
+        )
+        discriminator = LabelWiseDiscriminators(
+            n_labels=self.n_labels, n_sequences=len(self.sequences), **cfg.discriminator_kwargs()
+        )
+        unet = UNet(len(self.sequences), self.n_labels, **cfg.unet) if cfg.uses_unet else None
+        return {"G": generator, "D": discriminator, **({"U": unet} if unet is not None else {})}
+
     @property
     def generator(self) -> nn.Module:
         """The plain generator module (not its DDP wrapper)."""
@@ -407,6 +277,13 @@ class GANTrainer:
                 raise KeyError(f"batch has no {key!r}; expected SliceDataset instances (keys mask, image, atlas, ...)")
         b = _to_device({k: batch[k] for k in ("mask", "image", "atlas") if k in batch}, self.device, self.channels_last)
         mask, real = b["mask"].float(), b["image"].float()
+        if mask.dim() != 4 or mask.shape[1] != self.n_labels:
+            raise ValueError(
+                f"batch masks have shape {tuple(mask.shape)} but the trainer expects (B, {self.n_labels}, H, W): the "
+                f"{self.config.conditioning!r} classes of label scheme {self.scheme.name!r} {list(self.classes)}; "
+                "build the GANTrainer with label_scheme=<the data's scheme> and the data with the same conditioning "
+                "(prepare_gan_data(..., conditioning=config.conditioning))"
+            )
         for key in ("image", "atlas"):
             if key in b and not bool(torch.isfinite(b[key]).all()):
                 ids = batch.get("subject_id", "?")
@@ -503,7 +380,7 @@ class GANTrainer:
         """The DataLoader of ``epoch``: sharded, shuffled by ``(seed, epoch)``, skipping ``skip_batches``."""
         sampler = self._sampler(dataset)
         sampler.set_epoch(epoch)
-        use = _SkipSampler(sampler, skip_batches * self.config.batch_size) if skip_batches else sampler
+        use = SkipSampler(sampler, skip_batches * self.config.batch_size) if skip_batches else sampler
         workers = self.config.num_workers
         return DataLoader(
             dataset,
@@ -512,7 +389,7 @@ class GANTrainer:
             drop_last=True,
             num_workers=workers,
             worker_init_fn=seed_worker if workers > 0 else None,
-            generator=_epoch_generator(self.config.seed, epoch, self.env.rank),
+            generator=epoch_generator(self.config.seed, epoch, self.env.rank),
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
@@ -553,6 +430,8 @@ class GANTrainer:
             "format": STATE_FORMAT,
             "config": self.config.to_dict(),
             "sequences": list(self.sequences),
+            "label_scheme": self.scheme.name,
+            "lineage": list(self.lineage),
             "models": {name: unwrap(m).state_dict() for name, m in self._models.items()},
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
@@ -583,6 +462,11 @@ class GANTrainer:
             )
         if tuple(state["sequences"]) != self.sequences:
             raise ValueError(f"checkpoint sequences {state['sequences']} differ from the data's {list(self.sequences)}")
+        if state.get("label_scheme", "samr") != self.scheme.name:
+            raise ValueError(
+                f"the checkpoint was trained on label scheme {state.get('label_scheme', 'samr')!r}, this run has "
+                f"{self.scheme.name!r}; resume with the same data"
+            )
         progress = state["progress"]
         if int(progress.get("world_size", 1)) != self.env.world_size:
             raise ValueError(
@@ -608,6 +492,7 @@ class GANTrainer:
         random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        self.lineage = list(state.get("lineage") or [])
         self.step = int(progress["step"])
         self.epoch = int(progress["epoch"])
         self.batch_in_epoch = int(progress["batch_in_epoch"])
@@ -810,14 +695,15 @@ class GANTrainer:
         Returns a flat dict: ``l1/<seq>``, ``psnr/<seq>``, ``ssim/<seq>`` (inside the brain, images in [-1, 1],
         see :func:`image_metrics`; mean over instances) and their ``/mean`` over sequences; with a U-Net also
         ``dice_synth/<class>`` (U-Net segmentation of G(mask) vs the mask) and ``dice_real/<class>`` (the U-Net on
-        the real images, for reference), per lesion class and ``lesion`` (edema + cavity + tumor), Dice pooled
-        over all instances (NaN when the class is absent from both).
+        the real images, for reference), per lesion class of the conditioning (:meth:`dice_groups`: e.g.
+        ``NETC``, ``SNFH``, ``ET``, ``RC`` for native brats2024, ``edema``, ``cavity``, ``tumor`` for SAMR) and
+        ``lesion`` (all of them), Dice pooled over all instances (NaN when the class is absent from both).
         """
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size, shuffle=False, num_workers=0)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        dice_acc = {src: torch.zeros(4, 3, dtype=torch.float64) for src in ("synth", "real")}
-        groups = {"edema": (EDEMA,), "cavity": (CAVITY,), "tumor": (TUMOR,), "lesion": LESION_CLASSES}
+        groups = self.dice_groups()
+        dice_acc = {src: torch.zeros(len(groups), 3, dtype=torch.float64) for src in ("synth", "real")}
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
@@ -864,176 +750,145 @@ class GANTrainer:
                     result[f"dice_{src}/{group}"] = 2 * tp / denom if denom > 0 else math.nan
         return result
 
+    def dice_groups(self) -> dict[str, tuple[int, ...]]:
+        """Evaluation groups of model classes: each lesion class by name, then ``lesion`` (all lesion classes).
+
+        Example:
+            >>> GANTrainer(preset_config("tiny"), ("t1n",), label_scheme="brats2024").dice_groups()  # doctest: +SKIP
+            {'NETC': (2,), 'SNFH': (3,), 'ET': (4,), 'RC': (5,), 'lesion': (2, 3, 4, 5)}
+        """
+        lesion = tuple(range(2, self.n_labels))
+        groups = {name.replace("/", "-"): (2 + i,) for i, name in enumerate(self.classes[2:])}
+        groups["lesion"] = lesion
+        return groups
+
     # ------------------------------------------------------------------ export
     def export(
         self,
         folder: str | Path,
         atlas: Any,
         *,
-        label_scheme: Any = "samr",
+        label_scheme: str | LabelScheme | None = None,
         card: Mapping[str, Any] | None = None,
         fp16: bool = False,
     ) -> Path:
         """Write the generator as a weights folder (:func:`samraug.hub.save_weights`) on rank 0.
 
-        With ``fp16=True`` the generator tensors and the atlas are stored in float16 (loading casts back to
-        float32); the folder then is about half the size.
+        The config records ``conditioning`` and ``label_scheme`` (the trainer's; ``label_scheme``, if given, must
+        be the same scheme) and ``lineage`` (``--init-from`` sources, newest first). With ``fp16=True`` the
+        generator tensors and the atlas are stored in float16 (loading casts back to float32); the folder then is
+        about half the size.
         """
-        from samraug.hub import save_weights
-
+        if label_scheme is not None and get_scheme(label_scheme) != self.scheme:
+            raise ValueError(
+                f"export(label_scheme={get_scheme(label_scheme).name!r}) differs from the trainer's scheme "
+                f"{self.scheme.name!r}; build the GANTrainer with label_scheme= the data's scheme"
+            )
         folder = Path(folder)
         if self.env.is_main:
             save_weights(
                 folder,
                 self.generator,
                 atlas,
-                label_scheme=label_scheme,
+                label_scheme=self.scheme,
+                conditioning=self.config.conditioning,
                 card=dict(card or {}),
                 dtype=torch.float16 if fp16 else None,
+                lineage=self.lineage or None,
+                **self.export_extras(),
             )
-            if fp16:
-                _cast_safetensors(folder / "atlas.safetensors", torch.float16)
+            if fp16 and atlas is not None:
+                cast_safetensors(folder / ATLAS_NAME, torch.float16)
         barrier(self.env)
         return folder
 
+    def export_extras(self) -> dict[str, Any]:
+        """Extra :func:`samraug.hub.save_weights` keys of this trainer's weights (none for whole slices)."""
+        return {}
 
-def _cast_safetensors(path: Path, dtype: torch.dtype) -> None:
-    """Rewrite a safetensors file with its float32 tensors cast to ``dtype`` (metadata kept; atomic replace)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    # ------------------------------------------------------------------ initialisation from earlier weights
+    def init_from(self, source: str | Path) -> list[str]:
+        """Initialise from earlier training before :meth:`fit` (fine-tuning; the run starts at step 0).
 
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    cast = {k: (v.to(dtype) if v.dtype == torch.float32 else v).contiguous() for k, v in tensors.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(cast, str(tmp), metadata=meta)
-    tmp.replace(path)
+        ``source`` is a weights folder, ``"org/name[@revision]"`` (:func:`samraug.hub.resolve_weights`): the
+        generator only; or a checkpoint folder of a run (``step-XXXXXXXXX``, or a ``checkpoints`` root: its
+        latest): generator, discriminators, U-Net and their optimiser states. The architecture (config,
+        sequences, label scheme, conditioning) must match this trainer's, else ``ValueError`` naming what differs.
+        Returns and records :attr:`lineage`: ``[source, *source's own lineage]`` (written to the exported config
+        and model card).
 
+        Example:
+            >>> trainer.init_from("my-org/samr-tiny@v1")  # doctest: +SKIP
+            ['my-org/samr-tiny@v1']
+        """
+        path = Path(str(source)).expanduser()
+        if path.is_dir() and ((path / STATE_FILE).is_file() or CheckpointManager(path).checkpoints()):
+            lineage = self._init_from_checkpoint(path)
+        else:
+            lineage = self._init_from_weights(source)
+        self.lineage = [str(source), *lineage]
+        return list(self.lineage)
 
-# ---------------------------------------------------------------------------------------------------- recipe data
-@dataclass
-class GANData:
-    """Training data of a recipe run (:func:`prepare_gan_data`)."""
-
-    train: Dataset
-    val: Dataset | None
-    atlas: Any
-    split: dict[str, list[str]]
-    sequences: tuple[str, ...]
-    scheme: str
-    description: str
-    simulated: bool
-
-
-def prepare_gan_data(
-    data: str | Path = "phantom",
-    *,
-    scheme: str | None = None,
-    n_subjects: int | None = None,
-    resolution: float = 2.0,
-    phantom_seed: int = 0,
-    cache_dir: str | Path | None = None,
-    sequences: Sequence[str] | None = None,
-    split_seed: int = 0,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    split_file: str | Path | None = None,
-    multiple: int = 32,
-    selection: str = "brain",
-    min_brain_voxels: int = 1,
-    out_dir: str | Path | None = None,
-    workers: int = 1,
-) -> GANData:
-    """Subjects -> patient-level split -> atlas from the TRAINING split only -> 2D slice data sets.
-
-    Args:
-        data: ``"phantom"`` (samraug's simulated phantom, generated once into a cache with
-            :func:`samraug.data.phantom.ensure_phantom_dataset`) or a BraTS folder.
-        scheme: Label scheme of a BraTS folder (``brats2021``, ``brats2023``, ``brats2024``); required there,
-            since label 4 means different things. The phantom is ``brats2024``.
-        n_subjects: Phantom: number of subjects (default 30). BraTS: use only the first N cases (sorted by id).
-        resolution, phantom_seed, cache_dir, workers: Phantom generation (2 mm -> 99x117 slices padded to 128).
-        sequences: Sequences to use, in order (default: all the data has, e.g. t1n, t1c, t2w, t2f[, aptw]).
-        split_seed, val_fraction, test_fraction: Patient-level split (:func:`samraug.data.splits.patient_split`);
-            or ``split_file`` to reuse a saved split. The split is written to ``out_dir/split.json``.
-        multiple: Slices are padded (centred) to a multiple of this (32: phantom -> 128x128, BraTS -> 256x256).
-        selection, min_brain_voxels: Which axial slices become instances (:func:`samraug.data.slices.select_slices`).
-
-    The atlas is built from the training subjects only, and records them in ``atlas.info["training_data"]``
-    (``subjects``: case ids; phantom: also ``phantom_subject_seeds``), so exported weights declare their training
-    data (a benchmark can check that none of its test subjects was seen).
-
-    Example:
-        >>> d = prepare_gan_data("phantom", n_subjects=10, out_dir="/tmp/run")  # doctest: +SKIP
-        >>> len(d.train), d.sequences  # doctest: +SKIP
-        (640, ('t1n', 't1c', 't2w', 't2f', 'aptw'))
-    """
-    from samraug.atlas import build_atlas
-    from samraug.data.brats import load_brats
-    from samraug.data.slices import SliceDataset
-    from samraug.data.splits import load_split, patient_split, save_split, select_subjects
-
-    if str(data) == "phantom":
-        from samraug.data.phantom import PHANTOM_SEQUENCES, ensure_phantom_dataset
-
-        if scheme not in (None, "brats2024"):
-            raise ValueError(f"the phantom is labelled in scheme 'brats2024', not {scheme!r}; drop --scheme")
-        n = 30 if n_subjects is None else int(n_subjects)
-        root = ensure_phantom_dataset(
-            n, seed=phantom_seed, resolution=resolution, cache_dir=cache_dir, workers=workers, progress=False
-        )
-        scheme = "brats2024"
-        subjects = load_brats(root, scheme=scheme, sequences=list(sequences or PHANTOM_SEQUENCES))
-        description = (
-            f"samraug digital phantom (SIMULATED MR, MNI152 anatomy): {n} subjects, {resolution:g} mm, seed "
-            f"{phantom_seed}"
-        )
-        simulated = True
-    else:
-        root = Path(data)
-        if not root.is_dir():
-            raise FileNotFoundError(f"data folder {root} does not exist; pass a BraTS folder or --data phantom")
-        if scheme is None:
-            raise ValueError(
-                "pass the label scheme of the BraTS folder (--scheme brats2021|brats2023|brats2024): label 4 is "
-                "enhancing tumour in 2021 but resection cavity in 2024"
+    def _init_from_weights(self, source: str | Path) -> list[str]:
+        folder = resolve_weights(source)
+        config = read_config(folder)
+        mine = {"model_type": self.generator.model_type, **self.generator.config}
+        theirs = {"model_type": config["model_type"], **generator_from_config(config).config}
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        what = []
+        if diff:
+            what.append(", ".join(f"{k}: weights {theirs.get(k)!r} vs this run {mine.get(k)!r}" for k in diff))
+        if config.get("mode", "whole") != getattr(self.generator, "mode", "whole"):
+            what.append(f"mode: weights {config.get('mode', 'whole')!r} vs this run {self.generator.mode!r}")
+        if config_conditioning(config) != self.config.conditioning:
+            what.append(
+                f"conditioning: weights {config_conditioning(config)!r} vs this run {self.config.conditioning!r}"
             )
-        subjects = load_brats(root, scheme=scheme, sequences=sequences)
-        if n_subjects is not None:
-            subjects = subjects[: int(n_subjects)]
-        description = f"BraTS folder {root.name} ({len(subjects)} cases, label scheme {scheme})"
-        simulated = False
-    if sequences is None:
-        sequences = tuple(subjects[0].get_images_dict(intensity_only=True))
-    sequences = tuple(sequences)
-    ids = [s["subject_id"] for s in subjects]
-    if split_file is not None:
-        split = load_split(split_file)
-    else:
-        split = patient_split(ids, test_fraction=test_fraction, val_fraction=val_fraction, seed=split_seed)
-    if out_dir is not None:
-        save_split(split, Path(out_dir) / "split.json")
-    train_subjects = select_subjects(subjects, split["train"])
-    val_subjects = select_subjects(subjects, split["val"])
-    atlas = build_atlas(train_subjects, sequences, scheme=scheme)
-    # the weights declare what they were trained on (the atlas travels with them): lets a benchmark verify that
-    # none of its test subjects was seen (phantom subjects by their per-subject seed, case names repeat)
-    training_data: dict[str, Any] = {"subjects": list(split["train"])}
-    if simulated:
-        seeds = json.loads((root / "phantom.json").read_text())["subjects"]
-        training_data = {"phantom_subject_seeds": [int(seeds[i]) for i in split["train"]], **training_data}
-    atlas.info["training_data"] = training_data
-    common = {
-        "sequences": sequences,
-        "scheme": scheme,
-        "selection": selection,
-        "min_brain_voxels": min_brain_voxels,
-        "multiple": multiple,
-    }
-    train = SliceDataset(train_subjects, atlas, **common)
-    val = SliceDataset(val_subjects, atlas, **common) if val_subjects else None
-    description += (
-        f"; split by patient: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test"
-    )
-    return GANData(train, val, atlas, split, sequences, str(scheme), description, simulated)
+        if "label_scheme" in config and scheme_from_config(config["label_scheme"]) != self.scheme:
+            what.append(
+                f"label_scheme: weights {scheme_from_config(config['label_scheme']).name!r} vs this run "
+                f"{self.scheme.name!r}"
+            )
+        if what:
+            raise ValueError(
+                f"--init-from {source}: the architecture does not match this run ({'; '.join(what)}); use the same "
+                "preset / generator options / --conditioning / data as the source, or start from scratch"
+            )
+        tensors, _ = read_safetensors(folder / MODEL_NAME, "generator weights")
+        load_state_dict_strict(self.generator, tensors, source=str(folder / MODEL_NAME))
+        return list(config.get("lineage") or [])
+
+    def _init_from_checkpoint(self, path: Path) -> list[str]:
+        if not (path / STATE_FILE).is_file():
+            latest = CheckpointManager(path).latest()
+            if latest is None:
+                raise FileNotFoundError(f"--init-from {path}: no loadable checkpoint in it")
+            path = latest
+        state = load_checkpoint(path)
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"--init-from {path}: not a GANTrainer checkpoint (format {state.get('format')!r})")
+        saved, mine = dict(state["config"]), self.config.to_dict()
+        diff = sorted(k for k in ARCHITECTURE_FIELDS if saved.get(k) != mine.get(k))
+        what = [f"{k}: checkpoint {saved.get(k)!r} vs this run {mine.get(k)!r}" for k in diff]
+        if tuple(state["sequences"]) != self.sequences:
+            what.append(f"sequences: checkpoint {state['sequences']} vs this run {list(self.sequences)}")
+        if state.get("label_scheme", "samr") != self.scheme.name:
+            what.append(
+                f"label_scheme: checkpoint {state.get('label_scheme', 'samr')!r} vs this run {self.scheme.name!r}"
+            )
+        if set(state["models"]) != set(self._models):
+            what.append(f"models: checkpoint {sorted(state['models'])} vs this run {sorted(self._models)}")
+        if what:
+            raise ValueError(
+                f"--init-from {path}: the architecture does not match this run ({'; '.join(what)}); use the same "
+                "preset / switches / --conditioning / data as the checkpoint's run, or start from scratch"
+            )
+        for name, m in self._models.items():
+            load_state_dict_strict(unwrap(m), state["models"][name], source=f"{path} ({name})")
+            self.optimizers[name].load_state_dict(state["optimizers"][name])
+            for group in self.optimizers[
+                name
+            ].param_groups:  # this run's learning rate, not the end of the old schedule
+                group["lr"] = self.config.lr
+                group["initial_lr"] = self.config.lr
+        return list(state.get("lineage") or [])

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from samraug.device import resolve_device
 from samraug.intensity import BACKGROUND_VALUE
 from samraug.labels import N_CLASSES, SAMR_CLASSES
 from samraug.training.schedule import LinearDecaySchedule
@@ -190,23 +191,6 @@ class EvalVolume:
             raise ValueError(
                 f"EvalVolume {self.subject_id!r}: spacing must be three positive mm values, got {self.spacing}"
             )
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; pass device='cpu' or 'auto'")
-    return dev
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
