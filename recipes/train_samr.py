@@ -32,15 +32,37 @@ import torch
 
 from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
-from samraug.training.config import MODEL_TYPES, TRAINING_PRESETS
+from samraug.training.config import LOCAL_DEFAULTS, MODEL_TYPES, TASKS, TRAINING_PRESETS
 from samraug.training.data import prepare_gan_data
 from samraug.training.distributed import barrier, cleanup_distributed
+from samraug.training.local import LocalGANTrainer
+from samraug.training.local_data import prepare_local_data
+
+WHOLE_NOTES = (
+    "Validation on the held-out patients of the split: L1 / PSNR / SSIM between synthetic and real slices inside "
+    "the brain (intensities normalised to [-1, 1]); dice_synth: Dice of the shape-consistency U-Net's "
+    "segmentation of the SYNTHETIC images against the input mask, dice_real: the same U-Net on the real images "
+    "(reference)."
+)
+LOCAL_NOTES = (
+    "Validation on fixed crops of the held-out patients of the split: L1 / PSNR / SSIM inside the painted region, "
+    "intensities scaled to [0, 1] per subject and sequence; psnr_meanfill: the same PSNR when the region is filled "
+    "with the mean of the known brain voxels of the crop (baseline); psnr_lesion / psnr_blob: lesion painting / "
+    "pseudo-healthy inpainting crops."
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--preset", choices=sorted(TRAINING_PRESETS), default="tiny", help="architecture/schedule preset")
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        default="whole",
+        help="whole: whole slices from mask + atlas; local: repaint a region from the edited mask and the images "
+        "around it (self-supervised 2.5D crops)",
+    )
     g.add_argument(
         "--conditioning",
         choices=CONDITIONINGS,
@@ -75,6 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of patients held out for validation")
     g.add_argument("--split-file", help="reuse a saved split.json instead of drawing one")
     g.add_argument("--min-brain-voxels", type=int, default=1, help="skip axial slices with fewer brain voxels")
+    g = p.add_argument_group("local task (--task local)")
+    g.add_argument("--context-slices", type=int, default=1, help="slices on each side of the painted one (2.5D)")
+    g.add_argument("--crop-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="crop in voxels")
+    g.add_argument("--crops-per-subject", type=int, default=64, help="training crops per subject and epoch")
+    g.add_argument("--val-crops-per-subject", type=int, default=16, help="fixed validation crops per subject")
+    g.add_argument("--lesion-fraction", type=float, default=0.5, help="share of lesion-painting crops (else blobs)")
+    g.add_argument("--margin-mm", type=float, default=4.0, help="lesion dilation of the lesion-painting region")
+    g.add_argument("--blob-mm", type=float, nargs=2, default=(10.0, 40.0), help="healthy blob diameter range (mm)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="training epochs (default: per preset)")
     g.add_argument("--steps", type=int, help="training steps (overrides --epochs)")
@@ -95,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--threads", type=int, help="torch CPU threads")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
     g.add_argument("--log-every", type=int, default=10, help="log scalars every N steps")
+    g.add_argument(
+        "--validate-every", type=int, default=0, help="also validate every N steps, logged to log.csv (0: at the end)"
+    )
+    g.add_argument("--val-batches", type=int, default=0, help="batches of the periodic validation (0: all)")
     g.add_argument("--fp16-weights", action="store_true", help="store the exported generator and atlas in float16")
     g.add_argument("--push-to-hub", metavar="REPO", help="upload the weights folder to this Hub repo (org/name)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,7 +145,16 @@ def build_config(args: argparse.Namespace):
         "sync_bn": args.sync_bn,
         "log_every": args.log_every,
         "conditioning": args.conditioning,
+        "task": args.task,
+        "context_slices": args.context_slices,
+        "crop_size": tuple(args.crop_size),
+        "validate_every": args.validate_every,
+        "val_max_batches": args.val_batches,
     }
+    if args.task == "local":
+        if args.model != "samr":
+            raise SystemExit(f"--task local trains the SAMR local generator, not --model {args.model}")
+        overrides.update(LOCAL_DEFAULTS)
     for flag, field in (
         ("no_stretch_out", "stretch_out"),
         ("no_label_wise_d", "label_wise_d"),
@@ -162,22 +205,43 @@ def main(argv: list[str] | None = None) -> int:
             "split_seed": args.seed,
             "val_fraction": args.val_fraction,
             "split_file": args.split_file,
-            "min_brain_voxels": args.min_brain_voxels,
             "workers": max(1, args.workers),
             "conditioning": args.conditioning,
         }
         if not env.is_main:  # rank 0 generates the phantom cache first
             barrier(env)
-        data = prepare_gan_data(args.data, out_dir=log_dir if env.is_main else None, **data_kwargs)
+        out_dir = log_dir if env.is_main else None
+        if args.task == "local":
+            data = prepare_local_data(
+                args.data,
+                out_dir=out_dir,
+                context_slices=args.context_slices,
+                crop_size=tuple(args.crop_size),
+                crops_per_subject=args.crops_per_subject,
+                val_crops_per_subject=args.val_crops_per_subject,
+                lesion_fraction=args.lesion_fraction,
+                margin_mm=args.margin_mm,
+                blob_mm=tuple(args.blob_mm),
+                seed=args.seed,
+                **data_kwargs,
+            )
+        else:
+            data = prepare_gan_data(args.data, out_dir=out_dir, min_brain_voxels=args.min_brain_voxels, **data_kwargs)
         if env.is_main:
             barrier(env)
-        trainer = GANTrainer(config, data.sequences, label_scheme=data.scheme, env=env)
+        if args.task == "local":
+            trainer = LocalGANTrainer(
+                config, data.sequences, label_scheme=data.scheme, voxel_size=data.voxel_size, env=env
+            )
+        else:
+            trainer = GANTrainer(config, data.sequences, label_scheme=data.scheme, env=env)
         if args.init_from and not args.resume:
             lineage = trainer.init_from(args.init_from)
             if env.is_main:
                 print(f"initialised from: {' <- '.join(lineage)}", file=sys.stderr)
         if env.is_main:
-            print(f"data: {data.description}; {len(data.train)} training slices", file=sys.stderr)
+            unit = "crops" if args.task == "local" else "slices"
+            print(f"data: {data.description}; {len(data.train)} training {unit}", file=sys.stderr)
         result = trainer.fit(
             data.train,
             val_dataset=data.val,
@@ -188,24 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         validation = {k: round(v, 4) for k, v in result.validation.items() if math.isfinite(v)}
         if env.is_main:
             (log_dir / "validation.json").write_text(json.dumps(result.validation, indent=2) + "\n")
+        unit = "crops" if args.task == "local" else "slices"
         card = {
-            "title": f"samraug {config.model_type} generator ({args.preset} preset)",
+            "title": f"samraug {config.model_type} {args.task} generator ({args.preset} preset)",
             "data": data.description,
             "preset": args.preset,
-            "steps": f"{result.steps} ({result.epochs:.1f} epochs of {len(data.train)} slices, batch "
+            "steps": f"{result.steps} ({result.epochs:.1f} epochs of {len(data.train)} {unit}, batch "
             f"{config.batch_size} x {env.world_size} process(es))",
             "command": command,
             "validation": validation or None,
             "simulated": data.simulated,
-            "notes": (
-                "Validation on the held-out patients of the split: L1 / PSNR / SSIM between synthetic and real "
-                "slices inside the brain (intensities normalised to [-1, 1]); dice_synth: Dice of the "
-                "shape-consistency U-Net's segmentation of the SYNTHETIC images against the input mask, "
-                "dice_real: the same U-Net on the real images (reference)."
-            ),
+            "notes": LOCAL_NOTES if args.task == "local" else WHOLE_NOTES,
             "training config": json.dumps(config.to_dict(), sort_keys=True),
         }
-        trainer.export(out, data.atlas, card=card, fp16=args.fp16_weights)
+        trainer.export(out, getattr(data, "atlas", None), card=card, fp16=args.fp16_weights)
         if env.is_main:
             print(f"weights: {out}\nlogs: {log_dir}\nvalidation: {json.dumps(validation)}", file=sys.stderr)
             if args.push_to_hub:

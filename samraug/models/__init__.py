@@ -13,18 +13,23 @@ from samraug.models.generator import (
     generator_class,
     generator_from_config,
 )
+from samraug.models.local import LOCAL_PRESETS, LocalGenerator, build_local_generator, build_local_inputs
 from samraug.models.unet import UNet
 
 __all__ = [
     "GENERATOR_PRESETS",
+    "LOCAL_PRESETS",
     "MODEL_TYPES",
     "PRESETS",
     "LabelWiseDiscriminators",
+    "LocalGenerator",
     "PatchDiscriminator",
     "Pix2PixGenerator",
     "SAMRGenerator",
     "UNet",
     "build_generator",
+    "build_local_generator",
+    "build_local_inputs",
     "generator_class",
     "generator_from_config",
 ]

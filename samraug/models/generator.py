@@ -68,6 +68,7 @@ from samraug.models.blocks import (
     check_divisible,
     up_block,
 )
+from samraug.models.local import LocalGenerator
 from samraug.models.unet import UNet
 from samraug.serialization import (
     CONFIG_NAME,
@@ -495,8 +496,6 @@ def generator_class(model_type: str, mode: str = "whole") -> type[nn.Module]:
     if mode == "local":
         if model_type != "samr":
             raise ValueError(f"mode 'local' exists for model_type 'samr' only, got {model_type!r}")
-        from samraug.models.local import LocalGenerator
-
         return LocalGenerator
     try:
         return _CLASSES[model_type]

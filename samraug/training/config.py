@@ -50,8 +50,10 @@ from samraug.labels import CONDITIONINGS
 
 __all__ = [
     "AMP_MODES",
+    "LOCAL_DEFAULTS",
     "MODEL_TYPES",
     "PRESETS",
+    "TASKS",
     "TRAINING_PRESETS",
     "TrainConfig",
     "model_defaults",
@@ -60,6 +62,7 @@ __all__ = [
 
 MODEL_TYPES: tuple[str, ...] = ("samr", "pix2pix", "pix2pixhd")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
+TASKS: tuple[str, ...] = ("whole", "local")
 
 #: Per-preset values (everything not listed takes the TrainConfig default). Not to be confused with the
 #: generator architecture presets ``samraug.models.generator.GENERATOR_PRESETS`` they refer to.
@@ -83,6 +86,10 @@ TRAINING_PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 50,
     },
 }
+
+#: Objective of the local task (``--task local``) on top of the preset: the in-region L1 term dominates, the
+#: adversarial, feature-matching and shape-consistency terms of the paper keep their weights.
+LOCAL_DEFAULTS: dict[str, Any] = {"lambda_l1": 10.0}
 
 #: Former name of :data:`TRAINING_PRESETS` (kept for existing imports).
 PRESETS = TRAINING_PRESETS
@@ -126,6 +133,14 @@ class TrainConfig:
         log_every: Log scalars every N steps.
         grid_samples: Samples in the per-epoch PNG grid.
         sync_bn: Convert BatchNorm to SyncBatchNorm under DDP.
+        validate_every: Also validate every N steps and log ``val/...`` to the CSV (0: only at the end).
+        val_max_batches: Batches of the periodic validation (0: the whole validation set).
+
+    Task:
+        task: ``"whole"`` (whole slices from mask + atlas) or ``"local"`` (region painting,
+            :mod:`samraug.training.local`; ``generator_preset`` then names a local preset, ``tiny`` or ``lite``).
+        context_slices: Local task: slices on each side of the painted one (2.5D context).
+        crop_size: Local task: training crop (H, W) in voxels.
     """
 
     preset: str = "custom"
@@ -160,15 +175,27 @@ class TrainConfig:
     log_every: int = 10
     grid_samples: int = 4
     sync_bn: bool = False
+    validate_every: int = 0
+    val_max_batches: int = 0
+    task: str = "whole"
+    context_slices: int = 1
+    crop_size: tuple[int, int] = (64, 64)
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and how to fix it."""
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model_type {self.model_type!r}; use one of {list(MODEL_TYPES)}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; use one of {list(TASKS)}")
+        if int(self.context_slices) < 0 or min(self.crop_size) < 1:
+            raise ValueError(
+                f"context_slices must be >= 0 and crop_size positive, got {self.context_slices}, {self.crop_size}"
+            )
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {self.conditioning!r}; use one of {list(CONDITIONINGS)}")
         if self.amp not in AMP_MODES:
@@ -180,7 +207,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "n_scales", "keep_last", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "checkpoint_every", "grid_samples"):
+        for name in ("num_workers", "checkpoint_every", "grid_samples", "validate_every", "val_max_batches"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -216,6 +243,7 @@ class TrainConfig:
         """JSON-able dict (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["crop_size"] = list(self.crop_size)
         return d
 
     @classmethod
@@ -228,6 +256,8 @@ class TrainConfig:
         data = dict(data)
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
+        if "crop_size" in data:
+            data["crop_size"] = tuple(data["crop_size"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from samraug.labels import CAVITY, EDEMA, N_CLASSES, TUMOR
+from samraug.atlas import build_atlas
+from samraug.data.brats import load_brats
+from samraug.data.phantom import PHANTOM_SEQUENCES, ensure_phantom_dataset
+from samraug.data.slices import SliceDataset
+from samraug.data.splits import load_split, patient_split, save_split, select_subjects
+from samraug.labels import CAVITY, CONDITIONINGS, EDEMA, N_CLASSES, TUMOR
 
-__all__ = ["GANData", "SyntheticSliceDataset", "prepare_gan_data"]
+__all__ = ["GANData", "SyntheticSliceDataset", "TrainingSubjects", "load_training_subjects", "prepare_gan_data"]
 
 
 class SyntheticSliceDataset(Dataset):
@@ -169,14 +174,91 @@ def prepare_gan_data(
         >>> len(d.train), d.sequences  # doctest: +SKIP
         (640, ('t1n', 't1c', 't2w', 't2f', 'aptw'))
     """
-    from samraug.atlas import build_atlas
-    from samraug.data.brats import load_brats
-    from samraug.data.slices import SliceDataset
-    from samraug.data.splits import load_split, patient_split, save_split, select_subjects
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {conditioning!r}; use one of {list(CONDITIONINGS)}")
+    loaded = load_training_subjects(
+        data,
+        scheme=scheme,
+        n_subjects=n_subjects,
+        resolution=resolution,
+        phantom_seed=phantom_seed,
+        cache_dir=cache_dir,
+        sequences=sequences,
+        split_seed=split_seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_file=split_file,
+        out_dir=out_dir,
+        workers=workers,
+    )
+    scheme, sequences, split, simulated = loaded.scheme, loaded.sequences, loaded.split, loaded.simulated
+    train_subjects, val_subjects, description = loaded.train, loaded.val, loaded.description
+    atlas = build_atlas(train_subjects, sequences, scheme=scheme)
+    # the weights declare what they were trained on (the atlas travels with them): lets a benchmark verify that
+    # none of its test subjects was seen (phantom subjects by their per-subject seed, case names repeat)
+    training_data: dict[str, Any] = {"subjects": list(split["train"])}
+    if loaded.phantom_seeds is not None:
+        seeds = loaded.phantom_seeds
+        training_data = {"phantom_subject_seeds": [int(seeds[i]) for i in split["train"]], **training_data}
+    atlas.info["training_data"] = training_data
+    common = {
+        "conditioning": conditioning,
+        "sequences": sequences,
+        "scheme": scheme,
+        "selection": selection,
+        "min_brain_voxels": min_brain_voxels,
+        "multiple": multiple,
+    }
+    train = SliceDataset(train_subjects, atlas, **common)
+    val = SliceDataset(val_subjects, atlas, **common) if val_subjects else None
+    description += (
+        f"; split by patient: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test"
+    )
+    description += f"; {conditioning} conditioning"
+    return GANData(train, val, atlas, split, sequences, str(scheme), description, simulated, conditioning)
 
+
+@dataclass
+class TrainingSubjects:
+    """Subjects of a recipe run, split by patient (:func:`load_training_subjects`)."""
+
+    train: list[Any]
+    val: list[Any]
+    split: dict[str, list[str]]
+    sequences: tuple[str, ...]
+    scheme: str
+    description: str
+    simulated: bool
+    #: Phantom: the per-subject seeds, indexed by subject id (None for real data).
+    phantom_seeds: Mapping[str, int] | None = None
+
+
+def load_training_subjects(
+    data: str | Path = "phantom",
+    *,
+    scheme: str | None = None,
+    n_subjects: int | None = None,
+    resolution: float = 2.0,
+    phantom_seed: int = 0,
+    cache_dir: str | Path | None = None,
+    sequences: Sequence[str] | None = None,
+    split_seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    split_file: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 1,
+) -> TrainingSubjects:
+    """The phantom (generated once into a cache) or a BraTS folder as ``tio.Subject``s, split by patient; the split
+    is written to ``out_dir/split.json``. Arguments as in :func:`prepare_gan_data`.
+
+    Example:
+        >>> s = load_training_subjects("phantom", n_subjects=8)  # doctest: +SKIP
+        >>> len(s.train), s.scheme  # doctest: +SKIP
+        (6, 'brats2024')
+    """
+    phantom_seeds = None
     if str(data) == "phantom":
-        from samraug.data.phantom import PHANTOM_SEQUENCES, ensure_phantom_dataset
-
         if scheme not in (None, "brats2024"):
             raise ValueError(f"the phantom is labelled in scheme 'brats2024', not {scheme!r}; drop --scheme")
         n = 30 if n_subjects is None else int(n_subjects)
@@ -190,6 +272,7 @@ def prepare_gan_data(
             f"{phantom_seed}"
         )
         simulated = True
+        phantom_seeds = json.loads((root / "phantom.json").read_text())["subjects"]
     else:
         root = Path(data)
         if not root.is_dir():
@@ -206,7 +289,6 @@ def prepare_gan_data(
         simulated = False
     if sequences is None:
         sequences = tuple(subjects[0].get_images_dict(intensity_only=True))
-    sequences = tuple(sequences)
     ids = [s["subject_id"] for s in subjects]
     if split_file is not None:
         split = load_split(split_file)
@@ -214,32 +296,13 @@ def prepare_gan_data(
         split = patient_split(ids, test_fraction=test_fraction, val_fraction=val_fraction, seed=split_seed)
     if out_dir is not None:
         save_split(split, Path(out_dir) / "split.json")
-    train_subjects = select_subjects(subjects, split["train"])
-    val_subjects = select_subjects(subjects, split["val"])
-    atlas = build_atlas(train_subjects, sequences, scheme=scheme)
-    # the weights declare what they were trained on (the atlas travels with them): lets a benchmark verify that
-    # none of its test subjects was seen (phantom subjects by their per-subject seed, case names repeat)
-    training_data: dict[str, Any] = {"subjects": list(split["train"])}
-    if simulated:
-        seeds = json.loads((root / "phantom.json").read_text())["subjects"]
-        training_data = {"phantom_subject_seeds": [int(seeds[i]) for i in split["train"]], **training_data}
-    atlas.info["training_data"] = training_data
-    from samraug.labels import CONDITIONINGS
-
-    if conditioning not in CONDITIONINGS:
-        raise ValueError(f"unknown conditioning {conditioning!r}; use one of {list(CONDITIONINGS)}")
-    common = {
-        "conditioning": conditioning,
-        "sequences": sequences,
-        "scheme": scheme,
-        "selection": selection,
-        "min_brain_voxels": min_brain_voxels,
-        "multiple": multiple,
-    }
-    train = SliceDataset(train_subjects, atlas, **common)
-    val = SliceDataset(val_subjects, atlas, **common) if val_subjects else None
-    description += (
-        f"; split by patient: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test"
+    return TrainingSubjects(
+        train=select_subjects(subjects, split["train"]),
+        val=select_subjects(subjects, split["val"]),
+        split=split,
+        sequences=tuple(sequences),
+        scheme=str(scheme),
+        description=description,
+        simulated=simulated,
+        phantom_seeds=phantom_seeds,
     )
-    description += f"; {conditioning} conditioning"
-    return GANData(train, val, atlas, split, sequences, str(scheme), description, simulated, conditioning)

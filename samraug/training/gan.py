@@ -89,6 +89,7 @@ from samraug.training.seeding import SkipSampler, epoch_generator, seed_everythi
 __all__ = [
     "GANData",
     "GANTrainer",
+    "StepInputs",
     "SyntheticSliceDataset",
     "TrainResult",
     "image_metrics",
@@ -100,7 +101,15 @@ __all__ = [
 
 STATE_FORMAT = "samraug-gan-trainer/1"
 #: TrainConfig fields that may differ between a run and its resumption (they do not change the numbers).
-RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "keep_last", "log_every", "grid_samples")
+RESUME_FREE_FIELDS = (
+    "num_workers",
+    "checkpoint_every",
+    "keep_last",
+    "log_every",
+    "grid_samples",
+    "validate_every",
+    "val_max_batches",
+)
 #: TrainConfig fields that fix the models' architecture (``--init-from`` a checkpoint must match them).
 ARCHITECTURE_FIELDS = (
     "model_type",
@@ -119,6 +128,24 @@ ARCHITECTURE_FIELDS = (
 
 # ---------------------------------------------------------------------------------------------------- trainer
 @dataclass
+class StepInputs:
+    """What one training step needs from a batch (on the device).
+
+    Attributes:
+        generator_args: Positional arguments of the generator (whole slices: ``(mask, atlas)``; local:
+            ``(mask, context)``).
+        mask: ``(B, K, H, W)`` one-hot classes the discriminators and the shape-consistency U-Net see.
+        real: ``(B, S, H, W)`` real images in [-1, 1] (the target).
+        l1_weight: ``(B, 1, H, W)`` where the L1 reconstruction term counts (None: everywhere).
+    """
+
+    generator_args: tuple[Any, ...]
+    mask: torch.Tensor
+    real: torch.Tensor
+    l1_weight: torch.Tensor | None = None
+
+
+@dataclass
 class TrainResult:
     """What :meth:`GANTrainer.fit` returns: steps done, last logged losses, validation numbers, wall time."""
 
@@ -129,7 +156,8 @@ class TrainResult:
     seconds: float
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+def batch_to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    """The tensors of ``batch`` on ``device`` (4D ones channels-last when asked); other values as they are."""
     out: dict[str, Any] = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
@@ -271,19 +299,17 @@ class GANTrainer:
             name: LinearDecaySchedule(opt, self.total_steps, decay_start) for name, opt in self.optimizers.items()
         }
 
-    def _inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _inputs(self, batch: Mapping[str, Any]) -> StepInputs:
+        """Device tensors of a batch: what G is called with, the one-hot mask D and U see, the real images and
+        where the L1 term counts. Subclasses (the local trainer) override it."""
         for key in ("mask", "image"):
             if key not in batch:
                 raise KeyError(f"batch has no {key!r}; expected SliceDataset instances (keys mask, image, atlas, ...)")
-        b = _to_device({k: batch[k] for k in ("mask", "image", "atlas") if k in batch}, self.device, self.channels_last)
+        b = batch_to_device(
+            {k: batch[k] for k in ("mask", "image", "atlas") if k in batch}, self.device, self.channels_last
+        )
         mask, real = b["mask"].float(), b["image"].float()
-        if mask.dim() != 4 or mask.shape[1] != self.n_labels:
-            raise ValueError(
-                f"batch masks have shape {tuple(mask.shape)} but the trainer expects (B, {self.n_labels}, H, W): the "
-                f"{self.config.conditioning!r} classes of label scheme {self.scheme.name!r} {list(self.classes)}; "
-                "build the GANTrainer with label_scheme=<the data's scheme> and the data with the same conditioning "
-                "(prepare_gan_data(..., conditioning=config.conditioning))"
-            )
+        self._check_mask(mask)
         for key in ("image", "atlas"):
             if key in b and not bool(torch.isfinite(b[key]).all()):
                 ids = batch.get("subject_id", "?")
@@ -291,30 +317,43 @@ class GANTrainer:
                     f"batch {key!r} contains NaN/inf (subjects {ids}); fix the input volumes (e.g. np.nan_to_num) "
                     "before training"
                 )
-        if real.shape[1] != len(self.sequences):
-            raise ValueError(
-                f"batch images have {real.shape[1]} sequences but the trainer was built for {len(self.sequences)} "
-                f"{self.sequences}; build the data set with the same sequences"
-            )
+        self._check_sequences(real)
         atlas = None
         if self.use_atlas:
             if "atlas" not in b:
                 raise KeyError("the generator uses an atlas but the batch has no 'atlas'; build the data with an atlas")
             atlas = b["atlas"].float()
-        return mask, real, atlas
+        return StepInputs(generator_args=(mask, atlas), mask=mask, real=real)
+
+    def _check_mask(self, mask: torch.Tensor) -> None:
+        if mask.dim() != 4 or mask.shape[1] != self.n_labels:
+            raise ValueError(
+                f"batch masks have shape {tuple(mask.shape)} but the trainer expects (B, {self.n_labels}, H, W): the "
+                f"{self.config.conditioning!r} classes of label scheme {self.scheme.name!r} {list(self.classes)}; "
+                "build the GANTrainer with label_scheme=<the data's scheme> and the data with the same conditioning "
+                "(prepare_gan_data(..., conditioning=config.conditioning))"
+            )
+
+    def _check_sequences(self, real: torch.Tensor) -> None:
+        if real.shape[1] != len(self.sequences):
+            raise ValueError(
+                f"batch images have {real.shape[1]} sequences but the trainer was built for {len(self.sequences)} "
+                f"{self.sequences}; build the data set with the same sequences"
+            )
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One D, U and G update on ``batch``; returns detached scalar losses (see the module docstring)."""
         if not self.schedulers:
             raise RuntimeError("call setup_schedule(total_steps) (or fit) before train_step")
         cfg = self.config
-        mask, real, atlas = self._inputs(batch)
+        inputs = self._inputs(batch)
+        mask, real = inputs.mask, inputs.real
         G, D = self._models["G"], self._models["D"]
         U = self._models.get("U")
         for m in self._models.values():
             m.train()
         with self._autocast():
-            fake = G(mask, atlas)
+            fake = G(*inputs.generator_args)
         out: dict[str, torch.Tensor] = {}
 
         # (1) discriminators on real vs detached fake
@@ -360,7 +399,12 @@ class GANTrainer:
                 gan_mode=cfg.gan_mode,
                 fm_norm=cfg.fm_norm,
             )
-            l1 = (fake.float() - real).abs().mean()
+            err = (fake.float() - real).abs()
+            if inputs.l1_weight is None:
+                l1 = err.mean()
+            else:  # mean over the weighted pixels (the region), all sequences
+                w = inputs.l1_weight.to(err.dtype).expand_as(err)
+                l1 = (err * w).sum() / w.sum().clamp_min(1.0)
             total = lg["total"] + cfg.lambda_l1 * l1 if cfg.lambda_l1 > 0 else lg["total"]
             self.optimizers["G"].zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
@@ -612,6 +656,17 @@ class GANTrainer:
                         self.save_grid(out / "grids" / f"epoch-{self.epoch:04d}.png", grid_batch, logger)
                     self.epoch += 1
                     self.batch_in_epoch = 0
+                if (
+                    cfg.validate_every
+                    and val_dataset is not None
+                    and self.step % cfg.validate_every == 0
+                    and self.step < total_steps
+                ):
+                    if is_main:
+                        periodic = self.evaluate(val_dataset, max_batches=cfg.val_max_batches or None)
+                        if logger is not None:
+                            logger.log(self.step, {f"val/{k}": v for k, v in periodic.items()}, epoch=self.epoch)
+                    barrier(self.env)
                 if manager is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint(manager)
                 if self.step >= end or epoch_done:
@@ -658,13 +713,13 @@ class GANTrainer:
     @torch.inference_mode()
     def synthesize(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Generator output (eval mode) for ``batch`` and, with a U-Net, its segmentation of the output."""
-        mask, _, atlas = self._inputs(batch)
+        inputs = self._inputs(batch)
         g = self.generator
         was = g.training
         g.eval()
         try:
             with self._autocast():
-                fake = g(mask, atlas).float()
+                fake = g(*inputs.generator_args).float()
             seg = None
             if self.unet is not None:
                 u = self.unet

@@ -41,6 +41,8 @@ __all__ = ["SAMR_COLORS", "TrainLogger", "sample_grid", "save_sample_grid", "wri
 
 #: RGB colour of each SAMR class: background, normal brain, edema, cavity, tumor.
 SAMR_COLORS = np.array([[0, 0, 0], [128, 128, 128], [40, 200, 40], [40, 90, 230], [240, 220, 30]], dtype=np.uint8)
+#: Colours of further classes (native conditioning can have more than 5), cycled: magenta, cyan, orange, red.
+_EXTRA_COLORS = np.array([[220, 60, 220], [60, 220, 220], [250, 140, 30], [230, 40, 40]], dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------------- PNG
@@ -89,8 +91,10 @@ def _gray(x: torch.Tensor) -> np.ndarray:
 
 
 def _colour(label: torch.Tensor) -> np.ndarray:
-    lab = label.detach().cpu().long().clamp(0, len(SAMR_COLORS) - 1).numpy()
-    return SAMR_COLORS[_display(lab)]
+    lab = _display(label.detach().cpu().long().clamp_min(0).numpy())
+    n = len(SAMR_COLORS)
+    extra = _EXTRA_COLORS[np.maximum(lab - n, 0) % len(_EXTRA_COLORS)]
+    return np.where((lab < n)[..., None], SAMR_COLORS[np.minimum(lab, n - 1)], extra)
 
 
 def sample_grid(
