@@ -3,15 +3,21 @@
 A *weights folder* is exactly what :func:`push_to_hub` uploads:
 
 - ``config.json``: the generator's architecture kwargs (``sequences`` included) plus ``model_type``,
-  ``label_scheme``, ``normalization``, ``atlas`` (geometry: spatial ``shape`` and 4x4 ``affine``),
-  ``samraug_version`` and ``format_version``;
+  ``mode`` (``"whole"``, the default when absent, or ``"local"``), ``conditioning`` (``"native"``: the label
+  scheme's own classes, or ``"samr"``: the paper's 5; absent in legacy folders, which mean ``"samr"``),
+  ``label_scheme``, ``normalization``, ``atlas`` (geometry: spatial ``shape`` and 4x4 ``affine``; absent for
+  generators without atlas), local generators' ``voxel_size`` and ``crop_size``, ``lineage`` (``--init-from``
+  sources, newest first), ``samraug_version`` and ``format_version``. ``n_labels`` always equals the class count
+  of ``label_scheme`` under ``conditioning``;
 - ``model.safetensors``: the generator's tensors (float32, or float16 for compact storage; loading casts back);
-- ``atlas.safetensors``: the :class:`samraug.atlas.Atlas` (the generator is useless without it);
+- ``atlas.safetensors``: the :class:`samraug.atlas.Atlas` (whole-slice generators are useless without it; a
+  local generator has none);
 - ``README.md``: the model card.
 
 :func:`resolve_weights` turns ``None`` (the bundled demo weights), a local folder, ``"org/name"`` or
 ``"org/name@revision"`` into a local folder (through ``huggingface_hub.snapshot_download``, honouring
-``HF_HUB_OFFLINE``); :func:`load_weights` loads it strictly. No pickle anywhere: safetensors and JSON only.
+``HF_HUB_OFFLINE``); :func:`load_weights` loads it strictly. No pickle anywhere: safetensors and JSON only. The
+low-level safetensors helpers live in :mod:`samraug.serialization` (re-exported here).
 
 Example:
     >>> from samraug.hub import load_weights, save_weights

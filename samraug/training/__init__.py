@@ -20,6 +20,7 @@ from samraug.training.config import (
 )
 from samraug.training.distributed import DistEnv, init_distributed
 from samraug.training.gan import GANTrainer, TrainResult, image_metrics
+from samraug.training.local import LocalGANTrainer
 from samraug.training.logging import TrainLogger, sample_grid
 from samraug.training.schedule import LinearDecaySchedule
 
@@ -31,6 +32,7 @@ __all__ = [
     "DistEnv",
     "GANTrainer",
     "LinearDecaySchedule",
+    "LocalGANTrainer",
     "TrainConfig",
     "TrainLogger",
     "TrainResult",

@@ -1,17 +1,21 @@
 """The SAMR GAN trainer (paper eq. 5): generator, label-wise discriminators, shape-consistency U-Net.
 
 One optimisation step of :class:`GANTrainer` (``train_step``), on a batch of 2D instances
-(:mod:`samraug.data.slices`: ``mask`` x, ``image`` y, ``atlas``):
+(:mod:`samraug.data.slices`: ``mask`` x, ``image`` y, ``atlas``; ``_inputs`` turns a batch into a
+:class:`StepInputs`, which the local trainer overrides). The classes of ``x`` are those of the data's label scheme
+under ``config.conditioning`` (``native``: the scheme's own lesion labels; ``samr``: the paper's 5 classes):
 
 0. ``fake = G(x, atlas)`` (one generator forward, reused below).
 1. **Discriminators**: ``discriminator_objective(D(x, y), D(x, fake.detach()))``; Adam step on D.
 2. **U-Net** (shape consistency on): ``GDL(x, softmax(U(y)))`` on REAL images; Adam step on U.
 3. **Generator**: ``generator_objective``: ``GAN(D(x, fake)) + lambda_fm * FM(D(x, y), D(x, fake)) +
-   lambda_lc * GDL(x, softmax(U(fake)))`` (+ ``lambda_l1 * |fake - y|`` for pix2pix). D and U are frozen for
-   this step (``requires_grad_(False)`` on their parameters, and their plain modules are called, not their DDP
-   wrappers), so no gradient accumulates into them; only G's optimizer steps. D's real features are taken with
-   the D of step 1 after its update, the same D that scores the fake. U stays in train mode (batch statistics,
-   as it was trained), so its BatchNorm running statistics also see the synthetic batch.
+   lambda_lc * GDL(x, softmax(U(fake)))`` (+ ``lambda_l1 * |fake - y|``, an L1 reconstruction term: 100 for
+   pix2pix; the local task (:mod:`samraug.training.local`) counts it inside the painted region only). D and U
+   are frozen for this step (``requires_grad_(False)`` on their parameters, and their plain modules are
+   called, not their DDP wrappers), so no gradient accumulates into them; only G's optimizer steps. D's real
+   features are taken with the D of step 1 after its update, the same D that scores the fake. U stays in
+   train mode (batch statistics, as it was trained), so its BatchNorm running statistics also see the
+   synthetic batch.
 4. The three learning-rate schedules advance (:class:`~samraug.training.schedule.LinearDecaySchedule`:
    constant for the first ``decay_start`` fraction of the steps, then linear to 0; per step, not per epoch).
 
@@ -25,6 +29,9 @@ states (torch CPU/CUDA, numpy, python) and the position (step, epoch, batches do
 re-creates the epoch's sampler and skips the batches already done, so on CPU a resumed run is bitwise the run
 that was never interrupted (with ``num_workers=0``, or a dataset without randomness of its own). Under DDP only
 rank 0 writes (between barriers) and its RNG state is restored on every rank on resume.
+
+Seeding (:mod:`samraug.training.seeding`), data preparation (:mod:`samraug.training.data`) and image metrics
+(:mod:`samraug.metrics`) live in their own modules; their names stay importable from here.
 
 Example:
     >>> from samraug.training import GANTrainer, preset_config
