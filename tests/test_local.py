@@ -294,3 +294,28 @@ def test_local_trainer_errors() -> None:
     batch = default_collate([_crops(context_slices=0)[i] for i in range(2)])
     with pytest.raises(ValueError, match=r"expected \(B, 3, H, W\).*context_slices=1"):
         trainer._inputs(batch)
+
+
+@pytest.mark.slow  # simulates 3 phantom subjects (~30 s) before two local training steps
+def test_recipe_local_task_end_to_end_on_the_phantom(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "train_samr.py"
+    spec = importlib.util.spec_from_file_location("train_samr", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    out = tmp_path / "local"
+    argv = ["--task", "local", "--n-subjects", "3", "--cache-dir", str(tmp_path / "cache"), "--steps", "2"]
+    argv += ["--batch-size", "2", "--workers", "0", "--out", str(out), "--log-dir", str(tmp_path / "run")]
+    argv += ["--no-progress", "--val-fraction", "0.34", "--crops-per-subject", "4", "--val-crops-per-subject", "2"]
+    argv += ["--validate-every", "1"]
+    assert recipe.main(argv) == 0
+    w = load_weights(out)
+    assert w.mode == "local" and w.conditioning == "native" and w.atlas is None
+    assert w.config["voxel_size"] == [2.0, 2.0, 2.0] and w.config["crop_size"] == [64, 64]
+    assert w.generator.n_labels == 6 and w.config["context_slices"] == 1
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert "val/psnr/mean" in rows[0] and "val/psnr_meanfill/mean" in rows[0]
+    card = (out / "README.md").read_text()
+    assert "--task local" in card and "psnr_meanfill" in card

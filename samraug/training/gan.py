@@ -672,7 +672,8 @@ class GANTrainer:
                     if is_main:
                         periodic = self.evaluate(val_dataset, max_batches=cfg.val_max_batches or None)
                         if logger is not None:
-                            logger.log(self.step, {f"val/{k}": v for k, v in periodic.items()}, epoch=self.epoch)
+                            finite = {f"val/{k}": v for k, v in periodic.items() if math.isfinite(v)}
+                            logger.log(self.step, finite, epoch=self.epoch)
                     barrier(self.env)
                 if manager is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint(manager)
