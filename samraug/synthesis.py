@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from samraug.data.slices import pad_or_crop
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
 from samraug.labels import N_CLASSES, one_hot
+from samraug.padding import pad_or_crop
 
 __all__ = ["Synthesizer", "get_synthesizer", "register_synthesizer", "resolve_device", "resolve_dtype"]
 
