@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
+from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
 from samraug.transforms import (
     _DONOR_POOLS,
@@ -78,6 +79,7 @@ from samraug.transforms import (
     _plan_subject,
     _set_label,
     _View,
+    check_lesion_in_brain,
     prepare_subject,
     register_donors,
     scheme_from_plain,
@@ -154,7 +156,8 @@ class SAMRAugmentedDataset(Dataset):
     Args:
         real_ds: A map-style dataset of ``tio.Subject``, dicts or ``(image, label)`` tuples (module docstring).
         ratio: Synthetic fraction of the mixed dataset, in [0, 1); ``len = round(len(real_ds) / (1 - ratio))``.
-            0 gives the real dataset unchanged.
+            0 gives the real dataset unchanged. Default 0.5 (unless ``n_synthetic`` is given).
+        n_synthetic: The number of synthetic items instead of a ratio: ``len = len(real_ds) + n_synthetic``.
         weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: Label scheme of the items (default: a subject's ``scheme`` attribute / a dict's ``"scheme"``
@@ -183,8 +186,9 @@ class SAMRAugmentedDataset(Dataset):
     def __init__(
         self,
         real_ds: Any,
-        ratio: float = 0.5,
+        ratio: float | None = None,
         *,
+        n_synthetic: int | None = None,
         weights: str | Synthesizer | None = None,
         scheme: str | LabelScheme | None = None,
         editor: Any = None,
@@ -203,7 +207,17 @@ class SAMRAugmentedDataset(Dataset):
         device: str = "auto",
         dtype: str = "auto",
     ) -> None:
-        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
+        if ratio is not None and n_synthetic is not None:
+            raise ValueError(
+                "pass either ratio= (the synthetic fraction) or n_synthetic= (the number of synthetic items), not both"
+            )
+        if n_synthetic is not None and (
+            isinstance(n_synthetic, bool) or not isinstance(n_synthetic, (int, np.integer)) or n_synthetic < 0
+        ):
+            raise ValueError(f"n_synthetic must be an integer >= 0 (a count of synthetic items), not {n_synthetic!r}")
+        if ratio is None and n_synthetic is None:
+            ratio = 0.5
+        if ratio is not None and (not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0):
             raise ValueError(
                 f"ratio must be in [0, 1) (the synthetic fraction of the mixed dataset), got {ratio!r}; "
                 "ratio=0.5 doubles the dataset with as many synthetic samples as real ones"
@@ -214,7 +228,18 @@ class SAMRAugmentedDataset(Dataset):
             raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
         self.real_ds = real_ds
         self.n_real = len(real_ds)
-        self.ratio = float(ratio)
+        if n_synthetic is None:
+            n_synthetic = 0 if float(ratio) == 0 else round(self.n_real / (1.0 - float(ratio))) - self.n_real
+            if float(ratio) > 0 and n_synthetic == 0:
+                warnings.warn(
+                    f"ratio={ratio} on {self.n_real} real items gives 0 synthetic items; raise the ratio or pass "
+                    "n_synthetic=<the number of synthetic items>",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        self.n_synthetic = int(n_synthetic)
+        total = self.n_real + self.n_synthetic
+        self.ratio = float(ratio) if ratio is not None else (self.n_synthetic / total if total else 0.0)
         self.seed = int(seed)
         self.batched = bool(batched)
         self.editor = editor
@@ -237,9 +262,9 @@ class SAMRAugmentedDataset(Dataset):
         else:
             self.donors = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
             self._donor_key = register_donors(self.donors)
-        self._length = self.n_real if self.ratio == 0 else round(self.n_real / (1.0 - self.ratio))
+        self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
-        if self.ratio > 0:
+        if self.n_synthetic > 0:
             if self.n_real == 0:
                 raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
             self.layout = self._detect(real_ds[0], image_key, label_key, brain_key, scheme, sequence_map, intensity)
@@ -371,12 +396,21 @@ class SAMRAugmentedDataset(Dataset):
         if isinstance(item, Mapping) and self.atlas_key in item:
             return None
         z = self.z
+        value: int | None = None
         if callable(z):
-            return int(z(item))
-        if isinstance(z, (int, np.integer)):
-            return int(z)
-        if isinstance(z, str) and isinstance(item, Mapping) and z in item:
-            return int(_as_tensor(item[z]).reshape(-1)[0])
+            value = int(z(item))
+        elif isinstance(z, (int, np.integer)):
+            value = int(z)
+        elif isinstance(z, str) and isinstance(item, Mapping) and z in item:
+            value = int(_as_tensor(item[z]).reshape(-1)[0])
+        if value is not None:
+            depth = self.synthesizer.atlas.shape[-1]
+            if not 0 <= value < depth:
+                raise ValueError(
+                    f"axial atlas slice z={value} is outside the atlas (0..{depth - 1}); the item's z must index the "
+                    "atlas grid's last axis"
+                )
+            return value
         raise ValueError(
             "2D items need the axial atlas slice they come from: give the items an 'atlas' stack or a 'z' entry, "
             "or pass z=<int> (the same slice for all) or z=<function item -> int>"
@@ -391,6 +425,13 @@ class SAMRAugmentedDataset(Dataset):
         return self._index(index) >= self.n_real
 
     def _index(self, index: int) -> int:
+        if isinstance(index, torch.Tensor) and index.dim() == 0 and not index.is_floating_point():
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"SAMRAugmentedDataset index must be an integer, got {index!r} ({type(index).__name__}); "
+                "use int(index) if it is a whole number"
+            )
         i = int(index)
         if i < 0:
             i += self._length
@@ -442,10 +483,13 @@ class SAMRAugmentedDataset(Dataset):
             records.append(record)
             return edited
 
-        if self.layout.kind == "subject":
-            pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
-        else:
-            pending = self._prepare_plain(item, edit_fn)
+        try:
+            if self.layout.kind == "subject":
+                pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
+            else:
+                pending = self._prepare_plain(item, edit_fn)
+        except ValueError as e:  # every item is checked when it is used: name it
+            raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
         pending.record = {"source": src, "seed": seed, "edit": records[0] if records else None}
         return pending
 
@@ -519,12 +563,28 @@ class SAMRAugmentedDataset(Dataset):
         sequences = self.synthesizer.sequences
         if any(isinstance(v, (int, np.integer)) for v in layout.mapping.values()):
             out[layout.image_key] = _float_copy(item[layout.image_key])
+        label_affine = item[layout.label_key].affine if isinstance(item[layout.label_key], tio.Image) else None
         for seq, src in layout.mapping.items():
             if isinstance(src, (int, np.integer)):
-                data = _as_tensor(item[layout.image_key])[int(src)]
+                stack = _as_tensor(item[layout.image_key])
+                if stack.dim() != layout.ndim + 1 or stack.shape[0] <= int(src):
+                    need = max(int(c) for c in layout.mapping.values() if isinstance(c, (int, np.integer))) + 1
+                    raise ValueError(
+                        f"image {layout.image_key!r} has shape {tuple(stack.shape)} ({stack.shape[0]} channels); "
+                        f"the items need at least {need} channels, channel-first, like the first item"
+                    )
+                data = stack[int(src)]
                 images[sequences.index(seq)] = (layout.image_key, int(src), data)
             else:
-                data = _spatial(item[src], layout.ndim, f"image {src!r}")
+                ref = item[src]
+                if isinstance(ref, tio.Image) and label_affine is not None:
+                    if not affines_match(np.asarray(ref.affine), np.asarray(label_affine)):
+                        raise ValueError(
+                            f"image {src!r} has affine {format_affine(ref.affine)} but the label map "
+                            f"{layout.label_key!r} has {format_affine(label_affine)} (tolerance {AFFINE_ATOL}); "
+                            "resample it onto the label map's grid first"
+                        )
+                data = _spatial(ref, layout.ndim, f"image {src!r}")
                 images[sequences.index(seq)] = (src, None, data)
         for _, _, data in images.values():
             if tuple(data.shape) != tuple(label.shape):
@@ -535,6 +595,7 @@ class SAMRAugmentedDataset(Dataset):
             brain = np.zeros(label.shape, dtype=bool)
             for _, _, data in images.values():
                 brain |= data.numpy() != 0
+        check_lesion_in_brain(label, brain, f"label map {layout.label_key!r}")
         brain = brain | (label != 0)
         if not brain.any():
             raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")

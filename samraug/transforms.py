@@ -42,6 +42,7 @@ from torchio.transforms.augmentation import RandomTransform
 
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
 from samraug.labels import LabelScheme, get_scheme
+from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
 
 __all__ = [
@@ -417,21 +418,58 @@ def _subject_view(
                 f"image {key!r} has {img.data.shape[0]} channels; SAMRSynthesize replaces single-sequence images "
                 "(one ScalarImage per sequence)"
             )
-        if tuple(img.spatial_shape) != tuple(label.shape):
-            raise ValueError(f"image {key!r} has shape {img.spatial_shape} but the label map {label.shape}")
+        _check_same_grid(img, label_img, f"image {key!r}", f"the label map {label_key!r}")
         images[sequences.index(seq)] = (key, None, img.data[0])
     if brain_key is not None:
         if brain_key not in subject:
             raise ValueError(f"subject has no brain mask {brain_key!r} (keys: {list(subject.keys())}); pass brain_key=")
+        _check_same_grid(subject[brain_key], label_img, f"brain mask {brain_key!r}", f"the label map {label_key!r}")
         brain = subject[brain_key].data[0].numpy() != 0
     else:
         brain = np.zeros(label.shape, dtype=bool)
         for _, _, data in images.values():
             brain |= data.numpy() != 0
+    check_lesion_in_brain(label, brain, f"label map {label_key!r}")
     brain |= label != 0
     if not brain.any():
         raise ValueError("the subject has an empty brain (all images zero); pass brain_key= with a brain mask")
     return _View(label, brain, images, np.asarray(label_img.affine, dtype=np.float64))
+
+
+def _check_same_grid(image: tio.Image, ref: tio.Image, what: str, ref_what: str) -> None:
+    """Refuse an image whose shape or affine differs from the label map's (a misaligned image would be painted
+    with the wrong anatomy and returned with its wrong affine)."""
+    if tuple(image.spatial_shape) != tuple(ref.spatial_shape):
+        raise ValueError(
+            f"{what} has shape {tuple(image.spatial_shape)} but {ref_what} has {tuple(ref.spatial_shape)}; "
+            "resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
+        )
+    if not affines_match(np.asarray(image.affine), np.asarray(ref.affine)):
+        raise ValueError(
+            f"{what} has affine {format_affine(image.affine)} but {ref_what} has {format_affine(ref.affine)} "
+            f"(tolerance {AFFINE_ATOL}); resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
+        )
+
+
+def check_lesion_in_brain(label: np.ndarray, brain: np.ndarray, what: str) -> None:
+    """Refuse a label map whose lesion lies entirely outside the brain (where the images are background): painting
+    it would put a lesion outside the head.
+
+    Example:
+        >>> brain = np.zeros((4, 4), bool); brain[:2] = True
+        >>> label = np.zeros((4, 4), np.uint8); label[3, 3] = 2
+        >>> check_lesion_in_brain(label, brain, "seg")
+        Traceback (most recent call last):
+        ...
+        ValueError: seg: its 1 lesion voxel(s) all lie outside the brain ...
+    """
+    lesion = np.asarray(label) != 0
+    if lesion.any() and not (lesion & np.asarray(brain, dtype=bool)).any():
+        raise ValueError(
+            f"{what}: its {int(lesion.sum())} lesion voxel(s) all lie outside the brain (where the images are "
+            "background); the label map and the images do not match: check that they belong to the same case and "
+            "grid, or pass brain_key= with the right brain mask"
+        )
 
 
 @dataclass
