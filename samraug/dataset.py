@@ -62,7 +62,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
-from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.transforms import (
     _DONOR_POOLS,
     PendingSample,
@@ -249,7 +249,7 @@ class SAMRAugmentedDataset(Dataset):
         self._editors: dict[str, Any] = {}
         self._id = uuid.uuid4().hex[:12]
         if isinstance(weights, Synthesizer):
-            self.synthesizer = register_synthesizer(weights)
+            self.synthesizer = weights.clone()  # private: never shared with another user
         else:
             self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
         if isinstance(donors, str):

@@ -43,7 +43,7 @@ from torchio.transforms.augmentation import RandomTransform
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
 from samraug.labels import LabelScheme, get_scheme
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
-from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+from samraug.synthesis import Synthesizer, get_synthesizer
 
 __all__ = [
     "PendingSample",
@@ -680,7 +680,7 @@ class SAMRSynthesize(RandomTransform):
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
         self.ratio = float(ratio)
         if isinstance(weights, Synthesizer):
-            self.synthesizer = register_synthesizer(weights)
+            self.synthesizer = weights.clone()  # private: never shared with another user
         else:
             self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
         self.scheme = None if scheme is None else scheme_to_plain(scheme)  # plain: LabelSchemes do not pickle
