@@ -60,28 +60,24 @@ import torchio as tio
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
+from samraug.augment.donors import DonorPool, label_array, track
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.transforms import (
-    _DONOR_POOLS,
     PendingSample,
     SAMRSynthesizeFixed,
     _check_sequence_map,
     _edit,
-    _editor_from_state,
     _editor_settings,
-    _label_array,
     _make_editor,
     _make_pending,
-    _picklable_editor,
     _plain,
     _plan_subject,
     _set_label,
     _View,
     check_lesion_in_brain,
     prepare_subject,
-    register_donors,
     scheme_from_plain,
     scheme_to_plain,
 )
@@ -248,6 +244,7 @@ class SAMRAugmentedDataset(Dataset):
         self.z = z
         self._editors: dict[str, Any] = {}
         self._id = uuid.uuid4().hex[:12]
+        track(f"dataset:{self._id}", self)  # weakly: replays of its subjects find their lazy donor pools
         if isinstance(weights, Synthesizer):
             self.synthesizer = weights.clone()  # private: never shared with another user
         else:
@@ -260,8 +257,8 @@ class SAMRAugmentedDataset(Dataset):
         elif donors is None:
             self.donors, self._donor_key = None, None
         else:
-            self.donors = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
-            self._donor_key = register_donors(self.donors)
+            self.donors = DonorPool(donors)  # owned here; replays find it weakly by its key
+            self._donor_key = self.donors.key
         self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
         if self.n_synthetic > 0:
@@ -509,7 +506,7 @@ class SAMRAugmentedDataset(Dataset):
         layout = self.layout
         assert layout is not None
         if layout.kind == "subject":
-            return _label_array(item[layout.label_key], "donor label map")
+            return label_array(item[layout.label_key], "donor label map")
         return _spatial(item[layout.label_key], layout.ndim, "donor label map").numpy()
 
     # ------------------------------------------------------------------ per format
@@ -529,9 +526,8 @@ class SAMRAugmentedDataset(Dataset):
         )
         pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn)
         donor_key = self._donor_key
-        if self.donors == "dataset":  # a lazy pool, registered by name for replays in this process
+        if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
             donor_key = f"dataset:{self._id}:{src}"
-            _DONOR_POOLS.setdefault(donor_key, self._donors_for(src))  # type: ignore[arg-type]
         synth = self.synthesizer
         fixed = SAMRSynthesizeFixed(
             edit=records[0],
@@ -620,17 +616,13 @@ class SAMRAugmentedDataset(Dataset):
             out, view, edited, scheme, intensity=layout.intensity, z=z, atlas_stack=atlas, as_tuple=as_tuple
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_editors"] = {}
-        state["editor"] = _picklable_editor(self.editor)
-        return state
+    def donor_pool(self, suffix: str) -> Sequence[Any] | None:
+        """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), for replays."""
+        return self._donors_for(int(suffix))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a copy in another process serves its own replays
         self.__dict__.update(state)
-        self.editor = _editor_from_state(self.editor)
-        if isinstance(self.donors, list):
-            register_donors(self.donors)
+        track(f"dataset:{self._id}", self)
 
     def describe(self, index: int) -> dict[str, Any]:
         """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record."""

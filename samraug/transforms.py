@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import torchio as tio
 from torchio.transforms import Transform
 from torchio.transforms.augmentation import RandomTransform
 
+from samraug.augment.donors import DonorPool, donors_key, find_donors, label_array
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
 from samraug.labels import LabelScheme, get_scheme
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
@@ -86,28 +86,10 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- donors
-#: Donor pools by content key, per process: a history names its pool by key (plain value), not by array.
-_DONOR_POOLS: dict[str, list[np.ndarray]] = {}
-
-
-def _label_array(x: Any, what: str) -> np.ndarray:
-    if isinstance(x, tio.Image):
-        x = x.data
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{what} must be a 2D or 3D label map (a leading channel of 1 is fine), got {arr.shape}")
-    return arr
-
-
 def register_donors(donors: Sequence[Any] | None) -> str | None:
-    """Register a donor pool (label maps in the subjects' scheme) in this process; returns its key.
+    """The plain key of a donor pool (a digest of its label maps; the same in every process), or None.
 
-    The key is a digest of the arrays, so the same pool gets the same key in every process that registers it;
-    :class:`SAMRSynthesizeFixed` finds donors by this key when it replays a recorded swap.
+    Nothing is stored: pools are owned by the transform or dataset that uses them (:class:`DonorPool`).
 
     Example:
         >>> key = register_donors([np.zeros((4, 4, 4), np.uint8)])
@@ -116,27 +98,14 @@ def register_donors(donors: Sequence[Any] | None) -> str | None:
     """
     if donors is None:
         return None
-    arrays = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
-    if not arrays:
-        return None
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    key = f"donors:{h.hexdigest()[:16]}"
-    _DONOR_POOLS.setdefault(key, arrays)
-    return key
+    arrays = [label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
+    return donors_key(arrays) if arrays else None
 
 
-def _donor_pool(key: str | None) -> list[np.ndarray] | None:
-    if key is None:
-        return None
-    if key not in _DONOR_POOLS:
-        raise ValueError(
-            f"donor pool {key!r} is not registered in this process; create the SAMRSynthesize with the same donors "
-            "first (or call samraug.transforms.register_donors(donors)) before replaying this history"
-        )
-    return _DONOR_POOLS[key]
+def _pool(donors: Any) -> DonorPool | None:
+    if donors is None or isinstance(donors, DonorPool):
+        return donors
+    return DonorPool(donors) if len(donors) else None
 
 
 # ---------------------------------------------------------------------------------------------- editing adapters
@@ -147,25 +116,6 @@ def _make_editor(scheme: LabelScheme, policy: Any | None = None, settings: Mappi
     from samraug.editing import LesionEditor
 
     return LesionEditor(scheme, policy=policy, **dict(settings or {}))
-
-
-def _picklable_editor(editor: Any) -> Any:
-    """A LesionEditor as a plain spec (label schemes do not pickle), anything else as is."""
-    from samraug.editing import LesionEditor
-
-    if isinstance(editor, LesionEditor):
-        return {
-            "__editor__": scheme_to_plain(editor.scheme),
-            "settings": _editor_settings(editor),
-            "policy": editor.policy,
-        }
-    return editor
-
-
-def _editor_from_state(editor: Any) -> Any:
-    if isinstance(editor, dict) and "__editor__" in editor:
-        return _make_editor(scheme_from_plain(editor["__editor__"]), editor["policy"], editor["settings"])
-    return editor
 
 
 def _editor_settings(editor: Any) -> dict[str, Any]:
@@ -546,7 +496,8 @@ class SAMRSynthesizeFixed(Transform):
         scheme: Label scheme name (or a plain scheme dict).
         label_key, brain_key: Keys of the label map and the brain mask (None: non-zero voxels of the images).
         sequence_map: ``{model_sequence: subject_key}`` of the replaced images.
-        donors: Key of the donor pool (:func:`register_donors`) used by a swap, or None.
+        donors: The donor pool a swap used: its key (found while the transform or dataset that made the sample
+            lives in this process), or the donor label maps themselves (a replay anywhere else), or None.
         editor: The :class:`~samraug.editing.LesionEditor` settings (``min_fragment``, ``max_retries``,
             ``max_clip``) the edit was made with.
         device, dtype: Where and in which precision the generator runs.
@@ -567,13 +518,17 @@ class SAMRSynthesizeFixed(Transform):
         label_key: str | None = "seg",
         brain_key: str | None = None,
         sequence_map: Mapping[str, str] | None = None,
-        donors: str | None = None,
+        donors: str | Sequence[Any] | None = None,
         editor: Mapping[str, Any] | None = None,
         device: str = "auto",
         dtype: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._donor_pool: DonorPool | None = None
+        if donors is not None and not isinstance(donors, str):  # explicit donors (a replay in another process)
+            self._donor_pool = _pool(donors)
+            donors = None if self._donor_pool is None else self._donor_pool.key
         self.editor = None if editor is None else _plain(editor)
         self.edit = None if edit is None else _plain(edit)
         self.seed = None if seed is None else int(seed)
@@ -614,7 +569,7 @@ class SAMRSynthesizeFixed(Transform):
         plan = _plan_for(self, subject, synth)
         editor = _make_editor(plan.scheme, None, self.editor)
         record = self.edit
-        donors = _donor_pool(self.donors)
+        donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
             if record is None:
@@ -689,22 +644,11 @@ class SAMRSynthesize(RandomTransform):
         self.sequence_map = None if sequence_map is None else dict(sequence_map)
         self.editor = editor
         self.policy = policy
-        self.donor_key = register_donors(donors)
-        self._donors = donors
+        self._donor_pool = _pool(donors)  # owned here; replays find it weakly by its key
+        self.donor_key = None if self._donor_pool is None else self._donor_pool.key
         self._editors: dict[str, Any] = {}
+        self._warned: set[tuple[str, ...]] = set()  # image sets already warned about (once per transform)
         self.args_names = ["ratio", "scheme", "label_key", "brain_key", "sequence_map"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_editors"] = {}
-        state["editor"] = _picklable_editor(self.editor)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:  # spawned workers: re-register the donor pool
-        self.__dict__.update(state)
-        self.editor = _editor_from_state(self.editor)
-        if self._donors is not None:
-            register_donors(self._donors)
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:
@@ -727,6 +671,7 @@ class SAMRSynthesize(RandomTransform):
             **self._get_base_args(),
         )
         fixed._synthesizer = synth
+        fixed._donor_pool = self._donor_pool
         return fixed
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -738,10 +683,10 @@ class SAMRSynthesize(RandomTransform):
             return subject
         synth = self.synthesizer
         plan = _plan_for(self, subject, synth)
-        _warn_unreplaced(subject, plan)
+        _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
-        donors = _donor_pool(self.donor_key)
+        donors = self._donor_pool
         records: list[dict[str, Any]] = []
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -783,10 +728,7 @@ def _allowed_keys(subject: tio.Subject, include: Any, exclude: Any) -> list[str]
     return list(subject.get_images_dict(intensity_only=True, include=include, exclude=exclude))
 
 
-_warned_unreplaced: set[tuple[str, ...]] = set()
-
-
-def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan) -> None:
+def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan, warned: set[tuple[str, ...]]) -> None:
     left = tuple(
         sorted(
             k
@@ -794,8 +736,8 @@ def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan) -> None:
             if isinstance(v, tio.ScalarImage) and k not in plan.mapping.values() and k != plan.brain_key
         )
     )
-    if left and left not in _warned_unreplaced:
-        _warned_unreplaced.add(left)
+    if left and left not in warned:
+        warned.add(left)
         warnings.warn(
             f"SAMRSynthesize leaves the images {list(left)} real: the model does not make them (it makes "
             f"{list(plan.mapping)} for this subject); they will not match the edited label map. Map them with "

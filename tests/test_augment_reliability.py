@@ -147,3 +147,47 @@ def test_n_synthetic_alternative_to_ratio(synth: Synthesizer) -> None:
         SAMRAugmentedDataset(TupleDS(), ratio=0.5, n_synthetic=3, weights=synth, scheme="brats2021")
     with pytest.raises(ValueError, match="n_synthetic"):
         SAMRAugmentedDataset(TupleDS(), n_synthetic=-1, weights=synth, scheme="brats2021")
+
+
+# ------------------------------------------------------------------ no module-global state
+def test_del_of_a_dataset_frees_it(synth: Synthesizer) -> None:
+    import gc
+    import weakref
+
+    from test_dataset import SubjectDS
+
+    ds = SAMRAugmentedDataset(SubjectDS(), 0.5, weights=synth)
+    item = ds[len(ds) - 1]  # a subject whose history names the dataset's lazy donor pool
+    ref = weakref.ref(ds)
+    del ds
+    gc.collect()
+    assert ref() is None
+    fixed = item.get_composed_history()[0]
+    assert fixed.donors.startswith("dataset:")  # its lazy pool died with the dataset
+    with pytest.raises(ValueError, match="pass the donors explicitly"):
+        fixed(item)
+
+
+def test_transform_and_dataset_do_not_share_a_synthesizer(synth: Synthesizer) -> None:
+    t = SAMRSynthesize(ratio=1.0, weights=synth)
+    ds = SAMRAugmentedDataset(TupleDS(), 0.5, weights=synth, scheme="brats2021")
+    assert t.synthesizer is not ds.synthesizer and t.synthesizer is not synth
+    t.synthesizer.batch_size = 1
+    assert ds.synthesizer.batch_size == synth.batch_size != 1
+
+
+def test_replay_in_another_process_takes_donors_explicitly(synth: Synthesizer) -> None:
+    from samraug.editing import EditPolicy
+    from samraug.transforms import SAMRSynthesizeFixed
+
+    donor = make_subject(shift=6)["seg"]
+    torch.manual_seed(6)
+    t = SAMRSynthesize(ratio=1.0, weights=synth, donors=[donor], policy=EditPolicy(p_swap=1.0, p_remove=0.0))
+    subject = make_subject()
+    out = t(subject)
+    fixed = out.get_composed_history()[0]
+    assert "swap" in str(fixed.edit)
+    args = {name: getattr(fixed, name) for name in fixed.args_names}
+    args["donors"] = [donor.data.clone()]  # what another process would pass
+    again = SAMRSynthesizeFixed(**args)(subject)
+    assert torch.equal(again["seg"].data, out["seg"].data)
