@@ -82,7 +82,14 @@ from samraug.transforms import (
     scheme_to_plain,
 )
 
-__all__ = ["PendingBatch", "PendingCollate", "SAMRAugmentedDataset", "SynthesizingLoader", "synthesize_pending"]
+__all__ = [
+    "PendingBatch",
+    "PendingCollate",
+    "SAMRAugmentedDataset",
+    "SynthesizingLoader",
+    "SynthesizingQueue",
+    "synthesize_pending",
+]
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -624,6 +631,21 @@ class SAMRAugmentedDataset(Dataset):
         self.__dict__.update(state)
         track(f"dataset:{self._id}", self)
 
+    def dry_iter(self) -> list[Any]:
+        """The items without synthesis (each synthetic index gives its real source item), for ``tio.Queue``, which
+        reads them only to count patches per subject.
+
+        Example:
+            >>> queue = tio.Queue(mixed, max_length=16, samples_per_volume=4, sampler=sampler)  # doctest: +SKIP
+        """
+        if self.batched:
+            raise TypeError(
+                "a plain tio.Queue cannot finish the pending samples of SAMRAugmentedDataset(..., batched=True); "
+                "use samraug.dataset.SynthesizingQueue(mixed, ...) (same arguments as tio.Queue), which runs the "
+                "generator in the main process, or batched=False"
+            )
+        return [self.real_ds[self.source_of(i)] for i in range(len(self))]
+
     def describe(self, index: int) -> dict[str, Any]:
         """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record."""
         i = self._index(index)
@@ -697,6 +719,40 @@ def synthesize_pending(
         for i, p, chunk in zip(idx, pend, torch.split(images, counts), strict=True):
             out[i] = p.finish(chunk)
     return out
+
+
+class SynthesizingQueue(tio.Queue):
+    """A ``tio.Queue`` over a ``SAMRAugmentedDataset(..., batched=True)``: its subject loader's workers edit the
+    masks, the main process synthesizes each pending subject (one generator pass over its slices, in batches)
+    before patches are drawn from it. Same arguments as :class:`torchio.Queue`.
+
+    Example:
+        >>> mixed = SAMRAugmentedDataset(subjects, ratio=0.5, batched=True)  # doctest: +SKIP
+        >>> queue = SynthesizingQueue(mixed, max_length=64, samples_per_volume=8,
+        ...                           sampler=tio.data.UniformSampler((96, 96, 96)), num_workers=4)  # doctest: +SKIP
+        >>> loader = tio.SubjectsLoader(queue, batch_size=4, num_workers=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, subjects_dataset: SAMRAugmentedDataset, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(subjects_dataset, SAMRAugmentedDataset):
+            raise TypeError(
+                f"SynthesizingQueue takes a SAMRAugmentedDataset, got {type(subjects_dataset).__name__}; use tio.Queue"
+            )
+        super().__init__(subjects_dataset, *args, **kwargs)
+        self.synthesizer = subjects_dataset.synthesizer
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        ds = self.subjects_dataset
+        indices = list(self.subject_sampler) if self.subject_sampler is not None else range(len(ds))
+        items = [ds.real_ds[ds.source_of(i)] for i in indices]
+        return sum(self._get_subject_num_samples(s) for s in items)
+
+    def _get_next_subject(self) -> tio.Subject:
+        subject = super()._get_next_subject()
+        if isinstance(subject, PendingSample):
+            subject = synthesize_pending([subject], self.synthesizer)[0]
+        return subject
 
 
 class SynthesizingLoader:

@@ -440,6 +440,7 @@ def _plan_subject(
     sequence_map: Mapping[str, str] | None,
     allowed: Sequence[str] | None = None,
 ) -> _SubjectPlan:
+    check_history(subject)
     key = _find_label_key(subject, label_key)
     sch = _subject_scheme(subject, scheme)
     images = [k for k, v in subject.items() if isinstance(v, tio.ScalarImage)]
@@ -450,6 +451,30 @@ def _plan_subject(
     if bkey is None and "brain" in subject and isinstance(subject["brain"], tio.Image) and key != "brain":
         bkey = "brain"
     return _SubjectPlan(key, bkey, sch, mapping)
+
+
+#: TorchIO transforms that move anatomy inside the image without changing its affine: after one of them the subject
+#: no longer matches the atlas that whole-image synthesis paints from. Flips and grid changes that keep the affine
+#: consistent (Resample, CropOrPad, ...) are fine.
+DEFORMING_TRANSFORMS = ("Affine", "ElasticDeformation", "AffineElasticDeformation", "Motion")
+
+
+def check_history(subject: tio.Subject) -> None:
+    """Refuse a subject whose TorchIO history holds a deforming transform (whole-image synthesis would paint the
+    atlas anatomy unrotated/undeformed into it).
+
+    Example:
+        >>> check_history(tio.Subject(t1=tio.ScalarImage(tensor=torch.zeros(1, 2, 2, 2))))  # nothing applied: fine
+    """
+    names = [t.name if isinstance(t, Transform) else str(t[0]) for t in subject.history]
+    bad = [n for n in names if n in DEFORMING_TRANSFORMS]
+    if bad:
+        raise ValueError(
+            f"the subject went through {bad} before SAMR synthesis: whole-image synthesis paints the atlas anatomy "
+            "on the atlas grid, so the painted anatomy would not follow that deformation. Put the deforming "
+            "transform after SAMRSynthesize in the tio.Compose (or use local mode, which paints only around the "
+            "lesion and keeps the subject's own anatomy)"
+        )
 
 
 def _set_label(item: Any, key: Any, edited: np.ndarray, ref: Any) -> None:
