@@ -178,6 +178,8 @@ class SAMRAugmentedDataset(Dataset):
         batched: Return :class:`~samraug.transforms.PendingSample`\\ s for :class:`SynthesizingLoader` instead of
             synthesizing in ``__getitem__`` (GPU training).
         device, dtype: Of the generator (``"auto"``: CUDA when available).
+        transform: Applied to every item after synthesis (real items too), e.g. a MONAI ``Compose`` of the
+            spatial and intensity transforms that must follow the painting (``Spacingd``, crops, label conversion).
 
     Example:
         >>> mixed = SAMRAugmentedDataset(real_ds, ratio=0.5, weights="my-org/samr-lite", scheme="brats2023")
@@ -209,7 +211,11 @@ class SAMRAugmentedDataset(Dataset):
         batched: bool = False,
         device: str = "auto",
         dtype: str = "auto",
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (e.g. a MONAI Compose), got {type(transform).__name__}")
+        self.transform = transform
         if ratio is not None and n_synthetic is not None:
             raise ValueError(
                 "pass either ratio= (the synthetic fraction) or n_synthetic= (the number of synthetic items), not both"
@@ -458,8 +464,10 @@ class SAMRAugmentedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         i = self._index(index)
         if i < self.n_real:
-            return self.real_ds[i]
+            item = self.real_ds[i]
+            return self.transform(item) if self.transform is not None else item
         pending = self.prepare(i)
+        pending.post = self.transform
         if self.batched:
             return pending
         return pending.synthesize(self.synthesizer)

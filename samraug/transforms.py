@@ -175,6 +175,7 @@ class PendingSample:
     targets: list[_Target] = field(default_factory=list)
     as_tuple: bool = False
     record: dict[str, Any] | None = None
+    post: Callable[[Any], Any] | None = None  # applied to the finished item (the dataset's ``transform=``)
 
     @property
     def is_volume(self) -> bool:
@@ -205,7 +206,8 @@ class PendingSample:
             else:
                 v = torch.where(brain, v, torch.full_like(v, t.background))
             _write(self.item, t.key, t.channel, v)
-        return tuple(self.item) if self.as_tuple else self.item
+        out = tuple(self.item) if self.as_tuple else self.item
+        return self.post(out) if self.post is not None else out
 
 
 def _write(item: Any, key: Any, channel: int | None, v: torch.Tensor) -> None:
@@ -222,7 +224,7 @@ def _write(item: Any, key: Any, channel: int | None, v: torch.Tensor) -> None:
     is_np = isinstance(ref, np.ndarray)
     t = torch.from_numpy(ref) if is_np else ref
     if channel is None:
-        new = v.reshape(t.shape).to(_float_dtype(t.dtype))
+        new = _like(t, v.reshape(t.shape).to(_float_dtype(t.dtype)))
     else:
         new = t  # already a float copy (made when the pending sample was prepared)
         new[channel] = v.to(new.dtype)
@@ -487,7 +489,17 @@ def _set_label(item: Any, key: Any, edited: np.ndarray, ref: Any) -> None:
         item[key] = edited.reshape(ref.shape).astype(ref.dtype)
         return
     t = torch.as_tensor(ref)
-    item[key] = torch.from_numpy(edited.astype(np.int64)).reshape(t.shape).to(t.dtype)
+    item[key] = _like(t, torch.from_numpy(edited.astype(np.int64)).reshape(t.shape).to(t.dtype))
+
+
+def _like(ref: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` in the tensor type of ``ref``: a tensor subclass (MONAI ``MetaTensor``) keeps its meta data and
+    affine; a plain tensor is returned as is."""
+    if type(ref) is torch.Tensor:
+        return values
+    out = ref.detach().clone().to(values.dtype)
+    out.copy_(values)
+    return out
 
 
 def prepare_subject(
