@@ -295,7 +295,7 @@ PAINTERS: Mapping[str, type[Painter]] = {
 
 
 def get_painter(painter: str | Painter = "samr", *, mode: str | None = None, **kwargs: Any) -> Painter:
-    """A painter by name (``"samr"``, ``"copy-paste"``, ``"labels-to-image"``) or as given; ``mode`` is for SAMR only."""
+    """A painter by name (``"samr"``, ``"copy-paste"``, ``"labels-to-image"``) or as given; ``mode``: SAMR only."""
     if isinstance(painter, Painter):
         if mode is not None and not isinstance(painter, SAMRPainter):
             raise ValueError(f"mode={mode!r} belongs to the SAMR painter; the {painter.name!r} painter has no mode")
