@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from samraug.augment.donors import DonorPool, label_array, track
+from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer
@@ -178,6 +179,9 @@ class SAMRAugmentedDataset(Dataset):
         batched: Return :class:`~samraug.transforms.PendingSample`\\ s for :class:`SynthesizingLoader` instead of
             synthesizing in ``__getitem__`` (GPU training).
         device, dtype: Of the generator (``"auto"``: CUDA when available).
+        painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
+            intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
+        mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         transform: Applied to every item after synthesis (real items too), e.g. a MONAI ``Compose`` of the
             spatial and intensity transforms that must follow the painting (``Spacingd``, crops, label conversion).
 
@@ -212,6 +216,8 @@ class SAMRAugmentedDataset(Dataset):
         device: str = "auto",
         dtype: str = "auto",
         transform: Callable[[Any], Any] | None = None,
+        painter: Any = "samr",
+        mode: str | None = None,
     ) -> None:
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (e.g. a MONAI Compose), got {type(transform).__name__}")
@@ -274,6 +280,16 @@ class SAMRAugmentedDataset(Dataset):
             self._donor_key = self.donors.key
         self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
+        self.painter: Any = None  # None: the SAMR whole-image path (batched generator calls)
+        if not (
+            painter == "samr" and mode in (None, "whole") and self.synthesizer.config.get("mode", "whole") == "whole"
+        ):
+            if painter == "samr":
+                self.painter = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
+            else:
+                self.painter = get_painter(painter, mode=mode)
+            if isinstance(self.painter, SAMRPainter) and self.painter.mode == "whole":
+                self.painter = None
         if self.n_synthetic > 0:
             if self.n_real == 0:
                 raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
@@ -468,6 +484,11 @@ class SAMRAugmentedDataset(Dataset):
             return self.transform(item) if self.transform is not None else item
         pending = self.prepare(i)
         pending.post = self.transform
+        if self.painter is not None:  # painted here (in the worker when there are workers)
+            generator = torch.Generator().manual_seed(int(pending.record["seed"]) + 1)  # type: ignore[index]
+            return pending.paint(
+                self.painter, self.synthesizer.sequences, generator=generator, donor=getattr(pending, "donor", None)
+            )
         if self.batched:
             return pending
         return pending.synthesize(self.synthesizer)
@@ -489,11 +510,29 @@ class SAMRAugmentedDataset(Dataset):
             scheme = get_scheme(item["scheme"])
         editor = self._editor_for(scheme)
         records: list[dict[str, Any]] = []
+        donor_view: Any = None
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
             edited, record = _edit(editor, label, brain, edit_gen, donors)
             records.append(record)
             return edited
+
+        if isinstance(self.painter, CopyPastePainter):  # CarveMix: another real item's lesion, pasted as it lies
+            if self.n_real < 2:
+                raise ValueError("the copy-paste painter needs at least 2 real items (a donor other than the source)")
+            j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
+            j += j >= src
+            try:
+                donor_view = self._view_of(self.real_ds[j])
+            except ValueError as e:
+                raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
+
+            def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+                donor_label = donor_view.label
+                if donor_label.shape != label.shape:
+                    raise ValueError(f"donor real_ds[{j}] has shape {donor_label.shape}, the item {label.shape}")
+                records.append({"op": "carve", "donor": j})
+                return np.where(donor_label != 0, donor_label, label).astype(label.dtype)
 
         try:
             if self.layout.kind == "subject":
@@ -502,8 +541,33 @@ class SAMRAugmentedDataset(Dataset):
                 pending = self._prepare_plain(item, edit_fn)
         except ValueError as e:  # every item is checked when it is used: name it
             raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
+        if donor_view is not None:
+            seqs = self.synthesizer.sequences
+            images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
+            pending.donor = Donor(images, donor_view.label, donor_view.brain)  # type: ignore[attr-defined]
         pending.record = {"source": src, "seed": seed, "edit": records[0] if records else None}
         return pending
+
+    def _view_of(self, item: Any) -> Any:
+        """The item as the core reads it (label, brain, images), without editing it."""
+        layout = self.layout
+        assert layout is not None
+
+        def same(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            return label
+
+        if layout.kind == "subject":
+            subject = copy.deepcopy(item)
+            plan = _plan_subject(
+                subject,
+                self.synthesizer,
+                label_key=layout.label_key,
+                brain_key=layout.brain_key,
+                scheme=layout.scheme_arg,
+                sequence_map=layout.mapping,
+            )
+            return prepare_subject(subject, self.synthesizer, plan, edit_fn=same).view
+        return self._prepare_plain(item, same).view
 
     def _donors_for(self, src: int) -> Any:
         if self.donors == "dataset":
@@ -540,6 +604,8 @@ class SAMRAugmentedDataset(Dataset):
             sequence_map=layout.mapping,
         )
         pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn)
+        if self.painter is not None:  # another painter: the SAMR replay record does not describe this sample
+            return pending
         donor_key = self._donor_key
         if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
             donor_key = f"dataset:{self._id}:{src}"
@@ -610,7 +676,7 @@ class SAMRAugmentedDataset(Dataset):
         brain = brain | (label != 0)
         if not brain.any():
             raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")
-        view = _View(label, brain, images)
+        view = _View(label, brain, images, self._affine_of(item) if layout.ndim == 3 else None)
         z = atlas = None
         if layout.ndim == 3:
             self.synthesizer.atlas.check_grid(label.shape, self._affine_of(item), "item")

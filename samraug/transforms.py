@@ -176,6 +176,30 @@ class PendingSample:
     as_tuple: bool = False
     record: dict[str, Any] | None = None
     post: Callable[[Any], Any] | None = None  # applied to the finished item (the dataset's ``transform=``)
+    view: Any = None  # the item as read before the edit (label, brain, images)
+    edited: np.ndarray | None = None  # the edited label map (item's scheme)
+    scheme: LabelScheme | None = None
+
+    def paint(
+        self, painter: Any, sequences: Sequence[str], *, generator: torch.Generator | None = None, donor: Any = None
+    ) -> Any:
+        """Finish this sample with a painter of :mod:`samraug.augment.painters` instead of the batched generator
+        path (``sequences``: the model's sequence names, which index the view's images); the painter's record is
+        added to :attr:`record` under ``"paint"``."""
+        view = self.view
+        if view is None or self.edited is None or self.scheme is None:
+            raise ValueError("this pending sample was not made by the core (no view): it cannot be painted")
+        names = {seq: sequences[seq] for seq in view.images}
+        images = {names[seq]: data.float() for seq, (_, _, data) in view.images.items()}
+        affine = view.affine if view.affine is not None else np.eye(4)
+        out, record = painter.paint(
+            images, view.label, self.edited, view.brain, affine, self.scheme, generator=generator, donor=donor
+        )
+        for seq, (key, channel, _) in view.images.items():
+            _write(self.item, key, channel, out[names[seq]].float())
+        self.record = {**(self.record or {}), "paint": _plain(record)}
+        result = tuple(self.item) if self.as_tuple else self.item
+        return self.post(result) if self.post is not None else result
 
     @property
     def is_volume(self) -> bool:
@@ -289,11 +313,15 @@ def _make_pending(
     if samr.ndim == 3:
         zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
         masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(samr[..., zs.numpy()], -1, 0)))
-        return PendingSample(item, masks, zs.clone(), None, brain_t, zs, targets, as_tuple)
+        return PendingSample(
+            item, masks, zs.clone(), None, brain_t, zs, targets, as_tuple, view=view, edited=edited, scheme=scheme
+        )
     masks = torch.from_numpy(samr)[None]
     zt = None if z is None else torch.as_tensor([int(z)], dtype=torch.long)
     atlas = None if atlas_stack is None else torch.as_tensor(atlas_stack, dtype=torch.float32)[None]
-    return PendingSample(item, masks, zt, atlas, brain_t, None, targets, as_tuple)
+    return PendingSample(
+        item, masks, zt, atlas, brain_t, None, targets, as_tuple, view=view, edited=edited, scheme=scheme
+    )
 
 
 # ---------------------------------------------------------------------------------------------- subjects

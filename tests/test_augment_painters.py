@@ -110,3 +110,35 @@ def test_samr_local_goes_through_paint_local(synth: Synthesizer) -> None:
     out, rec = SAMRPainter(synth, mode="local").paint(images, label, _moved(label, 1), brain, AFFINE, SCHEME)
     assert rec["painter"] == "samr" and rec["mode"] == "local"
     assert set(out) == set(images)
+
+
+# ------------------------------------------------------------------ through the dataset (the benchmark arms)
+@pytest.mark.parametrize("painter", ["copy-paste", "labels-to-image"])
+def test_dataset_with_another_painter(synth: Synthesizer, painter: str) -> None:
+    from test_dataset import SubjectDS, TupleDS
+
+    from samraug.dataset import SAMRAugmentedDataset
+
+    for real in (TupleDS(), SubjectDS()):
+        mixed = SAMRAugmentedDataset(real, n_synthetic=2, weights=synth, scheme="brats2021", painter=painter)
+        item, again = mixed[len(mixed) - 1], mixed[len(mixed) - 1]
+        src = real[mixed.source_of(len(mixed) - 1)]
+        if isinstance(item, tuple):
+            assert item[0].shape == src[0].shape and item[0].dtype == torch.float32
+            assert torch.equal(item[0], again[0]) and torch.equal(item[1], again[1])  # seeded by index
+            assert not torch.equal(item[0], src[0].float())
+        else:
+            assert not item.history  # no SAMR replay record for another painter
+            assert torch.equal(item["t1n"].data, again["t1n"].data)
+        assert mixed.describe(len(mixed) - 1)["synthetic"]
+
+
+def test_dataset_mode_rules(synth: Synthesizer) -> None:
+    from test_dataset import TupleDS
+
+    from samraug.dataset import SAMRAugmentedDataset
+
+    with pytest.raises(ValueError, match="belongs to the SAMR painter"):
+        SAMRAugmentedDataset(TupleDS(), weights=synth, scheme="brats2021", painter="copy-paste", mode="whole")
+    mixed = SAMRAugmentedDataset(TupleDS(), weights=synth, scheme="brats2021", mode="whole")
+    assert mixed.painter is None  # whole-image SAMR: the batched generator path
