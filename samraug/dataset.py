@@ -62,7 +62,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from samraug.augment.donors import DonorPool, label_array, track
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
-from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
+from samraug.labels import LabelScheme, get_scheme, one_hot
 from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.transforms import (
@@ -688,13 +688,22 @@ class SAMRAugmentedDataset(Dataset):
         _set_label(out, layout.label_key, edited, label_ref)
         if not as_tuple and self.mask_key in out and self.mask_key != layout.label_key:
             ref = _as_tensor(out[self.mask_key])
-            if ref.dim() == layout.ndim + 1 and ref.shape[0] == N_CLASSES:
+            n_labels = self.synthesizer.n_labels
+            if ref.dim() == layout.ndim + 1 and ref.shape[0] == n_labels:
                 full_brain = brain | (edited != 0)
-                samr = torch.from_numpy(scheme.to_samr(edited, full_brain))
-                new = one_hot(samr, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
+                samr = torch.from_numpy(np.asarray(self.synthesizer.encode(edited, full_brain, scheme)))
+                new = one_hot(samr, n_labels, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
                 out[self.mask_key] = new.numpy() if isinstance(out[self.mask_key], np.ndarray) else new
         return _make_pending(
-            out, view, edited, scheme, intensity=layout.intensity, z=z, atlas_stack=atlas, as_tuple=as_tuple
+            out,
+            view,
+            edited,
+            scheme,
+            intensity=layout.intensity,
+            z=z,
+            atlas_stack=atlas,
+            as_tuple=as_tuple,
+            synth=self.synthesizer,
         )
 
     def donor_pool(self, suffix: str) -> Sequence[Any] | None:

@@ -200,7 +200,8 @@ class SAMRSynthesized(Randomizable, MapTransform):
             else:  # a MetaTensor stays one (clone/float keep its meta data)
                 out[key] = src.clone() if src.is_floating_point() else src.float()
         _set_label(out, self.label_key, edited, label_ref)
-        pending = _make_pending(out, _View(label, brain, images), edited, self.scheme, intensity="match")
+        view = _View(label, brain, images)
+        pending = _make_pending(out, view, edited, self.scheme, intensity="match", synth=synth)
         result = pending.synthesize(synth)
         self.last_record = {"seed": self._seed, "edit": record}
         return result

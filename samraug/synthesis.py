@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
-from samraug.labels import N_CLASSES, one_hot
+from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
 from samraug.padding import pad_or_crop
 
 __all__ = ["Synthesizer", "get_synthesizer", "resolve_device", "resolve_dtype"]
@@ -129,23 +129,23 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} contains {n} NaN/inf values; replace them (e.g. torch.nan_to_num) first")
 
 
-def _check_classes(labels: torch.Tensor, what: str) -> torch.Tensor:
-    """SAMR class map as int64, with clear errors for NaN/inf, fractions and unknown classes."""
+def _check_classes(labels: torch.Tensor, what: str, n_labels: int = N_CLASSES) -> torch.Tensor:
+    """Model class map as int64, with clear errors for NaN/inf, fractions and classes the model does not know."""
     _check_finite(labels, what)
     if labels.is_floating_point():
         if not bool((labels == labels.round()).all()):
-            raise ValueError(f"{what} has non-integer values; a SAMR class map holds integers 0..{N_CLASSES - 1}")
+            raise ValueError(f"{what} has non-integer values; a class map holds integers 0..{n_labels - 1}")
     if labels.dtype == torch.bool:
-        raise ValueError(f"{what} is boolean; expected SAMR classes 0..{N_CLASSES - 1} (integers)")
+        raise ValueError(f"{what} is boolean; expected model classes 0..{n_labels - 1} (integers)")
     labels = labels.long()
     if labels.numel():
         values = torch.unique(labels)
-        bad = sorted(int(v) for v in values if not 0 <= int(v) < N_CLASSES)
+        bad = sorted(int(v) for v in values if not 0 <= int(v) < n_labels)
         if bad:
             raise ValueError(
-                f"{what} has labels {set(bad)} that are not SAMR classes 0..{N_CLASSES - 1} (0 background, "
-                "1 normal brain, 2 edema, 3 cavity, 4 tumor); convert your labels first with "
-                "samraug.labels.get_scheme(<your scheme>).to_samr(label, brain)"
+                f"{what} has labels {set(bad)} that are not classes 0..{n_labels - 1} of this model; convert your "
+                "labels first with synth.encode(label, brain, scheme) (or samraug.labels.get_scheme(<your "
+                "scheme>).encode(label, brain, conditioning))"
             )
     return labels
 
@@ -342,6 +342,59 @@ class Synthesizer:
         return tuple(self.config["sequences"])
 
     @property
+    def n_labels(self) -> int:
+        """Number of model classes (one-hot channels of the mask), from the weights' config."""
+        return int(self.config.get("n_labels", N_CLASSES))
+
+    @property
+    def conditioning(self) -> str:
+        """``"samr"`` (the paper's 5 classes; also weights without the key) or ``"native"``."""
+        return str(self.config.get("conditioning", "samr"))
+
+    @property
+    def label_scheme(self) -> LabelScheme:
+        """The label scheme the weights were trained on (``config["label_scheme"]``; default ``"samr"``)."""
+        value = self.config.get("label_scheme", "samr")
+        if isinstance(value, str):
+            return get_scheme(value)
+        from samraug.hub import scheme_from_config
+
+        return scheme_from_config(value)
+
+    def encode(
+        self,
+        label: np.ndarray | torch.Tensor,
+        brain: np.ndarray | torch.Tensor | None,
+        scheme: str | LabelScheme,
+        mapping: Mapping[int, int] | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """A label map in ``scheme`` as this model's classes. SAMR-conditioned weights: the scheme's own SAMR
+        classes. Native-conditioned weights: translated to the weights' scheme when it differs (built-in BraTS
+        correspondences or an explicit ``mapping``; otherwise refused), then encoded natively.
+
+        Example:
+            >>> classes = synth.encode(seg, brain, "brats2021")  # doctest: +SKIP
+        """
+        src, dst = get_scheme(scheme), self.label_scheme
+        if self.conditioning == "samr":  # every scheme maps to the 5 SAMR classes itself: no translation needed
+            dst = src
+        elif src != dst:
+            try:
+                label = translate(label, src, dst, mapping)
+            except ValueError as e:
+                raise ValueError(
+                    f"the labels are in scheme {src.name!r} but these weights were trained on {dst.name!r}, and {e}"
+                ) from None
+        classes = dst.encode(label, brain, conditioning=self.conditioning)
+        values = np.unique(np.asarray(classes))
+        if values.size and (values.min() < 0 or values.max() >= self.n_labels):
+            raise ValueError(
+                f"encoded classes {sorted(int(v) for v in values)} do not fit this model's {self.n_labels} classes; "
+                "the weights' config (label_scheme, conditioning, n_labels) is inconsistent"
+            )
+        return classes
+
+    @property
     def uses_atlas(self) -> bool:
         """Whether the generator takes the atlas stack as input."""
         return bool(getattr(self.model, "use_atlas", True))
@@ -426,20 +479,21 @@ class Synthesizer:
         """
         self._check_context()
         m = _to_tensor(mask, "mask")
+        k = self.n_labels
         if m.dim() == 3:
-            m = _check_classes(m, "mask")
+            m = _check_classes(m, "mask", k)
             is_onehot = False
         elif m.dim() == 4:
-            if m.shape[1] != N_CLASSES:
+            if m.shape[1] != k:
                 raise ValueError(
-                    f"one-hot mask must be (B, {N_CLASSES}, H, W), got {tuple(m.shape)}; pass SAMR class maps "
-                    "(B, H, W) or samraug.labels.one_hot(classes, channel_dim=1)"
+                    f"one-hot mask must be (B, {k}, H, W) for this model, got {tuple(m.shape)}; pass class maps "
+                    "(B, H, W) or samraug.labels.one_hot(classes, n_classes, channel_dim=1)"
                 )
             _check_finite(m, "mask")
             is_onehot = True
         else:
             raise ValueError(
-                f"mask must be a one-hot (B, {N_CLASSES}, H, W) batch or SAMR class maps (B, H, W), got shape "
+                f"mask must be a one-hot (B, {k}, H, W) batch or class maps (B, H, W), got shape "
                 f"{tuple(m.shape)}; add a batch axis for one slice (mask[None])"
             )
         b, h, w = int(m.shape[0]), int(m.shape[-2]), int(m.shape[-1])
@@ -477,7 +531,7 @@ class Synthesizer:
         with torch.inference_mode():
             for i in range(0, b, bs):
                 mc = m[i : i + bs]
-                mc = mc.float() if is_onehot else one_hot(mc.long(), channel_dim=1)
+                mc = mc.float() if is_onehot else one_hot(mc.long(), k, channel_dim=1)
                 mc = _pad_onehot(mc, *size)
                 if a is not None:
                     ac = pad_or_crop(a[i : i + bs].float(), size, value=BACKGROUND_VALUE)
@@ -534,7 +588,7 @@ class Synthesizer:
                     f"{tuple(labels.shape)}; for 2D slices use synthesize_slices"
                 )
             raise ValueError(f"synthesize_volume expects a 3D label map (X, Y, Z), got shape {tuple(labels.shape)}")
-        labels = _check_classes(labels, "samr_labels")
+        labels = _check_classes(labels, "samr_labels", self.n_labels)
         axis = z_axis % 3
         if axis != 2:
             labels = labels.movedim(axis, 2)

@@ -295,10 +295,14 @@ def _make_pending(
     z: Any = None,
     atlas_stack: torch.Tensor | None = None,
     as_tuple: bool = False,
+    synth: Synthesizer | None = None,
 ) -> PendingSample:
     """A :class:`PendingSample` for an item whose label map was edited to ``edited`` (user scheme)."""
     brain = view.brain | (edited != 0) | (view.label != 0)
-    samr = scheme.to_samr(edited, brain).astype(np.uint8)
+    if synth is not None:  # the weights' classes: n_labels, conditioning and label scheme of the model
+        samr = np.asarray(synth.encode(edited, brain, scheme)).astype(np.uint8)
+    else:
+        samr = scheme.to_samr(edited, brain).astype(np.uint8)
     brain_t = torch.from_numpy(brain)
     targets = []
     for seq, (key, channel, image) in view.images.items():
@@ -543,7 +547,7 @@ def prepare_subject(
     plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
     edited = edit_fn(view.label, view.brain)
     _set_label(subject, plan.label_key, edited, subject[plan.label_key])
-    return _make_pending(subject, view, edited, plan.scheme, intensity="match")
+    return _make_pending(subject, view, edited, plan.scheme, intensity="match", synth=synth)
 
 
 # ---------------------------------------------------------------------------------------------- transforms

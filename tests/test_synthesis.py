@@ -119,7 +119,7 @@ def test_volume_errors(synth: Synthesizer) -> None:
         synth.synthesize_volume(bad)
     unknown = lab.clone()
     unknown[5, 5, 3] = 7
-    with pytest.raises(ValueError, match=r"labels \{7\}.*to_samr"):
+    with pytest.raises(ValueError, match=r"labels \{7\}.*synth\.encode"):
         synth.synthesize_volume(unknown)
     with pytest.raises(ValueError, match="not on the atlas grid: shape"):
         synth.synthesize_volume(lab[:30])

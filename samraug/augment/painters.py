@@ -174,7 +174,8 @@ class SAMRPainter(Painter):
         view_images = {sequences.index(k): (k, None, v) for k, v in images.items()}
         item = dict(images)
         view = _View(np.asarray(label_before), np.asarray(brain, dtype=bool), view_images, np.asarray(affine))
-        out = _make_pending(item, view, np.asarray(label_after), scheme, intensity="match").synthesize(synth)
+        pending = _make_pending(item, view, np.asarray(label_after), scheme, intensity="match", synth=synth)
+        out = pending.synthesize(synth)
         return {k: out[k].to(images[k].dtype) for k in images}, {"painter": self.name, "mode": "whole"}
 
 
