@@ -11,10 +11,10 @@ keys, shapes, dtypes, label scheme), so the user's collate function and training
 Every random choice of synthetic item ``i`` comes from a ``torch.Generator`` seeded by ``(seed, i)``: the same
 seed gives the same samples whatever the worker assignment, the number of workers or the path below.
 
-**GPU training** (DESIGN.md, "Running the generator"): the generator never runs inside DataLoader workers. With
-``batched=True`` the workers only edit masks and return :class:`~samraug.transforms.PendingSample`\\ s; wrapping the
-loader in :class:`SynthesizingLoader` runs one generator call per batch in the main process and hands the user's
-collate function finished items. On CPU either path works (and gives the same samples).
+**GPU training** (docs/architecture.md, "Running the generator"): the generator never runs inside DataLoader workers.
+With ``batched=True`` the workers only edit masks and return :class:`~samraug.transforms.PendingSample`\\ s;
+wrapping the loader in :class:`SynthesizingLoader` runs one generator call per batch in the main process and hands the
+user's collate function finished items. On CPU either path works (and gives the same samples).
 
 Item formats (decided from ``real_ds[0]``):
 

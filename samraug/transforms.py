@@ -473,8 +473,10 @@ def _plan_subject(
     scheme: Any,
     sequence_map: Mapping[str, str] | None,
     allowed: Sequence[str] | None = None,
+    whole_image: bool = True,
 ) -> _SubjectPlan:
-    check_history(subject)
+    if whole_image:
+        check_history(subject)
     key = _find_label_key(subject, label_key)
     sch = _subject_scheme(subject, scheme)
     images = [k for k, v in subject.items() if isinstance(v, tio.ScalarImage)]
@@ -669,6 +671,10 @@ class SAMRSynthesize(RandomTransform):
             paste; None: the subject's own lesion only (no swap).
         device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
             ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
+        painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance); samples made by another
+            painter than whole-image SAMR carry no replay record in the history.
+        mode: SAMR only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole). A
+            deforming transform before whole-image synthesis is refused; local mode keeps the subject's anatomy.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
@@ -695,6 +701,8 @@ class SAMRSynthesize(RandomTransform):
         donors: Sequence[Any] | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        painter: Any = "samr",
+        mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -713,6 +721,19 @@ class SAMRSynthesize(RandomTransform):
         self.sequence_map = None if sequence_map is None else dict(sequence_map)
         self.editor = editor
         self.policy = policy
+        from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
+
+        if painter == "samr":
+            chosen = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
+        else:
+            chosen = get_painter(painter, mode=mode)
+        if isinstance(chosen, CopyPastePainter):
+            raise ValueError(
+                "the copy-paste painter needs donor images, which a transform does not have: use "
+                "SAMRAugmentedDataset(subjects, painter='copy-paste') (donors: the other real subjects)"
+            )
+        # None: whole-image SAMR (recorded in the history, replayable); else a painter (no replay record)
+        self.painter = None if isinstance(chosen, SAMRPainter) and chosen.mode == "whole" else chosen
         self._donor_pool = _pool(donors)  # owned here; replays find it weakly by its key
         self.donor_key = None if self._donor_pool is None else self._donor_pool.key
         self._editors: dict[str, Any] = {}
@@ -751,7 +772,7 @@ class SAMRSynthesize(RandomTransform):
             subject.add_transform(fixed, fixed._get_reproducing_arguments())
             return subject
         synth = self.synthesizer
-        plan = _plan_for(self, subject, synth)
+        plan = _plan_for(self, subject, synth, whole_image=self.painter is None)
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
@@ -764,6 +785,9 @@ class SAMRSynthesize(RandomTransform):
             return edited
 
         pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
+        if self.painter is not None:
+            paint_gen = torch.Generator().manual_seed(seed + 1)
+            return pending.paint(self.painter, synth.sequences, generator=paint_gen)
         fixed = self._fixed(
             edit=records[0],
             seed=seed,
@@ -779,7 +803,9 @@ class SAMRSynthesize(RandomTransform):
         return subject
 
 
-def _plan_for(transform: tio.Transform, subject: tio.Subject, synth: Synthesizer) -> _SubjectPlan:
+def _plan_for(
+    transform: tio.Transform, subject: tio.Subject, synth: Synthesizer, whole_image: bool = True
+) -> _SubjectPlan:
     """Plan ``subject`` with a SAMR transform's keys, scheme, sequence map and TorchIO include/exclude."""
     return _plan_subject(
         subject,
@@ -789,6 +815,7 @@ def _plan_for(transform: tio.Transform, subject: tio.Subject, synth: Synthesizer
         scheme=transform.scheme,
         sequence_map=transform.sequence_map,
         allowed=_allowed_keys(subject, transform.include, transform.exclude),
+        whole_image=whole_image,
     )
 
 

@@ -102,3 +102,20 @@ def test_flips_and_grid_keeping_transforms_before_synthesis_are_fine(synth: Synt
     )
     out = transform(make_subject(thin=True))
     assert [t.name for t in out.history] == ["Flip", "SAMRSynthesizeFixed"]
+
+
+def test_transform_with_another_painter_and_mode_rules(synth: Synthesizer) -> None:
+    t = SAMRSynthesize(ratio=1.0, weights=synth, painter="labels-to-image")
+    subject = make_subject(thin=True)
+    torch.manual_seed(1)
+    a = t(subject)
+    torch.manual_seed(1)
+    b = t(subject)
+    assert torch.equal(a["t1n"].data, b["t1n"].data) and not torch.equal(a["t1n"].data, subject["t1n"].data)
+    with pytest.raises(ValueError, match="belongs to the SAMR painter"):
+        SAMRSynthesize(weights=synth, painter="labels-to-image", mode="whole")
+    with pytest.raises(ValueError, match="SAMRAugmentedDataset"):
+        SAMRSynthesize(weights=synth, painter="copy-paste")
+    # a painter that keeps the subject's anatomy accepts a deforming transform before it
+    deformed = tio.Compose([tio.RandomAffine(degrees=5), t])(make_subject(thin=True))
+    assert deformed["t1n"].data.shape == subject["t1n"].data.shape
