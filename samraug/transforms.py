@@ -721,24 +721,35 @@ class SAMRSynthesize(RandomTransform):
         self.sequence_map = None if sequence_map is None else dict(sequence_map)
         self.editor = editor
         self.policy = policy
-        from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
-
-        if painter == "samr":
-            chosen = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
-        else:
-            chosen = get_painter(painter, mode=mode)
-        if isinstance(chosen, CopyPastePainter):
-            raise ValueError(
-                "the copy-paste painter needs donor images, which a transform does not have: use "
-                "SAMRAugmentedDataset(subjects, painter='copy-paste') (donors: the other real subjects)"
-            )
-        # None: whole-image SAMR (recorded in the history, replayable); else a painter (no replay record)
-        self.painter = None if isinstance(chosen, SAMRPainter) and chosen.mode == "whole" else chosen
+        self._painter_spec = (painter, mode)
+        self._painter: Any = None
+        self._painter_known = False
+        if painter != "samr" or mode is not None:  # validate now; the default mode is read from the weights lazily
+            self._resolve_painter()
         self._donor_pool = _pool(donors)  # owned here; replays find it weakly by its key
         self.donor_key = None if self._donor_pool is None else self._donor_pool.key
         self._editors: dict[str, Any] = {}
         self._warned: set[tuple[str, ...]] = set()  # image sets already warned about (once per transform)
         self.args_names = ["ratio", "scheme", "label_key", "brain_key", "sequence_map"]
+
+    def _resolve_painter(self) -> Any:
+        """None for whole-image SAMR (recorded in the history, replayable), else the painter (no replay record)."""
+        if not self._painter_known:
+            from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
+
+            painter, mode = self._painter_spec
+            if painter == "samr":
+                chosen = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
+            else:
+                chosen = get_painter(painter, mode=mode)
+            if isinstance(chosen, CopyPastePainter):
+                raise ValueError(
+                    "the copy-paste painter needs donor images, which a transform does not have: use "
+                    "SAMRAugmentedDataset(subjects, painter='copy-paste') (donors: the other real subjects)"
+                )
+            self._painter = None if isinstance(chosen, SAMRPainter) and chosen.mode == "whole" else chosen
+            self._painter_known = True
+        return self._painter
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:
@@ -772,7 +783,8 @@ class SAMRSynthesize(RandomTransform):
             subject.add_transform(fixed, fixed._get_reproducing_arguments())
             return subject
         synth = self.synthesizer
-        plan = _plan_for(self, subject, synth, whole_image=self.painter is None)
+        painter = self._resolve_painter()
+        plan = _plan_for(self, subject, synth, whole_image=painter is None)
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
@@ -785,9 +797,9 @@ class SAMRSynthesize(RandomTransform):
             return edited
 
         pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
-        if self.painter is not None:
+        if painter is not None:
             paint_gen = torch.Generator().manual_seed(seed + 1)
-            return pending.paint(self.painter, synth.sequences, generator=paint_gen)
+            return pending.paint(painter, synth.sequences, generator=paint_gen)
         fixed = self._fixed(
             edit=records[0],
             seed=seed,
