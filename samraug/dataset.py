@@ -281,9 +281,10 @@ class SAMRAugmentedDataset(Dataset):
         self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
         self.painter: Any = None  # None: the SAMR whole-image path (batched generator calls)
-        if not (
-            painter == "samr" and mode in (None, "whole") and self.synthesizer.config.get("mode", "whole") == "whole"
-        ):
+        default_path = painter == "samr" and mode in (None, "whole")
+        if default_path and self.n_synthetic > 0:  # the weights' default mode (read only when painting happens)
+            default_path = self.synthesizer.config.get("mode", "whole") == "whole"
+        if not default_path:
             if painter == "samr":
                 self.painter = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
             else:

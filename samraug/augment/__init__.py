@@ -1,5 +1,7 @@
 """The augmentation core shared by the TorchIO transforms, the dataset and the MONAI transform.
 
+- :mod:`samraug.augment.core`: item views, edit adapters, pending samples, writing results back in the item's
+  own format and types.
 - :mod:`samraug.augment.donors`: donor pools owned by the object that uses them, found again for replays
   through weak references only.
 - :mod:`samraug.augment.painters`: what turns an edited label map into images, behind one interface

@@ -163,7 +163,7 @@ class SAMRPainter(Painter):
                 feather_mm=self.feather_mm,
             )
             return out, {"painter": self.name, "mode": "local", **record}
-        from samraug.transforms import _make_pending, _View
+        from samraug.augment.core import _make_pending, _View
 
         synth = self.synthesizer
         synth.atlas.check_grid(label_after.shape, affine, "subject")
