@@ -38,9 +38,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from scipy import ndimage
 
-from .data.brats import AFFINE_ATOL, affines_match, format_affine, subject_arrays
 from .intensity import BACKGROUND_VALUE, DEFAULT_NORMALIZATION, robust_normalize_sequences
 from .labels import EDEMA, LabelScheme, get_scheme
+from .subjects import AFFINE_ATOL, affines_match, format_affine, subject_arrays
 
 __all__ = ["ATLAS_FILENAME", "Atlas", "build_atlas"]
 

@@ -11,10 +11,10 @@ keys, shapes, dtypes, label scheme), so the user's collate function and training
 Every random choice of synthetic item ``i`` comes from a ``torch.Generator`` seeded by ``(seed, i)``: the same
 seed gives the same samples whatever the worker assignment, the number of workers or the path below.
 
-**GPU training** (DESIGN.md, "Running the generator"): the generator never runs inside DataLoader workers. With
-``batched=True`` the workers only edit masks and return :class:`~samraug.transforms.PendingSample`\\ s; wrapping the
-loader in :class:`SynthesizingLoader` runs one generator call per batch in the main process and hands the user's
-collate function finished items. On CPU either path works (and gives the same samples).
+**GPU training** (docs/architecture.md, "Running the generator"): the generator never runs inside DataLoader workers.
+With ``batched=True`` the workers only edit masks and return :class:`~samraug.transforms.PendingSample`\\ s;
+wrapping the loader in :class:`SynthesizingLoader` runs one generator call per batch in the main process and hands the
+user's collate function finished items. On CPU either path works (and gives the same samples).
 
 Item formats (decided from ``real_ds[0]``):
 
@@ -60,31 +60,37 @@ import torchio as tio
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot
-from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+from samraug.augment.donors import DonorPool, label_array, track
+from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
+from samraug.labels import LabelScheme, get_scheme, one_hot
+from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
+from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.transforms import (
-    _DONOR_POOLS,
     PendingSample,
     SAMRSynthesizeFixed,
     _check_sequence_map,
     _edit,
-    _editor_from_state,
     _editor_settings,
-    _label_array,
     _make_editor,
     _make_pending,
-    _picklable_editor,
     _plain,
     _plan_subject,
     _set_label,
     _View,
+    check_lesion_in_brain,
     prepare_subject,
-    register_donors,
     scheme_from_plain,
     scheme_to_plain,
 )
 
-__all__ = ["PendingBatch", "PendingCollate", "SAMRAugmentedDataset", "SynthesizingLoader", "synthesize_pending"]
+__all__ = [
+    "PendingBatch",
+    "PendingCollate",
+    "SAMRAugmentedDataset",
+    "SynthesizingLoader",
+    "SynthesizingQueue",
+    "synthesize_pending",
+]
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -154,7 +160,8 @@ class SAMRAugmentedDataset(Dataset):
     Args:
         real_ds: A map-style dataset of ``tio.Subject``, dicts or ``(image, label)`` tuples (module docstring).
         ratio: Synthetic fraction of the mixed dataset, in [0, 1); ``len = round(len(real_ds) / (1 - ratio))``.
-            0 gives the real dataset unchanged.
+            0 gives the real dataset unchanged. Default 0.5 (unless ``n_synthetic`` is given).
+        n_synthetic: The number of synthetic items instead of a ratio: ``len = len(real_ds) + n_synthetic``.
         weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: Label scheme of the items (default: a subject's ``scheme`` attribute / a dict's ``"scheme"``
@@ -172,6 +179,11 @@ class SAMRAugmentedDataset(Dataset):
         batched: Return :class:`~samraug.transforms.PendingSample`\\ s for :class:`SynthesizingLoader` instead of
             synthesizing in ``__getitem__`` (GPU training).
         device, dtype: Of the generator (``"auto"``: CUDA when available).
+        painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
+            intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
+        mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
+        transform: Applied to every item after synthesis (real items too), e.g. a MONAI ``Compose`` of the
+            spatial and intensity transforms that must follow the painting (``Spacingd``, crops, label conversion).
 
     Example:
         >>> mixed = SAMRAugmentedDataset(real_ds, ratio=0.5, weights="my-org/samr-lite", scheme="brats2023")
@@ -183,8 +195,9 @@ class SAMRAugmentedDataset(Dataset):
     def __init__(
         self,
         real_ds: Any,
-        ratio: float = 0.5,
+        ratio: float | None = None,
         *,
+        n_synthetic: int | None = None,
         weights: str | Synthesizer | None = None,
         scheme: str | LabelScheme | None = None,
         editor: Any = None,
@@ -202,8 +215,24 @@ class SAMRAugmentedDataset(Dataset):
         batched: bool = False,
         device: str = "auto",
         dtype: str = "auto",
+        transform: Callable[[Any], Any] | None = None,
+        painter: Any = "samr",
+        mode: str | None = None,
     ) -> None:
-        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (e.g. a MONAI Compose), got {type(transform).__name__}")
+        self.transform = transform
+        if ratio is not None and n_synthetic is not None:
+            raise ValueError(
+                "pass either ratio= (the synthetic fraction) or n_synthetic= (the number of synthetic items), not both"
+            )
+        if n_synthetic is not None and (
+            isinstance(n_synthetic, bool) or not isinstance(n_synthetic, (int, np.integer)) or n_synthetic < 0
+        ):
+            raise ValueError(f"n_synthetic must be an integer >= 0 (a count of synthetic items), not {n_synthetic!r}")
+        if ratio is None and n_synthetic is None:
+            ratio = 0.5
+        if ratio is not None and (not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0):
             raise ValueError(
                 f"ratio must be in [0, 1) (the synthetic fraction of the mixed dataset), got {ratio!r}; "
                 "ratio=0.5 doubles the dataset with as many synthetic samples as real ones"
@@ -214,7 +243,18 @@ class SAMRAugmentedDataset(Dataset):
             raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
         self.real_ds = real_ds
         self.n_real = len(real_ds)
-        self.ratio = float(ratio)
+        if n_synthetic is None:
+            n_synthetic = 0 if float(ratio) == 0 else round(self.n_real / (1.0 - float(ratio))) - self.n_real
+            if float(ratio) > 0 and n_synthetic == 0:
+                warnings.warn(
+                    f"ratio={ratio} on {self.n_real} real items gives 0 synthetic items; raise the ratio or pass "
+                    "n_synthetic=<the number of synthetic items>",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        self.n_synthetic = int(n_synthetic)
+        total = self.n_real + self.n_synthetic
+        self.ratio = float(ratio) if ratio is not None else (self.n_synthetic / total if total else 0.0)
         self.seed = int(seed)
         self.batched = bool(batched)
         self.editor = editor
@@ -223,8 +263,9 @@ class SAMRAugmentedDataset(Dataset):
         self.z = z
         self._editors: dict[str, Any] = {}
         self._id = uuid.uuid4().hex[:12]
+        track(f"dataset:{self._id}", self)  # weakly: replays of its subjects find their lazy donor pools
         if isinstance(weights, Synthesizer):
-            self.synthesizer = register_synthesizer(weights)
+            self.synthesizer = weights.clone()  # private: never shared with another user
         else:
             self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
         if isinstance(donors, str):
@@ -235,11 +276,22 @@ class SAMRAugmentedDataset(Dataset):
         elif donors is None:
             self.donors, self._donor_key = None, None
         else:
-            self.donors = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
-            self._donor_key = register_donors(self.donors)
-        self._length = self.n_real if self.ratio == 0 else round(self.n_real / (1.0 - self.ratio))
+            self.donors = DonorPool(donors)  # owned here; replays find it weakly by its key
+            self._donor_key = self.donors.key
+        self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
-        if self.ratio > 0:
+        self.painter: Any = None  # None: the SAMR whole-image path (batched generator calls)
+        default_path = painter == "samr" and mode in (None, "whole")
+        if default_path and self.n_synthetic > 0:  # the weights' default mode (read only when painting happens)
+            default_path = self.synthesizer.config.get("mode", "whole") == "whole"
+        if not default_path:
+            if painter == "samr":
+                self.painter = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
+            else:
+                self.painter = get_painter(painter, mode=mode)
+            if isinstance(self.painter, SAMRPainter) and self.painter.mode == "whole":
+                self.painter = None
+        if self.n_synthetic > 0:
             if self.n_real == 0:
                 raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
             self.layout = self._detect(real_ds[0], image_key, label_key, brain_key, scheme, sequence_map, intensity)
@@ -371,12 +423,21 @@ class SAMRAugmentedDataset(Dataset):
         if isinstance(item, Mapping) and self.atlas_key in item:
             return None
         z = self.z
+        value: int | None = None
         if callable(z):
-            return int(z(item))
-        if isinstance(z, (int, np.integer)):
-            return int(z)
-        if isinstance(z, str) and isinstance(item, Mapping) and z in item:
-            return int(_as_tensor(item[z]).reshape(-1)[0])
+            value = int(z(item))
+        elif isinstance(z, (int, np.integer)):
+            value = int(z)
+        elif isinstance(z, str) and isinstance(item, Mapping) and z in item:
+            value = int(_as_tensor(item[z]).reshape(-1)[0])
+        if value is not None:
+            depth = self.synthesizer.atlas.shape[-1]
+            if not 0 <= value < depth:
+                raise ValueError(
+                    f"axial atlas slice z={value} is outside the atlas (0..{depth - 1}); the item's z must index the "
+                    "atlas grid's last axis"
+                )
+            return value
         raise ValueError(
             "2D items need the axial atlas slice they come from: give the items an 'atlas' stack or a 'z' entry, "
             "or pass z=<int> (the same slice for all) or z=<function item -> int>"
@@ -391,6 +452,13 @@ class SAMRAugmentedDataset(Dataset):
         return self._index(index) >= self.n_real
 
     def _index(self, index: int) -> int:
+        if isinstance(index, torch.Tensor) and index.dim() == 0 and not index.is_floating_point():
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"SAMRAugmentedDataset index must be an integer, got {index!r} ({type(index).__name__}); "
+                "use int(index) if it is a whole number"
+            )
         i = int(index)
         if i < 0:
             i += self._length
@@ -413,8 +481,15 @@ class SAMRAugmentedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         i = self._index(index)
         if i < self.n_real:
-            return self.real_ds[i]
+            item = self.real_ds[i]
+            return self.transform(item) if self.transform is not None else item
         pending = self.prepare(i)
+        pending.post = self.transform
+        if self.painter is not None:  # painted here (in the worker when there are workers)
+            generator = torch.Generator().manual_seed(int(pending.record["seed"]) + 1)  # type: ignore[index]
+            return pending.paint(
+                self.painter, self.synthesizer.sequences, generator=generator, donor=getattr(pending, "donor", None)
+            )
         if self.batched:
             return pending
         return pending.synthesize(self.synthesizer)
@@ -436,18 +511,64 @@ class SAMRAugmentedDataset(Dataset):
             scheme = get_scheme(item["scheme"])
         editor = self._editor_for(scheme)
         records: list[dict[str, Any]] = []
+        donor_view: Any = None
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
             edited, record = _edit(editor, label, brain, edit_gen, donors)
             records.append(record)
             return edited
 
-        if self.layout.kind == "subject":
-            pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
-        else:
-            pending = self._prepare_plain(item, edit_fn)
+        if isinstance(self.painter, CopyPastePainter):  # CarveMix: another real item's lesion, pasted as it lies
+            if self.n_real < 2:
+                raise ValueError("the copy-paste painter needs at least 2 real items (a donor other than the source)")
+            j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
+            j += j >= src
+            try:
+                donor_view = self._view_of(self.real_ds[j])
+            except ValueError as e:
+                raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
+
+            def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+                donor_label = donor_view.label
+                if donor_label.shape != label.shape:
+                    raise ValueError(f"donor real_ds[{j}] has shape {donor_label.shape}, the item {label.shape}")
+                records.append({"op": "carve", "donor": j})
+                return np.where(donor_label != 0, donor_label, label).astype(label.dtype)
+
+        try:
+            if self.layout.kind == "subject":
+                pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
+            else:
+                pending = self._prepare_plain(item, edit_fn)
+        except ValueError as e:  # every item is checked when it is used: name it
+            raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
+        if donor_view is not None:
+            seqs = self.synthesizer.sequences
+            images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
+            pending.donor = Donor(images, donor_view.label, donor_view.brain)  # type: ignore[attr-defined]
         pending.record = {"source": src, "seed": seed, "edit": records[0] if records else None}
         return pending
+
+    def _view_of(self, item: Any) -> Any:
+        """The item as the core reads it (label, brain, images), without editing it."""
+        layout = self.layout
+        assert layout is not None
+
+        def same(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            return label
+
+        if layout.kind == "subject":
+            subject = copy.deepcopy(item)
+            plan = _plan_subject(
+                subject,
+                self.synthesizer,
+                label_key=layout.label_key,
+                brain_key=layout.brain_key,
+                scheme=layout.scheme_arg,
+                sequence_map=layout.mapping,
+            )
+            return prepare_subject(subject, self.synthesizer, plan, edit_fn=same).view
+        return self._prepare_plain(item, same).view
 
     def _donors_for(self, src: int) -> Any:
         if self.donors == "dataset":
@@ -465,7 +586,7 @@ class SAMRAugmentedDataset(Dataset):
         layout = self.layout
         assert layout is not None
         if layout.kind == "subject":
-            return _label_array(item[layout.label_key], "donor label map")
+            return label_array(item[layout.label_key], "donor label map")
         return _spatial(item[layout.label_key], layout.ndim, "donor label map").numpy()
 
     # ------------------------------------------------------------------ per format
@@ -484,10 +605,11 @@ class SAMRAugmentedDataset(Dataset):
             sequence_map=layout.mapping,
         )
         pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn)
+        if self.painter is not None:  # another painter: the SAMR replay record does not describe this sample
+            return pending
         donor_key = self._donor_key
-        if self.donors == "dataset":  # a lazy pool, registered by name for replays in this process
+        if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
             donor_key = f"dataset:{self._id}:{src}"
-            _DONOR_POOLS.setdefault(donor_key, self._donors_for(src))  # type: ignore[arg-type]
         synth = self.synthesizer
         fixed = SAMRSynthesizeFixed(
             edit=records[0],
@@ -519,12 +641,28 @@ class SAMRAugmentedDataset(Dataset):
         sequences = self.synthesizer.sequences
         if any(isinstance(v, (int, np.integer)) for v in layout.mapping.values()):
             out[layout.image_key] = _float_copy(item[layout.image_key])
+        label_affine = item[layout.label_key].affine if isinstance(item[layout.label_key], tio.Image) else None
         for seq, src in layout.mapping.items():
             if isinstance(src, (int, np.integer)):
-                data = _as_tensor(item[layout.image_key])[int(src)]
+                stack = _as_tensor(item[layout.image_key])
+                if stack.dim() != layout.ndim + 1 or stack.shape[0] <= int(src):
+                    need = max(int(c) for c in layout.mapping.values() if isinstance(c, (int, np.integer))) + 1
+                    raise ValueError(
+                        f"image {layout.image_key!r} has shape {tuple(stack.shape)} ({stack.shape[0]} channels); "
+                        f"the items need at least {need} channels, channel-first, like the first item"
+                    )
+                data = stack[int(src)]
                 images[sequences.index(seq)] = (layout.image_key, int(src), data)
             else:
-                data = _spatial(item[src], layout.ndim, f"image {src!r}")
+                ref = item[src]
+                if isinstance(ref, tio.Image) and label_affine is not None:
+                    if not affines_match(np.asarray(ref.affine), np.asarray(label_affine)):
+                        raise ValueError(
+                            f"image {src!r} has affine {format_affine(ref.affine)} but the label map "
+                            f"{layout.label_key!r} has {format_affine(label_affine)} (tolerance {AFFINE_ATOL}); "
+                            "resample it onto the label map's grid first"
+                        )
+                data = _spatial(ref, layout.ndim, f"image {src!r}")
                 images[sequences.index(seq)] = (src, None, data)
         for _, _, data in images.values():
             if tuple(data.shape) != tuple(label.shape):
@@ -535,10 +673,11 @@ class SAMRAugmentedDataset(Dataset):
             brain = np.zeros(label.shape, dtype=bool)
             for _, _, data in images.values():
                 brain |= data.numpy() != 0
+        check_lesion_in_brain(label, brain, f"label map {layout.label_key!r}")
         brain = brain | (label != 0)
         if not brain.any():
             raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")
-        view = _View(label, brain, images)
+        view = _View(label, brain, images, self._affine_of(item) if layout.ndim == 3 else None)
         z = atlas = None
         if layout.ndim == 3:
             self.synthesizer.atlas.check_grid(label.shape, self._affine_of(item), "item")
@@ -550,26 +689,46 @@ class SAMRAugmentedDataset(Dataset):
         _set_label(out, layout.label_key, edited, label_ref)
         if not as_tuple and self.mask_key in out and self.mask_key != layout.label_key:
             ref = _as_tensor(out[self.mask_key])
-            if ref.dim() == layout.ndim + 1 and ref.shape[0] == N_CLASSES:
+            n_labels = self.synthesizer.n_labels
+            if ref.dim() == layout.ndim + 1 and ref.shape[0] == n_labels:
                 full_brain = brain | (edited != 0)
-                samr = torch.from_numpy(scheme.to_samr(edited, full_brain))
-                new = one_hot(samr, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
+                samr = torch.from_numpy(np.asarray(self.synthesizer.encode(edited, full_brain, scheme)))
+                new = one_hot(samr, n_labels, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
                 out[self.mask_key] = new.numpy() if isinstance(out[self.mask_key], np.ndarray) else new
         return _make_pending(
-            out, view, edited, scheme, intensity=layout.intensity, z=z, atlas_stack=atlas, as_tuple=as_tuple
+            out,
+            view,
+            edited,
+            scheme,
+            intensity=layout.intensity,
+            z=z,
+            atlas_stack=atlas,
+            as_tuple=as_tuple,
+            synth=self.synthesizer,
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_editors"] = {}
-        state["editor"] = _picklable_editor(self.editor)
-        return state
+    def donor_pool(self, suffix: str) -> Sequence[Any] | None:
+        """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), for replays."""
+        return self._donors_for(int(suffix))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a copy in another process serves its own replays
         self.__dict__.update(state)
-        self.editor = _editor_from_state(self.editor)
-        if isinstance(self.donors, list):
-            register_donors(self.donors)
+        track(f"dataset:{self._id}", self)
+
+    def dry_iter(self) -> list[Any]:
+        """The items without synthesis (each synthetic index gives its real source item), for ``tio.Queue``, which
+        reads them only to count patches per subject.
+
+        Example:
+            >>> queue = tio.Queue(mixed, max_length=16, samples_per_volume=4, sampler=sampler)  # doctest: +SKIP
+        """
+        if self.batched:
+            raise TypeError(
+                "a plain tio.Queue cannot finish the pending samples of SAMRAugmentedDataset(..., batched=True); "
+                "use samraug.dataset.SynthesizingQueue(mixed, ...) (same arguments as tio.Queue), which runs the "
+                "generator in the main process, or batched=False"
+            )
+        return [self.real_ds[self.source_of(i)] for i in range(len(self))]
 
     def describe(self, index: int) -> dict[str, Any]:
         """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record."""
@@ -644,6 +803,40 @@ def synthesize_pending(
         for i, p, chunk in zip(idx, pend, torch.split(images, counts), strict=True):
             out[i] = p.finish(chunk)
     return out
+
+
+class SynthesizingQueue(tio.Queue):
+    """A ``tio.Queue`` over a ``SAMRAugmentedDataset(..., batched=True)``: its subject loader's workers edit the
+    masks, the main process synthesizes each pending subject (one generator pass over its slices, in batches)
+    before patches are drawn from it. Same arguments as :class:`torchio.Queue`.
+
+    Example:
+        >>> mixed = SAMRAugmentedDataset(subjects, ratio=0.5, batched=True)  # doctest: +SKIP
+        >>> queue = SynthesizingQueue(mixed, max_length=64, samples_per_volume=8,
+        ...                           sampler=tio.data.UniformSampler((96, 96, 96)), num_workers=4)  # doctest: +SKIP
+        >>> loader = tio.SubjectsLoader(queue, batch_size=4, num_workers=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, subjects_dataset: SAMRAugmentedDataset, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(subjects_dataset, SAMRAugmentedDataset):
+            raise TypeError(
+                f"SynthesizingQueue takes a SAMRAugmentedDataset, got {type(subjects_dataset).__name__}; use tio.Queue"
+            )
+        super().__init__(subjects_dataset, *args, **kwargs)
+        self.synthesizer = subjects_dataset.synthesizer
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        ds = self.subjects_dataset
+        indices = list(self.subject_sampler) if self.subject_sampler is not None else range(len(ds))
+        items = [ds.real_ds[ds.source_of(i)] for i in indices]
+        return sum(self._get_subject_num_samples(s) for s in items)
+
+    def _get_next_subject(self) -> tio.Subject:
+        subject = super()._get_next_subject()
+        if isinstance(subject, PendingSample):
+            subject = synthesize_pending([subject], self.synthesizer)[0]
+        return subject
 
 
 class SynthesizingLoader:

@@ -3,8 +3,11 @@
 A :class:`Synthesizer` resolves weights through :func:`samraug.hub.load_weights` (bundled demo weights when none
 are given, a local folder, or ``org/name[@revision]`` on the Hugging Face Hub), picks the device and precision
 (CUDA: bf16 autocast where supported, else fp16, and ``channels_last``; CPU: float32) and runs the generator in
-batches under :func:`torch.inference_mode`. The model is loaded lazily, once per process: a DataLoader worker forked
-from a process that already holds a CUDA model loads its own copy (a CPU model is simply shared by the fork).
+batches under :func:`torch.inference_mode`. The model is loaded lazily. Loaded models are read-only and shared
+through the one process-wide cache, keyed by (weights, device, dtype) and weakly referenced (a model is freed with
+the last synthesizer that uses it); synthesizers themselves are never shared (:meth:`Synthesizer.clone` gives a
+private one around the same model). A DataLoader worker forked from a process that already holds a CUDA model loads
+its own copy (a CPU model is simply shared by the fork).
 
 Two entry points:
 
@@ -32,6 +35,7 @@ import contextlib
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,11 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from samraug.data.slices import pad_or_crop
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
-from samraug.labels import N_CLASSES, one_hot
+from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
+from samraug.padding import pad_or_crop
 
-__all__ = ["Synthesizer", "get_synthesizer", "register_synthesizer", "resolve_device", "resolve_dtype"]
+__all__ = ["Synthesizer", "get_synthesizer", "resolve_device", "resolve_dtype"]
 
 _WORKER_MESSAGE = (
     "Synthesizer on {device!r} was called inside a DataLoader worker: GPU work never happens in workers (each "
@@ -125,23 +129,23 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} contains {n} NaN/inf values; replace them (e.g. torch.nan_to_num) first")
 
 
-def _check_classes(labels: torch.Tensor, what: str) -> torch.Tensor:
-    """SAMR class map as int64, with clear errors for NaN/inf, fractions and unknown classes."""
+def _check_classes(labels: torch.Tensor, what: str, n_labels: int = N_CLASSES) -> torch.Tensor:
+    """Model class map as int64, with clear errors for NaN/inf, fractions and classes the model does not know."""
     _check_finite(labels, what)
     if labels.is_floating_point():
         if not bool((labels == labels.round()).all()):
-            raise ValueError(f"{what} has non-integer values; a SAMR class map holds integers 0..{N_CLASSES - 1}")
+            raise ValueError(f"{what} has non-integer values; a class map holds integers 0..{n_labels - 1}")
     if labels.dtype == torch.bool:
-        raise ValueError(f"{what} is boolean; expected SAMR classes 0..{N_CLASSES - 1} (integers)")
+        raise ValueError(f"{what} is boolean; expected model classes 0..{n_labels - 1} (integers)")
     labels = labels.long()
     if labels.numel():
         values = torch.unique(labels)
-        bad = sorted(int(v) for v in values if not 0 <= int(v) < N_CLASSES)
+        bad = sorted(int(v) for v in values if not 0 <= int(v) < n_labels)
         if bad:
             raise ValueError(
-                f"{what} has labels {set(bad)} that are not SAMR classes 0..{N_CLASSES - 1} (0 background, "
-                "1 normal brain, 2 edema, 3 cavity, 4 tumor); convert your labels first with "
-                "samraug.labels.get_scheme(<your scheme>).to_samr(label, brain)"
+                f"{what} has labels {set(bad)} that are not classes 0..{n_labels - 1} of this model; convert your "
+                "labels first with synth.encode(label, brain, scheme) (or samraug.labels.get_scheme(<your "
+                "scheme>).encode(label, brain, conditioning))"
             )
     return labels
 
@@ -197,6 +201,7 @@ class Synthesizer:
         self._loaded_device: torch.device | None = None
         self._memory: tuple[nn.Module, Any, dict[str, Any]] | None = None
         self._memory_key: str | None = None
+        self._loaded: _LoadedModel | None = None  # keeps the shared model alive while this synthesizer lives
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
@@ -211,7 +216,8 @@ class Synthesizer:
         """A synthesizer around an in-memory generator and :class:`~samraug.atlas.Atlas` (tests, benchmarks,
         a model fresh from training). ``config`` defaults to the generator's own ``config`` attribute.
 
-        Its :attr:`key` is registered in this process so that TorchIO histories recorded with it can be replayed.
+        Its :attr:`key` (``"memory:<id>"``) finds the generator again in this process while the synthesizer (or a
+        clone) lives, so that TorchIO histories recorded with it can be replayed.
         """
         self = cls(None, **kwargs)
         cfg = dict(config) if config is not None else dict(getattr(generator, "config", {}) or {})
@@ -222,8 +228,32 @@ class Synthesizer:
             cfg["sequences"] = list(seqs)
         self._memory = (generator, atlas, cfg)
         self._memory_key = f"memory:{uuid.uuid4().hex[:12]}"
-        _REGISTRY[(self._memory_key, self.device_spec, self.dtype_spec)] = self
+        self._hold_memory()
         return self
+
+    def _hold_memory(self) -> None:
+        """Make the in-memory generator findable by its key (weakly: it lives as long as a synthesizer holds it)."""
+        assert self._memory is not None and self._memory_key is not None
+        found = _MODEL_CACHE.get((self._memory_key, None, None))
+        if found is None:
+            found = _LoadedModel(*self._memory, pid=os.getpid())
+            _MODEL_CACHE[(self._memory_key, None, None)] = found
+        self._memory_holder = found
+
+    def clone(self) -> Synthesizer:
+        """A private synthesizer with the same weights, device, precision and batch size, sharing the (read-only)
+        loaded model: changing one's ``batch_size`` does not change the other's.
+
+        Example:
+            >>> a = Synthesizer("path/to/weights", device="cpu", batch_size=8)
+            >>> b = a.clone(); b.batch_size = 2
+            >>> a.batch_size, b.batch_size
+            (8, 2)
+        """
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._lock = threading.Lock()
+        return new
 
     @property
     def key(self) -> str | None:
@@ -256,16 +286,23 @@ class Synthesizer:
             if self._pid == pid or device.type == "cpu":
                 return self
         with self._lock:
-            if self._memory is not None:
-                model, atlas, config = self._memory
-            else:
-                from samraug.hub import load_weights
+            key = _cache_key(self.key, str(device), self.dtype_spec, self.channels_last)
+            loaded = _MODEL_CACHE.get(key)
+            if loaded is None or (device.type == "cuda" and loaded.pid != pid):
+                if self._memory is not None:
+                    model, atlas, config = self._memory
+                else:
+                    from samraug.hub import load_weights
 
-                model, atlas, config = _unpack_loaded(load_weights(self.weights, device="cpu"))
-            model = model.eval().to(device)
-            if device.type == "cuda" and self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            self._model, self._config = model, dict(config)
+                    model, atlas, config = _unpack_loaded(load_weights(self.weights, device="cpu"))
+                model = model.eval().to(device)
+                if device.type == "cuda" and self.channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                loaded = _LoadedModel(model, atlas, dict(config), pid=pid)
+                _MODEL_CACHE[key] = loaded
+            self._loaded = loaded
+            model, atlas = loaded.model, loaded.atlas
+            self._model, self._config = model, dict(loaded.config)
             if self._atlas is None:
                 self._atlas = atlas
             self._pid, self._loaded_device = pid, device
@@ -305,6 +342,59 @@ class Synthesizer:
         return tuple(self.config["sequences"])
 
     @property
+    def n_labels(self) -> int:
+        """Number of model classes (one-hot channels of the mask), from the weights' config."""
+        return int(self.config.get("n_labels", N_CLASSES))
+
+    @property
+    def conditioning(self) -> str:
+        """``"samr"`` (the paper's 5 classes; also weights without the key) or ``"native"``."""
+        return str(self.config.get("conditioning", "samr"))
+
+    @property
+    def label_scheme(self) -> LabelScheme:
+        """The label scheme the weights were trained on (``config["label_scheme"]``; default ``"samr"``)."""
+        value = self.config.get("label_scheme", "samr")
+        if isinstance(value, str):
+            return get_scheme(value)
+        from samraug.hub import scheme_from_config
+
+        return scheme_from_config(value)
+
+    def encode(
+        self,
+        label: np.ndarray | torch.Tensor,
+        brain: np.ndarray | torch.Tensor | None,
+        scheme: str | LabelScheme,
+        mapping: Mapping[int, int] | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """A label map in ``scheme`` as this model's classes. SAMR-conditioned weights: the scheme's own SAMR
+        classes. Native-conditioned weights: translated to the weights' scheme when it differs (built-in BraTS
+        correspondences or an explicit ``mapping``; otherwise refused), then encoded natively.
+
+        Example:
+            >>> classes = synth.encode(seg, brain, "brats2021")  # doctest: +SKIP
+        """
+        src, dst = get_scheme(scheme), self.label_scheme
+        if self.conditioning == "samr":  # every scheme maps to the 5 SAMR classes itself: no translation needed
+            dst = src
+        elif src != dst:
+            try:
+                label = translate(label, src, dst, mapping)
+            except ValueError as e:
+                raise ValueError(
+                    f"the labels are in scheme {src.name!r} but these weights were trained on {dst.name!r}, and {e}"
+                ) from None
+        classes = dst.encode(label, brain, conditioning=self.conditioning)
+        values = np.unique(np.asarray(classes))
+        if values.size and (values.min() < 0 or values.max() >= self.n_labels):
+            raise ValueError(
+                f"encoded classes {sorted(int(v) for v in values)} do not fit this model's {self.n_labels} classes; "
+                "the weights' config (label_scheme, conditioning, n_labels) is inconsistent"
+            )
+        return classes
+
+    @property
     def uses_atlas(self) -> bool:
         """Whether the generator takes the atlas stack as input."""
         return bool(getattr(self.model, "use_atlas", True))
@@ -318,6 +408,8 @@ class Synthesizer:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_lock"] = None
+        state.pop("_memory_holder", None)
+        state["_loaded"] = None
         if self._memory is None:  # reloaded lazily from the weights in the receiving process
             state.update(_model=None, _atlas=None, _config=None, _pid=None, _loaded_device=None)
         else:  # in-memory model: ship it on the CPU
@@ -329,8 +421,8 @@ class Synthesizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        if self._memory_key is not None:
-            _REGISTRY.setdefault((self._memory_key, self.device_spec, self.dtype_spec), self)
+        if self._memory is not None:
+            self._hold_memory()
 
     def __repr__(self) -> str:
         return (
@@ -387,20 +479,21 @@ class Synthesizer:
         """
         self._check_context()
         m = _to_tensor(mask, "mask")
+        k = self.n_labels
         if m.dim() == 3:
-            m = _check_classes(m, "mask")
+            m = _check_classes(m, "mask", k)
             is_onehot = False
         elif m.dim() == 4:
-            if m.shape[1] != N_CLASSES:
+            if m.shape[1] != k:
                 raise ValueError(
-                    f"one-hot mask must be (B, {N_CLASSES}, H, W), got {tuple(m.shape)}; pass SAMR class maps "
-                    "(B, H, W) or samraug.labels.one_hot(classes, channel_dim=1)"
+                    f"one-hot mask must be (B, {k}, H, W) for this model, got {tuple(m.shape)}; pass class maps "
+                    "(B, H, W) or samraug.labels.one_hot(classes, n_classes, channel_dim=1)"
                 )
             _check_finite(m, "mask")
             is_onehot = True
         else:
             raise ValueError(
-                f"mask must be a one-hot (B, {N_CLASSES}, H, W) batch or SAMR class maps (B, H, W), got shape "
+                f"mask must be a one-hot (B, {k}, H, W) batch or class maps (B, H, W), got shape "
                 f"{tuple(m.shape)}; add a batch axis for one slice (mask[None])"
             )
         b, h, w = int(m.shape[0]), int(m.shape[-2]), int(m.shape[-1])
@@ -438,7 +531,7 @@ class Synthesizer:
         with torch.inference_mode():
             for i in range(0, b, bs):
                 mc = m[i : i + bs]
-                mc = mc.float() if is_onehot else one_hot(mc.long(), channel_dim=1)
+                mc = mc.float() if is_onehot else one_hot(mc.long(), k, channel_dim=1)
                 mc = _pad_onehot(mc, *size)
                 if a is not None:
                     ac = pad_or_crop(a[i : i + bs].float(), size, value=BACKGROUND_VALUE)
@@ -495,7 +588,7 @@ class Synthesizer:
                     f"{tuple(labels.shape)}; for 2D slices use synthesize_slices"
                 )
             raise ValueError(f"synthesize_volume expects a 3D label map (X, Y, Z), got shape {tuple(labels.shape)}")
-        labels = _check_classes(labels, "samr_labels")
+        labels = _check_classes(labels, "samr_labels", self.n_labels)
         axis = z_axis % 3
         if axis != 2:
             labels = labels.movedim(axis, 2)
@@ -617,21 +710,24 @@ def _unpack_loaded(loaded: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
     return loaded.generator, loaded.atlas, dict(loaded.config)
 
 
-# Synthesizers by (weights key, device, dtype), per process: histories replay through these.
-_REGISTRY: dict[tuple[str | None, str, str], Synthesizer] = {}
+class _LoadedModel:
+    """A loaded, read-only generator with its atlas and config (the value type of the weak model cache)."""
+
+    def __init__(self, model: nn.Module, atlas: Any, config: dict[str, Any], *, pid: int) -> None:
+        self.model, self.atlas, self.config, self.pid = model, atlas, config, pid
 
 
-def _registry_key(weights: str | None, device: str, dtype: str) -> tuple[str | None, str, str]:
+#: The one process-wide cache: loaded read-only models by (weights, device, dtype, channels_last), held weakly
+#: (each Synthesizer that uses a model holds it strongly; the last one to go frees it). In-memory generators
+#: (Synthesizer.from_model) are found by their ``"memory:<id>"`` key under (key, None, None).
+_MODEL_CACHE: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
+
+
+def _cache_key(weights: str | None, device: str, dtype: str, channels_last: bool) -> tuple[Any, ...]:
     key = weights
     if key is not None and not key.startswith("memory:") and Path(key).expanduser().is_dir():
         key = str(Path(key).expanduser().resolve())
-    return (key, device, dtype)
-
-
-def register_synthesizer(synth: Synthesizer) -> Synthesizer:
-    """Make ``synth`` the shared synthesizer of this process for its weights, device and dtype (so recorded
-    histories replay through it instead of loading the weights again); returns the registered one."""
-    return _REGISTRY.setdefault(_registry_key(synth.key, synth.device_spec, synth.dtype_spec), synth)
+    return (key, device, dtype, bool(channels_last))
 
 
 def get_synthesizer(
@@ -640,31 +736,34 @@ def get_synthesizer(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> Synthesizer:
-    """The shared :class:`Synthesizer` of this process for ``weights`` (created on first request).
+    """A new :class:`Synthesizer` for ``weights`` (a private clone when given one) sharing any model already
+    loaded for the same weights, device and dtype in this process.
 
-    Transforms and datasets use this so that a model is loaded once per process. ``"memory:<id>"`` keys refer to
-    :meth:`Synthesizer.from_model` synthesizers created in this process (or a parent it was forked from).
+    ``"memory:<id>"`` keys refer to :meth:`Synthesizer.from_model` generators still held by a synthesizer in this
+    process (or a parent it was forked from, or one it received pickled).
 
     Example:
-        >>> get_synthesizer("path/to/weights", device="cpu") is get_synthesizer("path/to/weights", device="cpu")
-        ...  # doctest: +SKIP
-        True
+        >>> a = get_synthesizer("path/to/weights", device="cpu")
+        >>> b = get_synthesizer("path/to/weights", device="cpu")
+        >>> a is b  # never shared: each user owns its synthesizer (the loaded model is shared)
+        False
     """
     if isinstance(weights, Synthesizer):
-        return weights
+        return weights.clone()
     dev = device if isinstance(device, str) else str(device)
     dt = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
-    reg = _registry_key(None if weights is None else str(weights), dev, dt)
-    key = reg[0]
-    found = _REGISTRY.get(reg)
-    if found is None and key is not None and key.startswith("memory:"):
-        found = next((s for (k, _, _), s in _REGISTRY.items() if k == key), None)
-        if found is None:
+    key = None if weights is None else str(weights)
+    if key is not None and key.startswith("memory:"):
+        held = _MODEL_CACHE.get((key, None, None))
+        if held is None:
             raise ValueError(
-                f"weights {key!r} name an in-memory generator that is not known in this process (it was made with "
-                "Synthesizer.from_model elsewhere); save it with samraug.hub.save_weights and pass the folder"
+                f"weights {key!r} name an in-memory generator that is not alive in this process (it was made with "
+                "Synthesizer.from_model elsewhere, or freed); save it with samraug.hub.save_weights and pass the "
+                "folder, or pass the Synthesizer itself"
             )
-    if found is None:
-        found = Synthesizer(key, device=dev, dtype=dt)
-        _REGISTRY[reg] = found
-    return found
+        synth = Synthesizer(None, device=dev, dtype=dt)
+        synth._memory = (held.model, held.atlas, held.config)
+        synth._memory_key = key
+        synth._memory_holder = held
+        return synth
+    return Synthesizer(key, device=dev, dtype=dt)

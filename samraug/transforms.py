@@ -28,10 +28,9 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,33 @@ import torchio as tio
 from torchio.transforms import Transform
 from torchio.transforms.augmentation import RandomTransform
 
-from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
-from samraug.labels import LabelScheme, get_scheme
-from samraug.synthesis import Synthesizer, get_synthesizer, register_synthesizer
+from samraug.augment.core import (  # noqa: F401  (re-exported: the front-ends' shared core)
+    _EDITOR_SETTINGS,
+    PendingSample,
+    _background_of,
+    _edit,
+    _editor_settings,
+    _float_dtype,
+    _like,
+    _make_editor,
+    _make_pending,
+    _plain,
+    _pool,
+    _replay,
+    _set_label,
+    _stats_for,
+    _Target,
+    _View,
+    _write,
+    check_lesion_in_brain,
+    register_donors,
+    scheme_from_plain,
+    scheme_to_plain,
+)
+from samraug.augment.donors import DonorPool, find_donors
+from samraug.labels import LabelScheme
+from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
+from samraug.synthesis import Synthesizer, get_synthesizer
 
 __all__ = [
     "PendingSample",
@@ -50,297 +73,6 @@ __all__ = [
     "SAMRSynthesizeFixed",
     "register_donors",
 ]
-
-
-# ---------------------------------------------------------------------------------------------- plain values
-def scheme_to_plain(scheme: str | LabelScheme) -> str | dict[str, Any]:
-    """A label scheme as a plain value (its name for the built-in schemes, a JSON-able dict otherwise)."""
-    from samraug.hub import scheme_to_config
-
-    return scheme_to_config(scheme)
-
-
-def scheme_from_plain(value: str | Mapping[str, Any] | LabelScheme) -> LabelScheme:
-    """The inverse of :func:`scheme_to_plain`."""
-    if isinstance(value, (str, LabelScheme)):
-        return get_scheme(value)
-    from samraug.hub import scheme_from_config
-
-    return scheme_from_config(value)
-
-
-def _plain(value: Any) -> Any:
-    """Recursively turn tuples/numpy scalars/arrays/tensors into lists and Python numbers (JSON-able)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _plain(value.detach().cpu().tolist())
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-# ---------------------------------------------------------------------------------------------- donors
-#: Donor pools by content key, per process: a history names its pool by key (plain value), not by array.
-_DONOR_POOLS: dict[str, list[np.ndarray]] = {}
-
-
-def _label_array(x: Any, what: str) -> np.ndarray:
-    if isinstance(x, tio.Image):
-        x = x.data
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{what} must be a 2D or 3D label map (a leading channel of 1 is fine), got {arr.shape}")
-    return arr
-
-
-def register_donors(donors: Sequence[Any] | None) -> str | None:
-    """Register a donor pool (label maps in the subjects' scheme) in this process; returns its key.
-
-    The key is a digest of the arrays, so the same pool gets the same key in every process that registers it;
-    :class:`SAMRSynthesizeFixed` finds donors by this key when it replays a recorded swap.
-
-    Example:
-        >>> key = register_donors([np.zeros((4, 4, 4), np.uint8)])
-        >>> key.startswith("donors:")
-        True
-    """
-    if donors is None:
-        return None
-    arrays = [_label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
-    if not arrays:
-        return None
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    key = f"donors:{h.hexdigest()[:16]}"
-    _DONOR_POOLS.setdefault(key, arrays)
-    return key
-
-
-def _donor_pool(key: str | None) -> list[np.ndarray] | None:
-    if key is None:
-        return None
-    if key not in _DONOR_POOLS:
-        raise ValueError(
-            f"donor pool {key!r} is not registered in this process; create the SAMRSynthesize with the same donors "
-            "first (or call samraug.transforms.register_donors(donors)) before replaying this history"
-        )
-    return _DONOR_POOLS[key]
-
-
-# ---------------------------------------------------------------------------------------------- editing adapters
-_EDITOR_SETTINGS = ("min_fragment", "max_retries", "max_clip")
-
-
-def _make_editor(scheme: LabelScheme, policy: Any | None = None, settings: Mapping[str, Any] | None = None) -> Any:
-    from samraug.editing import LesionEditor
-
-    return LesionEditor(scheme, policy=policy, **dict(settings or {}))
-
-
-def _picklable_editor(editor: Any) -> Any:
-    """A LesionEditor as a plain spec (label schemes do not pickle), anything else as is."""
-    from samraug.editing import LesionEditor
-
-    if isinstance(editor, LesionEditor):
-        return {
-            "__editor__": scheme_to_plain(editor.scheme),
-            "settings": _editor_settings(editor),
-            "policy": editor.policy,
-        }
-    return editor
-
-
-def _editor_from_state(editor: Any) -> Any:
-    if isinstance(editor, dict) and "__editor__" in editor:
-        return _make_editor(scheme_from_plain(editor["__editor__"]), editor["policy"], editor["settings"])
-    return editor
-
-
-def _editor_settings(editor: Any) -> dict[str, Any]:
-    """The editor's replay-relevant settings as plain values."""
-    return {k: getattr(editor, k) for k in _EDITOR_SETTINGS if hasattr(editor, k)}
-
-
-def _edit(
-    editor: Any, label: np.ndarray, brain: np.ndarray, generator: torch.Generator, donors: Any
-) -> tuple[np.ndarray, dict[str, Any]]:
-    res = editor.random_edit(label, brain, donors=donors, generator=generator)
-    return np.asarray(res.label), _plain(res.record)
-
-
-def _replay(editor: Any, label: np.ndarray, brain: np.ndarray, record: Mapping[str, Any], donors: Any) -> np.ndarray:
-    return np.asarray(editor.replay(label, brain, dict(record), donors=donors).label)
-
-
-# ---------------------------------------------------------------------------------------------- core
-@dataclass
-class _Target:
-    """Where one model sequence goes in the output item, and how to scale it."""
-
-    seq: int  # index into the model's sequences
-    key: Any  # subject/dict key, or tuple position
-    channel: int | None  # channel of a stacked image; None: the image is this sequence alone
-    low: float | None = None  # subject-scale stats (None: model range)
-    high: float | None = None
-    background: float = 0.0
-
-
-@dataclass
-class PendingSample:
-    """A sample whose label map is edited but whose images are not synthesized yet.
-
-    DataLoader workers return these (``SAMRAugmentedDataset(..., batched=True)``); the main process synthesizes
-    ``masks`` for many samples in one generator call and calls :meth:`finish` with the images.
-
-    Attributes:
-        item: The output item (``tio.Subject``, dict or list for a tuple) with the edited label already in place.
-        masks: ``(k, H, W)`` uint8 SAMR class maps of the slices to synthesize.
-        z: ``(k,)`` axial atlas indices of those slices (stacks built where the generator runs), or None.
-        atlas: ``(k, 3n, H, W)`` explicit atlas stacks (2D items that carry theirs), or None.
-        brain: Boolean brain mask, ``(X, Y, Z)`` for volumes or ``(H, W)`` for slices.
-        positions: ``(k,)`` axial positions of the slices in the volume (volumes only).
-        targets: Where each synthesized sequence goes and its intensity scale.
-        as_tuple: Turn ``item`` back into a tuple when finished.
-        record: Plain-value description of how the sample was made (source item, seed, edit record).
-    """
-
-    item: Any
-    masks: torch.Tensor
-    z: torch.Tensor | None
-    atlas: torch.Tensor | None
-    brain: torch.Tensor
-    positions: torch.Tensor | None
-    targets: list[_Target] = field(default_factory=list)
-    as_tuple: bool = False
-    record: dict[str, Any] | None = None
-
-    @property
-    def is_volume(self) -> bool:
-        return self.positions is not None
-
-    def synthesize(self, synthesizer: Synthesizer) -> Any:
-        """Synthesize this sample alone and return the finished item."""
-        if self.masks.shape[0] == 0:
-            return self.finish(torch.zeros(0, len(synthesizer.sequences), *self.masks.shape[1:]))
-        images = synthesizer.synthesize_slices(self.masks, self.atlas, z=self.z)
-        return self.finish(images)
-
-    def finish(self, images: torch.Tensor) -> Any:
-        """Write ``images`` (``(k, n, H, W)``, model range, one per slice of :attr:`masks`) into the item."""
-        k = int(self.masks.shape[0])
-        if images.shape[0] != k:
-            raise ValueError(f"finish() got {images.shape[0]} synthesized slices for {k} masks")
-        brain = self.brain
-        for t in self.targets:
-            if self.is_volume:
-                v = torch.full(tuple(brain.shape), BACKGROUND_VALUE, dtype=torch.float32)
-                if k:
-                    v[..., self.positions] = images[:, t.seq].permute(1, 2, 0)
-            else:
-                v = images[0, t.seq].float()
-            if t.low is not None and t.high is not None:
-                v = denormalize(v, IntensityStats(t.low, t.high), brain, background=t.background)
-            else:
-                v = torch.where(brain, v, torch.full_like(v, t.background))
-            _write(self.item, t.key, t.channel, v)
-        return tuple(self.item) if self.as_tuple else self.item
-
-
-def _write(item: Any, key: Any, channel: int | None, v: torch.Tensor) -> None:
-    ref = item[key]
-    if isinstance(ref, tio.Image):
-        data = ref.data
-        if channel is None:
-            new = v.reshape(data.shape).to(_float_dtype(data.dtype))
-        else:
-            new = data if data.is_floating_point() else data.float()
-            new[channel] = v
-        ref.set_data(new)
-        return
-    is_np = isinstance(ref, np.ndarray)
-    t = torch.from_numpy(ref) if is_np else ref
-    if channel is None:
-        new = v.reshape(t.shape).to(_float_dtype(t.dtype))
-    else:
-        new = t  # already a float copy (made when the pending sample was prepared)
-        new[channel] = v.to(new.dtype)
-    item[key] = new.numpy() if is_np else new
-
-
-def _float_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float32
-
-
-@dataclass
-class _View:
-    """The parts of an item the core needs: spatial label, brain, images per model sequence."""
-
-    label: np.ndarray  # user scheme, spatial shape
-    brain: np.ndarray  # bool, spatial shape
-    images: dict[int, tuple[Any, int | None, torch.Tensor]]  # seq -> (key, channel, spatial float tensor)
-    affine: np.ndarray | None = None
-
-
-def _stats_for(image: torch.Tensor, brain: np.ndarray, what: str) -> IntensityStats:
-    try:
-        _, stats = robust_normalize(image.float(), torch.from_numpy(brain))
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
-    return stats
-
-
-def _background_of(image: torch.Tensor, brain: np.ndarray) -> float:
-    """The real image's value outside the brain (its median there; 0 when the brain fills the image)."""
-    outside = image[~torch.from_numpy(brain)]
-    if outside.numel() == 0:
-        return 0.0
-    return float(outside.float().median())
-
-
-def _make_pending(
-    item: Any,
-    view: _View,
-    edited: np.ndarray,
-    scheme: LabelScheme,
-    *,
-    intensity: str,
-    z: Any = None,
-    atlas_stack: torch.Tensor | None = None,
-    as_tuple: bool = False,
-) -> PendingSample:
-    """A :class:`PendingSample` for an item whose label map was edited to ``edited`` (user scheme)."""
-    brain = view.brain | (edited != 0) | (view.label != 0)
-    samr = scheme.to_samr(edited, brain).astype(np.uint8)
-    brain_t = torch.from_numpy(brain)
-    targets = []
-    for seq, (key, channel, image) in view.images.items():
-        if intensity == "match":
-            stats = _stats_for(image, view.brain, f"image {key!r}" + (f" channel {channel}" if channel else ""))
-            bg = _background_of(image, view.brain)
-            targets.append(_Target(seq, key, channel, stats.low, stats.high, bg))
-        elif intensity == "model":
-            targets.append(_Target(seq, key, channel, None, None, BACKGROUND_VALUE))
-        else:
-            raise ValueError(f"intensity must be 'match' or 'model', got {intensity!r}")
-    if samr.ndim == 3:
-        zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
-        masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(samr[..., zs.numpy()], -1, 0)))
-        return PendingSample(item, masks, zs.clone(), None, brain_t, zs, targets, as_tuple)
-    masks = torch.from_numpy(samr)[None]
-    zt = None if z is None else torch.as_tensor([int(z)], dtype=torch.long)
-    atlas = None if atlas_stack is None else torch.as_tensor(atlas_stack, dtype=torch.float32)[None]
-    return PendingSample(item, masks, zt, atlas, brain_t, None, targets, as_tuple)
 
 
 # ---------------------------------------------------------------------------------------------- subjects
@@ -417,21 +149,37 @@ def _subject_view(
                 f"image {key!r} has {img.data.shape[0]} channels; SAMRSynthesize replaces single-sequence images "
                 "(one ScalarImage per sequence)"
             )
-        if tuple(img.spatial_shape) != tuple(label.shape):
-            raise ValueError(f"image {key!r} has shape {img.spatial_shape} but the label map {label.shape}")
+        _check_same_grid(img, label_img, f"image {key!r}", f"the label map {label_key!r}")
         images[sequences.index(seq)] = (key, None, img.data[0])
     if brain_key is not None:
         if brain_key not in subject:
             raise ValueError(f"subject has no brain mask {brain_key!r} (keys: {list(subject.keys())}); pass brain_key=")
+        _check_same_grid(subject[brain_key], label_img, f"brain mask {brain_key!r}", f"the label map {label_key!r}")
         brain = subject[brain_key].data[0].numpy() != 0
     else:
         brain = np.zeros(label.shape, dtype=bool)
         for _, _, data in images.values():
             brain |= data.numpy() != 0
+    check_lesion_in_brain(label, brain, f"label map {label_key!r}")
     brain |= label != 0
     if not brain.any():
         raise ValueError("the subject has an empty brain (all images zero); pass brain_key= with a brain mask")
     return _View(label, brain, images, np.asarray(label_img.affine, dtype=np.float64))
+
+
+def _check_same_grid(image: tio.Image, ref: tio.Image, what: str, ref_what: str) -> None:
+    """Refuse an image whose shape or affine differs from the label map's (a misaligned image would be painted
+    with the wrong anatomy and returned with its wrong affine)."""
+    if tuple(image.spatial_shape) != tuple(ref.spatial_shape):
+        raise ValueError(
+            f"{what} has shape {tuple(image.spatial_shape)} but {ref_what} has {tuple(ref.spatial_shape)}; "
+            "resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
+        )
+    if not affines_match(np.asarray(image.affine), np.asarray(ref.affine)):
+        raise ValueError(
+            f"{what} has affine {format_affine(image.affine)} but {ref_what} has {format_affine(ref.affine)} "
+            f"(tolerance {AFFINE_ATOL}); resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
+        )
 
 
 @dataclass
@@ -451,7 +199,10 @@ def _plan_subject(
     scheme: Any,
     sequence_map: Mapping[str, str] | None,
     allowed: Sequence[str] | None = None,
+    whole_image: bool = True,
 ) -> _SubjectPlan:
+    if whole_image:
+        check_history(subject)
     key = _find_label_key(subject, label_key)
     sch = _subject_scheme(subject, scheme)
     images = [k for k, v in subject.items() if isinstance(v, tio.ScalarImage)]
@@ -464,17 +215,28 @@ def _plan_subject(
     return _SubjectPlan(key, bkey, sch, mapping)
 
 
-def _set_label(item: Any, key: Any, edited: np.ndarray, ref: Any) -> None:
-    """Put the edited label map in ``item[key]`` with the layout and dtype of ``ref``."""
-    if isinstance(ref, tio.Image):
-        data = ref.data
-        ref.set_data(torch.from_numpy(edited.astype(np.int64)).reshape(data.shape).to(data.dtype))
-        return
-    if isinstance(ref, np.ndarray):
-        item[key] = edited.reshape(ref.shape).astype(ref.dtype)
-        return
-    t = torch.as_tensor(ref)
-    item[key] = torch.from_numpy(edited.astype(np.int64)).reshape(t.shape).to(t.dtype)
+#: TorchIO transforms that move anatomy inside the image without changing its affine: after one of them the subject
+#: no longer matches the atlas that whole-image synthesis paints from. Flips and grid changes that keep the affine
+#: consistent (Resample, CropOrPad, ...) are fine.
+DEFORMING_TRANSFORMS = ("Affine", "ElasticDeformation", "AffineElasticDeformation", "Motion")
+
+
+def check_history(subject: tio.Subject) -> None:
+    """Refuse a subject whose TorchIO history holds a deforming transform (whole-image synthesis would paint the
+    atlas anatomy unrotated/undeformed into it).
+
+    Example:
+        >>> check_history(tio.Subject(t1=tio.ScalarImage(tensor=torch.zeros(1, 2, 2, 2))))  # nothing applied: fine
+    """
+    names = [t.name if isinstance(t, Transform) else str(t[0]) for t in subject.history]
+    bad = [n for n in names if n in DEFORMING_TRANSFORMS]
+    if bad:
+        raise ValueError(
+            f"the subject went through {bad} before SAMR synthesis: whole-image synthesis paints the atlas anatomy "
+            "on the atlas grid, so the painted anatomy would not follow that deformation. Put the deforming "
+            "transform after SAMRSynthesize in the tio.Compose (or use local mode, which paints only around the "
+            "lesion and keeps the subject's own anatomy)"
+        )
 
 
 def prepare_subject(
@@ -490,7 +252,7 @@ def prepare_subject(
     plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
     edited = edit_fn(view.label, view.brain)
     _set_label(subject, plan.label_key, edited, subject[plan.label_key])
-    return _make_pending(subject, view, edited, plan.scheme, intensity="match")
+    return _make_pending(subject, view, edited, plan.scheme, intensity="match", synth=synth)
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -508,7 +270,8 @@ class SAMRSynthesizeFixed(Transform):
         scheme: Label scheme name (or a plain scheme dict).
         label_key, brain_key: Keys of the label map and the brain mask (None: non-zero voxels of the images).
         sequence_map: ``{model_sequence: subject_key}`` of the replaced images.
-        donors: Key of the donor pool (:func:`register_donors`) used by a swap, or None.
+        donors: The donor pool a swap used: its key (found while the transform or dataset that made the sample
+            lives in this process), or the donor label maps themselves (a replay anywhere else), or None.
         editor: The :class:`~samraug.editing.LesionEditor` settings (``min_fragment``, ``max_retries``,
             ``max_clip``) the edit was made with.
         device, dtype: Where and in which precision the generator runs.
@@ -529,13 +292,17 @@ class SAMRSynthesizeFixed(Transform):
         label_key: str | None = "seg",
         brain_key: str | None = None,
         sequence_map: Mapping[str, str] | None = None,
-        donors: str | None = None,
+        donors: str | Sequence[Any] | None = None,
         editor: Mapping[str, Any] | None = None,
         device: str = "auto",
         dtype: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._donor_pool: DonorPool | None = None
+        if donors is not None and not isinstance(donors, str):  # explicit donors (a replay in another process)
+            self._donor_pool = _pool(donors)
+            donors = None if self._donor_pool is None else self._donor_pool.key
         self.editor = None if editor is None else _plain(editor)
         self.edit = None if edit is None else _plain(edit)
         self.seed = None if seed is None else int(seed)
@@ -576,7 +343,7 @@ class SAMRSynthesizeFixed(Transform):
         plan = _plan_for(self, subject, synth)
         editor = _make_editor(plan.scheme, None, self.editor)
         record = self.edit
-        donors = _donor_pool(self.donors)
+        donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
             if record is None:
@@ -607,6 +374,10 @@ class SAMRSynthesize(RandomTransform):
             paste; None: the subject's own lesion only (no swap).
         device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
             ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
+        painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance); samples made by another
+            painter than whole-image SAMR carry no replay record in the history.
+        mode: SAMR only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole). A
+            deforming transform before whole-image synthesis is refused; local mode keeps the subject's anatomy.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
@@ -633,6 +404,8 @@ class SAMRSynthesize(RandomTransform):
         donors: Sequence[Any] | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        painter: Any = "samr",
+        mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -642,7 +415,7 @@ class SAMRSynthesize(RandomTransform):
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
         self.ratio = float(ratio)
         if isinstance(weights, Synthesizer):
-            self.synthesizer = register_synthesizer(weights)
+            self.synthesizer = weights.clone()  # private: never shared with another user
         else:
             self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
         self.scheme = None if scheme is None else scheme_to_plain(scheme)  # plain: LabelSchemes do not pickle
@@ -651,22 +424,35 @@ class SAMRSynthesize(RandomTransform):
         self.sequence_map = None if sequence_map is None else dict(sequence_map)
         self.editor = editor
         self.policy = policy
-        self.donor_key = register_donors(donors)
-        self._donors = donors
+        self._painter_spec = (painter, mode)
+        self._painter: Any = None
+        self._painter_known = False
+        if painter != "samr" or mode is not None:  # validate now; the default mode is read from the weights lazily
+            self._resolve_painter()
+        self._donor_pool = _pool(donors)  # owned here; replays find it weakly by its key
+        self.donor_key = None if self._donor_pool is None else self._donor_pool.key
         self._editors: dict[str, Any] = {}
+        self._warned: set[tuple[str, ...]] = set()  # image sets already warned about (once per transform)
         self.args_names = ["ratio", "scheme", "label_key", "brain_key", "sequence_map"]
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_editors"] = {}
-        state["editor"] = _picklable_editor(self.editor)
-        return state
+    def _resolve_painter(self) -> Any:
+        """None for whole-image SAMR (recorded in the history, replayable), else the painter (no replay record)."""
+        if not self._painter_known:
+            from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # spawned workers: re-register the donor pool
-        self.__dict__.update(state)
-        self.editor = _editor_from_state(self.editor)
-        if self._donors is not None:
-            register_donors(self._donors)
+            painter, mode = self._painter_spec
+            if painter == "samr":
+                chosen = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
+            else:
+                chosen = get_painter(painter, mode=mode)
+            if isinstance(chosen, CopyPastePainter):
+                raise ValueError(
+                    "the copy-paste painter needs donor images, which a transform does not have: use "
+                    "SAMRAugmentedDataset(subjects, painter='copy-paste') (donors: the other real subjects)"
+                )
+            self._painter = None if isinstance(chosen, SAMRPainter) and chosen.mode == "whole" else chosen
+            self._painter_known = True
+        return self._painter
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:
@@ -689,6 +475,7 @@ class SAMRSynthesize(RandomTransform):
             **self._get_base_args(),
         )
         fixed._synthesizer = synth
+        fixed._donor_pool = self._donor_pool
         return fixed
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -699,11 +486,12 @@ class SAMRSynthesize(RandomTransform):
             subject.add_transform(fixed, fixed._get_reproducing_arguments())
             return subject
         synth = self.synthesizer
-        plan = _plan_for(self, subject, synth)
-        _warn_unreplaced(subject, plan)
+        painter = self._resolve_painter()
+        plan = _plan_for(self, subject, synth, whole_image=painter is None)
+        _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
-        donors = _donor_pool(self.donor_key)
+        donors = self._donor_pool
         records: list[dict[str, Any]] = []
 
         def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -712,6 +500,9 @@ class SAMRSynthesize(RandomTransform):
             return edited
 
         pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
+        if painter is not None:
+            paint_gen = torch.Generator().manual_seed(seed + 1)
+            return pending.paint(painter, synth.sequences, generator=paint_gen)
         fixed = self._fixed(
             edit=records[0],
             seed=seed,
@@ -727,7 +518,9 @@ class SAMRSynthesize(RandomTransform):
         return subject
 
 
-def _plan_for(transform: tio.Transform, subject: tio.Subject, synth: Synthesizer) -> _SubjectPlan:
+def _plan_for(
+    transform: tio.Transform, subject: tio.Subject, synth: Synthesizer, whole_image: bool = True
+) -> _SubjectPlan:
     """Plan ``subject`` with a SAMR transform's keys, scheme, sequence map and TorchIO include/exclude."""
     return _plan_subject(
         subject,
@@ -737,6 +530,7 @@ def _plan_for(transform: tio.Transform, subject: tio.Subject, synth: Synthesizer
         scheme=transform.scheme,
         sequence_map=transform.sequence_map,
         allowed=_allowed_keys(subject, transform.include, transform.exclude),
+        whole_image=whole_image,
     )
 
 
@@ -745,10 +539,7 @@ def _allowed_keys(subject: tio.Subject, include: Any, exclude: Any) -> list[str]
     return list(subject.get_images_dict(intensity_only=True, include=include, exclude=exclude))
 
 
-_warned_unreplaced: set[tuple[str, ...]] = set()
-
-
-def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan) -> None:
+def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan, warned: set[tuple[str, ...]]) -> None:
     left = tuple(
         sorted(
             k
@@ -756,8 +547,8 @@ def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan) -> None:
             if isinstance(v, tio.ScalarImage) and k not in plan.mapping.values() and k != plan.brain_key
         )
     )
-    if left and left not in _warned_unreplaced:
-        _warned_unreplaced.add(left)
+    if left and left not in warned:
+        warned.add(left)
         warnings.warn(
             f"SAMRSynthesize leaves the images {list(left)} real: the model does not make them (it makes "
             f"{list(plan.mapping)} for this subject); they will not match the edited label map. Map them with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny_model import AFFINE, SEQS, SHAPE, tiny_brain
@@ -44,7 +45,11 @@ def test_lazy_loading_and_config(weights: str) -> None:
     model = s.model
     assert s.model is model  # loaded once per process
     assert not model.training
-    assert get_synthesizer(weights, device="cpu") is get_synthesizer(weights, device="cpu")
+    a, b = get_synthesizer(weights, device="cpu"), get_synthesizer(weights, device="cpu")
+    assert a is not b  # each user owns its synthesizer...
+    assert a.model is b.model  # ...around one shared, read-only model
+    b.batch_size = 3
+    assert a.batch_size != 3
 
 
 def test_slices_shape_range_and_input_forms(synth: Synthesizer) -> None:
@@ -114,7 +119,7 @@ def test_volume_errors(synth: Synthesizer) -> None:
         synth.synthesize_volume(bad)
     unknown = lab.clone()
     unknown[5, 5, 3] = 7
-    with pytest.raises(ValueError, match=r"labels \{7\}.*to_samr"):
+    with pytest.raises(ValueError, match=r"labels \{7\}.*synth\.encode"):
         synth.synthesize_volume(unknown)
     with pytest.raises(ValueError, match="not on the atlas grid: shape"):
         synth.synthesize_volume(lab[:30])
@@ -160,9 +165,39 @@ def test_from_model_registry_and_bf16(weights: str) -> None:
     gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
     s = Synthesizer.from_model(gen, Atlas.load(weights), device="cpu")
     assert s.key.startswith("memory:")
-    assert get_synthesizer(s.key, device="cpu") is s
+    found = get_synthesizer(s.key, device="cpu")
+    assert found is not s and found.key == s.key and found.model is s.model
     lab = _labels()
     fp32 = s.synthesize_volume(lab, output="model")
     half = Synthesizer.from_model(gen, Atlas.load(weights), device="cpu", dtype="bfloat16")
     bf16 = half.synthesize_volume(lab, output="model")
     assert torch.allclose(fp32["t1n"], bf16["t1n"], atol=0.1)  # autocast runs and stays close
+
+
+def test_model_cache_is_weak(weights: str) -> None:
+    """The process-wide model cache keeps a model only while a synthesizer uses it."""
+    import gc
+    import weakref
+
+    from samraug.synthesis import _MODEL_CACHE
+
+    s = Synthesizer(weights, device="cpu", dtype="float32", channels_last=False)
+    ref = weakref.ref(s.model)
+    assert any(v.model is ref() for v in _MODEL_CACHE.values())
+    del s
+    gc.collect()
+    assert ref() is None
+
+
+def test_memory_key_is_found_while_alive_only() -> None:
+    import gc
+
+    gen = build_generator("tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3)
+    atlas = Atlas(torch.zeros(len(SEQS), 8, 8, 4), np.eye(4), SEQS, torch.ones(8, 8, 4, dtype=torch.bool))
+    s = Synthesizer.from_model(gen, atlas, device="cpu")
+    key = s.key
+    assert get_synthesizer(key, device="cpu").atlas is atlas
+    del s
+    gc.collect()
+    with pytest.raises(ValueError, match="not alive in this process"):
+        get_synthesizer(key, device="cpu")

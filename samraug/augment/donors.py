@@ -1,0 +1,117 @@
+"""Donor pools: the label maps whose lesions a swap may paste, owned by the transform or dataset that uses them.
+
+A recorded edit names its pool by a plain key (so histories stay JSON-able). Replaying in the process that made the
+sample finds the pool through a table of *weak* references: the table never keeps a pool (or the dataset that
+serves it) alive, so ``del`` of a transform or dataset frees it. A replay in another process passes the donors
+explicitly (``SAMRSynthesizeFixed(..., donors=pool)``).
+
+Example:
+    >>> import numpy as np
+    >>> pool = DonorPool([np.zeros((4, 4, 4), np.uint8)])
+    >>> pool.key.startswith("donors:"), len(pool)
+    (True, 1)
+    >>> find_donors(pool.key) is pool
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torchio as tio
+
+__all__ = ["DonorPool", "DonorSource", "donors_key", "find_donors", "label_array", "track"]
+
+
+class DonorSource(Protocol):
+    """An object that serves donor pools by the part of a key after its own prefix (e.g. a dataset)."""
+
+    def donor_pool(self, suffix: str) -> Sequence[Any] | None: ...
+
+
+#: Live donor sources by key prefix, weakly referenced (never keeps a pool or dataset alive).
+_LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def label_array(x: Any, what: str) -> np.ndarray:
+    """A 2D/3D label map as a numpy array (a leading channel of 1 dropped; ``tio.Image`` and tensors accepted)."""
+    if isinstance(x, tio.Image):
+        x = x.data
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{what} must be a 2D or 3D label map (a leading channel of 1 is fine), got {arr.shape}")
+    return arr
+
+
+def donors_key(arrays: Sequence[np.ndarray]) -> str:
+    """A digest of the arrays: the same pool gets the same key in every process."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return f"donors:{h.hexdigest()[:16]}"
+
+
+class DonorPool(Sequence):
+    """A fixed list of donor label maps (in the subjects' scheme) with a content key.
+
+    Pickles as its arrays; the copy in the receiving process is findable by the same key.
+    """
+
+    def __init__(self, donors: Sequence[Any]) -> None:
+        self.arrays = [label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
+        if not self.arrays:
+            raise ValueError("donors is empty; pass at least one label map, or donors=None for no swap")
+        self.key = donors_key(self.arrays)
+        track(self.key, self)
+
+    def donor_pool(self, suffix: str) -> DonorPool:
+        return self
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        return self.arrays[i]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"arrays": self.arrays, "key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.arrays, self.key = state["arrays"], state["key"]
+        track(self.key, self)
+
+
+def track(prefix: str, source: Any) -> None:
+    """Make ``source`` findable under ``prefix`` while it lives (weakly; an existing live source is kept)."""
+    if _LIVE.get(prefix) is None:
+        _LIVE[prefix] = source
+
+
+def find_donors(key: str | None) -> Sequence[Any] | None:
+    """The donor pool a recorded edit names (None for None), if its owner still lives in this process.
+
+    Keys are ``"donors:<digest>"`` (a :class:`DonorPool`) or ``"<source>:<suffix>"`` served by a tracked source.
+    """
+    if key is None:
+        return None
+    if key in _LIVE:
+        return _LIVE[key].donor_pool("")
+    prefix, _, suffix = key.rpartition(":")
+    source = _LIVE.get(prefix) if prefix else None
+    if source is None:
+        raise ValueError(
+            f"donor pool {key!r} is not alive in this process (its transform or dataset was freed, or the sample "
+            "was made in another process); pass the donors explicitly: SAMRSynthesizeFixed(..., donors=<the same "
+            "list of label maps>) or SAMRSynthesizeFixed(..., donors=DonorPool(...))"
+        )
+    return source.donor_pool(suffix)

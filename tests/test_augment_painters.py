@@ -1,0 +1,144 @@
+"""Painters behind one interface: SAMR (whole / local), copy-paste (CarveMix-style), labels-to-image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_dataset import _case
+from tiny_model import AFFINE, SEQS
+
+from samraug.augment.painters import (
+    CopyPastePainter,
+    Donor,
+    LabelsToImagePainter,
+    SAMRPainter,
+    get_painter,
+)
+from samraug.labels import get_scheme
+from samraug.synthesis import Synthesizer
+
+SCHEME = get_scheme("brats2021")
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_weights: str) -> Synthesizer:
+    return Synthesizer(tiny_weights, device="cpu")
+
+
+def _subject(i: int) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+    images, seg, brain = _case(i)
+    return {s: images[k] for k, s in enumerate(SEQS)}, seg.numpy(), brain.numpy()
+
+
+def _moved(label: np.ndarray, dx: int) -> np.ndarray:
+    return np.roll(label, dx, axis=0)
+
+
+def test_by_name_and_mode_rules(synth: Synthesizer) -> None:
+    assert isinstance(get_painter("copy-paste"), CopyPastePainter)
+    assert isinstance(get_painter("labels-to-image"), LabelsToImagePainter)
+    samr = get_painter("samr", synthesizer=synth)
+    assert isinstance(samr, SAMRPainter) and samr.mode == "whole"  # the tiny weights' config has no mode
+    assert samr.synthesizer is not synth
+    with pytest.raises(ValueError, match="belongs to the SAMR painter"):
+        get_painter("copy-paste", mode="whole")
+    with pytest.raises(ValueError, match="belongs to the SAMR painter"):
+        get_painter(CopyPastePainter(), mode="local")
+    with pytest.raises(ValueError, match="unknown painter"):
+        get_painter("gan")
+    with pytest.raises(ValueError, match="mode must be"):
+        SAMRPainter(synth, mode="partial")
+
+
+def test_copy_paste_from_itself_is_the_identity_and_only_touches_the_region() -> None:
+    images, label, brain = _subject(0)
+    after = np.where(_moved(label, 3) != 0, _moved(label, 3), label)
+    donor = Donor({k: torch.roll(v, 3, dims=0) for k, v in images.items()}, _moved(label, 3), np.roll(brain, 3, 0))
+    out, record = CopyPastePainter().paint(images, label, after, brain, AFFINE, SCHEME, donor=donor)
+    region = (after != label) & (after != 0)
+    assert record["pasted_voxels"] == int(region.sum()) > 0
+    for k in SEQS:
+        assert out[k].dtype == images[k].dtype and out[k].shape == images[k].shape
+        assert torch.equal(out[k][~torch.from_numpy(region)], images[k][~torch.from_numpy(region)])
+        # the donor's lesion voxels, intensity-matched: the donor is the subject moved, so its normal-brain stats
+        # differ only by the voxels the move takes in or out; the pasted values follow the donor's
+        r = torch.from_numpy(region)
+        assert torch.corrcoef(torch.stack([out[k][r].double(), donor.images[k][r].double()]))[0, 1] > 0.999
+
+
+def test_copy_paste_needs_a_donor_on_the_grid() -> None:
+    images, label, brain = _subject(0)
+    with pytest.raises(ValueError, match="needs a donor"):
+        CopyPastePainter().paint(images, label, label, brain, AFFINE, SCHEME)
+    bad = Donor(images, label[:10], brain)
+    with pytest.raises(ValueError, match="not on the subject's grid"):
+        CopyPastePainter().paint(images, label, label, brain, AFFINE, SCHEME, donor=bad)
+
+
+def test_labels_to_image_paints_near_the_edit_only_and_replays() -> None:
+    images, label, brain = _subject(1)
+    after = _moved(label, 2)
+    painter = LabelsToImagePainter(dilation_mm=2.0)
+    a, rec = painter.paint(images, label, after, brain, AFFINE, SCHEME, generator=torch.Generator().manual_seed(4))
+    b, _ = painter.paint(images, label, after, brain, AFFINE, SCHEME, generator=torch.Generator().manual_seed(4))
+    changed = torch.from_numpy(after != label)
+    assert rec["painted_voxels"] >= int(changed.sum()) > 0
+    for k in SEQS:
+        assert torch.equal(a[k], b[k])  # same generator, same image
+        assert not torch.equal(a[k][changed], images[k][changed])
+    # outside the brain and far from the edit: untouched
+    outside = torch.from_numpy(~brain)
+    assert all(torch.equal(a[k][outside], images[k][outside]) for k in SEQS)
+
+
+def test_samr_whole_paints_in_the_subject_scale(synth: Synthesizer) -> None:
+    images, label, brain = _subject(2)
+    out, rec = SAMRPainter(synth).paint(images, label, _moved(label, 1), brain, AFFINE, SCHEME)
+    assert rec == {"painter": "samr", "mode": "whole"}
+    b = torch.from_numpy(brain)
+    for k in SEQS:
+        assert out[k].shape == images[k].shape and out[k].dtype == images[k].dtype
+        assert torch.equal(out[k][~b], images[k][~b])  # background: the real background value (0 here)
+        lo, hi = float(images[k][b].quantile(0.005)), float(images[k][b].quantile(0.995))
+        assert float(out[k][b].min()) >= lo - 1e-3 and float(out[k][b].max()) <= hi + 1e-3
+
+
+def test_samr_local_goes_through_paint_local(synth: Synthesizer) -> None:
+    pytest.importorskip("samraug.local_synthesis")
+    images, label, brain = _subject(2)
+    out, rec = SAMRPainter(synth, mode="local").paint(images, label, _moved(label, 1), brain, AFFINE, SCHEME)
+    assert rec["painter"] == "samr" and rec["mode"] == "local"
+    assert set(out) == set(images)
+
+
+# ------------------------------------------------------------------ through the dataset (the benchmark arms)
+@pytest.mark.parametrize("painter", ["copy-paste", "labels-to-image"])
+def test_dataset_with_another_painter(synth: Synthesizer, painter: str) -> None:
+    from test_dataset import SubjectDS, TupleDS
+
+    from samraug.dataset import SAMRAugmentedDataset
+
+    for real in (TupleDS(), SubjectDS()):
+        mixed = SAMRAugmentedDataset(real, n_synthetic=2, weights=synth, scheme="brats2021", painter=painter)
+        item, again = mixed[len(mixed) - 1], mixed[len(mixed) - 1]
+        src = real[mixed.source_of(len(mixed) - 1)]
+        if isinstance(item, tuple):
+            assert item[0].shape == src[0].shape and item[0].dtype == torch.float32
+            assert torch.equal(item[0], again[0]) and torch.equal(item[1], again[1])  # seeded by index
+            assert not torch.equal(item[0], src[0].float())
+        else:
+            assert not item.history  # no SAMR replay record for another painter
+            assert torch.equal(item["t1n"].data, again["t1n"].data)
+        assert mixed.describe(len(mixed) - 1)["synthetic"]
+
+
+def test_dataset_mode_rules(synth: Synthesizer) -> None:
+    from test_dataset import TupleDS
+
+    from samraug.dataset import SAMRAugmentedDataset
+
+    with pytest.raises(ValueError, match="belongs to the SAMR painter"):
+        SAMRAugmentedDataset(TupleDS(), weights=synth, scheme="brats2021", painter="copy-paste", mode="whole")
+    mixed = SAMRAugmentedDataset(TupleDS(), weights=synth, scheme="brats2021", mode="whole")
+    assert mixed.painter is None  # whole-image SAMR: the batched generator path
