@@ -117,7 +117,8 @@ def ras_grid(
     """A RAS-aligned grid of voxel size ``voxel_size`` covering the world box ``[world_min, world_max]``.
 
     The in-plane sizes (first two axes) are rounded up to a multiple of ``multiple`` and to at least
-    ``min_shape``; the grid stays centred on the box. Returns ``(shape, affine)``.
+    ``min_shape``; the grid is centred on the box, its origin snapped to a multiple of the voxel size (so a world
+    point's place on the grid does not depend on the box). Returns ``(shape, affine)``.
 
     Example:
         >>> shape, a = ras_grid(np.zeros(3), np.ones(3) * 3, (1.0, 1.0, 1.0), multiple=8)
@@ -133,7 +134,9 @@ def ras_grid(
     m = max(1, int(multiple))
     n[:2] = -(-n[:2] // m) * m
     centre = (lo + hi) / 2.0
-    origin = centre - (n - 1) * vs / 2.0
+    # Snap to the world lattice of the voxel size: the grid depends on the box only, never on the subject's
+    # orientation (an LPS and a RAS copy of one subject sample the same points).
+    origin = np.round((centre - (n - 1) * vs / 2.0) / vs) * vs
     affine = np.eye(4)
     affine[:3, :3] = np.diag(vs)
     affine[:3, 3] = origin
