@@ -117,8 +117,8 @@ def ras_grid(
     """A RAS-aligned grid of voxel size ``voxel_size`` covering the world box ``[world_min, world_max]``.
 
     The in-plane sizes (first two axes) are rounded up to a multiple of ``multiple`` and to at least
-    ``min_shape``; the grid is centred on the box, its origin snapped to a multiple of the voxel size (so a world
-    point's place on the grid does not depend on the box). Returns ``(shape, affine)``.
+    ``min_shape`` (extra voxels split on both sides); grid points lie on multiples of the voxel size, so a world
+    point's place on the grid never depends on the box or the subject's orientation. Returns ``(shape, affine)``.
 
     Example:
         >>> shape, a = ras_grid(np.zeros(3), np.ones(3) * 3, (1.0, 1.0, 1.0), multiple=8)
@@ -129,14 +129,15 @@ def ras_grid(
     if not (np.isfinite(vs).all() and (vs > 0).all()):
         raise ValueError(f"voxel_size must be 3 positive numbers (mm), got {list(voxel_size)}")
     lo, hi = np.asarray(world_min, dtype=np.float64), np.asarray(world_max, dtype=np.float64)
-    n = np.floor((hi - lo) / vs + 1e-6).astype(np.int64) + 1
-    n = np.maximum(n, np.asarray(min_shape, dtype=np.int64))
-    m = max(1, int(multiple))
-    n[:2] = -(-n[:2] // m) * m
-    centre = (lo + hi) / 2.0
-    # Snap to the world lattice of the voxel size: the grid depends on the box only, never on the subject's
+    # Origin on the world lattice of the voxel size: the grid depends on the box only, never on the subject's
     # orientation (an LPS and a RAS copy of one subject sample the same points).
-    origin = np.round((centre - (n - 1) * vs / 2.0) / vs) * vs
+    first = np.floor(lo / vs + 1e-6)
+    n = (np.ceil(hi / vs - 1e-6) - first).astype(np.int64) + 1
+    want = np.maximum(n, np.asarray(min_shape, dtype=np.int64))
+    m = max(1, int(multiple))
+    want[:2] = -(-want[:2] // m) * m
+    origin = (first - (want - n) // 2) * vs  # extra voxels split around the box
+    n = want
     affine = np.eye(4)
     affine[:3, :3] = np.diag(vs)
     affine[:3, 3] = origin
