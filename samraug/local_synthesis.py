@@ -230,84 +230,129 @@ def paint_local(
     }
     brain_eff = brain_np | lesion_before | lesion_after
     region = edit_region(before, after, lesion_values=lesion_values, spacing=spacing, margin_mm=margin) & brain_eff
-    box = bounding_box(region)
     record["region_voxels"] = int(region.sum())
+    box = bounding_box(region)
     if box is None:
         return _skip(images, record, "empty region: no lesion and no label change")
     record["region_box"] = [list(b) for b in box]
-    extent = np.array([hi - lo for lo, hi in box]) * spacing
-    if float(extent.max()) > max_region:
-        return _skip(
-            images, record, f"region is {float(extent.max()):.1f} mm across, above max_region_mm={max_region:g}"
-        )
-    for axis, ((lo, hi), n) in enumerate(zip(box, shape, strict=True)):
-        room = min(lo, n - hi) * spacing[axis]
-        if room < min_context:
+    # Each connected part of the region (e.g. a lesion moved far away) is cropped and painted on its own; if one
+    # cannot be painted, none is (a half-done edit would not match the edited labels).
+    parts, _ = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
+    boxes = ndimage.find_objects(parts)
+    for sl in boxes:
+        extent = np.array([x.stop - x.start for x in sl]) * spacing
+        if float(extent.max()) > max_region:
             return _skip(
-                images,
-                record,
-                f"region reaches within {room:.1f} mm of the image edge along voxel axis {axis} (below "
-                f"min_context_mm={min_context:g}): too little context, e.g. a cropped patch",
+                images, record, f"region is {float(extent.max()):.1f} mm across, above max_region_mm={max_region:g}"
             )
-
-    # Crop box with context, then the model's RAS grid around it.
-    pad = np.ceil(context / spacing).astype(np.int64)
-    start = np.array([max(0, lo - int(p)) for (lo, _), p in zip(box, pad, strict=True)])
-    stop = np.array([min(n, hi + int(p)) for (_, hi), p, n in zip(box, pad, shape, strict=True)])
-    corners = world_corners(tuple(stop - start), aff) + aff[:3, :3] @ start
+        for axis, (x, n) in enumerate(zip(sl, shape, strict=True)):
+            room = min(x.start, n - x.stop) * spacing[axis]
+            if room < min_context:
+                return _skip(
+                    images,
+                    record,
+                    f"region reaches within {room:.1f} mm of the image edge along voxel axis {axis} (below "
+                    f"min_context_mm={min_context:g}): too little context, e.g. a cropped patch",
+                )
     model = synthesizer.model
-    mult = int(getattr(model, "size_multiple", 1))
-    c = int(getattr(model, "context_slices", cfg.get("context_slices", 0)))
     k = int(model.n_labels)
     if k != len(w_scheme.classes(conditioning)):
         raise ValueError(
             f"local model has n_labels={k} but scheme {w_scheme.name!r} with conditioning {conditioning!r} has "
             f"{len(w_scheme.classes(conditioning))} classes; the weights folder is inconsistent"
         )
+    norm = dict(DEFAULT_NORMALIZATION) | dict(cfg.get("normalization") or {})
+    stats = {
+        name: _subject_stats(_array(images[name], name), brain_np, float(norm["low"]), float(norm["high"]))
+        for name in seqs
+    }
+    classes_w = w_scheme.encode(after_w, brain_eff, conditioning)
+    synthetic = np.empty((len(seqs), int(region.sum())), dtype=np.float64)
+    flat = np.flatnonzero(region)
+    part_of = parts.reshape(-1)[flat]
+    record["parts"] = []
+    for i, sl in enumerate(boxes, start=1):
+        sel = part_of == i
+        points = np.stack(np.unravel_index(flat[sel], shape), axis=1)
+        part_record = _paint_part(
+            synthesizer, images, seqs, stats, classes_w, brain_eff, parts == i, sl, points, aff, spacing, context, cfg
+        )
+        synthetic[:, sel] = part_record.pop("values")
+        record["parts"].append(part_record)
+    record["painted_slices"] = int(sum(p["painted_slices"] for p in record["parts"]))
+
+    # Blend with the feather weights, at the region voxels only.
+    weights = feather_weights(region, spacing, feather).reshape(-1)[flat].astype(np.float64)
+    out = dict(images)
+    for i, name in enumerate(seqs):
+        old = _array(images[name], name).reshape(-1)[flat].astype(np.float64)
+        out[name] = _write_back(images[name], flat, old + weights * (synthetic[i] - old))
+    return out, record
+
+
+def _paint_part(
+    synthesizer: Any,
+    images: Mapping[str, torch.Tensor],
+    seqs: tuple[str, ...],
+    stats: Mapping[str, IntensityStats],
+    classes: np.ndarray,
+    brain: np.ndarray,
+    part: np.ndarray,
+    box: tuple[slice, ...],
+    points: np.ndarray,
+    aff: np.ndarray,
+    spacing: np.ndarray,
+    context: float,
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
+    (subject scale, ``(S, N)``), with the part's record."""
+    shape = part.shape
+    model = synthesizer.model
+    mult = int(getattr(model, "size_multiple", 1))
+    c = int(getattr(model, "context_slices", cfg.get("context_slices", 0)))
+    k = int(model.n_labels)
+    pad = np.ceil(context / spacing).astype(np.int64)
+    start = np.array([max(0, x.start - int(p)) for x, p in zip(box, pad, strict=True)])
+    stop = np.array([min(n, x.stop + int(p)) for x, p, n in zip(box, pad, shape, strict=True)])
+    corners = world_corners(tuple(stop - start), aff) + aff[:3, :3] @ start
     grid_shape, grid_aff = ras_grid(
         corners.min(0), corners.max(0), cfg["voxel_size"], multiple=mult, min_shape=(2 * mult, 2 * mult, 1)
     )
-    record["crop_box"] = [[int(a), int(b)] for a, b in zip(start, stop, strict=True)]
-    record["model_grid"] = list(grid_shape)
-
-    # Model-grid inputs.
-    norm = dict(DEFAULT_NORMALIZATION) | dict(cfg.get("normalization") or {})
-    lab_m = resample(after_w, aff, grid_shape, grid_aff, order=0)
-    brain_m = resample(brain_eff, aff, grid_shape, grid_aff, order=0)
-    region_m = resample(region.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
+    # Model-grid inputs: classes and brain nearest-neighbour, images trilinear then normalised with subject stats.
+    classes_m = resample(classes, aff, grid_shape, grid_aff, order=0)
+    brain_m = resample(brain, aff, grid_shape, grid_aff, order=0)
+    region_m = resample(part.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
     region_m = ndimage.binary_dilation(region_m, iterations=1)
-    classes_m = w_scheme.encode(lab_m, brain_m, conditioning)
-    stats: dict[str, IntensityStats] = {}
     norm_m = np.empty((len(seqs), *grid_shape), dtype=np.float32)
     for i, name in enumerate(seqs):
-        vol = _array(images[name], f"images[{name!r}]")
-        stats[name] = _subject_stats(vol, brain_np, float(norm["low"]), float(norm["high"]))
-        norm_m[i] = normalize_with(resample(vol, aff, grid_shape, grid_aff, order=1), stats[name], brain_m)
+        vol = resample(_array(images[name], name), aff, grid_shape, grid_aff, order=1)
+        norm_m[i] = normalize_with(vol, stats[name], brain_m)
     zs = np.flatnonzero(region_m.any(axis=(0, 1)))
-    record["painted_slices"] = int(zs.size)
 
     # Slices along the RAS z axis: (X, Y, Z) -> (D=Z, H=X, W=Y).
     classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
     images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
     region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
     mask_in, context_in = _input_builder()(classes_t, images_t, region_t, k, c)
-    d = grid_shape[2]
-    offset = 0 if mask_in.shape[0] == d else c  # builders may return only the central D - 2c slices
+    offset = 0 if mask_in.shape[0] == grid_shape[2] else c  # builders may return only the central D - 2c slices
     sel = torch.from_numpy(zs - offset)
     painted = synthesizer.paint_local_slices(mask_in[sel], context_in[sel]).numpy()  # P, S, X, Y
     syn_m = norm_m.copy()
     syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
     syn_m = np.where(region_m[None], syn_m, norm_m)
 
-    # Back to the subject: sample at the region voxels only, blend with the feather weights.
-    flat = np.flatnonzero(region)
-    points = np.stack(np.unravel_index(flat, shape), axis=1)
-    weights = feather_weights(region, spacing, feather).reshape(-1)[flat].astype(np.float64)
-    out = dict(images)
-    for i, name in enumerate(seqs):
-        syn_subject = denormalize(syn_m[i], stats[name])
-        values = sample_points(syn_subject, grid_aff, points, aff, order=1).astype(np.float64)
-        old = _array(images[name], name).reshape(-1)[flat].astype(np.float64)
-        new = old + weights * (values - old)
-        out[name] = _write_back(images[name], flat, new)
-    return out, record
+    # Back to the subject's scale and grid, sampled at the part's voxels only.
+    values = np.stack(
+        [
+            sample_points(denormalize(syn_m[i], stats[name]), grid_aff, points, aff, order=1)
+            for i, name in enumerate(seqs)
+        ]
+    )
+    return {
+        "values": values.astype(np.float64),
+        "region_box": [[x.start, x.stop] for x in box],
+        "crop_box": [[int(a), int(b)] for a, b in zip(start, stop, strict=True)],
+        "model_grid": list(grid_shape),
+        "painted_slices": int(zs.size),
+    }

@@ -307,3 +307,22 @@ def test_brats_native_grid_240x240x155():
     region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=(1.0, 1.0, 1.0)) & (brain | (seg > 0))
     for name in SEQS:
         assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+
+
+def test_separate_parts_are_painted_separately_and_all_or_nothing():
+    """A lesion moved far away gives two region parts, each cropped on its own; if one part cannot be painted
+    (too close to the edge) nothing is."""
+    images, seg, _, brain, affine = subject((64, 44, 36))
+    edited = np.zeros_like(seg)
+    edited[46:50, 20:24, 16:20] = 2  # the lesion removed, a small new one far from it
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"] is None and len(rec["parts"]) == 2
+    assert rec["painted_slices"] == sum(p["painted_slices"] for p in rec["parts"])
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=(2.0, 2.0, 2.0)) & (brain | (seg > 0))
+    for name in SEQS:
+        assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+    # the new lesion's part ends 8 voxels (16 mm) from the image edge, the old one's 20 voxels (40 mm) away
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), min_context_mm=20.0)
+    assert "edge" in rec["skipped"] and all(new[k] is images[k] for k in images)
