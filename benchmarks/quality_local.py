@@ -341,7 +341,8 @@ def plot_grid(grid: Sequence[Mapping[str, Any]], sequences: Sequence[str], path:
         for j, s in enumerate(seqs):
             real = subj.images[s][:, :, z].T
             vmax = float(np.percentile(subj.images[s][subj.brain], 99.5))
-            panels = (("real", real), ("region", real), (g["row"], g["pred"][s][:, :, z].T))
+            shown = np.where(region, g["pred"][s], subj.images[s])[:, :, z].T  # the scored region only
+            panels = (("real", real), ("region", real), (g["row"], shown))
             for c, (title, img) in enumerate(panels):
                 ax = axes[i, 3 * j + c]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, origin="lower")
