@@ -117,12 +117,15 @@ def _subject_stats(volume: np.ndarray, brain: np.ndarray, low: float, high: floa
 
 
 def _write_back(image: torch.Tensor, flat: np.ndarray, values: np.ndarray) -> torch.Tensor:
+    """A copy of ``image`` with the voxels at flat indices ``flat`` set to ``values`` (rounded and clipped for
+    integer dtypes); any memory layout."""
     out = image.clone()
     v = torch.from_numpy(values)
     if not out.is_floating_point():
         info = torch.iinfo(out.dtype)
         v = v.round().clamp(info.min, info.max)
-    out.view(-1)[torch.from_numpy(flat).to(out.device)] = v.to(out.dtype).to(out.device)
+    index = tuple(torch.from_numpy(i).to(out.device) for i in np.unravel_index(flat, tuple(image.shape)))
+    out[index] = v.to(out.dtype).to(out.device)
     return out
 
 

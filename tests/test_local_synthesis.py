@@ -326,3 +326,14 @@ def test_separate_parts_are_painted_separately_and_all_or_nothing():
     # the new lesion's part ends 8 voxels (16 mm) from the image edge, the old one's 20 voxels (40 mm) away
     new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), min_context_mm=20.0)
     assert "edge" in rec["skipped"] and all(new[k] is images[k] for k in images)
+
+
+def test_non_contiguous_images_are_fine():
+    images, seg, edited, brain, affine = subject()
+    ref, _ = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    # the same volumes held transposed in memory (e.g. after a permute): values and layout-independent result
+    strided = {k: v.permute(2, 1, 0).contiguous().permute(2, 1, 0) for k, v in images.items()}
+    assert not strided["t1n"].is_contiguous()
+    out, _ = paint_local(strided, seg, edited, brain, affine, SCHEME, make_synth())
+    for name in SEQS:
+        assert torch.equal(out[name], ref[name])
