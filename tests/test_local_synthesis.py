@@ -337,3 +337,39 @@ def test_non_contiguous_images_are_fine():
     out, _ = paint_local(strided, seg, edited, brain, affine, SCHEME, make_synth())
     for name in SEQS:
         assert torch.equal(out[name], ref[name])
+
+
+def test_model_package_builder_matches_the_contract():
+    """Once samraug.models.local exists, paint_local builds inputs through its build_local_inputs: it must give
+    the contract's layout (same as the reference implementation here), for all slices or the central ones."""
+    local = pytest.importorskip("samraug.models.local")
+    b, d, h, w, s, c = 1, 6, 8, 8, 4, 1
+    g = torch.Generator().manual_seed(1)
+    classes = torch.randint(0, K, (b, d, h, w), generator=g)
+    images = torch.rand(b, s, d, h, w, generator=g) * 2 - 1
+    region = (torch.rand(b, d, h, w, generator=g) > 0.5).float()
+    mask, ctx = local.build_local_inputs(classes, images, region, K, c)
+    ref_mask, ref_ctx = _contract_inputs(classes, images, region, K, c)
+    if mask.shape[0] != ref_mask.shape[0]:  # central slices only
+        ref_mask, ref_ctx = ref_mask[c : d - c], ref_ctx[c : d - c]
+    assert torch.equal(mask.float(), ref_mask) and torch.equal(ctx.float(), ref_ctx)
+
+
+def test_paint_local_slices_batches_and_checks_shapes():
+    synth = make_synth()
+    g = torch.Generator().manual_seed(2)
+    mask = torch.rand(5, 3 * K, 8, 12, generator=g)
+    ctx = torch.rand(5, 3 * (len(SEQS) + 1), 8, 12, generator=g)
+    out = synth.paint_local_slices(mask, ctx, batch_size=2)
+    assert out.shape == (5, len(SEQS), 8, 12) and out.dtype == torch.float32
+    with torch.no_grad():
+        direct = synth.model(mask, ctx)
+    assert torch.allclose(out, direct, atol=1e-6)
+    with pytest.raises(ValueError, match=r"mask must be \(B, 18, H, W\)"):
+        synth.paint_local_slices(mask[:, :5], ctx)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        synth.paint_local_slices(mask[..., :7], ctx[..., :7])
+    bad = ctx.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="context contains"):
+        synth.paint_local_slices(mask, bad)
