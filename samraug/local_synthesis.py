@@ -44,7 +44,7 @@ __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_M
 #: Surroundings (mm) added around the region's bounding box before resampling.
 DEFAULT_CONTEXT_MM = 16.0
 #: Largest region extent (mm, along any voxel axis) painted; larger regions are skipped.
-DEFAULT_MAX_REGION_MM = 128.0
+DEFAULT_MAX_REGION_MM = 160.0
 #: A region closer than this (mm) to the image edge is skipped (e.g. a cropped patch): too little context there.
 DEFAULT_MIN_CONTEXT_MM = 4.0
 
