@@ -657,6 +657,51 @@ class Synthesizer:
             result[name] = v.contiguous()
         return result
 
+    def paint_local_slices(
+        self, mask: torch.Tensor | np.ndarray, context: torch.Tensor | np.ndarray, *, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Local mode: paint the central slice of each 2.5D input (see ``samraug.models.local``).
+
+        Args:
+            mask: ``(B, K * (2c + 1), H, W)`` one-hot model classes of slices ``z - c .. z + c``, slice-major.
+            context: ``(B, (S + 1) * (2c + 1), H, W)``: per slice its S normalised sequences with the region set to
+                0, then the region mask. ``H, W`` must be multiples of the model's ``size_multiple``.
+            batch_size: Slices per model call (default: the synthesizer's ``batch_size``).
+
+        Returns:
+            ``(B, S, H, W)`` float32 on the CPU, in [-1, 1], sequences in :attr:`sequences` order.
+
+        Example:
+            >>> painted = synth.paint_local_slices(mask, context)  # doctest: +SKIP
+        """
+        self._check_context()
+        m, x = _to_tensor(mask, "mask"), _to_tensor(context, "context")
+        model, n_seq = self.model, len(self.sequences)
+        n_slices = 2 * int(getattr(model, "context_slices", 0)) + 1
+        want_m, want_x = int(model.n_labels) * n_slices, (n_seq + 1) * n_slices
+        if m.dim() != 4 or x.dim() != 4 or m.shape[1] != want_m or x.shape[1] != want_x:
+            raise ValueError(
+                f"mask must be (B, {want_m}, H, W) and context (B, {want_x}, H, W) for this local model, got "
+                f"{tuple(m.shape)} and {tuple(x.shape)}; build them with samraug.models.local.build_local_inputs"
+            )
+        mult = self.size_multiple
+        if m.shape[0] != x.shape[0] or m.shape[-2:] != x.shape[-2:] or any(s % mult for s in m.shape[-2:]):
+            raise ValueError(
+                f"mask {tuple(m.shape)} and context {tuple(x.shape)} must share B, H, W, with H, W multiples of "
+                f"{mult}; pad the slices first"
+            )
+        _check_finite(m, "mask")
+        _check_finite(x, "context")
+        bs = int(batch_size or self.batch_size)
+        out = torch.empty(int(m.shape[0]), n_seq, *m.shape[-2:], dtype=torch.float32)
+        with torch.inference_mode():
+            for i in range(0, int(m.shape[0]), bs):
+                y = self._forward(m[i : i + bs].float(), x[i : i + bs].float())
+                if y.shape[1] != n_seq:
+                    raise RuntimeError(f"local model returned {y.shape[1]} sequences, config says {n_seq}")
+                out[i : i + bs] = y
+        return out
+
 
 def _cpu_copy(module: nn.Module) -> nn.Module:
     import copy

@@ -378,3 +378,33 @@ def test_montage(s0: P.PhantomSubject, tmp_path) -> None:
     with pytest.raises(ValueError, match="outside the volume"):
         P.montage(s0, tmp_path / "x.png", z=500)
     assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_noise_seed_changes_only_the_noise(s0: P.PhantomSubject) -> None:
+    """A second noise seed: same anatomy, lesions, bias and scale; the difference is noise of the recorded size."""
+    other = P.generate_subject(0, noise_seed=1)
+    np.testing.assert_array_equal(other.seg, s0.seg)
+    np.testing.assert_array_equal(other.brain, s0.brain)
+    np.testing.assert_array_equal(other.bias, s0.bias)
+    for t in P.TISSUES:
+        np.testing.assert_array_equal(other.fractions[t], s0.fractions[t])
+    assert {**other.parameters, "noise_seed": None} == s0.parameters and other.parameters["noise_seed"] == 1
+    brain = s0.brain & (s0.seg == 0)
+    for name in P.PHANTOM_SEQUENCES:
+        a, b = s0.images[name][brain].astype(np.float64), other.images[name][brain].astype(np.float64)
+        assert not np.array_equal(a, b)
+        assert np.array_equal(s0.images[name] != 0, other.images[name] != 0)  # skull stripping kept
+        diff = a - b
+        if name == "aptw":  # additive Gaussian noise of _APT_NOISE %
+            assert abs(diff.std() / np.sqrt(2) - P._APT_NOISE) < 0.1 * P._APT_NOISE
+            continue
+        # Rician at high SNR ~ Gaussian: std(a - b) ~ sqrt(2) sigma, sigma = median clean signal / snr
+        bright = a > np.median(a)
+        sigma = diff[bright].std() / np.sqrt(2)
+        expected = np.median(a) / other.parameters["snr"][name]
+        assert 0.6 * expected < sigma < 1.6 * expected, (name, sigma, expected)
+        assert abs(diff.mean()) < 0.1 * sigma
+    again = P.generate_subject(0, noise_seed=1)
+    np.testing.assert_array_equal(again.images["t1c"], other.images["t1c"])
+    with pytest.raises(ValueError, match="noise_seed"):
+        P.generate_subject(0, noise_seed=-1)

@@ -625,8 +625,15 @@ def _block_mean(volume: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     return v.reshape(shp).mean(axis=(1, 3, 5))
 
 
-def _aptw(true_apt: np.ndarray, brain: np.ndarray, res: float, rng: np.random.Generator) -> np.ndarray:
-    """Simulate the coarse APTw acquisition: block average inside the brain, linear upsampling, Gaussian noise."""
+def _aptw(
+    true_apt: np.ndarray,
+    brain: np.ndarray,
+    res: float,
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Simulate the coarse APTw acquisition: block average inside the brain, linear upsampling, Gaussian noise
+    (from ``noise_rng`` when given; ``rng`` advances the same either way)."""
     factors = tuple(max(1, round(v / res)) for v in _APT_VOXEL_MM)
     num = _block_mean(true_apt * brain, factors)
     den = _block_mean(brain.astype(np.float32), factors)
@@ -637,7 +644,10 @@ def _aptw(true_apt: np.ndarray, brain: np.ndarray, res: float, rng: np.random.Ge
         coarse = coarse[tuple(nearest)]
     fine = ndimage.zoom(coarse.astype(np.float32), factors, order=1, mode="nearest", grid_mode=True)
     fine = fine[: brain.shape[0], : brain.shape[1], : brain.shape[2]]
-    return fine[brain] + _APT_NOISE * rng.standard_normal(int(brain.sum()), dtype=np.float32)
+    noise = rng.standard_normal(int(brain.sum()), dtype=np.float32)
+    if noise_rng is not None:
+        noise = noise_rng.standard_normal(noise.size, dtype=np.float32)
+    return fine[brain] + _APT_NOISE * noise
 
 
 # ---------------------------------------------------------------------------------------------------- public API
@@ -666,6 +676,7 @@ def generate_subject(
     deformation_mm: float = 2.5,
     scaling: float = 0.05,
     subject_id: str | None = None,
+    noise_seed: int | None = None,
 ) -> PhantomSubject:
     """Simulate one subject (see the module docstring for the model). Deterministic per ``seed``.
 
@@ -682,6 +693,9 @@ def generate_subject(
         deformation_mm: Standard deviation of the smooth random displacement (mm).
         scaling: Maximum relative global scaling per axis.
         subject_id: Case name; defaults to ``phantom-<seed>``.
+        noise_seed: None (the subject's own noise) or a non-negative integer: the same anatomy, lesions, contrasts,
+            bias field and intensity scale, with another realisation of the acquisition noise (Rician and APTw)
+            drawn from ``(seed, noise_seed)``: a noise reference for image-quality metrics.
 
     Example:
         >>> s = generate_subject(3, cavity_probability=1.0)
@@ -692,6 +706,10 @@ def generate_subject(
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if noise_seed is not None and (
+        isinstance(noise_seed, bool) or not isinstance(noise_seed, int | np.integer) or noise_seed < 0
+    ):
+        raise ValueError(f"noise_seed must be None or a non-negative integer; got {noise_seed!r}")
     res = _check_resolution(resolution)
     if not 0.0 <= float(cavity_probability) <= 1.0:
         raise ValueError(f"cavity_probability must be in [0, 1]; got {cavity_probability}")
@@ -712,6 +730,8 @@ def generate_subject(
 
     tpl = _template(res)
     rng = np.random.default_rng(int(seed))
+    # Another noise realisation: the main stream advances exactly as without it, so everything else is identical.
+    noise_rng = None if noise_seed is None else np.random.default_rng([int(seed), int(noise_seed)])
     shape = tpl.mask.shape
 
     # Anatomy: global scaling and a smooth displacement of the template.
@@ -748,7 +768,7 @@ def generate_subject(
         if name == "aptw":
             true_apt = np.zeros(brain.size, dtype=np.float32)
             true_apt[flat] = signals[name] @ frac
-            values = _aptw(true_apt.reshape(shape), brain, res, rng)
+            values = _aptw(true_apt.reshape(shape), brain, res, rng, noise_rng)
             values[values == 0] = np.float32(1e-3)
         else:
             clean = (signals[name] @ frac) * texture * bias_flat
@@ -756,7 +776,11 @@ def generate_subject(
             sigma = float(np.median(clean)) / snrs[name]
             noise = rng.standard_normal((2, flat.size), dtype=np.float32) * np.float32(sigma)
             values = np.hypot(clean + noise[0], noise[1])  # Rician magnitude
+            # the scale comes from the subject's own noise, so a second noise seed keeps it
             gains[name] = float(rng.uniform(1000.0, 2500.0)) / float(np.percentile(values, 99.0))
+            if noise_rng is not None:
+                noise = noise_rng.standard_normal((2, flat.size), dtype=np.float32) * np.float32(sigma)
+                values = np.hypot(clean + noise[0], noise[1])
             values = np.maximum(values * np.float32(gains[name]), np.float32(1e-3))
         out[flat] = values
         images[name] = out.reshape(shape)
@@ -765,6 +789,7 @@ def generate_subject(
     parameters = {
         "simulation": True,
         "seed": int(seed),
+        "noise_seed": None if noise_seed is None else int(noise_seed),
         "resolution_mm": res,
         "scale": [round(float(s), 4) for s in scale],
         "deformation_mm": float(deformation_mm),

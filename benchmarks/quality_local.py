@@ -1,0 +1,437 @@
+"""Local-synthesis quality in the BraTS inpainting challenge's terms, on held-out digital-phantom subjects.
+
+Subjects: phantom data-set subjects ``--first-index .. --first-index + --n-subjects - 1`` (seed ``--data-seed``, 2 mm),
+far beyond the subject counts any training run of this project draws (they start at index 0), so never seen in
+training. For each subject, its **noise reference** is the same subject simulated with a second noise seed
+(``generate_subject(..., noise_seed=1)``: same anatomy, lesions and scale, other noise).
+
+Two tasks, with regions fixed by ``--seed`` and identical for every row:
+
+- **healthy-tissue inpainting**: ``--regions`` regions per subject, each a real (phantom) lesion mask -- a tumour-core
+  or whole-lesion component of another held-out subject, 10-40 mm across -- moved into healthy brain (inside the
+  brain, at least 4 mm from any lesion). The model repaints the region as normal tissue (the edited label map is the
+  real one; the "before" map has the region as a lesion); the truth is the real image.
+- **lesion painting**: the region of each subject's lesions (dilated by ``--margin-mm``) repainted from their own
+  mask; the truth is the real image.
+
+Rows on the same regions: the local model (``--weights``: a local weights folder or hub id; ``--standin``: a
+random-initialised contract-shaped model, a smoke test of the pipeline, NOT a result), **mean fill** (each
+sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste** (inpainting
+only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the mirror touches
+a lesion or leaves the brain) and the **noise reference**. Metrics inside the region: SSIM (Gaussian window,
+per axial slice, averaged over region voxels), PSNR and MSE, with intensities scaled to [0, 1] per subject and
+sequence (0.5 / 99.5 brain percentiles of the real image, clipped). The painting uses ``feather_mm=0`` so the
+region holds the model's own output.
+
+Also: the per-class contrast table (lesion class vs normal brain, in SD of normal brain, per sequence; real vs
+synthetic, lesion task) and a PNG grid (real, region, synthetic) for three subjects. The whole-image row and label
+fidelity are not in this report yet.
+
+Outputs (``--out DIR``): ``quality_local.json``, ``quality_local.md``, ``quality_local.png``.
+
+Example:
+    python benchmarks/quality_local.py --weights path/to/local-weights --out outputs/quality_local
+    python benchmarks/quality_local.py --standin --n-subjects 2 --out /tmp/ql   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from benchmarks.quality import ssim
+from benchmarks.throughput_local import machine_state, standin_synthesizer
+from samraug.data.phantom import PhantomSubject, dataset_subject, subject_seed
+from samraug.grid import bounding_box, voxel_spacing
+from samraug.labels import get_scheme
+from samraug.local_synthesis import paint_local
+from samraug.region import dilate_mm, edit_region
+
+__all__ = ["donor_shapes", "main", "place_region", "region_metrics", "scale01"]
+
+SCHEME = get_scheme("brats2024")
+TASKS = ("inpainting", "lesion")
+ROWS = ("local model", "mean fill", "copy-paste", "noise reference")
+METRICS = ("ssim", "psnr", "mse")
+MIN_MM, MAX_MM = 10.0, 40.0
+LESION_GAP_MM = 4.0
+
+
+# ---------------------------------------------------------------------------------------------------- regions
+def donor_shapes(subjects: Sequence[PhantomSubject]) -> list[tuple[int, np.ndarray]]:
+    """Lesion-shaped masks 10-40 mm across: tumour-core (labels 1, 3) and whole-lesion components of each
+    subject, cropped to their bounding boxes, with the index of the subject they come from."""
+    out = []
+    for k, s in enumerate(subjects):
+        spacing = voxel_spacing(s.affine)
+        for mask in (np.isin(s.seg, (1, 3)), s.seg > 0):
+            comps, n = ndimage.label(mask)
+            for i in range(1, n + 1):
+                comp = comps == i
+                box = bounding_box(comp)
+                extent = np.array([hi - lo for lo, hi in box]) * spacing
+                if MIN_MM <= extent.max() <= MAX_MM:
+                    out.append((k, comp[tuple(slice(lo, hi) for lo, hi in box)].copy()))
+    return out
+
+
+def place_region(
+    subject: PhantomSubject, shape_mask: np.ndarray, rng: np.random.Generator, tries: int = 200
+) -> np.ndarray | None:
+    """Place ``shape_mask`` in healthy brain: inside the brain, at least 4 mm from every lesion voxel."""
+    spacing = voxel_spacing(subject.affine)
+    forbidden = dilate_mm(subject.seg > 0, spacing, LESION_GAP_MM) | ~subject.brain
+    allowed = ~forbidden
+    size = np.array(shape_mask.shape)
+    hi = np.array(subject.seg.shape) - size
+    if (hi < 0).any():
+        return None
+    candidates = np.argwhere(allowed[: hi[0] + 1, : hi[1] + 1, : hi[2] + 1])
+    if len(candidates) == 0:
+        return None
+    for _ in range(tries):
+        start = candidates[rng.integers(len(candidates))]
+        sl = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(start, size, strict=True))
+        if not (shape_mask & forbidden[sl]).any():
+            region = np.zeros(subject.seg.shape, dtype=bool)
+            region[sl] = shape_mask
+            return region
+    return None
+
+
+def mirror_region(subject: PhantomSubject, region: np.ndarray) -> np.ndarray | None:
+    """Voxel indices ``(N, 3)`` of the region mirrored across the brain's mid-sagittal plane (axis 0), or None
+    when the mirror leaves the brain or touches a lesion."""
+    pts = np.argwhere(region)
+    centre = np.argwhere(subject.brain)[:, 0].mean()
+    mx = np.round(2 * centre - pts[:, 0]).astype(np.int64)
+    if mx.min() < 0 or mx.max() >= region.shape[0]:
+        return None
+    mirrored = np.stack([mx, pts[:, 1], pts[:, 2]], axis=1)
+    sel = tuple(mirrored.T)
+    if not subject.brain[sel].all() or (subject.seg[sel] > 0).any() or region[sel].any():
+        return None
+    return mirrored
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def scale01(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``clip((image - lo) / (hi - lo), 0, 1)`` as float32."""
+    return np.clip((image.astype(np.float64) - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
+
+
+def region_metrics(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """SSIM, PSNR (dB) and MSE inside ``region`` with both images scaled to [0, 1] by the truth's brain
+    percentiles (0.5, 99.5).
+
+    Example:
+        >>> x = np.random.default_rng(0).random((16, 16, 4)).astype(np.float32) + 1
+        >>> r = np.zeros(x.shape, bool); r[4:12, 4:12, 1:3] = True
+        >>> region_metrics(x, x, r, np.ones(x.shape, bool))["mse"]
+        0.0
+    """
+    lo, hi = np.percentile(truth[brain].astype(np.float64), [0.5, 99.5])
+    p, t = scale01(pred, lo, hi), scale01(truth, lo, hi)
+    mse = float(((p[region] - t[region]) ** 2).mean())
+    return {
+        "ssim": ssim(torch.from_numpy(p), torch.from_numpy(t), torch.from_numpy(region), data_range=1.0),
+        "psnr": math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse),
+        "mse": mse,
+    }
+
+
+def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The image with the region filled by the mean of the brain ring 2-6 mm around it."""
+    ring = dilate_mm(region, spacing, 6.0) & ~dilate_mm(region, spacing, 2.0) & brain
+    out = image.copy()
+    out[region] = image[ring].mean() if ring.any() else image[brain].mean()
+    return out
+
+
+def contrast(image: np.ndarray, cls: np.ndarray, normal: np.ndarray) -> float:
+    """(mean of the class - mean of normal brain) / SD of normal brain."""
+    ref = image[normal].astype(np.float64)
+    return float((image[cls].astype(np.float64).mean() - ref.mean()) / max(ref.std(), 1e-12))
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def _paint(synth: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray, margin: float):
+    images = {k: torch.from_numpy(v) for k, v in subject.images.items()}
+    brain = subject.brain | (before > 0) | (after > 0)
+    out, rec = paint_local(
+        images, before, after, brain, subject.affine, SCHEME, synth, margin_mm=margin, feather_mm=0.0
+    )
+    return {k: v.numpy() for k, v in out.items()}, rec
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    return {
+        "mean": float(v.mean()) if v.size else float("nan"),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "n": int(v.size),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.time()
+    synth = None
+    model_source = None
+    if args.weights:
+        from samraug.synthesis import Synthesizer
+
+        synth = Synthesizer(args.weights, device=args.device)
+        model_source = f"weights {args.weights}"
+    elif args.standin:
+        synth = standin_synthesizer(args.device)
+        model_source = "random-initialised contract-shaped stand-in (smoke test only, not a result)"
+    sequences = tuple(synth.sequences) if synth is not None else ("t1n", "t1c", "t2w", "t2f")
+    indices = list(range(args.first_index, args.first_index + args.n_subjects))
+    real = [dataset_subject(i, seed=args.data_seed, resolution=args.resolution) for i in indices]
+    noise = [
+        dataset_subject(i, seed=args.data_seed, resolution=args.resolution, noise_seed=args.noise_seed) for i in indices
+    ]
+    shapes = donor_shapes(real)
+    rng = np.random.default_rng(args.seed)
+    raw: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {
+        t: {r: {s: {m: [] for m in METRICS} for s in sequences} for r in ROWS} for t in TASKS
+    }
+    contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
+    skipped: list[dict[str, Any]] = []
+    grid: list[dict[str, Any]] = []
+    for k, (subj, ref) in enumerate(zip(real, noise, strict=True)):
+        spacing = voxel_spacing(subj.affine)
+        others = [sh for j, sh in shapes if j != k] or [sh for _, sh in shapes]
+        # Task 1: healthy-tissue inpainting.
+        for r_i in range(args.regions):
+            region = place_region(subj, others[int(rng.integers(len(others)))], rng) if others else None
+            if region is None:
+                skipped.append({"subject": subj.subject_id, "task": "inpainting", "reason": "no healthy placement"})
+                continue
+            preds: dict[str, dict[str, np.ndarray] | None] = {r: None for r in ROWS}
+            if synth is not None:
+                before = np.where(region & (subj.seg == 0), np.uint8(2), subj.seg)
+                painted, rec = _paint(synth, subj, before, subj.seg, 0.0)
+                if rec["skipped"] is None:
+                    preds["local model"] = painted
+                else:
+                    skipped.append({"subject": subj.subject_id, "task": "inpainting", "reason": rec["skipped"]})
+            preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
+            mirrored = mirror_region(subj, region)
+            if mirrored is not None:
+                cp = {}
+                for s in sequences:
+                    img = subj.images[s].copy()
+                    img[region] = subj.images[s][tuple(mirrored.T)]
+                    cp[s] = img
+                preds["copy-paste"] = cp
+            preds["noise reference"] = {s: ref.images[s] for s in sequences}
+            for row, pred in preds.items():
+                if pred is None:
+                    continue
+                for s in sequences:
+                    m = region_metrics(pred[s], subj.images[s], region, subj.brain)
+                    for name in METRICS:
+                        raw["inpainting"][row][s][name].append(m[name])
+            if r_i == 0 and len(grid) < 3:
+                best = preds["local model"] or preds["mean fill"]
+                grid.append(
+                    {
+                        "subject": subj,
+                        "region": region,
+                        "pred": best,
+                        "row": "local model" if preds["local model"] is not None else "mean fill",
+                    }
+                )
+        # Task 2: lesion painting from its own mask.
+        if not (subj.seg > 0).any():
+            continue
+        region = edit_region(
+            subj.seg, subj.seg, lesion_values=SCHEME.lesion_values, spacing=spacing, margin_mm=args.margin_mm
+        ) & (subj.brain | (subj.seg > 0))
+        preds = {r: None for r in ROWS}
+        if synth is not None:
+            painted, rec = _paint(synth, subj, subj.seg, subj.seg, args.margin_mm)
+            if rec["skipped"] is None:
+                preds["local model"] = painted
+            else:
+                skipped.append({"subject": subj.subject_id, "task": "lesion", "reason": rec["skipped"]})
+        preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
+        preds["noise reference"] = {s: ref.images[s] for s in sequences}
+        for row, pred in preds.items():
+            if pred is None:
+                continue
+            for s in sequences:
+                m = region_metrics(pred[s], subj.images[s], region, subj.brain)
+                for name in METRICS:
+                    raw["lesion"][row][s][name].append(m[name])
+        normal = subj.brain & (subj.seg == 0) & ~region
+        for value in SCHEME.lesion_values:
+            cls = subj.seg == value
+            if cls.sum() < 10:
+                continue
+            name = SCHEME.names[value]
+            for s in sequences:
+                entry = contrasts.setdefault(name, {}).setdefault(s, {"real": [], "synthetic": []})
+                entry["real"].append(contrast(subj.images[s], cls, normal))
+                if preds["local model"] is not None:
+                    entry["synthetic"].append(contrast(preds["local model"][s], cls, normal))
+
+    summary = {
+        t: {
+            r: {s: {m: _summary(raw[t][r][s][m]) for m in METRICS} for s in sequences}
+            for r in ROWS
+            if any(raw[t][r][s]["ssim"] for s in sequences)
+        }
+        for t in TASKS
+    }
+    contrast_table = {
+        c: {s: {k: _summary(v)["mean"] for k, v in d.items()} for s, d in per.items()} for c, per in contrasts.items()
+    }
+    return {
+        "benchmark": "quality_local",
+        "simulated_data": True,
+        "data": {
+            "phantom_seed": args.data_seed,
+            "resolution_mm": args.resolution,
+            "subjects": [s.subject_id for s in real],
+            "subject_seeds": [subject_seed(args.data_seed, i) for i in indices],
+            "noise_seed": args.noise_seed,
+        },
+        "model": model_source,
+        "region_seed": args.seed,
+        "regions_per_subject": args.regions,
+        "margin_mm": args.margin_mm,
+        "sequences": list(sequences),
+        "summary": summary,
+        "contrast_sd": contrast_table,
+        "skipped": skipped,
+        "not_yet": ["whole-image mode row", "label fidelity"],
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "machine": machine_state(torch.get_num_threads()),
+        "wall_seconds": time.time() - start,
+        "_grid": grid,
+    }
+
+
+def plot_grid(grid: Sequence[Mapping[str, Any]], sequences: Sequence[str], path: Path) -> Path:
+    """Rows: subjects; columns per sequence: real, region (outlined on the real image), synthetic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seqs = [s for s in ("t1c", "t2f") if s in sequences] or list(sequences[:2])
+    fig, axes = plt.subplots(len(grid), 3 * len(seqs), figsize=(2.0 * 3 * len(seqs), 2.2 * len(grid)), squeeze=False)
+    for i, g in enumerate(grid):
+        subj, region = g["subject"], g["region"]
+        z = int(np.argmax(region.sum(axis=(0, 1))))
+        for j, s in enumerate(seqs):
+            real = subj.images[s][:, :, z].T
+            vmax = float(np.percentile(subj.images[s][subj.brain], 99.5))
+            shown = np.where(region, g["pred"][s], subj.images[s])[:, :, z].T  # the scored region only
+            panels = (("real", real), ("region", real), (g["row"], shown))
+            for c, (title, img) in enumerate(panels):
+                ax = axes[i, 3 * j + c]
+                ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, origin="lower")
+                if title == "region":
+                    ax.contour(region[:, :, z].T, levels=[0.5], colors="r", linewidths=0.8)
+                ax.set_title(f"{subj.subject_id[-9:]} {s} {title}", fontsize=6)
+                ax.axis("off")
+    fig.suptitle("Healthy-tissue inpainting -- digital phantom, SIMULATED", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def format_report(res: Mapping[str, Any]) -> str:
+    lines = [
+        "# Local synthesis quality (digital phantom, SIMULATED data)",
+        "",
+        f"Subjects: {', '.join(res['data']['subjects'])}; model: {res['model'] or 'none (reference rows only)'}; "
+        f"regions seed {res['region_seed']}. Intensities scaled to [0, 1] per subject and sequence; metrics inside "
+        "the region.",
+        "",
+    ]
+    for task in TASKS:
+        lines += [f"## {task}", "", "| row | sequence | SSIM | PSNR (dB) | MSE | n |", "|---|---|---:|---:|---:|---:|"]
+        for row, per in res["summary"][task].items():
+            for s, m in per.items():
+                lines.append(
+                    f"| {row} | {s} | {m['ssim']['mean']:.3f} ± {m['ssim']['std']:.3f} | "
+                    f"{m['psnr']['mean']:.2f} ± {m['psnr']['std']:.2f} | {m['mse']['mean']:.4f} | {m['ssim']['n']} |"
+                )
+        lines.append("")
+    lines += ["## contrast (SD of normal brain), real / synthetic", "", "| class | sequence | real | synthetic |"]
+    lines.append("|---|---|---:|---:|")
+    for c, per in res["contrast_sd"].items():
+        for s, v in per.items():
+            lines.append(f"| {c} | {s} | {v['real']:+.2f} | {v['synthetic']:+.2f} |")
+    lines += ["", f"Not yet in this report: {', '.join(res['not_yet'])}.", f"Command: `{res['command']}`"]
+    m = res["machine"]
+    lines.append(f"Machine: {m['platform']}, {m['cpu_count']} CPUs, load {m['loadavg_1_5_15']}, torch {m['torch']}.")
+    if res["skipped"]:
+        lines.append(f"Skipped: {len(res['skipped'])} regions ({res['skipped'][0]['reason']}, ...).")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", help="local weights folder or org/name[@rev] (config mode 'local')")
+    p.add_argument("--standin", action="store_true", help="random-initialised stand-in model (smoke test only)")
+    p.add_argument("--n-subjects", type=int, default=6)
+    p.add_argument("--first-index", type=int, default=900, help="first held-out phantom subject index")
+    p.add_argument("--data-seed", type=int, default=0, help="phantom data-set seed")
+    p.add_argument("--noise-seed", type=int, default=1, help="noise seed of the noise reference")
+    p.add_argument("--resolution", type=float, default=2.0)
+    p.add_argument("--regions", type=int, default=2, help="inpainting regions per subject")
+    p.add_argument("--margin-mm", type=float, default=4.0, help="lesion-painting region margin")
+    p.add_argument("--seed", type=int, default=0, help="region seed (same regions for every row)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("outputs/quality_local"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
+    args = p.parse_args(argv)
+    if args.weights and args.standin:
+        p.error("give --weights or --standin, not both")
+    if args.n_subjects < 2:
+        p.error("--n-subjects must be >= 2 (regions come from other subjects' lesions)")
+    target = args.out / "quality_local.json"
+    if target.exists() and not args.overwrite:
+        p.error(f"{target} exists; pass --overwrite to replace it or another --out")
+    torch.set_num_threads(args.threads)
+    res = run(args)
+    grid = res.pop("_grid")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if grid:
+        res["png"] = str(plot_grid(grid, res["sequences"], args.out / "quality_local.png"))
+    _atomic_write(target, json.dumps(res, indent=1, allow_nan=True) + "\n")
+    report = format_report(res)
+    _atomic_write(args.out / "quality_local.md", report)
+    print(report)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Local synthesis: repaint a lesion's neighbourhood inside the subject's own images, on any voxel grid.
+
+:func:`paint_local` takes a subject's images, its real and edited label maps and a local-mode
+:class:`~samraug.synthesis.Synthesizer`, and repaints only the region (:mod:`samraug.region`): the voxels whose label
+changed plus the old and the new lesion, dilated by ``margin_mm``. The steps:
+
+1. region -> its bounding box plus ``context_mm`` of surroundings (a region that is empty, larger than
+   ``max_region_mm`` or closer than ``min_context_mm`` to the image edge is skipped: inputs unchanged, the reason in
+   ``record["skipped"]``);
+2. the box is resampled (:mod:`samraug.grid`) to the model's grid: RAS axes, the weights' ``voxel_size``, slices
+   along the RAS z axis, in-plane sizes a multiple of the model's ``size_multiple``; labels nearest-neighbour,
+   images trilinear;
+3. images are normalised with per-sequence statistics of the whole subject's brain (as in training), the edited
+   label map is translated to the weights' scheme when needed and encoded to model classes;
+4. ``build_local_inputs`` makes the 2.5D (mask, context) slices, the model paints the slices that hold region;
+5. the painted slices are mapped back to the subject's scale and grid (trilinear, sampled at the region voxels
+   only) and blended with the feather weights. Every voxel outside the region is bit-identical to the input.
+
+Everything is deterministic: the same inputs give the same voxels (history replay is exact).
+
+Example:
+    >>> new_images, record = paint_local(images, seg, edited, brain, affine, get_scheme("brats2024"), synth)
+    ...  # doctest: +SKIP
+    >>> record["skipped"] is None  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
+from samraug.intensity import DEFAULT_NORMALIZATION, IntensityStats, denormalize, normalize_with
+from samraug.labels import LabelScheme, get_scheme, translate
+from samraug.region import edit_region, feather_weights
+
+__all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
+
+#: Surroundings (mm) added around the region's bounding box before resampling.
+DEFAULT_CONTEXT_MM = 16.0
+#: Largest region extent (mm, along any voxel axis) painted; larger regions are skipped.
+DEFAULT_MAX_REGION_MM = 160.0
+#: A region closer than this (mm) to the image edge is skipped (e.g. a cropped patch): too little context there.
+DEFAULT_MIN_CONTEXT_MM = 4.0
+
+
+def _array(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{what} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _positive(value: Any, name: str, *, allow_zero: bool = True) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number of mm {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return v
+
+
+def _local_config(synthesizer: Any) -> dict[str, Any]:
+    cfg = dict(synthesizer.config)
+    if cfg.get("mode", "whole") != "local":
+        raise ValueError(
+            f"paint_local needs local-mode weights (config mode 'local'), got mode {cfg.get('mode', 'whole')!r}; "
+            "use Synthesizer.synthesize_volume for whole-image weights"
+        )
+    for key in ("label_scheme", "sequences", "voxel_size"):
+        if key not in cfg:
+            raise ValueError(f"local weights config lacks {key!r}; re-export the weights with it")
+    vs = np.asarray(cfg["voxel_size"], dtype=np.float64).reshape(-1)
+    if vs.size != 3 or not (np.isfinite(vs).all() and (vs > 0).all()):
+        raise ValueError(f"config voxel_size must be 3 positive numbers (mm), got {cfg['voxel_size']!r}")
+    return cfg
+
+
+def _input_builder() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The model package's ``build_local_inputs`` (one function for training and inference) when present."""
+    try:
+        from samraug.models.local import build_local_inputs
+    except ImportError:
+        return _contract_inputs
+    return build_local_inputs
+
+
+def _contract_inputs(
+    classes: torch.Tensor, images: torch.Tensor, region: torch.Tensor, n_labels: int, c: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local-model input contract, for every slice: (B, D, H, W) classes, (B, S, D, H, W) images, (B, D, H, W)
+    region -> mask (B*D, K*(2c+1), H, W) and context (B*D, (S+1)*(2c+1), H, W), slice-major, edges clamped."""
+    b, d, h, w = classes.shape
+    s = images.shape[1]
+    onehot = torch.nn.functional.one_hot(classes.long(), n_labels).permute(0, 1, 4, 2, 3).float()  # B, D, K, H, W
+    reg = region.float().unsqueeze(2)  # B, D, 1, H, W
+    blanked = images.float().permute(0, 2, 1, 3, 4) * (1.0 - reg)  # B, D, S, H, W
+    ctx = torch.cat([blanked, reg], dim=2)  # B, D, S+1, H, W
+    idx = (torch.arange(d).unsqueeze(1) + torch.arange(-c, c + 1).unsqueeze(0)).clamp(0, d - 1)  # D, 2c+1
+    mask = onehot[:, idx].reshape(b * d, (2 * c + 1) * n_labels, h, w)
+    context = ctx[:, idx].reshape(b * d, (2 * c + 1) * (s + 1), h, w)
+    return mask, context
+
+
+def _skip(images: Mapping[str, torch.Tensor], record: dict[str, Any], reason: str) -> tuple[dict, dict]:
+    record["skipped"] = reason
+    return dict(images), record
+
+
+def _subject_stats(volume: np.ndarray, brain: np.ndarray, low: float, high: float) -> IntensityStats:
+    lo, hi = np.percentile(volume[brain].astype(np.float64), [low, high])
+    return IntensityStats(float(lo), float(max(hi, lo)))
+
+
+def _write_back(image: torch.Tensor, flat: np.ndarray, values: np.ndarray) -> torch.Tensor:
+    """A copy of ``image`` with the voxels at flat indices ``flat`` set to ``values`` (rounded and clipped for
+    integer dtypes); any memory layout."""
+    out = image.clone()
+    v = torch.from_numpy(values)
+    if not out.is_floating_point():
+        info = torch.iinfo(out.dtype)
+        v = v.round().clamp(info.min, info.max)
+    index = tuple(torch.from_numpy(i).to(out.device) for i in np.unravel_index(flat, tuple(image.shape)))
+    out[index] = v.to(out.dtype).to(out.device)
+    return out
+
+
+def paint_local(
+    images: Mapping[str, torch.Tensor],
+    label_before: np.ndarray,
+    label_after: np.ndarray,
+    brain: np.ndarray,
+    affine: np.ndarray,
+    scheme: LabelScheme,
+    synthesizer: Any,
+    *,
+    margin_mm: float = 8.0,
+    feather_mm: float = 3.0,
+    context_mm: float = DEFAULT_CONTEXT_MM,
+    max_region_mm: float = DEFAULT_MAX_REGION_MM,
+    min_context_mm: float = DEFAULT_MIN_CONTEXT_MM,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Repaint the region around a lesion edit with a local-mode synthesizer (see the module docstring).
+
+    Args:
+        images: ``{sequence: (X, Y, Z) tensor}`` in the subject's own scale; must hold every sequence of the weights
+            (extra ones are returned untouched).
+        label_before, label_after: The real and the edited label map ``(X, Y, Z)`` in ``scheme``.
+        brain: Boolean brain mask ``(X, Y, Z)``.
+        affine: The subject's 4x4 voxel -> world (RAS mm) affine; any orientation and voxel size.
+        scheme: The label scheme of the label maps (translated to the weights' scheme when they differ).
+        synthesizer: A :class:`~samraug.synthesis.Synthesizer` with local weights (config ``mode: "local"``).
+        margin_mm: Dilation of the changed voxels and lesions that makes the region.
+        feather_mm: Width of the blend ramp inside the region's border.
+        context_mm: Surroundings added around the region before resampling to the model grid.
+        max_region_mm: Regions wider than this along any axis are skipped.
+        min_context_mm: Regions closer than this to the image edge are skipped.
+
+    Returns:
+        ``(new_images, record)``: the images (same keys, shapes, dtypes, devices; sequences outside the weights are
+        the input tensors themselves) and a JSON-able record with ``skipped`` (None or the reason).
+
+    Example:
+        >>> out, rec = paint_local(images, seg, edited, brain, affine, scheme, synth, margin_mm=6.0)  # doctest: +SKIP
+    """
+    cfg = _local_config(synthesizer)
+    data_scheme = get_scheme(scheme)
+    w_scheme = get_scheme(cfg["label_scheme"])
+    conditioning = str(cfg.get("conditioning", "samr"))
+    seqs = tuple(cfg["sequences"])
+    margin = _positive(margin_mm, "margin_mm")
+    feather = _positive(feather_mm, "feather_mm")
+    context = _positive(context_mm, "context_mm")
+    max_region = _positive(max_region_mm, "max_region_mm", allow_zero=False)
+    min_context = _positive(min_context_mm, "min_context_mm")
+    aff = check_affine(_array(affine, "affine"), "affine")
+
+    before = _array(label_before, "label_before")
+    after = _array(label_after, "label_after")
+    if before.ndim != 3:
+        raise ValueError(f"label_before must be a 3D label map (X, Y, Z), got shape {before.shape}")
+    shape = before.shape
+    if after.shape != shape:
+        raise ValueError(f"label_after has shape {after.shape}, label_before {shape}; pass both on the same grid")
+    brain_np = _array(brain, "brain")
+    if brain_np.shape != shape:
+        raise ValueError(f"brain has shape {brain_np.shape}, the label maps {shape}; pass the brain on the same grid")
+    if brain_np.dtype != bool:
+        raise ValueError(f"brain must be a boolean mask, got dtype {brain_np.dtype}; pass brain.astype(bool)")
+    if not isinstance(images, Mapping):
+        raise TypeError(f"images must be a mapping {{sequence: tensor}}, got {type(images).__name__}")
+    missing = [s for s in seqs if s not in images]
+    if missing:
+        raise ValueError(
+            f"images lack the sequences {missing} the local weights paint (they need {list(seqs)}, got "
+            f"{sorted(images)}); pass every sequence, renamed to the weights' names"
+        )
+    for name in seqs:
+        img = images[name]
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f"images[{name!r}] must be a torch tensor, got {type(img).__name__}")
+        if tuple(img.shape) != shape:
+            raise ValueError(
+                f"images[{name!r}] has shape {tuple(img.shape)}, the label maps {shape}; resample them onto one grid"
+            )
+        if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+            raise ValueError(f"images[{name!r}] contains NaN/inf; replace them (e.g. torch.nan_to_num) first")
+    data_scheme.validate(before, "label_before")
+    data_scheme.validate(after, "label_after")
+    lesion_values = np.asarray(data_scheme.lesion_values, dtype=np.int64)
+    lesion_before, lesion_after = np.isin(before, lesion_values), np.isin(after, lesion_values)
+    outside = lesion_after & ~brain_np & ~lesion_before
+    if outside.any():
+        raise ValueError(
+            f"label_after puts {int(outside.sum())} new lesion voxels outside the brain mask; keep edits inside the "
+            "brain (LesionEditor does) or pass the right brain mask"
+        )
+    after_w = after if w_scheme == data_scheme else translate(after, data_scheme, w_scheme)
+
+    spacing = voxel_spacing(aff)
+    record: dict[str, Any] = {
+        "mode": "local",
+        "skipped": None,
+        "margin_mm": margin,
+        "feather_mm": feather,
+        "context_mm": context,
+        "sequences": list(seqs),
+        "voxel_size": [round(float(v), 6) for v in spacing],
+    }
+    brain_eff = brain_np | lesion_before | lesion_after
+    region = edit_region(before, after, lesion_values=lesion_values, spacing=spacing, margin_mm=margin) & brain_eff
+    record["region_voxels"] = int(region.sum())
+    box = bounding_box(region)
+    if box is None:
+        return _skip(images, record, "empty region: no lesion and no label change")
+    record["region_box"] = [list(b) for b in box]
+    # Each connected part of the region (e.g. a lesion moved far away) is cropped and painted on its own; if one
+    # cannot be painted, none is (a half-done edit would not match the edited labels).
+    parts, _ = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
+    boxes = ndimage.find_objects(parts)
+    for sl in boxes:
+        extent = np.array([x.stop - x.start for x in sl]) * spacing
+        if float(extent.max()) > max_region:
+            return _skip(
+                images, record, f"region is {float(extent.max()):.1f} mm across, above max_region_mm={max_region:g}"
+            )
+        for axis, (x, n) in enumerate(zip(sl, shape, strict=True)):
+            room = min(x.start, n - x.stop) * spacing[axis]
+            if room < min_context:
+                return _skip(
+                    images,
+                    record,
+                    f"region reaches within {room:.1f} mm of the image edge along voxel axis {axis} (below "
+                    f"min_context_mm={min_context:g}): too little context, e.g. a cropped patch",
+                )
+    model = synthesizer.model
+    k = int(model.n_labels)
+    if k != len(w_scheme.classes(conditioning)):
+        raise ValueError(
+            f"local model has n_labels={k} but scheme {w_scheme.name!r} with conditioning {conditioning!r} has "
+            f"{len(w_scheme.classes(conditioning))} classes; the weights folder is inconsistent"
+        )
+    norm = dict(DEFAULT_NORMALIZATION) | dict(cfg.get("normalization") or {})
+    stats = {
+        name: _subject_stats(_array(images[name], name), brain_np, float(norm["low"]), float(norm["high"]))
+        for name in seqs
+    }
+    classes_w = w_scheme.encode(after_w, brain_eff, conditioning)
+    synthetic = np.empty((len(seqs), int(region.sum())), dtype=np.float64)
+    flat = np.flatnonzero(region)
+    part_of = parts.reshape(-1)[flat]
+    record["parts"] = []
+    for i, sl in enumerate(boxes, start=1):
+        sel = part_of == i
+        points = np.stack(np.unravel_index(flat[sel], shape), axis=1)
+        part_record = _paint_part(
+            synthesizer, images, seqs, stats, classes_w, brain_eff, parts == i, sl, points, aff, spacing, context, cfg
+        )
+        synthetic[:, sel] = part_record.pop("values")
+        record["parts"].append(part_record)
+    record["painted_slices"] = int(sum(p["painted_slices"] for p in record["parts"]))
+
+    # Blend with the feather weights, at the region voxels only.
+    weights = feather_weights(region, spacing, feather).reshape(-1)[flat].astype(np.float64)
+    out = dict(images)
+    for i, name in enumerate(seqs):
+        old = _array(images[name], name).reshape(-1)[flat].astype(np.float64)
+        out[name] = _write_back(images[name], flat, old + weights * (synthetic[i] - old))
+    return out, record
+
+
+def _paint_part(
+    synthesizer: Any,
+    images: Mapping[str, torch.Tensor],
+    seqs: tuple[str, ...],
+    stats: Mapping[str, IntensityStats],
+    classes: np.ndarray,
+    brain: np.ndarray,
+    part: np.ndarray,
+    box: tuple[slice, ...],
+    points: np.ndarray,
+    aff: np.ndarray,
+    spacing: np.ndarray,
+    context: float,
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
+    (subject scale, ``(S, N)``), with the part's record."""
+    shape = part.shape
+    model = synthesizer.model
+    mult = int(getattr(model, "size_multiple", 1))
+    c = int(getattr(model, "context_slices", cfg.get("context_slices", 0)))
+    k = int(model.n_labels)
+    pad = np.ceil(context / spacing).astype(np.int64)
+    start = np.array([max(0, x.start - int(p)) for x, p in zip(box, pad, strict=True)])
+    stop = np.array([min(n, x.stop + int(p)) for x, p, n in zip(box, pad, shape, strict=True)])
+    corners = world_corners(tuple(stop - start), aff) + aff[:3, :3] @ start
+    grid_shape, grid_aff = ras_grid(
+        corners.min(0), corners.max(0), cfg["voxel_size"], multiple=mult, min_shape=(2 * mult, 2 * mult, 1)
+    )
+    # Model-grid inputs: classes and brain nearest-neighbour, images trilinear then normalised with subject stats.
+    classes_m = resample(classes, aff, grid_shape, grid_aff, order=0)
+    brain_m = resample(brain, aff, grid_shape, grid_aff, order=0)
+    region_m = resample(part.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
+    region_m = ndimage.binary_dilation(region_m, iterations=1)
+    norm_m = np.empty((len(seqs), *grid_shape), dtype=np.float32)
+    for i, name in enumerate(seqs):
+        vol = resample(_array(images[name], name), aff, grid_shape, grid_aff, order=1)
+        norm_m[i] = normalize_with(vol, stats[name], brain_m)
+    zs = np.flatnonzero(region_m.any(axis=(0, 1)))
+
+    # Slices along the RAS z axis: (X, Y, Z) -> (D=Z, H=X, W=Y).
+    classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
+    images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
+    region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
+    mask_in, context_in = _input_builder()(classes_t, images_t, region_t, k, c)
+    offset = 0 if mask_in.shape[0] == grid_shape[2] else c  # builders may return only the central D - 2c slices
+    sel = torch.from_numpy(zs - offset)
+    painted = synthesizer.paint_local_slices(mask_in[sel], context_in[sel]).numpy()  # P, S, X, Y
+    syn_m = norm_m.copy()
+    syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
+    syn_m = np.where(region_m[None], syn_m, norm_m)
+
+    # Back to the subject's scale and grid, sampled at the part's voxels only.
+    values = np.stack(
+        [
+            sample_points(denormalize(syn_m[i], stats[name]), grid_aff, points, aff, order=1)
+            for i, name in enumerate(seqs)
+        ]
+    )
+    return {
+        "values": values.astype(np.float64),
+        "region_box": [[x.start, x.stop] for x in box],
+        "crop_box": [[int(a), int(b)] for a, b in zip(start, stop, strict=True)],
+        "model_grid": list(grid_shape),
+        "painted_slices": int(zs.size),
+    }

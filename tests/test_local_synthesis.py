@@ -1,0 +1,375 @@
+"""paint_local: outside-region voxels bit-identical, any grid, replay exact, skip reasons, clear errors.
+
+The local model here is a small real nn.Module implementing the local-model contract (random init, fixed seed), plus
+two analytic ones (a constant painter and a lesion painter) whose outputs are known, to check the geometry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from samraug.intensity import IntensityStats
+from samraug.labels import get_scheme
+from samraug.local_synthesis import _contract_inputs, paint_local
+from samraug.synthesis import Synthesizer
+
+SEQS = ("t1n", "t1c", "t2w", "t2f")
+SCHEME = get_scheme("brats2024")
+K = len(SCHEME.classes("native"))  # 6
+
+
+class TinyLocal(nn.Module):
+    """Contract-shaped local model: two convs over [mask, context]."""
+
+    def __init__(self, n_labels: int = K, context_slices: int = 1, size_multiple: int = 4, mode: str = "conv"):
+        super().__init__()
+        self.n_labels, self.sequences = n_labels, SEQS
+        self.context_slices, self.size_multiple, self.use_atlas, self.mode = context_slices, size_multiple, False, mode
+        n = 2 * context_slices + 1
+        self.net = nn.Sequential(
+            nn.Conv2d(n * (n_labels + len(SEQS) + 1), 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, len(SEQS), 3, padding=1)
+        )
+
+    def forward(self, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h, w = mask.shape[-2:]
+        assert h % self.size_multiple == 0 and w % self.size_multiple == 0
+        if self.mode == "const":  # 0.5 everywhere -> low + 0.75 (high - low) in the subject's scale
+            return torch.full((mask.shape[0], len(SEQS), h, w), 0.5)
+        if self.mode == "lesion":  # +1 on the central slice's lesion classes, -1 elsewhere
+            k, c = self.n_labels, self.context_slices
+            lesion = mask[:, c * k + 2 : (c + 1) * k].sum(1, keepdim=True)
+            return (2 * lesion - 1).expand(-1, len(SEQS), -1, -1)
+        return torch.tanh(self.net(torch.cat([mask, context], 1)))
+
+
+def make_synth(mode: str = "conv", voxel_size=(2.0, 2.0, 2.0), weights_mode: str = "local") -> Synthesizer:
+    torch.manual_seed(0)
+    model = TinyLocal(mode=mode)
+    cfg = {
+        "mode": weights_mode,
+        "conditioning": "native",
+        "label_scheme": "brats2024",
+        "sequences": list(SEQS),
+        "voxel_size": list(voxel_size),
+        "context_slices": 1,
+        "crop_size": [32, 32],
+        "use_atlas": False,
+    }
+    return Synthesizer.from_model(model, None, cfg, device="cpu", dtype="float32")
+
+
+def ball(shape, centre, radius_mm, spacing):
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    return sum((g - c * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True)) <= radius_mm**2
+
+
+def subject(shape=(40, 44, 36), spacing=(2.0, 2.0, 2.0), dtype=torch.float32, shift=(6, 0, 0)):
+    """A box brain, smooth images, a 3-class lesion; the edit moves the lesion by ``shift`` voxels."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros(shape, bool)
+    lo = [max(2, n // 8) for n in shape]
+    brain[lo[0] : shape[0] - lo[0], lo[1] : shape[1] - lo[1], lo[2] : shape[2] - lo[2]] = True
+    centre = np.array(shape) // 2 - np.array(shift) // 2
+    seg = np.zeros(shape, np.uint8)
+    seg[ball(shape, centre, 10.0, spacing) & brain] = 2
+    seg[ball(shape, centre, 6.0, spacing) & brain] = 1
+    seg[ball(shape, centre, 3.0, spacing) & brain] = 3
+    edited = np.zeros_like(seg)
+    dst = tuple(slice(max(0, s), n + min(0, s)) for s, n in zip(shift, shape, strict=True))
+    src = tuple(slice(max(0, -s), n - max(0, s)) for s, n in zip(shift, shape, strict=True))
+    edited[dst] = seg[src]
+    edited[~brain] = 0
+    images = {}
+    for i, name in enumerate((*SEQS, "aptw")):
+        base = 500.0 + 300.0 * i + 50.0 * rng.standard_normal(shape)
+        v = np.where(brain, base + 200.0 * (seg > 0), 0.0)
+        images[name] = torch.from_numpy(v).to(dtype)
+    affine = np.diag([*spacing, 1.0])
+    return images, seg, edited, brain, affine
+
+
+def region_of(new, images):
+    return {k: (new[k] != images[k]) for k in images}
+
+
+def test_outside_region_bit_identical_shapes_dtypes_kept():
+    images, seg, edited, brain, affine = subject()
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"] is None and rec["painted_slices"] > 0
+    assert set(new) == set(images)
+    assert new["aptw"] is images["aptw"]  # not a weights sequence: untouched
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=(2.0, 2.0, 2.0), margin_mm=8.0)
+    region &= brain | (seg > 0)
+    assert rec["region_voxels"] == int(region.sum())
+    for name in SEQS:
+        assert new[name].shape == images[name].shape and new[name].dtype == images[name].dtype
+        out = torch.from_numpy(~region)
+        assert torch.equal(new[name][out], images[name][out])
+        assert bool((new[name][torch.from_numpy(region)] != images[name][torch.from_numpy(region)]).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float64])
+def test_integer_and_double_images_keep_dtype(dtype):
+    images, seg, edited, brain, affine = subject(dtype=dtype)
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"] is None
+    for name in SEQS:
+        assert new[name].dtype == dtype
+        changed = new[name] != images[name]
+        assert bool(changed.any())
+
+
+def test_replay_is_voxel_exact():
+    images, seg, edited, brain, affine = subject()
+    synth = make_synth()
+    a, ra = paint_local(images, seg, edited, brain, affine, SCHEME, synth)
+    b, rb = paint_local(images, seg, edited, brain, affine, SCHEME, synth)
+    assert ra == rb
+    for name in SEQS:
+        assert torch.equal(a[name], b[name])
+
+
+GRIDS = {
+    "2mm": ((40, 44, 36), (2.0, 2.0, 2.0)),
+    "1mm": ((72, 76, 64), (1.0, 1.0, 1.0)),
+    "1x1x3mm": ((72, 76, 24), (1.0, 1.0, 3.0)),
+    "3mm": ((30, 32, 28), (3.0, 3.0, 3.0)),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_const_model_paints_its_value_deep_inside_on_any_grid(grid):
+    shape, spacing = GRIDS[grid]
+    images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth("const"), feather_mm=2.0)
+    assert rec["skipped"] is None, rec
+    from samraug.region import edit_region, feather_weights
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=spacing) & (brain | (seg > 0))
+    deep = feather_weights(region, spacing, 2.0 + 2 * max(spacing)) == 1.0
+    assert deep.sum() > 50
+    for name in SEQS:
+        v = images[name].numpy()[brain]
+        lo, hi = np.percentile(v.astype(np.float64), [0.5, 99.5])
+        expected = IntensityStats(lo, hi).low + 0.75 * (hi - lo)
+        np.testing.assert_allclose(new[name].numpy()[deep], expected, rtol=1e-4)
+        assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+
+
+def _flip(arr, axes):
+    return np.flip(arr, axes).copy()
+
+
+@pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
+def test_lesion_model_follows_the_edit_on_flipped_and_lps_grids(grid):
+    """The lesion painter paints high exactly where the new lesion is, whatever the orientation: a subject stored
+    LPS (x and y flipped, affine adjusted) gives the same painted world, voxel for voxel after flipping back."""
+    shape, spacing = GRIDS[grid]
+    images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
+    synth = make_synth("lesion", voxel_size=(2.0, 2.0, 2.0))
+    ras, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=0.0)
+    assert rec["skipped"] is None
+    from scipy import ndimage
+
+    core_new = ndimage.binary_erosion(edited > 0, iterations=2)
+    healed = ndimage.binary_erosion((seg > 0) & (edited == 0), iterations=2)
+    assert core_new.sum() > 10 and healed.sum() > 10
+    for name in SEQS:
+        v = ras[name].numpy()
+        assert v[core_new].min() > v[healed].max()
+
+    axes = (0, 1)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = (shape[0] - 1), (shape[1] - 1)  # index map of the flip
+    lps_affine = affine @ flip
+    lps_images = {k: torch.from_numpy(_flip(v.numpy(), axes)) for k, v in images.items()}
+    lps, rec2 = paint_local(
+        lps_images, _flip(seg, axes), _flip(edited, axes), _flip(brain, axes), lps_affine, SCHEME, synth, feather_mm=0.0
+    )
+    assert rec2["skipped"] is None and rec2["region_voxels"] == rec["region_voxels"]
+    for name in SEQS:
+        np.testing.assert_allclose(_flip(lps[name].numpy(), axes), ras[name].numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_cropped_patch_skips_when_region_reaches_its_edge():
+    images, seg, edited, brain, affine = subject()
+    crop = (slice(10, 30), slice(0, 44), slice(0, 36))  # cuts through the lesion
+    img_c = {k: v[crop].clone() for k, v in images.items()}
+    new, rec = paint_local(img_c, seg[crop], edited[crop], brain[crop], affine, SCHEME, make_synth())
+    assert "edge" in rec["skipped"]
+    assert all(new[k] is img_c[k] for k in img_c)
+
+
+def test_cropped_patch_with_room_is_painted():
+    images, seg, edited, brain, affine = subject((48, 48, 40))
+    crop = (slice(2, 46), slice(3, 46), slice(2, 39))
+    from samraug.grid import crop_affine
+
+    aff_c = crop_affine(affine, (2, 3, 2))
+    img_c = {k: v[crop].clone() for k, v in images.items()}
+    new, rec = paint_local(img_c, seg[crop], edited[crop], brain[crop], aff_c, SCHEME, make_synth())
+    assert rec["skipped"] is None
+    full, _ = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    changed_crop = torch.stack([new[k] != img_c[k] for k in SEQS])
+    changed_full = torch.stack([full[k][crop] != images[k][crop] for k in SEQS])
+    assert torch.equal(changed_crop, changed_full)  # same region, wherever the patch starts
+
+
+def test_skip_reasons_empty_and_too_large():
+    images, seg, _, brain, affine = subject()
+    empty = np.zeros_like(seg)
+    new, rec = paint_local(images, empty, empty, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"].startswith("empty region")
+    assert all(new[k] is images[k] for k in images)
+    _, seg, edited, _, _ = subject()
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), max_region_mm=20.0)
+    assert "max_region_mm" in rec["skipped"]
+
+
+def test_other_scheme_is_translated_and_unknown_refused():
+    images, seg, edited, brain, affine = subject()
+    synth = make_synth()
+    ref, _ = paint_local(images, seg, edited, brain, affine, SCHEME, synth)
+    to21 = np.array([0, 1, 2, 4, 0], np.uint8)  # brats2024 -> brats2021 (no cavity in this subject)
+    out, rec = paint_local(images, to21[seg], to21[edited], brain, affine, get_scheme("brats2021"), synth)
+    assert rec["skipped"] is None
+    for name in SEQS:
+        assert torch.equal(out[name], ref[name])
+    from samraug.labels import LabelScheme
+
+    mine = LabelScheme.custom("mine", {0: "bg", 1: "a", 2: "b", 3: "c"}, {1: "tumor", 2: "edema", 3: "tumor"})
+    with pytest.raises(ValueError, match="mapping"):
+        paint_local(images, seg, edited, brain, affine, mine, synth)
+
+
+def test_clear_errors():
+    images, seg, edited, brain, affine = subject()
+    synth = make_synth()
+    with pytest.raises(ValueError, match=r"lack the sequences \['t2f'\]"):
+        paint_local({k: v for k, v in images.items() if k != "t2f"}, seg, edited, brain, affine, SCHEME, synth)
+    bad = dict(images)
+    bad["t1c"] = images["t1c"].clone()
+    bad["t1c"][3, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"images\['t1c'\] contains NaN"):
+        paint_local(bad, seg, edited, brain, affine, SCHEME, synth)
+    with pytest.raises(ValueError, match="label_after has labels"):
+        paint_local(images, seg, np.where(edited == 1, 7, edited), brain, affine, SCHEME, synth)
+    with pytest.raises(ValueError, match="shape"):
+        paint_local(images, seg[:-1], edited[:-1], brain[:-1], affine, SCHEME, synth)
+    with pytest.raises(ValueError, match=r"images\['t1n'\] has shape"):
+        paint_local({**images, "t1n": images["t1n"][:-1]}, seg, edited, brain, affine, SCHEME, synth)
+    outside = edited.copy()
+    outside[0, 0, 0] = 2
+    with pytest.raises(ValueError, match="outside the brain"):
+        paint_local(images, seg, outside, brain, affine, SCHEME, synth)
+    with pytest.raises(ValueError, match="singular"):
+        paint_local(images, seg, edited, brain, np.diag([2.0, 0.0, 2.0, 1.0]), SCHEME, synth)
+    with pytest.raises(ValueError, match="local-mode weights"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(weights_mode="whole"))
+    with pytest.raises(ValueError, match="margin_mm"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, synth, margin_mm=-1)
+
+
+def test_contract_inputs_layout():
+    """Slice-major channels, clamped edges, region blanked in the images and appended as a mask."""
+    b, d, h, w, s, c = 2, 5, 4, 4, 3, 2
+    g = torch.Generator().manual_seed(0)
+    classes = torch.randint(0, K, (b, d, h, w), generator=g)
+    images = torch.rand(b, s, d, h, w, generator=g) * 2 - 1
+    region = (torch.rand(b, d, h, w, generator=g) > 0.5).float()
+    mask, ctx = _contract_inputs(classes, images, region, K, c)
+    assert mask.shape == (b * d, K * (2 * c + 1), h, w) and ctx.shape == (b * d, (s + 1) * (2 * c + 1), h, w)
+    for bi in range(b):
+        for z in range(d):
+            for j in range(2 * c + 1):
+                zz = min(max(z + j - c, 0), d - 1)
+                onehot = torch.nn.functional.one_hot(classes[bi, zz], K).permute(2, 0, 1).float()
+                assert torch.equal(mask[bi * d + z, j * K : (j + 1) * K], onehot)
+                block = ctx[bi * d + z, j * (s + 1) : (j + 1) * (s + 1)]
+                assert torch.equal(block[:s], images[bi, :, zz] * (1 - region[bi, zz]))
+                assert torch.equal(block[s], region[bi, zz])
+
+
+@pytest.mark.slow
+def test_brats_native_grid_240x240x155():
+    shape = (240, 240, 155)
+    images, seg, edited, brain, affine = subject(shape, (1.0, 1.0, 1.0), shift=(12, 0, 0))
+    affine = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # BraTS LPS-style
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"] is None
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=(1.0, 1.0, 1.0)) & (brain | (seg > 0))
+    for name in SEQS:
+        assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+
+
+def test_separate_parts_are_painted_separately_and_all_or_nothing():
+    """A lesion moved far away gives two region parts, each cropped on its own; if one part cannot be painted
+    (too close to the edge) nothing is."""
+    images, seg, _, brain, affine = subject((64, 44, 36))
+    edited = np.zeros_like(seg)
+    edited[46:50, 20:24, 16:20] = 2  # the lesion removed, a small new one far from it
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    assert rec["skipped"] is None and len(rec["parts"]) == 2
+    assert rec["painted_slices"] == sum(p["painted_slices"] for p in rec["parts"])
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=(2.0, 2.0, 2.0)) & (brain | (seg > 0))
+    for name in SEQS:
+        assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+    # the new lesion's part ends 8 voxels (16 mm) from the image edge, the old one's 20 voxels (40 mm) away
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), min_context_mm=20.0)
+    assert "edge" in rec["skipped"] and all(new[k] is images[k] for k in images)
+
+
+def test_non_contiguous_images_are_fine():
+    images, seg, edited, brain, affine = subject()
+    ref, _ = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth())
+    # the same volumes held transposed in memory (e.g. after a permute): values and layout-independent result
+    strided = {k: v.permute(2, 1, 0).contiguous().permute(2, 1, 0) for k, v in images.items()}
+    assert not strided["t1n"].is_contiguous()
+    out, _ = paint_local(strided, seg, edited, brain, affine, SCHEME, make_synth())
+    for name in SEQS:
+        assert torch.equal(out[name], ref[name])
+
+
+def test_model_package_builder_matches_the_contract():
+    """Once samraug.models.local exists, paint_local builds inputs through its build_local_inputs: it must give
+    the contract's layout (same as the reference implementation here), for all slices or the central ones."""
+    local = pytest.importorskip("samraug.models.local")
+    b, d, h, w, s, c = 1, 6, 8, 8, 4, 1
+    g = torch.Generator().manual_seed(1)
+    classes = torch.randint(0, K, (b, d, h, w), generator=g)
+    images = torch.rand(b, s, d, h, w, generator=g) * 2 - 1
+    region = (torch.rand(b, d, h, w, generator=g) > 0.5).float()
+    mask, ctx = local.build_local_inputs(classes, images, region, K, c)
+    ref_mask, ref_ctx = _contract_inputs(classes, images, region, K, c)
+    if mask.shape[0] != ref_mask.shape[0]:  # central slices only
+        ref_mask, ref_ctx = ref_mask[c : d - c], ref_ctx[c : d - c]
+    assert torch.equal(mask.float(), ref_mask) and torch.equal(ctx.float(), ref_ctx)
+
+
+def test_paint_local_slices_batches_and_checks_shapes():
+    synth = make_synth()
+    g = torch.Generator().manual_seed(2)
+    mask = torch.rand(5, 3 * K, 8, 12, generator=g)
+    ctx = torch.rand(5, 3 * (len(SEQS) + 1), 8, 12, generator=g)
+    out = synth.paint_local_slices(mask, ctx, batch_size=2)
+    assert out.shape == (5, len(SEQS), 8, 12) and out.dtype == torch.float32
+    with torch.no_grad():
+        direct = synth.model(mask, ctx)
+    assert torch.allclose(out, direct, atol=1e-6)
+    with pytest.raises(ValueError, match=r"mask must be \(B, 18, H, W\)"):
+        synth.paint_local_slices(mask[:, :5], ctx)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        synth.paint_local_slices(mask[..., :7], ctx[..., :7])
+    bad = ctx.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="context contains"):
+        synth.paint_local_slices(mask, bad)
