@@ -148,9 +148,7 @@ def _patient_folds(patients: Iterable[str], folds: int, seed: int) -> dict[str, 
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     if len(unique) < folds:
-        raise ValueError(
-            f"{folds} folds need at least {folds} patients, got {len(unique)}; pass fewer folds (--folds)"
-        )
+        raise ValueError(f"{folds} folds need at least {folds} patients, got {len(unique)}; pass fewer folds (--folds)")
     order = np.random.default_rng(seed).permutation(len(unique))
     return {unique[int(p)]: i % folds for i, p in enumerate(order)}
 
@@ -391,7 +389,7 @@ def _weights_digest(synth: Any) -> str:
     h = hashlib.sha256()
     for key, value in sorted(synth.model.state_dict().items()):
         h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -541,6 +539,16 @@ def export_nnunet(
                 f"dataset id {dataset_id} is already used by {[str(p) for p in clash]}; nnU-Net finds datasets by id, "
                 "so pick another --dataset-id"
             )
+        elif (
+            pre is not None
+            and (pre / root.name / SPLITS).is_file()
+            and not overwrite
+            and not (manifest_path.is_file() and _read_json(manifest_path) == json.loads(json.dumps(manifest)))
+        ):
+            error = (
+                f"{pre / root.name / SPLITS} exists from another export or nnU-Net run; pass overwrite=True "
+                "(--overwrite) to replace it"
+            )
         elif root.exists() and not overwrite:
             if not manifest_path.is_file():
                 error = f"{root} exists and was not written by samraug export; pass overwrite=True (--overwrite)"
@@ -550,8 +558,10 @@ def export_nnunet(
                     "(--overwrite) to replace it, or repeat the original arguments to resume it"
                 )
         if error is None:
-            if root.exists() and overwrite and (
-                not manifest_path.is_file() or _read_json(manifest_path) != json.loads(json.dumps(manifest))
+            if (
+                root.exists()
+                and overwrite
+                and (not manifest_path.is_file() or _read_json(manifest_path) != json.loads(json.dumps(manifest)))
             ):
                 shutil.rmtree(root)
             for sub in ("imagesTr", "labelsTr", f"{WORK_DIR}/cases"):
