@@ -110,7 +110,7 @@ def test_resume_refuse_and_overwrite(tmp_path: Path, tiny_weights: str, monkeypa
     np.testing.assert_array_equal(_load(root / "labelsTr" / f"{victim}.nii.gz"), before)  # same seed, same case
     assert not list((root / "imagesTr").glob(".*"))
     # other arguments: refused unless overwrite
-    with pytest.raises(ValueError, match="other arguments.*--overwrite"):
+    with pytest.raises(ValueError, match=r"other arguments.*--overwrite"):
         _export(tmp_path, tiny_weights, per_case=2)
     (tmp_path / "raw" / "Dataset007_Tiny" / ".samraug" / "manifest.json").unlink()
     with pytest.raises(ValueError, match=r"pre/Dataset007_Tiny/splits_final.json exists"):

@@ -142,7 +142,7 @@ class NnunetLabels:
         return _apply(self._lut(self.values, "to"), label, f"scheme {self.scheme!r}", list(self.values))
 
     def to_scheme(self, label: np.ndarray) -> np.ndarray:
-        """Consecutive labels (nnU-Net's predictions) -> scheme values (uint8); the inverse of :meth:`to_consecutive`."""
+        """nnU-Net's consecutive labels -> scheme values (uint8); the inverse of :meth:`to_consecutive`."""
         consecutive = list(range(len(self.values)))
         return _apply(self._lut(consecutive, "from"), label, f"nnU-Net labels of {self.scheme!r}", consecutive)
 

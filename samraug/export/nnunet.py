@@ -539,6 +539,14 @@ def export_nnunet(
                 f"dataset id {dataset_id} is already used by {[str(p) for p in clash]}; nnU-Net finds datasets by id, "
                 "so pick another --dataset-id"
             )
+        elif root.exists() and not overwrite:
+            if not manifest_path.is_file():
+                error = f"{root} exists and was not written by samraug export; pass overwrite=True (--overwrite)"
+            elif _read_json(manifest_path) != json.loads(json.dumps(manifest)):
+                error = (
+                    f"{root} holds an export made with other arguments (see {manifest_path}); pass overwrite=True "
+                    "(--overwrite) to replace it, or repeat the original arguments to resume it"
+                )
         elif (
             pre is not None
             and (pre / root.name / SPLITS).is_file()
@@ -549,14 +557,6 @@ def export_nnunet(
                 f"{pre / root.name / SPLITS} exists from another export or nnU-Net run; pass overwrite=True "
                 "(--overwrite) to replace it"
             )
-        elif root.exists() and not overwrite:
-            if not manifest_path.is_file():
-                error = f"{root} exists and was not written by samraug export; pass overwrite=True (--overwrite)"
-            elif _read_json(manifest_path) != json.loads(json.dumps(manifest)):
-                error = (
-                    f"{root} holds an export made with other arguments (see {manifest_path}); pass overwrite=True "
-                    "(--overwrite) to replace it, or repeat the original arguments to resume it"
-                )
         if error is None:
             if (
                 root.exists()
