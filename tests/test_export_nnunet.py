@@ -112,9 +112,12 @@ def test_resume_refuse_and_overwrite(tmp_path: Path, tiny_weights: str, monkeypa
     # other arguments: refused unless overwrite
     with pytest.raises(ValueError, match=r"other arguments.*--overwrite"):
         _export(tmp_path, tiny_weights, per_case=2)
-    (tmp_path / "raw" / "Dataset007_Tiny" / ".samraug" / "manifest.json").unlink()
-    with pytest.raises(ValueError, match=r"pre/Dataset007_Tiny/splits_final.json exists"):
-        _export(tmp_path, tiny_weights, per_case=1)
+    # splits of another run where nnU-Net reads them: refused unless overwrite
+    (tmp_path / "pre" / "Dataset009_Nine").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset009_Nine" / "splits_final.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"pre/Dataset009_Nine/splits_final.json exists"):
+        _export(tmp_path, tiny_weights, per_case=0, dataset_id=9, name="Nine")
+    assert not (tmp_path / "raw" / "Dataset009_Nine").exists()
     other = _export(tmp_path, tiny_weights, per_case=0, overwrite=True)
     assert other.n_synthetic == 0 and len(list((root / "labelsTr").iterdir())) == 6
     # a folder not written by samraug, and a dataset id taken by another name
