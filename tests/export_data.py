@@ -15,11 +15,11 @@ SWAP_ALWAYS = EditPolicy(p_swap=1.0, p_remove=0.0)
 def tiny_subject(index: int, keys: tuple[str, ...] = SEQS, scheme: str = "brats2021") -> tio.Subject:
     """Case ``P{index // 2}-{index % 2}``-style ids: two time points per patient (BraTS 2023 naming)."""
     g = torch.Generator().manual_seed(index)
-    brain = tiny_brain(slice(3, 5))
+    brain = tiny_brain(slice(1, 7))
     seg = torch.zeros(SHAPE, dtype=torch.uint8)
     shift = index % 4
-    seg[9 + shift : 19 + shift, 10:19, 3:5] = 2
-    seg[11 + shift : 17 + shift, 12:17, 3:5] = 4 if scheme == "brats2021" else 3
+    seg[9 + shift : 19 + shift, 10:19, 2:6] = 2
+    seg[11 + shift : 17 + shift, 12:17, 2:6] = 4 if scheme == "brats2021" else 3
     seg[13 + shift : 15 + shift, 13:16, 3:5] = 1
     images = {
         k: tio.ScalarImage(
