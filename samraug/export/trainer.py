@@ -299,7 +299,9 @@ class nnUNetTrainerSAMR(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convent
             donors=donors or None,
             device=self.samr_device,
         )
-        self.samr_dataset = _SAMRDataset(dataset_tr, make, settings["ratio"], seed=12345 + (self.fold if isinstance(self.fold, int) else 0))
+        self.samr_dataset = _SAMRDataset(
+            dataset_tr, make, settings["ratio"], seed=12345 + (self.fold if isinstance(self.fold, int) else 0)
+        )
         return self.samr_dataset, dataset_val
 
     def _transpose(self) -> list[int]:
