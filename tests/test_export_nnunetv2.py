@@ -21,7 +21,7 @@ from export_data import SWAP_ALWAYS, tiny_subjects
 
 pytest.importorskip("nnunetv2")
 
-from samraug.export import export_nnunet  # noqa: E402
+from samraug.export import export_nnunet
 
 REPO = Path(__file__).resolve().parents[1]
 

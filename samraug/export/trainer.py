@@ -47,7 +47,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         f"samraug.export.trainer needs nnU-Net v2 ({e}); install it with: pip install 'samraug[nnunet]'"
     ) from None
 
-__all__ = ["SAMRCaseSynthesizer", "install_trainer", "nnUNetTrainerSAMR", "case_to_grid", "grid_to_case"]
+__all__ = ["SAMRCaseSynthesizer", "case_to_grid", "grid_to_case", "install_trainer", "nnUNetTrainerSAMR"]
 
 SHIM_NAME = "nnUNetTrainerSAMR.py"
 SHIM = (
@@ -163,11 +163,15 @@ class SAMRCaseSynthesizer:
         full, full_seg, affine = case_to_grid(_numpy(data), _numpy(seg), properties, self.transpose_forward)
         brain = full_seg >= 0
         label = self.labels.to_scheme(np.where(brain, full_seg, 0))
+        images = {
+            c: tio.ScalarImage(tensor=torch.from_numpy(full[i][None]), affine=affine)
+            for i, c in enumerate(self.channels)
+        }
         subject = tio.Subject(
-            **{c: tio.ScalarImage(tensor=torch.from_numpy(full[i][None]), affine=affine) for i, c in enumerate(self.channels)},
+            **images,
             seg=tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine),
             brain=tio.LabelMap(tensor=torch.from_numpy(brain[None].astype(np.uint8)), affine=affine),
-        )  # fmt: skip
+        )
         state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))
         try:
@@ -234,7 +238,7 @@ class _SAMRDataset:
         return data, seg, seg_prev, properties
 
 
-class nnUNetTrainerSAMR(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
+class nnUNetTrainerSAMR(nnUNetTrainer):
     """nnU-Net v2's default trainer, with a fraction ``samr_ratio`` of its training cases SAMR-synthesized.
 
     Settings: the ``samr_*`` class attributes, overridden by the ``SAMRAUG_NNUNET_*`` environment variables (see
