@@ -11,7 +11,7 @@ Three modes:
 Example:
     >>> import argparse
     >>> parser = argparse.ArgumentParser(prog="samraug")
-    >>> add_parser(parser.add_subparsers(dest="command"))
+    >>> _ = add_parser(parser.add_subparsers(dest="command"))
     >>> args = parser.parse_args(["export-nnunet", "--to-brats", "preds", "--out", "sub", "--scheme", "brats2021"])
     >>> args.to_brats
     PosixPath('preds')

@@ -599,6 +599,7 @@ def export_nnunet(
             record.update(patient=case.patient, source_patient=case.patient, weights=weights_info)
             record["donor_patients"] = sorted({str(patient_of(d)) for d in record["donors"]})
         _write_case(root, case.name, images, label, record)
+        _unload(subject)  # images read from files are read again when needed: memory stays flat
         written += 1
     _barrier()
 
@@ -647,6 +648,12 @@ def export_nnunet(
         skipped=skipped,
         channel_names=channel_names,
     )
+
+
+def _unload(subject: tio.Subject) -> None:
+    for image in subject.get_images(intensity_only=False):
+        if image.path is not None and getattr(image, "_loaded", False):
+            image.unload()
 
 
 def _label_array(subject: tio.Subject, label_key: str, case: str) -> np.ndarray:
