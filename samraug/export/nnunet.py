@@ -466,6 +466,8 @@ def export_nnunet(
     from tqdm.auto import tqdm
 
     rank, world = _dist()
+    if world > 1 and device == "auto" and torch.cuda.is_available():  # torchrun: one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     if isinstance(subjects, (str, os.PathLike)):
         from ..data.brats import load_brats
 
