@@ -99,7 +99,7 @@ def test_integrity_check_split_loading_and_samr_training(tmp_path: Path, tiny_we
                         progress=False)  # fmt: skip
     env = _env(tmp_path, tiny_weights)
     plan = shutil.which("nnUNetv2_plan_and_preprocess") or "nnUNetv2_plan_and_preprocess"
-    out = _run([plan, "-d", "7", "--verify_dataset_integrity", "-c", "3d_fullres", "-np", "1"],
+    out = _run([plan, "-d", "7", "--verify_dataset_integrity", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
                dict(env, nnUNet_n_proc_DA="1"))  # fmt: skip
     assert "verify_dataset_integrity Done" in out
     script = tmp_path / "nnunet_check.py"

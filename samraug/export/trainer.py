@@ -14,7 +14,13 @@ Settings come from the environment, because nnU-Net builds trainers from fixed a
 - ``SAMRAUG_NNUNET_RATIO``: probability that a training case is synthetic (default 0.5);
 - ``SAMRAUG_NNUNET_WEIGHTS``: SAMR weights (folder or ``org/name[@rev]``; default: bundled demo weights);
 - ``SAMRAUG_NNUNET_DONORS``: donor masks for lesion swaps (default 4; 0: no swaps);
-- ``SAMRAUG_NNUNET_SCHEME``: label scheme (default: ``dataset.json``'s ``samraug.label_scheme``).
+- ``SAMRAUG_NNUNET_SCHEME``: label scheme (default: ``dataset.json``'s ``samraug.label_scheme``);
+- ``SAMRAUG_NNUNET_DEVICE``: where the generator runs (default ``cpu``, inside nnU-Net's augmentation workers;
+  ``cuda`` needs ``nnUNet_n_proc_DA=0`` so that cases are loaded in the main process).
+
+Painting a whole case costs one generator call per axial slice with brain (the README's throughput benchmark: about
+1.5 min for a 240x240x155 case with the tiny model on one CPU core), so on CPU workers a ratio well below 1 and many
+workers, or a GPU generator, are needed to keep nnU-Net's GPU busy.
 
 Subclass it to set :attr:`nnUNetTrainerSAMR.samr_ratio` and friends instead. nnU-Net finds trainers by name inside
 its own package ``nnunetv2.training.nnUNetTrainer``; :func:`install_trainer` (``samraug export-nnunet
@@ -274,6 +280,7 @@ class nnUNetTrainerSAMR(nnUNetTrainer):
             "weights": env.get("SAMRAUG_NNUNET_WEIGHTS", self.samr_weights) or None,
             "donors": int(env.get("SAMRAUG_NNUNET_DONORS", self.samr_donors)),
             "scheme": scheme,
+            "device": env.get("SAMRAUG_NNUNET_DEVICE", self.samr_device),
         }
 
     def get_tr_and_val_datasets(self):
@@ -301,7 +308,7 @@ class nnUNetTrainerSAMR(nnUNetTrainer):
             self.label_manager,
             weights=settings["weights"],
             donors=donors or None,
-            device=self.samr_device,
+            device=settings["device"],
         )
         self.samr_dataset = _SAMRDataset(
             dataset_tr, make, settings["ratio"], seed=12345 + (self.fold if isinstance(self.fold, int) else 0)
