@@ -18,8 +18,8 @@ Settings come from the environment, because nnU-Net builds trainers from fixed a
 - ``SAMRAUG_NNUNET_DEVICE``: where the generator runs (default ``cpu``, inside nnU-Net's augmentation workers;
   ``cuda`` needs ``nnUNet_n_proc_DA=0`` so that cases are loaded in the main process).
 
-Painting a whole case costs one generator call per axial slice with brain (the README's throughput benchmark: about
-1.5 min for a 240x240x155 case with the tiny model on one CPU core), so on CPU workers a ratio well below 1 and many
+Painting a whole case costs one generator call per axial slice with brain (the README's throughput benchmark: 86 s for
+a 240x240x155 case with the tiny model on a 2-core CPU), so on CPU workers a ratio well below 1 and many
 workers, or a GPU generator, are needed to keep nnU-Net's GPU busy.
 
 Subclass it to set :attr:`nnUNetTrainerSAMR.samr_ratio` and friends instead. nnU-Net finds trainers by name inside
