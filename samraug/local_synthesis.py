@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from scipy import ndimage
 from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
 from samraug.intensity import DEFAULT_NORMALIZATION, IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
+from samraug.models.local import build_local_inputs
 from samraug.region import edit_region, feather_weights
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -78,32 +79,6 @@ def _local_config(synthesizer: Any) -> dict[str, Any]:
     if vs.size != 3 or not (np.isfinite(vs).all() and (vs > 0).all()):
         raise ValueError(f"config voxel_size must be 3 positive numbers (mm), got {cfg['voxel_size']!r}")
     return cfg
-
-
-def _input_builder() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The model package's ``build_local_inputs`` (one function for training and inference) when present."""
-    try:
-        from samraug.models.local import build_local_inputs
-    except ImportError:
-        return _contract_inputs
-    return build_local_inputs
-
-
-def _contract_inputs(
-    classes: torch.Tensor, images: torch.Tensor, region: torch.Tensor, n_labels: int, c: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The local-model input contract, for every slice: (B, D, H, W) classes, (B, S, D, H, W) images, (B, D, H, W)
-    region -> mask (B*D, K*(2c+1), H, W) and context (B*D, (S+1)*(2c+1), H, W), slice-major, edges clamped."""
-    b, d, h, w = classes.shape
-    s = images.shape[1]
-    onehot = torch.nn.functional.one_hot(classes.long(), n_labels).permute(0, 1, 4, 2, 3).float()  # B, D, K, H, W
-    reg = region.float().unsqueeze(2)  # B, D, 1, H, W
-    blanked = images.float().permute(0, 2, 1, 3, 4) * (1.0 - reg)  # B, D, S, H, W
-    ctx = torch.cat([blanked, reg], dim=2)  # B, D, S+1, H, W
-    idx = (torch.arange(d).unsqueeze(1) + torch.arange(-c, c + 1).unsqueeze(0)).clamp(0, d - 1)  # D, 2c+1
-    mask = onehot[:, idx].reshape(b * d, (2 * c + 1) * n_labels, h, w)
-    context = ctx[:, idx].reshape(b * d, (2 * c + 1) * (s + 1), h, w)
-    return mask, context
 
 
 def _skip(images: Mapping[str, torch.Tensor], record: dict[str, Any], reason: str) -> tuple[dict, dict]:
@@ -337,10 +312,8 @@ def _paint_part(
     classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
     images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
     region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
-    mask_in, context_in = _input_builder()(classes_t, images_t, region_t, k, c)
-    offset = 0 if mask_in.shape[0] == grid_shape[2] else c  # builders may return only the central D - 2c slices
-    sel = torch.from_numpy(zs - offset)
-    painted = synthesizer.paint_local_slices(mask_in[sel], context_in[sel]).numpy()  # P, S, X, Y
+    mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist())
+    painted = synthesizer.paint_local_slices(mask_in, context_in).numpy()  # P, S, X, Y
     syn_m = norm_m.copy()
     syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
     syn_m = np.where(region_m[None], syn_m, norm_m)

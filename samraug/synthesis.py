@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from samraug.device import resolve_device
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
 from samraug.padding import pad_or_crop
@@ -67,23 +68,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "half": torch.float16,
 }
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else through :class:`torch.device`.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N' ({e})") from None
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -13,7 +13,7 @@ from torch import nn
 
 from samraug.intensity import IntensityStats
 from samraug.labels import get_scheme
-from samraug.local_synthesis import _contract_inputs, paint_local
+from samraug.local_synthesis import paint_local
 from samraug.synthesis import Synthesizer
 
 SEQS = ("t1n", "t1c", "t2w", "t2f")
@@ -275,6 +275,23 @@ def test_clear_errors():
         paint_local(images, seg, edited, brain, affine, SCHEME, synth, margin_mm=-1)
 
 
+def _contract_inputs(  # independent reference of the contract
+    classes: torch.Tensor, images: torch.Tensor, region: torch.Tensor, n_labels: int, c: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local-model input contract, for every slice: (B, D, H, W) classes, (B, S, D, H, W) images, (B, D, H, W)
+    region -> mask (B*D, K*(2c+1), H, W) and context (B*D, (S+1)*(2c+1), H, W), slice-major, edges clamped."""
+    b, d, h, w = classes.shape
+    s = images.shape[1]
+    onehot = torch.nn.functional.one_hot(classes.long(), n_labels).permute(0, 1, 4, 2, 3).float()  # B, D, K, H, W
+    reg = region.float().unsqueeze(2)  # B, D, 1, H, W
+    blanked = images.float().permute(0, 2, 1, 3, 4) * (1.0 - reg)  # B, D, S, H, W
+    ctx = torch.cat([blanked, reg], dim=2)  # B, D, S+1, H, W
+    idx = (torch.arange(d).unsqueeze(1) + torch.arange(-c, c + 1).unsqueeze(0)).clamp(0, d - 1)  # D, 2c+1
+    mask = onehot[:, idx].reshape(b * d, (2 * c + 1) * n_labels, h, w)
+    context = ctx[:, idx].reshape(b * d, (2 * c + 1) * (s + 1), h, w)
+    return mask, context
+
+
 def test_contract_inputs_layout():
     """Slice-major channels, clamped edges, region blanked in the images and appended as a mask."""
     b, d, h, w, s, c = 2, 5, 4, 4, 3, 2
@@ -342,7 +359,8 @@ def test_non_contiguous_images_are_fine():
 def test_model_package_builder_matches_the_contract():
     """Once samraug.models.local exists, paint_local builds inputs through its build_local_inputs: it must give
     the contract's layout (same as the reference implementation here), for all slices or the central ones."""
-    local = pytest.importorskip("samraug.models.local")
+    from samraug.models import local
+
     b, d, h, w, s, c = 1, 6, 8, 8, 4, 1
     g = torch.Generator().manual_seed(1)
     classes = torch.randint(0, K, (b, d, h, w), generator=g)
