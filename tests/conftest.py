@@ -25,3 +25,11 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tiny_model import save_tiny_weights
 
     return save_tiny_weights(tmp_path_factory.mktemp("weights"), card={"data": "unit test", "steps": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_local_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Folder of a random-initialised tiny local-mode generator (see tests/tiny_model.py)."""
+    from tiny_model import save_tiny_local_weights
+
+    return save_tiny_local_weights(tmp_path_factory.mktemp("local_weights"))

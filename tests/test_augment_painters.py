@@ -104,12 +104,27 @@ def test_samr_whole_paints_in_the_subject_scale(synth: Synthesizer) -> None:
         assert float(out[k][b].min()) >= lo - 1e-3 and float(out[k][b].max()) <= hi + 1e-3
 
 
-def test_samr_local_goes_through_paint_local(synth: Synthesizer) -> None:
-    pytest.importorskip("samraug.local_synthesis")
+def test_samr_local_goes_through_paint_local(tiny_local_weights: str) -> None:
     images, label, brain = _subject(2)
-    out, rec = SAMRPainter(synth, mode="local").paint(images, label, _moved(label, 1), brain, AFFINE, SCHEME)
-    assert rec["painter"] == "samr" and rec["mode"] == "local"
+    after = _moved(label, 1)
+    # the tiny case is 8 slices deep: a small margin leaves the region the context it needs
+    painter = SAMRPainter(Synthesizer(tiny_local_weights, device="cpu"), margin_mm=0.5, feather_mm=1.0)
+    assert painter.mode == "local"  # the default mode comes from the weights
+    out, rec = painter.paint(images, label, after, brain, AFFINE, SCHEME)
+    again, _ = painter.paint(images, label, after, brain, AFFINE, SCHEME)
+    assert rec["painter"] == "samr" and rec["mode"] == "local" and rec.get("skipped") is None
     assert set(out) == set(images)
+    changed = torch.from_numpy(after != label)
+    for k in SEQS:
+        assert torch.equal(out[k], again[k])  # deterministic: replay is voxel-exact
+        assert not torch.equal(out[k][changed], images[k][changed])
+
+
+def test_samr_mode_must_match_the_weights(synth: Synthesizer, tiny_local_weights: str) -> None:
+    with pytest.raises(ValueError, match="trained for mode 'whole'"):
+        SAMRPainter(synth, mode="local")
+    with pytest.raises(ValueError, match="trained for mode 'local'"):
+        SAMRPainter(Synthesizer(tiny_local_weights, device="cpu"), mode="whole")
 
 
 # ------------------------------------------------------------------ through the dataset (the benchmark arms)

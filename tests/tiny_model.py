@@ -34,3 +34,22 @@ def save_tiny_weights(folder: Path, card: dict | None = None) -> str:
     data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
     save_weights(folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", card=card)
     return str(folder)
+
+
+def save_tiny_local_weights(folder: Path, scheme: str = "brats2021") -> str:
+    """Save a random-initialised tiny local generator (mode "local", 2 mm RAS grid, c=1) with the real hub writer."""
+    from samraug.labels import get_scheme
+    from samraug.models.local import LocalGenerator
+
+    torch.manual_seed(0)
+    gen = LocalGenerator(
+        sequences=SEQS,
+        n_labels=len(get_scheme(scheme).classes()),
+        context_slices=1,
+        base_channels=8,
+        max_channels=16,
+        n_down=2,
+        n_res_blocks=1,
+    )
+    save_weights(folder, gen, None, label_scheme=scheme, voxel_size=(2.0, 2.0, 2.0), crop_size=(32, 32))
+    return str(folder)

@@ -129,9 +129,15 @@ class SAMRPainter(Painter):
             self.synthesizer = synthesizer.clone()
         else:
             self.synthesizer = get_synthesizer(synthesizer, device=device, dtype=dtype)
-        resolved = mode if mode is not None else str(self.synthesizer.config.get("mode", "whole"))
+        trained = str(self.synthesizer.config.get("mode", "whole"))
+        resolved = mode if mode is not None else trained
         if resolved not in ("whole", "local"):
             raise ValueError(f"mode must be 'whole' or 'local', got {resolved!r}")
+        if resolved != trained:
+            raise ValueError(
+                f"mode={resolved!r} but the weights {self.synthesizer.weights or '(in memory)'} were trained for mode "
+                f"{trained!r}; leave mode unset or pass weights trained for {resolved!r} mode"
+            )
         self.mode = resolved
         self.margin_mm, self.feather_mm = float(margin_mm), float(feather_mm)
 
