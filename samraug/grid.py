@@ -13,7 +13,7 @@ Example:
     [1.0, 1.0, 3.0]
     >>> shape, grid = ras_grid(np.zeros(3), np.array([10.0, 10.0, 9.0]), (2.0, 2.0, 2.0), multiple=4)
     >>> shape
-    (8, 8, 5)
+    (8, 8, 6)
 """
 
 from __future__ import annotations

@@ -257,8 +257,10 @@ class Synthesizer:
         return resolve_dtype(self.dtype_spec, self.device)
 
     def _check_context(self) -> None:
-        if self.device.type == "cuda" and _in_worker():
-            raise RuntimeError(_WORKER_MESSAGE.format(device=str(self.device)))
+        # the device string alone decides: the guard must fire in a worker before anything touches CUDA
+        spec = str(self.device_spec)
+        if (spec.startswith("cuda") or (spec == "auto" and torch.cuda.is_available())) and _in_worker():
+            raise RuntimeError(_WORKER_MESSAGE.format(device=str(self.device_spec)))
 
     def load(self) -> Synthesizer:
         """Load the weights now (otherwise done on first use); returns ``self``."""

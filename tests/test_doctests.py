@@ -22,9 +22,7 @@ def test_every_module_is_collected() -> None:
     assert "samraug.synthesis" in MODULES and "samraug.data.brats" in MODULES and "samraug" in MODULES
 
 
-# samraug.models.blocks: OutputConv's example compares a reflect-padded conv with a zero-padded one (a wrong
-# example, in a module owned by another branch); strict, so it shows up once that branch fixes it.
-KNOWN_FAILING = {"samraug.models.blocks"}
+KNOWN_FAILING: set[str] = set()
 SLOW = {"samraug.data.phantom"}  # its examples generate a phantom subject (~10 s)
 
 

@@ -32,7 +32,9 @@ def save_tiny_weights(folder: Path, card: dict | None = None) -> str:
     )
     brain = tiny_brain()
     data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
-    save_weights(folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", card=card)
+    save_weights(
+        folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", conditioning="samr", card=card
+    )
     return str(folder)
 
 

@@ -98,6 +98,7 @@ class LocalGANTrainer(GANTrainer):
         voxel_size: The training grid in mm (RAS), recorded in the exported config.
 
     Example:
+        >>> from samraug.training.config import preset_config
         >>> cfg = preset_config("tiny", task="local")
         >>> t = LocalGANTrainer(cfg, ("t1n",), label_scheme="brats2024")  # doctest: +SKIP
     """
