@@ -309,9 +309,11 @@ def conventional_transform(
 def _transform_slice(transform: Any, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     import torchio as tio
 
+    # Copy the slice: a view keeps its whole parent storage alive, and TorchIO deep-copies the subject, which clones
+    # that storage (the full training set) on every call.
     subject = tio.Subject(
-        image=tio.ScalarImage(tensor=image.unsqueeze(-1).float()),
-        label=tio.LabelMap(tensor=label.unsqueeze(0).unsqueeze(-1).to(torch.int16)),
+        image=tio.ScalarImage(tensor=image.unsqueeze(-1).float().clone()),
+        label=tio.LabelMap(tensor=label.unsqueeze(0).unsqueeze(-1).to(torch.int16).clone()),
     )
     out = transform(subject)
     return out["image"].data[..., 0].float().clamp(-1.0, 1.0), out["label"].data[0, ..., 0].long()

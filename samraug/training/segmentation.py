@@ -506,21 +506,30 @@ def evaluate_segmenter(
 
     Returns:
         ``{subject_id: {region: {metric: value}}}`` with metrics ``dice``, ``hd95``, ``sensitivity``,
-        ``specificity`` (the format of :func:`samraug.metrics.compute_metrics`).
+        ``specificity`` (the format of :func:`samraug.metrics.compute_metrics`) and the region's voxel counts
+        ``pred_voxels`` / ``true_voxels`` (so a region absent from both can be told from a perfect score).
 
     Example:
         >>> # scores = evaluate_segmenter(result.model, [EvalVolume("s1", image, label, (2.0, 2.0, 2.0))])
         >>> # scores["s1"]["edema"]["dice"]
     """
+    import numpy as np
+
+    from samraug.labels import get_scheme
     from samraug.metrics import compute_metrics
 
+    region_labels = get_scheme("samr").regions
     unknown = [r for r in regions if r not in SAMR_CLASSES]
     if unknown:
         raise ValueError(f"unknown SAMR regions {unknown}; use names from {SAMR_CLASSES[2:]}")
     out: dict[str, dict[str, dict[str, float]]] = {}
     for vol in volumes:
         pred = predict_volume(model, vol.image, multiple=multiple, batch_size=batch_size)
-        out[vol.subject_id] = compute_metrics(
-            pred.numpy(), vol.label.numpy(), scheme="samr", regions=list(regions), spacing=vol.spacing
-        )
+        p, g = pred.numpy(), vol.label.numpy()
+        scores = compute_metrics(p, g, scheme="samr", regions=list(regions), spacing=vol.spacing)
+        for name in regions:
+            values = list(region_labels[name])
+            scores[name]["pred_voxels"] = float(np.isin(p, values).sum())
+            scores[name]["true_voxels"] = float(np.isin(g, values).sum())
+        out[vol.subject_id] = scores
     return out
