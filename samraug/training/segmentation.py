@@ -320,6 +320,8 @@ def train_segmenter(
     config: SegmentationConfig | None = None,
     in_channels: int | None = None,
     progress: bool | Callable[[int, float], None] = False,
+    checkpoint: Callable[[int, nn.Module], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> SegmentationResult:
     """Train a fresh U-Net on ``dataset`` for exactly ``config.steps`` optimiser steps.
 
@@ -330,6 +332,10 @@ def train_segmenter(
         config: Training settings (defaults: :class:`SegmentationConfig`).
         in_channels: Input channels; read from the first item when not given.
         progress: ``True`` for a tqdm bar, or a callback ``f(step, loss)`` called after every step.
+        checkpoint: Called as ``checkpoint(n_steps_done, model)`` (model in eval mode, put back in train mode
+            afterwards) every ``checkpoint_every`` steps and after the last one, e.g. to draw a validation curve
+            (``benchmarks/step_budget.py``). It must not draw from torch's global generator if the run is to stay
+            reproducible.
 
     Returns:
         A :class:`SegmentationResult` with the model in eval mode.
@@ -341,6 +347,10 @@ def train_segmenter(
         1
     """
     config = config or SegmentationConfig()
+    if checkpoint is not None and checkpoint_every < 1:
+        raise ValueError(
+            f"checkpoint_every must be >= 1 step when a checkpoint callback is given, got {checkpoint_every}"
+        )
     if len(dataset) == 0:
         raise ValueError("the segmentation data set is empty; check the subject split and slice selection")
     device = resolve_device(config.device)
@@ -419,6 +429,10 @@ def train_segmenter(
             bar.set_postfix(loss=f"{value:.3f}")
         elif callable(progress):
             progress(step, value)
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            model.eval()
+            checkpoint(step + 1, model)
+            model.train()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
