@@ -39,9 +39,11 @@ __all__ = [
     "VarianceComponents",
     "crossed_bootstrap",
     "design_for_half_width",
+    "main",
     "mean_lesion_dice",
     "minimal_detectable_difference",
     "paired_bootstrap",
+    "pilot_components",
     "predicted_half_width",
     "score_matrix",
     "variance_components",
@@ -319,3 +321,79 @@ def design_for_half_width(
             f"not even 1 seed x 2 subjects fits {budget_seconds:.0f} s; raise the budget or shorten the training"
         )
     return best
+
+
+# ---------------------------------------------------------------------------------------------------- pilot -> design
+def pilot_components(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Variance components of the paired differences of a benchmark JSON (``benchmarks/augmentation.py``), pooled
+    (averaged) over the arms that have a reference, and its timings per training and per evaluated subject."""
+    comps, train_s, eval_s = [], [], []
+    n_test = len(results["data"]["split"]["test"])
+    for name, entry in results["paired"].items():
+        for run in results["arms"][name]["seeds"].values():
+            train_s.append(float(run["train_seconds"]))
+            eval_s.append(float(run["eval_seconds"]) / max(1, n_test))
+        diff = entry.get("differences")
+        if diff is None:
+            continue
+        d = np.asarray([[np.nan if v is None else v for v in row] for row in diff], dtype=np.float64)
+        if d.shape[0] >= 2 and d.shape[1] >= 2 and np.isfinite(d).all():
+            comps.append(variance_components(d))
+    if not comps:
+        raise ValueError("the pilot needs >= 2 seeds, >= 2 test subjects and an arm paired with real-only")
+    pooled = VarianceComponents(
+        seed=float(np.mean([c.seed for c in comps])),
+        subject=float(np.mean([c.subject for c in comps])),
+        residual=float(np.mean([c.residual for c in comps])),
+    )
+    return {
+        "components": pooled,
+        "seconds_per_training": float(np.median(train_s)),
+        "seconds_per_evaluation": float(np.median(eval_s)),
+        "steps": int(results["config"]["steps"]),
+        "n_arms": len(comps),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python benchmarks/stats.py PILOT.json --budget-s 7200 --trainings-per-seed 10 [--steps N]``: the design
+    (seeds x test subjects) reaching the target half-width within the budget, estimated from a pilot run."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("pilot", type=Path, help="augmentation.json of a pilot run (>= 2 seeds, >= 2 test subjects)")
+    p.add_argument("--budget-s", type=float, default=7200.0, help="seconds for the trainings and evaluations")
+    p.add_argument("--trainings-per-seed", type=int, default=10, help="arms of the planned run")
+    p.add_argument("--steps", type=int, default=None, help="planned steps (scales the pilot's training time)")
+    p.add_argument("--target", type=float, default=0.03, help="target 95 %% CI half-width")
+    args = p.parse_args(argv)
+    if not args.pilot.is_file():
+        raise SystemExit(f"{args.pilot} is not a file; pass the augmentation.json of a pilot run")
+    pilot = pilot_components(json.loads(args.pilot.read_text()))
+    per_training = pilot["seconds_per_training"] * (args.steps or pilot["steps"]) / pilot["steps"]
+    design = design_for_half_width(
+        pilot["components"],
+        seconds_per_training=per_training,
+        seconds_per_evaluation=pilot["seconds_per_evaluation"],
+        n_trainings_per_seed=args.trainings_per_seed,
+        budget_seconds=args.budget_s,
+        target=args.target,
+    )
+    c = pilot["components"]
+    print(
+        f"pilot: variance components seed {c.seed:.5f}, subject {c.subject:.5f}, residual {c.residual:.5f} "
+        f"(pooled over {pilot['n_arms']} arms); {per_training:.0f} s per training, "
+        f"{pilot['seconds_per_evaluation']:.2f} s per evaluated subject"
+    )
+    print(
+        f"design: {design.n_seeds} seeds x {design.n_subjects} test subjects -> predicted 95 % half-width "
+        f"{design.half_width:.3f} (MDD {minimal_detectable_difference(design.half_width):.3f}), "
+        f"{design.seconds / 60:.0f} min; {'meets' if design.fits else 'does NOT meet'} the target {args.target}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

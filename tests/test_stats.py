@@ -173,3 +173,37 @@ def test_design_meets_the_target_cheapest_or_reports_the_best_that_fits() -> Non
         design_for_half_width(
             comp, seconds_per_training=1000, seconds_per_evaluation=1, n_trainings_per_seed=5, budget_seconds=10
         )
+
+
+def _pilot(tmp_path: Path) -> Path:
+    import json
+
+    rng = np.random.default_rng(2)
+    d = rng.normal(0, 0.05, (3, 1)) + rng.normal(0, 0.1, (1, 8)) + rng.normal(0, 0.05, (3, 8))
+    runs = {str(s): {"train_seconds": 60.0, "eval_seconds": 8.0} for s in range(3)}
+    results = {
+        "config": {"steps": 500},
+        "data": {"split": {"test": [f"t{j}" for j in range(8)]}},
+        "arms": {"real": {"seeds": runs}, "samr_50": {"seeds": runs}},
+        "paired": {"real": {"reference": None}, "samr_50": {"reference": "real", "differences": d.tolist()}},
+    }
+    path = tmp_path / "pilot.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_pilot_components_and_design_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from benchmarks.stats import main, pilot_components
+
+    path = _pilot(tmp_path)
+    pilot = pilot_components(json.loads(path.read_text()))
+    d = np.asarray(json.loads(path.read_text())["paired"]["samr_50"]["differences"])
+    assert pilot["components"] == variance_components(d)
+    assert pilot["seconds_per_training"] == 60.0 and pilot["seconds_per_evaluation"] == 1.0
+    assert main([str(path), "--budget-s", "3600", "--trainings-per-seed", "4", "--steps", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "120 s per training" in out and "test subjects" in out
+    with pytest.raises(SystemExit, match="not a file"):
+        main([str(tmp_path / "missing.json")])
