@@ -15,18 +15,33 @@ Protocol:
    (:mod:`benchmarks.arms`).
 4. Each segmenter predicts every held-out subject slice-wise; the 3D volumes are scored against the ground truth
    (spacing-aware Dice, HD95, sensitivity, specificity; :mod:`samraug.metrics`, BraTS legacy edge conventions) for
-   SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the table shows mean +- std over seeds.
+   SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the per-region table shows mean +- std
+   over seeds.
+5. The decision table (:mod:`benchmarks.stats`): per arm, the paired difference in *mean lesion Dice* to real-only
+   at the same data fraction, per (seed, test subject), with a 95 % bootstrap CI that resamples seeds and then test
+   subjects (crossed design), its half-width and the minimal detectable difference (see :data:`STATISTICS_NOTE`).
 
-Outputs (``--out DIR``): ``augmentation.md`` (the table, paper layout: rows = arms, column groups
-Dice | HD95 | Sensitivity | Specificity x Edema | Cavity | Tumor), ``augmentation.json`` (every per-seed and
-per-subject number, the configuration, the machine and the exact command) and ``augmentation.png``.
+Low-data protocol: every arm uses the real slices of ``fraction`` of the training subjects (the same subset for
+every arm, :func:`fraction_subset`); sweep arms (``real_full``, ``samr_50_full``) use all of them; the generators are
+not reduced. The ``control`` arm adds, as real data, the labelled subjects the SAMR generator was trained on
+(:func:`generator_training_slices`): a generator trained on extra labelled data brings those labels with it, and
+SAMR only helps beyond that if it beats the control.
 
-Presets: ``quick`` (the README's main job: CPU, minutes; bundled demo weights; real, conventional, copy-paste,
-RandomLabelsToImage and SAMR 50 %) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on
-the training split). Every preset value can be overridden from the command line.
+Outputs (``--out DIR``, never overwritten without ``--overwrite``): ``augmentation.md`` (the decision table, then
+the paper-layout table: rows = arms, column groups Dice | HD95 | Sensitivity | Specificity x Edema | Cavity |
+Tumor), ``augmentation.json`` (every per-seed and per-subject number, the paired differences and CIs, the
+configuration, the machine and the exact command), ``augmentation.png`` and ``augmentation_ci.png`` (the CIs).
+
+Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
+conventional, copy-paste, RandomLabelsToImage and SAMR 50 %), ``standard`` (the decision run, about 2 h on 2 CPU
+cores: 40 phantom subjects, every arm at 25 % of the training subjects, the control, the data-fraction and ratio
+sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects from a pilot through
+``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on the
+training split). Every preset value can be overridden from the command line.
 
 Example:
     python benchmarks/augmentation.py --preset quick --out /tmp/bench_quick
+    python benchmarks/augmentation.py --preset standard --out outputs/bench_standard
     python benchmarks/augmentation.py --preset full --out outputs/bench_full
     python benchmarks/augmentation.py --data /data/BraTS2024-GLI --scheme brats2024 --train-samr --preset full
 """
