@@ -1225,6 +1225,8 @@ def _run_benchmark(
     machine = machine_info()
     arms = [ARMS[a] for a in config.arms]
     variants = list(dict.fromkeys(a.variant for a in arms if a.kind == "generator" and a.variant))
+    if any(a.kind == "control" for a in arms) and "samr" not in variants:
+        variants.append("samr")  # the control arm adds the SAMR generator's training subjects
     ctx = prepare_context(config, variants, log, painters)
     split, identities, painters, sequences, real, test = (
         ctx.split,
