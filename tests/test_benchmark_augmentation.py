@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -483,3 +484,19 @@ def test_pools_are_cached_per_pool_seed_and_painters_share_the_edited_masks() ->
     assert len(synth.calls) == 1 and len(d50.synthetic) == n50 and len(d25.synthetic) == n_synthetic(len(real), 0.25)
     assert torch.equal(d25.synthetic.label, d50.synthetic.label[: len(d25.synthetic)])  # head of the 50 % pool
     assert torch.equal(rl.synthetic.label, d50.synthetic.label)  # the same edited masks, another painter
+
+
+@pytest.mark.slow
+def test_control_arm_adds_the_bundled_generators_training_phantom(phantom_cache: Path) -> None:
+    config = bench.BenchmarkConfig.from_preset(
+        "quick", n_subjects=4, n_test=1, phantom_seed=77, cache_dir=str(phantom_cache), arms=("real", "control")
+    )
+    ctx = bench.prepare_context(config, ["samr"], log=lambda m: None)
+    extra = bench.generator_training_slices(config, ctx)
+    # the bundled weights' card: "30 subjects, 2 mm, seed 0"
+    assert len(extra.subjects) == 30 and all(s.startswith("generator-data:") for s in extra.subjects)
+    assert extra.image.shape[1:] == ctx.real.image.shape[1:]
+    ds, info = bench.build_arm_dataset(ARMS["control"], ctx.real, 0, {}, {}, 0, generator_data=extra)
+    assert len(ds) == len(ctx.real) + len(extra) and info["n_generator_data"] == len(extra)
+    with pytest.raises(ValueError, match="same resolution"):
+        bench.generator_training_slices(dataclasses.replace(config, resolution=1.0), ctx)
