@@ -368,15 +368,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trainings-per-seed", type=int, default=10, help="arms of the planned run")
     p.add_argument("--steps", type=int, default=None, help="planned steps (scales the pilot's training time)")
     p.add_argument("--target", type=float, default=0.03, help="target 95 %% CI half-width")
+    p.add_argument(
+        "--seconds-per-step", type=float, default=None, help="use this training cost (e.g. measured idle) instead"
+    )
+    p.add_argument(
+        "--seconds-per-evaluation", type=float, default=None, help="per evaluated subject, instead of the pilot's"
+    )
     args = p.parse_args(argv)
     if not args.pilot.is_file():
         raise SystemExit(f"{args.pilot} is not a file; pass the augmentation.json of a pilot run")
     pilot = pilot_components(json.loads(args.pilot.read_text()))
-    per_training = pilot["seconds_per_training"] * (args.steps or pilot["steps"]) / pilot["steps"]
+    steps = args.steps or pilot["steps"]
+    if args.seconds_per_step is not None:
+        per_training = args.seconds_per_step * steps
+    else:
+        per_training = pilot["seconds_per_training"] * steps / pilot["steps"]
+    per_eval = (
+        args.seconds_per_evaluation if args.seconds_per_evaluation is not None else pilot["seconds_per_evaluation"]
+    )
+    pilot["seconds_per_evaluation"] = per_eval
     design = design_for_half_width(
         pilot["components"],
         seconds_per_training=per_training,
-        seconds_per_evaluation=pilot["seconds_per_evaluation"],
+        seconds_per_evaluation=per_eval,
         n_trainings_per_seed=args.trainings_per_seed,
         budget_seconds=args.budget_s,
         target=args.target,
