@@ -7,10 +7,12 @@ time: the activations of 32 slices no longer fit the CPU caches). The tables bel
 size per device and preset at 128x128; other slice sizes scale it by the pixel count (a 256x256 slice holds four
 128x128 ones), rounded down to a power of two, at least 1.
 
-Measured: CPU rows on the project's 2-core x86_64 development machine (see ``benchmarks/throughput.py``; the
-README's benchmark section gives the runs and machine state). CUDA rows are the previous default (32 for every
-preset) scaled down for the larger presets' memory, NOT yet measured: ``benchmarks/gpu_check.py`` measures them
-(its ``throughput`` check reports the fastest batch per preset next to this function's choice).
+Provenance of the table: CPU ``tiny`` is measured (above). CPU ``lite`` and ``paper`` are NOT measured yet: they
+assume the optimum shrinks with the activation memory per slice (lite's activations are about twice tiny's, the
+paper preset's far larger), giving 4 and 1. CUDA rows are the previous default (32) for lite, doubled for tiny and
+divided by four for paper's memory, also NOT measured. ``benchmarks/throughput.py`` (the ``fastest`` and
+``default`` columns of its slice table) and ``benchmarks/gpu_check.py`` (its ``throughput`` check) measure the
+fastest batch next to this function's choice; update the table from them.
 
 Example:
     >>> default_batch_size("cpu", "tiny", (128, 128))
