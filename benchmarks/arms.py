@@ -72,12 +72,16 @@ class ArmSpec:
     Attributes:
         name: Key used on the command line and in the JSON.
         title: Row label of the table.
-        kind: ``real``, ``conventional``, ``conventional_otf``, ``labels_to_image``, ``copy_paste`` or
-            ``generator``.
+        kind: ``real``, ``conventional``, ``conventional_otf``, ``labels_to_image``, ``copy_paste``,
+            ``generator`` or ``control`` (real + the subjects the SAMR generator was trained on, as real data).
         ratio: Fraction of added (augmented or synthetic) instances in the mixed set (0: none added).
         variant: For ``generator`` arms, the SAMR variant painting the images (``samr``, ``no_stretch_out``,
             ``no_label_wise_d``, ``no_atlas``, ``no_lc``, ``pix2pix``, ``pix2pixhd``).
         group: Table section (as the paper's Exp. 1-4).
+        fraction: Fraction of the training subjects whose real slices the arm uses; None: the benchmark's
+            ``fraction`` (the low-data setting every arm shares), a number: a data-fraction sweep point.
+        mode: For ``generator`` arms, ``whole`` (paint whole slices) or ``local`` (paint around the lesion only;
+            needs the library's local painter).
     """
 
     name: str
@@ -86,6 +90,8 @@ class ArmSpec:
     ratio: float = 0.0
     variant: str | None = None
     group: str = ""
+    fraction: float | None = None
+    mode: str = "whole"
 
 
 ARMS: dict[str, ArmSpec] = {
@@ -100,6 +106,14 @@ ARMS: dict[str, ArmSpec] = {
         ArmSpec("copy_paste", "+ copy-paste, CarveMix-style (50 %)", "copy_paste", 0.5, group="Baselines"),
         ArmSpec("samr_25", "+ SAMR (25 %)", "generator", 0.25, "samr", group="SAMR"),
         ArmSpec("samr_50", "+ SAMR (50 %)", "generator", 0.5, "samr", group="SAMR"),
+        ArmSpec("samr_75", "+ SAMR (75 %)", "generator", 0.75, "samr", group="SAMR"),
+        # SAMR local joins with one line once the library's local painter is merged:
+        # ArmSpec("samr_local_50", "+ SAMR local (50 %)", "generator", 0.5, "samr", group="SAMR", mode="local"),
+        ArmSpec(
+            "control", "Real + the generator's training subjects (control)", "control", group="Control: SAMR's labels"
+        ),
+        ArmSpec("real_full", "Real only, all training subjects", "real", group="Data fraction", fraction=1.0),
+        ArmSpec("samr_50_full", "+ SAMR (50 %), all training subjects", "generator", 0.5, "samr", "Data fraction", 1.0),
         ArmSpec("no_stretch_out_50", "+ SAMR w/o stretch-out (50 %)", "generator", 0.5, "no_stretch_out", "Ablations"),
         ArmSpec(
             "no_label_wise_d_50", "+ SAMR w/o label-wise D (50 %)", "generator", 0.5, "no_label_wise_d", "Ablations"
@@ -309,9 +323,11 @@ def conventional_transform(
 def _transform_slice(transform: Any, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     import torchio as tio
 
+    # Copy the slice: a view keeps its whole parent storage alive, and TorchIO deep-copies the subject, which clones
+    # that storage (the full training set) on every call.
     subject = tio.Subject(
-        image=tio.ScalarImage(tensor=image.unsqueeze(-1).float()),
-        label=tio.LabelMap(tensor=label.unsqueeze(0).unsqueeze(-1).to(torch.int16)),
+        image=tio.ScalarImage(tensor=image.unsqueeze(-1).float().clone()),
+        label=tio.LabelMap(tensor=label.unsqueeze(0).unsqueeze(-1).to(torch.int16).clone()),
     )
     out = transform(subject)
     return out["image"].data[..., 0].float().clamp(-1.0, 1.0), out["label"].data[0, ..., 0].long()

@@ -15,18 +15,33 @@ Protocol:
    (:mod:`benchmarks.arms`).
 4. Each segmenter predicts every held-out subject slice-wise; the 3D volumes are scored against the ground truth
    (spacing-aware Dice, HD95, sensitivity, specificity; :mod:`samraug.metrics`, BraTS legacy edge conventions) for
-   SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the table shows mean +- std over seeds.
+   SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the per-region table shows mean +- std
+   over seeds.
+5. The decision table (:mod:`benchmarks.stats`): per arm, the paired difference in *mean lesion Dice* to real-only
+   at the same data fraction, per (seed, test subject), with a 95 % bootstrap CI that resamples seeds and then test
+   subjects (crossed design), its half-width and the minimal detectable difference (see :data:`STATISTICS_NOTE`).
 
-Outputs (``--out DIR``): ``augmentation.md`` (the table, paper layout: rows = arms, column groups
-Dice | HD95 | Sensitivity | Specificity x Edema | Cavity | Tumor), ``augmentation.json`` (every per-seed and
-per-subject number, the configuration, the machine and the exact command) and ``augmentation.png``.
+Low-data protocol: every arm uses the real slices of ``fraction`` of the training subjects (the same subset for
+every arm, :func:`fraction_subset`); sweep arms (``real_full``, ``samr_50_full``) use all of them; the generators are
+not reduced. The ``control`` arm adds, as real data, the labelled subjects the SAMR generator was trained on
+(:func:`generator_training_slices`): a generator trained on extra labelled data brings those labels with it, and
+SAMR only helps beyond that if it beats the control.
 
-Presets: ``quick`` (the README's main job: CPU, minutes; bundled demo weights; real, conventional, copy-paste,
-RandomLabelsToImage and SAMR 50 %) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on
-the training split). Every preset value can be overridden from the command line.
+Outputs (``--out DIR``, never overwritten without ``--overwrite``): ``augmentation.md`` (the decision table, then
+the paper-layout table: rows = arms, column groups Dice | HD95 | Sensitivity | Specificity x Edema | Cavity |
+Tumor), ``augmentation.json`` (every per-seed and per-subject number, the paired differences and CIs, the
+configuration, the machine and the exact command), ``augmentation.png`` and ``augmentation_ci.png`` (the CIs).
+
+Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
+conventional, copy-paste, RandomLabelsToImage and SAMR 50 %), ``standard`` (the decision run, about 2 h on 2 CPU
+cores: 40 phantom subjects, every arm at 25 % of the training subjects, the control, the data-fraction and ratio
+sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects from a pilot through
+``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on the
+training split). Every preset value can be overridden from the command line.
 
 Example:
     python benchmarks/augmentation.py --preset quick --out /tmp/bench_quick
+    python benchmarks/augmentation.py --preset standard --out outputs/bench_standard
     python benchmarks/augmentation.py --preset full --out outputs/bench_full
     python benchmarks/augmentation.py --data /data/BraTS2024-GLI --scheme brats2024 --train-samr --preset full
 """
@@ -70,6 +85,7 @@ from benchmarks.arms import (
     labels_to_image_pool,
     n_synthetic,
 )
+from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
 from samraug.training.segmentation import (
     EvalVolume,
     SegmentationConfig,
@@ -85,11 +101,15 @@ __all__ = [
     "BenchmarkConfig",
     "BenchmarkContext",
     "Painter",
+    "arm_fraction",
     "check_protocol",
     "format_table",
+    "fraction_subset",
+    "generator_training_slices",
     "load_subjects",
     "machine_info",
     "main",
+    "paired_statistics",
     "plot_results",
     "prepare_context",
     "run_benchmark",
@@ -115,10 +135,31 @@ VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
 }
 
 QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50")
+#: The standard preset's arms. Every arm at the low-data fraction, the control, the data-fraction sweep (real-only and
+#: SAMR at 100 %) and the ratio sweep (25 / 50 / 75 %). SAMR local joins here with its arm (benchmarks.arms.ARMS).
+STANDARD_ARMS = (
+    "real",
+    "conventional",
+    "labels_to_image",
+    "copy_paste",
+    "samr_50",
+    "control",
+    "real_full",
+    "samr_50_full",
+    "samr_25",
+    "samr_75",
+)
+
+#: Printed by smoke-run presets: where the numbers that can decide something come from.
+SMOKE_NOTICE = (
+    "SMOKE RUN: the quick preset shows that the pipeline runs end to end in minutes; its confidence intervals are too "
+    "wide to decide whether an arm helps. The decision numbers come from the standard preset (about 2 h on 2 CPU "
+    "cores): python benchmarks/augmentation.py --preset standard (results in the README, section Results)."
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU, minutes: small 2 mm phantom (6 training / 4 test subjects), bundled demo weights, five arms, short
-    # trainings (250 steps) on 48x48 patches, pools drawn once.
+    # A smoke run (<= 10 min on 2 CPU cores): small 2 mm phantom (6 training / 4 test subjects), bundled demo
+    # weights, five arms, short trainings (250 steps) on 48x48 patches, pools drawn once.
     "quick": {
         "n_subjects": 10,
         "n_test": 4,
@@ -135,6 +176,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "samr_steps": 2000,
         "resample_pools": False,
         "threads": 1,
+        "fraction": 1.0,
+        "smoke": True,
+    },
+    # The decision run (<= 2 h on 2 CPU cores, 1 torch thread): 40 phantom subjects at 2 mm (20 training / 20 test),
+    # every arm at 25 % of the training subjects (5 subjects), the control, the data-fraction and ratio sweeps;
+    # 4 segmenter seeds x 20 test subjects; pools re-drawn per seed. Steps: 1250, where real-only's validation
+    # score stopped rising at 25 % (benchmarks/step_budget.py --max-steps 1500 --every 250: mean lesion Dice 0.552,
+    # 0.650, 0.684, 0.699, 0.734, 0.733 at 250..1500 steps, 2 seeds). Seeds x test subjects: a pilot (real and
+    # SAMR 50 %, 2 seeds x 20 test subjects, 1000 steps) gave variance components of the paired difference seed
+    # 0.00003, subject 0.00007, residual 0.00243 and a CI half-width of 0.022; 4 x 20 predicts 0.013 (target 0.03)
+    # and keeps >= 3 seeds so the bootstrap sees seed-to-seed spread; about 80 min of 1-thread CPU time when idle.
+    "standard": {
+        "n_subjects": 40,
+        "n_test": 20,
+        "resolution": 2.0,
+        "arms": STANDARD_ARMS,
+        "seeds": (0, 1, 2, 3),
+        "steps": 1250,
+        "batch_size": 16,
+        "depth": 3,
+        "base_channels": 16,
+        "crop_size": 48,
+        "train_samr": False,
+        "samr_preset": "tiny",
+        "samr_steps": 2000,
+        "resample_pools": True,
+        "threads": 1,
+        "fraction": 0.25,
+        "smoke": False,
     },
     # GPU scale: every arm; SAMR, its ablations and the baselines trained on the training split.
     "full": {
@@ -154,6 +224,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resample_pools": True,
         "threads": None,
         "num_workers": 8,
+        "smoke": False,
     },
 }
 
@@ -191,6 +262,10 @@ class BenchmarkConfig:
             (cheaper: the quick preset).
         threads: torch CPU threads (None: torch's default). The quick preset uses 1: on a small shared CPU,
             two OpenMP threads competing with other processes are several times slower than one.
+        fraction: The low-data setting: the fraction of the training subjects whose real slices every arm uses
+            (arms with their own ``fraction``, the data-fraction sweep, override it). Generators and the control
+            arm's extra subjects are not reduced.
+        smoke: A smoke-run preset: its output says so and points to the standard preset.
     """
 
     preset: str = "quick"
@@ -223,6 +298,8 @@ class BenchmarkConfig:
     work_dir: str | None = None
     resample_pools: bool = True
     threads: int | None = None
+    fraction: float = 1.0
+    smoke: bool = False
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -244,6 +321,10 @@ class BenchmarkConfig:
         bad = sorted(set(self.variant_weights) - set(VARIANTS))
         if bad:
             raise ValueError(f"variant_weights for unknown variants {bad}; variants are {list(VARIANTS)}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(
+                f"fraction (of the training subjects every arm uses) must be in (0, 1], got {self.fraction}"
+            )
         if self.selection not in ("brain", "lesion"):
             raise ValueError(f"selection must be 'brain' or 'lesion', got {self.selection!r}")
 
@@ -704,8 +785,106 @@ def _arm_cache_keys(arm: ArmSpec, pool_seed: int, n_real: int) -> set[tuple[Any,
     if arm.kind == "labels_to_image":
         return {("masks", pool_seed), ("labels_to_image", n, pool_seed)}
     if arm.kind == "generator":
-        return {("masks", pool_seed), ("generator", arm.variant, pool_seed)}
+        return {("masks", pool_seed), ("generator", arm.variant, arm.mode, pool_seed)}
     return set()
+
+
+@dataclass
+class ArmInputs:
+    """What an arm builder may use: the real slices of the arm's data fraction, a pool seed, the generators, the
+    cache shared between arms and seeds, the size of the shared edited-mask pool, and the control arm's extra real
+    slices (the generator's training subjects)."""
+
+    real: SliceSet
+    pool_seed: int
+    painters: Mapping[str, Painter]
+    cache: dict[tuple[Any, ...], Any]
+    n_masks: int
+    log: Callable[[str], None] = print
+    generator_data: SliceSet | None = None
+
+
+def _edited_masks(x: ArmInputs) -> EditedMasks:
+    key = ("masks", x.pool_seed)
+    if key not in x.cache:
+        t0 = time.perf_counter()
+        x.cache[key] = edited_mask_pool(x.real, x.n_masks, seed=x.pool_seed * 1000 + 3)
+        x.log(f"pool seed {x.pool_seed}: {x.n_masks} edited masks ({time.perf_counter() - t0:.0f} s)")
+    return x.cache[key]
+
+
+# One small builder per arm kind: each returns the arm's training data set and what it adds (sizes, donors). When the
+# library's public augmentation path (samraug.dataset) covers an arm, only its builder changes.
+def _build_real(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    return x.real
+
+
+def _build_conventional_otf(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    info["augmented_on_the_fly"] = True
+    return ConventionalDataset(x.real)
+
+
+def _build_conventional(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    key = ("conventional", info["n_synthetic"], x.pool_seed)
+    if key not in x.cache:
+        x.cache[key] = conventional_pool(x.real, info["n_synthetic"], seed=x.pool_seed * 1000 + 4)
+    return MixedDataset(x.real, x.cache[key])
+
+
+def _build_copy_paste(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    key = ("copy_paste", info["n_synthetic"], x.pool_seed)
+    if key not in x.cache:
+        x.cache[key] = copy_paste_pool(x.real, info["n_synthetic"], seed=x.pool_seed * 1000 + 1)
+    pool, donors = x.cache[key]
+    info["donors"] = sorted(donors)
+    return MixedDataset(x.real, pool)
+
+
+def _build_labels_to_image(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    masks = _edited_masks(x)
+    info["donors"] = sorted(masks.donor_ids)
+    n = info["n_synthetic"]
+    key = ("labels_to_image", n, x.pool_seed)
+    if key not in x.cache:
+        x.cache[key] = labels_to_image_pool(masks.head(n), x.real.sequences, seed=x.pool_seed * 1000 + 2)
+    return MixedDataset(x.real, x.cache[key])
+
+
+def _build_generator(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    if arm.mode != "whole":
+        raise ValueError(
+            f"arm {arm.name!r}: generator mode {arm.mode!r} needs the library's local painter "
+            "(samraug.dataset.SAMRAugmentedDataset(mode='local')); leave the arm out (--arms) until it is available"
+        )
+    masks = _edited_masks(x)
+    info["donors"] = sorted(masks.donor_ids)
+    n = info["n_synthetic"]
+    key = ("generator", arm.variant, arm.mode, x.pool_seed)
+    if key not in x.cache:
+        x.cache[key] = generator_pool(masks, x.painters[str(arm.variant)].synthesizer, x.real.sequences)
+    pool = x.cache[key]
+    return MixedDataset(x.real, pool.subset(range(n)) if len(pool) > n else pool)
+
+
+def _build_control(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    if x.generator_data is None:
+        raise ValueError(f"arm {arm.name!r} needs the generator's training subjects; none were prepared")
+    have = set(x.real.subjects)
+    extra = x.generator_data.select_subjects([s for s in x.generator_data.subjects if s not in have])
+    info["n_generator_data"] = len(extra)
+    info["generator_data_subjects"] = extra.subjects
+    return SliceSet.concat([x.real, extra]) if len(extra) else x.real
+
+
+ARM_BUILDERS: dict[str, Callable[[ArmSpec, ArmInputs, dict[str, Any]], Any]] = {
+    "real": _build_real,
+    "conventional_otf": _build_conventional_otf,
+    "conventional": _build_conventional,
+    "copy_paste": _build_copy_paste,
+    "labels_to_image": _build_labels_to_image,
+    "generator": _build_generator,
+    "control": _build_control,
+}
 
 
 def build_arm_dataset(
@@ -716,51 +895,44 @@ def build_arm_dataset(
     cache: dict[tuple[Any, ...], Any],
     n_masks: int,
     log: Callable[[str], None] = print,
+    generator_data: SliceSet | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The training data set of one arm, its pools drawn with ``pool_seed``, and a description (sizes, donors).
 
     ``cache`` holds the pools, so a pool drawn once (``resample_pools=False``) serves every seed, and artefacts
     shared between arms: the ``n_masks`` edited masks of a pool seed (every mask-painting arm paints the same
-    masks) and each generator's painted pool (the 25 % arm uses the head of the 50 % pool).
+    masks) and each generator's painted pool (the 25 % arm uses the head of the 50 % pool). ``generator_data``: the
+    control arm's extra real slices.
     """
-    info: dict[str, Any] = {"n_real": len(real), "n_synthetic": 0, "donors": [], "pool_seed": pool_seed}
-    if arm.kind == "real":
-        return real, info
-    if arm.kind == "conventional_otf":
-        info["augmented_on_the_fly"] = True
-        return ConventionalDataset(real), info
-    n = n_synthetic(len(real), arm.ratio)
-    info["n_synthetic"] = n
-    if arm.kind == "conventional":
-        key = ("conventional", n, pool_seed)
-        if key not in cache:
-            cache[key] = conventional_pool(real, n, seed=pool_seed * 1000 + 4)
-        return MixedDataset(real, cache[key]), info
-    if arm.kind == "copy_paste":
-        key = ("copy_paste", n, pool_seed)
-        if key not in cache:
-            cache[key] = copy_paste_pool(real, n, seed=pool_seed * 1000 + 1)
-        pool, donors = cache[key]
-        info["donors"] = sorted(donors)
-        return MixedDataset(real, pool), info
-    if ("masks", pool_seed) not in cache:
-        t0 = time.perf_counter()
-        cache[("masks", pool_seed)] = edited_mask_pool(real, n_masks, seed=pool_seed * 1000 + 3)
-        log(f"pool seed {pool_seed}: {n_masks} edited masks ({time.perf_counter() - t0:.0f} s)")
-    masks: EditedMasks = cache[("masks", pool_seed)]
-    info["donors"] = sorted(masks.donor_ids)
-    if arm.kind == "labels_to_image":
-        key = ("labels_to_image", n, pool_seed)
-        if key not in cache:
-            cache[key] = labels_to_image_pool(masks.head(n), real.sequences, seed=pool_seed * 1000 + 2)
-        return MixedDataset(real, cache[key]), info
-    if arm.kind == "generator":
-        key = ("generator", arm.variant, pool_seed)
-        if key not in cache:
-            cache[key] = generator_pool(masks, painters[str(arm.variant)].synthesizer, real.sequences)
-        pool = cache[key]
-        return MixedDataset(real, pool.subset(range(n)) if len(pool) > n else pool), info
-    raise ValueError(f"unknown arm kind {arm.kind!r}")
+    if arm.kind not in ARM_BUILDERS:
+        raise ValueError(f"unknown arm kind {arm.kind!r}; known: {sorted(ARM_BUILDERS)}")
+    n = n_synthetic(len(real), arm.ratio) if arm.ratio else 0
+    info: dict[str, Any] = {
+        "n_real": len(real),
+        "n_real_subjects": len(real.subjects),
+        "n_synthetic": n,
+        "donors": [],
+        "pool_seed": pool_seed,
+    }
+    inputs = ArmInputs(real, pool_seed, painters, cache, n_masks, log, generator_data)
+    return ARM_BUILDERS[arm.kind](arm, inputs, info), info
+
+
+def fraction_subset(real: SliceSet, fraction: float, seed: int = 0) -> SliceSet:
+    """The real slices of ``ceil(fraction * n)`` training subjects (at least 2), drawn by a seeded permutation so
+    that smaller fractions are subsets of larger ones.
+
+    Example:
+        >>> # fraction_subset(real, 0.25).subjects  # a quarter of the training subjects
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction (of the training subjects) must be in (0, 1], got {fraction}")
+    subjects = real.subjects
+    if fraction >= 1:
+        return real
+    order = torch.randperm(len(subjects), generator=torch.Generator().manual_seed(seed)).tolist()
+    k = min(len(subjects), max(2, math.ceil(fraction * len(subjects))))
+    return real.select_subjects([subjects[i] for i in order[:k]])
 
 
 def _mean_over_subjects(per_subject: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
@@ -785,6 +957,56 @@ def _summary(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str,
                 "std": float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else float("nan"),
                 "n": int(v.size),
             }
+    return out
+
+
+STATISTICS_NOTE = (
+    "Score: mean lesion Dice of one (seed, test subject) = the mean over edema, cavity and tumor of the 3D Dice, "
+    "leaving out every region absent from both the prediction and the ground truth (NaN cells, where all are, are "
+    "left out of the means). Difference: arm minus its real-only reference (same data fraction, same segmenter "
+    "seed, same test subject). 95 % CI: percentile bootstrap of the mean, resampling seeds and then test subjects "
+    "with replacement (crossed design, 10000 resamples). MDD: smallest true difference detected at 5 % two-sided "
+    "with 80 % power, (1.96 + 0.84) / 1.96 x the CI half-width."
+)
+
+
+def arm_fraction(arm: ArmSpec, config: BenchmarkConfig) -> float:
+    """The data fraction an arm trains at: its own (sweep points) or the benchmark's low-data ``fraction``."""
+    return float(arm.fraction if arm.fraction is not None else config.fraction)
+
+
+def reference_arm(name: str, results: Mapping[str, Any]) -> str | None:
+    """The real-only arm at the same data fraction as ``name`` (None if the run has none, or ``name`` is it)."""
+    frac = results[name]["fraction"]
+    for other, r in results.items():
+        if r["spec"]["kind"] == "real" and r["fraction"] == frac:
+            return None if other == name else other
+    return None
+
+
+def paired_statistics(
+    results: Mapping[str, Any], seeds: Sequence[str], subjects: Sequence[str], n_resamples: int = 10000
+) -> dict[str, Any]:
+    """Per arm: its mean lesion Dice and its paired difference to its real-only reference, each with a crossed
+    bootstrap 95 % CI (:mod:`benchmarks.stats`; the definitions are in :data:`STATISTICS_NOTE`)."""
+    out: dict[str, Any] = {}
+    for name, arm in results.items():
+        per_seed = {s: arm["seeds"][s]["subjects"] for s in seeds}
+        scores = score_matrix(per_seed, seeds, subjects, REGIONS)
+        entry: dict[str, Any] = {"reference": reference_arm(name, results), "difference": None}
+        entry["mean_lesion_dice"] = (
+            paired_bootstrap(scores, n_resamples=n_resamples).to_dict() if np.isfinite(scores).any() else None
+        )
+        ref = entry["reference"]
+        if ref is not None:
+            ref_scores = score_matrix(
+                {s: results[ref]["seeds"][s]["subjects"] for s in seeds}, seeds, subjects, REGIONS
+            )
+            diff = scores - ref_scores
+            if np.isfinite(diff).any():
+                entry["difference"] = paired_bootstrap(diff, n_resamples=n_resamples).to_dict()
+            entry["differences"] = [[None if not math.isfinite(v) else round(float(v), 5) for v in row] for row in diff]
+        out[name] = entry
     return out
 
 
@@ -921,6 +1143,56 @@ def prepare_context(
     return BenchmarkContext(split, identities, painters, sequences, real, test, source, scheme, warnings_, affines)
 
 
+def generator_training_slices(config: BenchmarkConfig, ctx: BenchmarkContext, variant: str = "samr") -> SliceSet:
+    """The labelled subjects the ``variant`` generator was trained on, as real training slices (the control arm).
+
+    A generator trained here (``--train-samr``) saw the whole training split: its slices are ``ctx.real``. Given
+    weights trained on a phantom data set name it on their model card's data line (``N subjects, R mm, seed S``):
+    that data set is generated (cached) and its slices returned, subject ids prefixed ``generator-data:`` (phantom
+    case names repeat across data sets). None of them may be a test subject (compared by data identity).
+    """
+    from samraug.data.brats import load_brats
+    from samraug.data.phantom import ensure_phantom_dataset
+    from samraug.hub import CARD_NAME, resolve_weights
+
+    painter = ctx.painters.get(variant)
+    if painter is None:
+        raise ValueError(f"the control arm needs the {variant!r} generator; add a SAMR arm or --weights")
+    if config.train_samr:
+        return ctx.real
+    weights = config.weights if variant == "samr" else config.variant_weights.get(variant)
+    card = resolve_weights(weights) / CARD_NAME
+    m = _CARD_PHANTOM.search(card.read_text(encoding="utf-8") if card.is_file() else "")
+    if m is None:
+        raise ValueError(
+            f"the control arm needs the data the {variant!r} weights were trained on, but {card} names no samraug "
+            "phantom data set; run with --train-samr (the generator then trains on the training split) or drop "
+            "the control arm (--arms)"
+        )
+    n, resolution, seed = int(m.group(1)), float(m.group(2)), int(m.group(3))
+    if config.data is not None or resolution != config.resolution:
+        raise ValueError(
+            f"the {variant!r} weights were trained on {resolution:g} mm phantom subjects; the control arm can only "
+            f"add them to a phantom benchmark at the same resolution (this run: "
+            f"{'BraTS data' if config.data else f'{config.resolution:g} mm'}); drop the control arm (--arms)"
+        )
+    root = ensure_phantom_dataset(
+        n, seed=seed, resolution=resolution, cache_dir=config.cache_dir, workers=max(1, min(8, os.cpu_count() or 1))
+    )
+    meta = json.loads((root / "phantom.json").read_text())
+    test_ids = {ctx.identities.get(t, t) for t in ctx.split["test"]}
+    leaked = sorted(c for c, sd in meta["subjects"].items() if f"phantom-seed:{int(sd)}" in test_ids)
+    if leaked:
+        raise ValueError(f"the generator's training subjects {leaked} are test subjects of this benchmark")
+    atlases = [p.synthesizer.atlas for p in ctx.painters.values() if p.synthesizer.uses_atlas]
+    subjects = load_brats(root, scheme="brats2024", extra_sequences=("aptw",))
+    slices = prepare_slices(
+        subjects, ctx.sequences, ctx.scheme, selection=config.selection, multiple=config.slice_multiple, atlases=atlases
+    )
+    slices.subject_ids = [f"generator-data:{s}" for s in slices.subject_ids]
+    return slices
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     log: Callable[[str], None] = print,
@@ -958,6 +1230,8 @@ def _run_benchmark(
     machine = machine_info()
     arms = [ARMS[a] for a in config.arms]
     variants = list(dict.fromkeys(a.variant for a in arms if a.kind == "generator" and a.variant))
+    if any(a.kind == "control" for a in arms) and "samr" not in variants:
+        variants.append("samr")  # the control arm adds the SAMR generator's training subjects
     ctx = prepare_context(config, variants, log, painters)
     split, identities, painters, sequences, real, test = (
         ctx.split,
@@ -971,18 +1245,45 @@ def _run_benchmark(
     samr_training = {v: p.training_identities for v, p in painters.items()}
 
     results: dict[str, Any] = {name: {"spec": dataclasses.asdict(ARMS[name]), "seeds": {}} for name in config.arms}
-    mask_arms = [a for a in arms if a.kind in ("labels_to_image", "generator")]
-    n_masks = max((n_synthetic(len(real), a.ratio) for a in mask_arms), default=0)
-    cache: dict[tuple[Any, ...], Any] = {}
+    generator_data = None
+    if any(a.kind == "control" for a in arms):
+        t0 = time.perf_counter()
+        generator_data = generator_training_slices(config, ctx)
+        log(
+            f"control: {len(generator_data.subjects)} subjects the generator was trained on, {len(generator_data)} "
+            f"slices ({time.perf_counter() - t0:.0f} s)"
+        )
+    fractions = {a.name: arm_fraction(a, config) for a in arms}
+    reals = {f: fraction_subset(real, f, seed=config.split_seed) for f in sorted(set(fractions.values()))}
+    for f, r in reals.items():
+        if f < 1:
+            log(f"data fraction {f:g}: {len(r.subjects)} of {len(real.subjects)} training subjects, {len(r)} slices")
+    caches: dict[float, dict[tuple[Any, ...], Any]] = {f: {} for f in reals}
+    n_masks = {
+        f: max(
+            (
+                n_synthetic(len(reals[f]), a.ratio)
+                for a in arms
+                if a.kind in ("labels_to_image", "generator") and fractions[a.name] == f
+            ),
+            default=0,
+        )
+        for f in reals
+    }
     for k, arm in enumerate(arms):  # arm-major, so that only the current arm's pools are in memory
+        f = fractions[arm.name]
+        arm_real = reals[f]
+        results[arm.name]["fraction"] = f
         for seed in config.seeds:
             pool_seed = int(seed) if config.resample_pools else 0
             t0 = time.perf_counter()
-            dataset, info = build_arm_dataset(arm, real, pool_seed, painters, cache, n_masks, log)
+            dataset, info = build_arm_dataset(
+                arm, arm_real, pool_seed, painters, caches[f], n_masks[f], log, generator_data
+            )
             t_data = time.perf_counter() - t0
             check_protocol(
                 split,
-                segmenter_subjects=real.subjects,
+                segmenter_subjects=arm_real.subjects,
                 donor_subjects=info["donors"],
                 samr_training=samr_training,
                 identities=identities,
@@ -992,8 +1293,10 @@ def _run_benchmark(
             per_subject = evaluate_segmenter(trained.model, test, regions=REGIONS)
             t_eval = time.perf_counter() - t1
             mean = _mean_over_subjects(per_subject)
+            lesion = [mean_lesion_dice(v, REGIONS) for v in per_subject.values()]
             results[arm.name]["seeds"][str(seed)] = {
                 "mean": mean,
+                "mean_lesion_dice": float(np.nanmean(lesion)) if np.isfinite(lesion).any() else float("nan"),
                 "subjects": per_subject,
                 **info,
                 "data_seconds": round(t_data, 2),
@@ -1011,12 +1314,14 @@ def _run_benchmark(
         pool_seeds = list(config.seeds) if config.resample_pools else [0]
         later: set[tuple[Any, ...]] = set()
         for a in arms[k + 1 :]:
-            for ps in pool_seeds:
-                later |= _arm_cache_keys(a, int(ps), len(real))
-        for key in [key for key in cache if key not in later]:
-            del cache[key]
+            if fractions[a.name] == f:
+                for ps in pool_seeds:
+                    later |= _arm_cache_keys(a, int(ps), len(arm_real))
+        for key in [key for key in caches[f] if key not in later]:
+            del caches[f][key]
     for name in config.arms:
         results[name]["summary"] = _summary([s["mean"] for s in results[name]["seeds"].values()])
+    paired = paired_statistics(results, [str(s) for s in config.seeds], [v.subject_id for v in test])
     wall = time.perf_counter() - start
     try:
         machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -1038,6 +1343,8 @@ def _run_benchmark(
         "regions": list(REGIONS),
         "metrics": list(METRICS),
         "arms": results,
+        "paired": paired,
+        "statistics": STATISTICS_NOTE,
         "wall_seconds": round(wall, 1),
     }
 
@@ -1063,6 +1370,41 @@ def format_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ci(stat: Mapping[str, float] | None, signed: bool = False) -> str:
+    if not stat:
+        return "n/a"
+    sign = "+" if signed else ""
+    return f"{stat['mean']:{sign}.3f} [{stat['low']:{sign}.3f}, {stat['high']:{sign}.3f}]"
+
+
+def format_paired_table(results: Mapping[str, Any]) -> str:
+    """The decision table: per arm its data fraction, synthetic ratio, mean lesion Dice with 95 % CI, the paired
+    difference to real-only with 95 % CI, the CI half-width and the minimal detectable difference (MDD)."""
+    lines = [
+        "| Arm | Subjects | Added | Mean lesion Dice [95 % CI] | Δ vs real-only [95 % CI] | CI half-width | MDD |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, arm in results["arms"].items():
+        p = results["paired"][name]
+        d = p["difference"]
+        runs = list(arm["seeds"].values())
+        subjects = runs[0].get("n_real_subjects", "") if runs else ""
+        extra = runs[0].get("n_generator_data", 0) if runs else 0
+        subj = f"{subjects} ({arm['fraction']:.0%})" + (
+            f" + {len(runs[0]['generator_data_subjects'])}" if extra else ""
+        )
+        added = f"{arm['spec']['ratio']:.0%}" if arm["spec"]["ratio"] else "–"
+        diff = "reference" if p["reference"] is None else _ci(d, signed=True)
+        if d and not d["excludes_zero"]:
+            diff += " (CI includes 0)"
+        hw = f"{d['half_width']:.3f}" if d else "–"
+        mdd = f"{d['mdd']:.3f}" if d else "–"
+        lines.append(
+            f"| {arm['spec']['title']} | {subj} | {added} | {_ci(p['mean_lesion_dice'])} | {diff} | {hw} | {mdd} |"
+        )
+    return "\n".join(lines)
+
+
 def format_report(results: Mapping[str, Any]) -> str:
     """The markdown report: title, data, table, and how it was produced."""
     cfg, data = results["config"], results["data"]
@@ -1080,9 +1422,19 @@ def format_report(results: Mapping[str, Any]) -> str:
         + f", identical for every arm. Mean ± std over {n_seeds} seeds of the per-seed mean over test subjects; "
         "3D metrics per subject (HD95 in mm; BraTS legacy conventions for empty regions).",
         "",
+        "## Paired differences (decision table)",
+        "",
+        format_paired_table(results),
+        "",
+        results.get("statistics", STATISTICS_NOTE),
+        "",
+        "## Per-region scores (paper Table 2 layout)",
+        "",
         format_table(results),
         "",
     ]
+    if results["config"].get("smoke"):
+        lines = [*lines[:2], SMOKE_NOTICE, "", *lines[2:]]
     return "\n".join(lines + report_footer(results)) + "\n"
 
 
@@ -1137,14 +1489,85 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def write_outputs(results: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
-    """Write ``augmentation.{md,json,png}`` into ``out``; returns their paths."""
+def plot_differences(results: Mapping[str, Any], path: str | Path) -> Path:
+    """Forest plot: per arm, the paired difference in mean lesion Dice to its real-only reference with its 95 % CI
+    (dashed line at 0), and the arm's mean lesion Dice with its CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["arms"])
+    titles = [results["arms"][n]["spec"]["title"] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.6), sharey=True)
+    y = np.arange(len(names))[::-1]
+    for ax, key, label in (
+        (axes[0], "difference", "Δ mean lesion Dice vs real-only (95 % CI)"),
+        (axes[1], "mean_lesion_dice", "mean lesion Dice (95 % CI)"),
+    ):
+        for yi, n in zip(y, names, strict=True):
+            st = results["paired"][n][key]
+            if not st:
+                continue
+            color = "tab:green" if key == "difference" and st["excludes_zero"] and st["mean"] > 0 else "tab:blue"
+            if key == "difference" and st["excludes_zero"] and st["mean"] < 0:
+                color = "tab:red"
+            ax.errorbar(
+                st["mean"],
+                yi,
+                xerr=[[st["mean"] - st["low"]], [st["high"] - st["mean"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
+        ax.set_xlabel(label)
+        if key == "difference":
+            ax.axvline(0.0, color="k", ls="--", lw=1)
+    axes[0].set_yticks(y, titles, fontsize=8)
+    title = "Augmentation efficacy, paired differences" + (
+        " (digital phantom, simulated)" if results["simulated_data"] else ""
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary name in the same folder, then rename into place."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+OUTPUT_NAMES = ("augmentation.md", "augmentation.json", "augmentation.png", "augmentation_ci.png")
+
+
+def check_output_folder(out: str | Path, overwrite: bool = False) -> None:
+    """Raise before any work if ``out`` already holds a benchmark's outputs and ``overwrite`` is not set."""
+    existing = [n for n in OUTPUT_NAMES if (Path(out) / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds {existing}; pass --overwrite to replace them or choose another --out"
+        )
+
+
+def write_outputs(results: Mapping[str, Any], out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``augmentation.{md,json,png}`` and ``augmentation_ci.png`` into ``out`` (each atomically); returns
+    their paths. Existing outputs are only replaced with ``overwrite``."""
     out = Path(out)
+    check_output_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "augmentation.md", "json": out / "augmentation.json", "png": out / "augmentation.png"}
-    paths["md"].write_text(format_report(results))
-    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
-    plot_results(results, paths["png"])
+    paths = {k: out / n for k, n in zip(("md", "json", "png", "ci_png"), OUTPUT_NAMES, strict=True)}
+    _atomic(paths["md"], lambda p: p.write_text(format_report(results)))
+    _atomic(paths["json"], lambda p: p.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n"))
+    _atomic(paths["png"], lambda p: plot_results(results, p))
+    _atomic(paths["ci_png"], lambda p: plot_differences(results, p))
     return paths
 
 
@@ -1190,6 +1613,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crop-size", type=int, default=None, help="training patch size (0: whole slices)")
     g.add_argument("--selection", choices=("brain", "lesion"), default=None)
     g.add_argument(
+        "--fraction", type=float, default=None, help="fraction of the training subjects every arm uses (low-data)"
+    )
+    g.add_argument(
         "--resample-pools",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -1219,6 +1645,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--samr-preset", default=None, help="generator preset when training (tiny, lite, paper)")
     g.add_argument("--samr-steps", type=int, default=None, help="GAN steps per variant when training")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs already in --out")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -1258,6 +1685,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "samr_steps",
             "resample_pools",
             "threads",
+            "fraction",
         )
     }
     if variant_weights:
@@ -1280,11 +1708,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(msg, flush=True)
 
+    check_output_folder(out, args.overwrite)
+    if config.smoke:
+        print(SMOKE_NOTICE, flush=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*trained on simulated.*")
         results = run_benchmark(config, log=log, command=command.strip())
-    paths = write_outputs(results, out)
-    print(format_table(results))
+    paths = write_outputs(results, out, overwrite=args.overwrite)
+    print(format_paired_table(results))
+    if config.smoke:
+        print("\n" + SMOKE_NOTICE)
     print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

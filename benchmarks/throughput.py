@@ -14,9 +14,12 @@ Three measurements, on the CPU (``torch.set_num_threads(--threads)``, default 2)
    by ``SAMRAugmentedDataset(ratio=0.5, batched=True)`` through ``SynthesizingLoader`` (about 8 synthetic slices
    per batch, one generator call per batch in the main process).
 
-Prints markdown tables and writes JSON to ``--out``. Timings are medians/means on a shared machine: informative
-only, never asserted. Targets reported against: batched >= 3x per-slice eager on CPU; a whole subject within 10x
-the RandomLabelsToImage time on 2 CPU cores with the lite preset.
+Prints markdown tables and writes JSON to ``--out``. Every timing is the median over ``--repeats`` timed runs
+(after a warm-up), and the report states the machine state: the load average before and after and whether the
+machine was idle (1-minute load average below :data:`IDLE_LOAD` per CPU before the run). Numbers from a loaded
+machine are not comparable with idle ones; they are informative only, never asserted. The slice table also gives,
+per device and preset, the fastest batch size measured and the one :func:`samraug.batching.default_batch_size`
+picks.
 
 Example:
     python benchmarks/throughput.py --quick --out outputs/throughput_quick.json
@@ -29,6 +32,7 @@ import argparse
 import copy
 import functools
 import json
+import os
 import platform
 import statistics
 import time
@@ -41,6 +45,7 @@ import torchio as tio
 from torch.utils.data import DataLoader
 
 from samraug.atlas import Atlas
+from samraug.batching import default_batch_size
 from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
 from samraug.labels import one_hot
 from samraug.models.generator import build_generator
@@ -49,6 +54,18 @@ from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize
 
 BRATS_SHAPE = (240, 240, 155)
+#: A machine is called idle when its 1-minute load average per CPU is below this before the run.
+IDLE_LOAD = 0.25
+
+
+def machine_state() -> dict[str, Any]:
+    """Load average and CPU count now, and whether the machine is idle (:data:`IDLE_LOAD`)."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Unix
+        return {"load_average": None, "idle": None, "cpu_count": os.cpu_count()}
+    cpus = os.cpu_count() or 1
+    return {"load_average": load, "cpu_count": cpus, "idle": load[0] / cpus < IDLE_LOAD}
 
 
 def _sync(device: torch.device) -> None:
@@ -136,6 +153,10 @@ def bench_slices(
                 )
                 row[f"batched_{b}_slices_per_s"] = n_slices / t
                 row[f"speedup_{b}"] = t_eager / t
+            row["batches"] = list(batches)
+            row["repeats"] = repeats
+            row["fastest_batch"] = max(batches, key=lambda b: row[f"batched_{b}_slices_per_s"])
+            row["default_batch_size"] = default_batch_size(device, preset, (size, size))
             rows.append(row)
             print(
                 f"  {device.type} {preset:5s} {size}: eager {row['eager_slices_per_s']:.2f} slices/s, "
@@ -271,15 +292,24 @@ def bench_training_step(preset: str, device: torch.device, steps: int, batch: in
 
 # ---------------------------------------------------------------------------------------------- report
 def _tables(result: dict[str, Any], batches: list[int]) -> str:
-    lines = ["### Slices per second (batched Synthesizer vs per-slice eager call)", ""]
-    head = "| device | preset | size | eager | " + " | ".join(f"batch {b}" for b in batches) + " |"
-    lines += [head, "|" + " --- |" * (4 + len(batches))]
+    m = result["machine"]
+    state = "idle" if m.get("idle_before") else "NOT idle (shared)"
+    lines = [
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, {m['cpu_threads']} torch threads, torch {m['torch']}; "
+        f"{state}: load average {m.get('load_average_before')} before, {m.get('load_average_after')} after. "
+        f"Medians over {result['repeats']} repeats.",
+        "",
+        "### Slices per second (batched Synthesizer vs per-slice eager call)",
+        "",
+    ]
+    head = "| device | preset | size | eager | " + " | ".join(f"batch {b}" for b in batches) + " | fastest | default |"
+    lines += [head, "|" + " --- |" * (6 + len(batches))]
     for r in result["slices"]:
         cells = [f"{r[f'batched_{b}_slices_per_s']:.2f} ({r[f'speedup_{b}']:.1f}x)" for b in batches]
         lines.append(
             f"| {r['device']} | {r['preset']} | {r['size']} | {r['eager_slices_per_s']:.2f} | "
             + " | ".join(cells)
-            + " |"
+            + f" | {r['fastest_batch']} | {r['default_batch_size']} |"
         )
     lines += [
         "",
@@ -317,15 +347,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=("slices", "subject", "step"),
         help="run only these parts (default: all)",
     )
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="batch sizes of the slice table"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it or choose another --out")
+    if any(b < 1 for b in args.batches):
+        raise SystemExit(f"--batches must be >= 1, got {args.batches}")
+    state = machine_state()
     torch.set_num_threads(args.threads)
-    batches = [1, 8, 32]
+    batches = list(args.batches)
     if args.quick:
         presets, sizes, n_slices, subject_presets, steps = ["tiny", "lite"], [128], 32, ["tiny"], 4
-        repeats = args.repeats or 1
+        repeats = args.repeats or 3
     else:
         presets, sizes, n_slices, subject_presets, steps = ["tiny", "lite", "paper"], [128, 256], 32, ["lite"], 8
-        repeats = args.repeats or 3
+        repeats = args.repeats or 5
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.no_cuda:
         devices.append(torch.device("cuda"))
@@ -336,8 +375,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
             "cpu_threads": args.threads,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cpu_count": state["cpu_count"],
+            "load_average_before": state["load_average"],
+            "idle_before": state["idle"],
         },
         "quick": args.quick,
+        "repeats": repeats,
         "slices": [],
         "subject": [],
         "training_step": [],
@@ -354,10 +397,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "step" in args.only:
             print(f"[{device.type}] training step", flush=True)
             result["training_step"].append(bench_training_step("tiny" if args.quick else "lite", device, steps))
+    after = machine_state()
+    result["machine"]["load_average_after"] = after["load_average"]
     table = _tables(result, batches)
     print("\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
     print(f"\nwrote {args.out}")
     return result
 

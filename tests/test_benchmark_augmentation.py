@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -357,12 +359,21 @@ def _check_outputs(results: dict[str, Any], paths: dict[str, Path], arms: list[s
             for metric in bench.METRICS:
                 assert math.isfinite(data["arms"][arm]["summary"][region][metric]["mean"])
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (paths["md"].parent / "augmentation_ci.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Δ vs real-only" in md and "mean lesion Dice" in md
+    assert set(data["paired"]) == set(arms)
+    for arm in arms:
+        p = data["paired"][arm]
+        if p["reference"] is not None:
+            assert np.asarray(p["differences"], dtype=float).shape == (len(seeds), len(test_ids))
+            assert p["difference"]["low"] <= p["difference"]["mean"] <= p["difference"]["high"]
 
 
 def test_tiny_end_to_end_run_on_the_phantom(phantom_cache: Path, tmp_path: Path) -> None:
-    arms = ["real", "copy_paste", "samr_50"]
+    arms = ["real", "copy_paste", "samr_50", "real_full"]
     config = bench.BenchmarkConfig.from_preset(
         "quick",
+        fraction=0.5,
         n_subjects=4,
         n_test=1,
         phantom_seed=77,
@@ -385,6 +396,10 @@ def test_tiny_end_to_end_run_on_the_phantom(phantom_cache: Path, tmp_path: Path)
     assert runs["real"]["seeds"]["0"]["n_synthetic"] == 0
     n_real = runs["real"]["seeds"]["0"]["n_real"]
     assert runs["samr_50"]["seeds"]["0"]["n_synthetic"] == n_real == runs["copy_paste"]["seeds"]["0"]["n_synthetic"]
+    # 3 training subjects: every arm but the sweep point trains on ceil(half) of them
+    assert runs["real"]["seeds"]["0"]["n_real_subjects"] == 2 == runs["samr_50"]["seeds"]["0"]["n_real_subjects"]
+    assert runs["real_full"]["seeds"]["0"]["n_real_subjects"] == 3 and runs["real_full"]["fraction"] == 1.0
+    assert results["paired"]["samr_50"]["reference"] == "real" and results["paired"]["real_full"]["reference"] is None
 
 
 def test_run_refuses_a_generator_trained_on_a_test_subject(phantom_cache: Path) -> None:
@@ -469,3 +484,19 @@ def test_pools_are_cached_per_pool_seed_and_painters_share_the_edited_masks() ->
     assert len(synth.calls) == 1 and len(d50.synthetic) == n50 and len(d25.synthetic) == n_synthetic(len(real), 0.25)
     assert torch.equal(d25.synthetic.label, d50.synthetic.label[: len(d25.synthetic)])  # head of the 50 % pool
     assert torch.equal(rl.synthetic.label, d50.synthetic.label)  # the same edited masks, another painter
+
+
+@pytest.mark.slow
+def test_control_arm_adds_the_bundled_generators_training_phantom(phantom_cache: Path) -> None:
+    config = bench.BenchmarkConfig.from_preset(
+        "quick", n_subjects=4, n_test=1, phantom_seed=77, cache_dir=str(phantom_cache), arms=("real", "control")
+    )
+    ctx = bench.prepare_context(config, ["samr"], log=lambda m: None)
+    extra = bench.generator_training_slices(config, ctx)
+    # the bundled weights' card: "30 subjects, 2 mm, seed 0"
+    assert len(extra.subjects) == 30 and all(s.startswith("generator-data:") for s in extra.subjects)
+    assert extra.image.shape[1:] == ctx.real.image.shape[1:]
+    ds, info = bench.build_arm_dataset(ARMS["control"], ctx.real, 0, {}, {}, 0, generator_data=extra)
+    assert len(ds) == len(ctx.real) + len(extra) and info["n_generator_data"] == len(extra)
+    with pytest.raises(ValueError, match="same resolution"):
+        bench.generator_training_slices(dataclasses.replace(config, resolution=1.0), ctx)

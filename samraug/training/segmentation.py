@@ -304,6 +304,8 @@ def train_segmenter(
     config: SegmentationConfig | None = None,
     in_channels: int | None = None,
     progress: bool | Callable[[int, float], None] = False,
+    checkpoint: Callable[[int, nn.Module], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> SegmentationResult:
     """Train a fresh U-Net on ``dataset`` for exactly ``config.steps`` optimiser steps.
 
@@ -314,6 +316,10 @@ def train_segmenter(
         config: Training settings (defaults: :class:`SegmentationConfig`).
         in_channels: Input channels; read from the first item when not given.
         progress: ``True`` for a tqdm bar, or a callback ``f(step, loss)`` called after every step.
+        checkpoint: Called as ``checkpoint(n_steps_done, model)`` (model in eval mode, put back in train mode
+            afterwards) every ``checkpoint_every`` steps and after the last one, e.g. to draw a validation curve
+            (``benchmarks/step_budget.py``). It must not draw from torch's global generator if the run is to stay
+            reproducible.
 
     Returns:
         A :class:`SegmentationResult` with the model in eval mode.
@@ -325,6 +331,10 @@ def train_segmenter(
         1
     """
     config = config or SegmentationConfig()
+    if checkpoint is not None and checkpoint_every < 1:
+        raise ValueError(
+            f"checkpoint_every must be >= 1 step when a checkpoint callback is given, got {checkpoint_every}"
+        )
     if len(dataset) == 0:
         raise ValueError("the segmentation data set is empty; check the subject split and slice selection")
     device = resolve_device(config.device)
@@ -403,6 +413,10 @@ def train_segmenter(
             bar.set_postfix(loss=f"{value:.3f}")
         elif callable(progress):
             progress(step, value)
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            model.eval()
+            checkpoint(step + 1, model)
+            model.train()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
@@ -490,21 +504,30 @@ def evaluate_segmenter(
 
     Returns:
         ``{subject_id: {region: {metric: value}}}`` with metrics ``dice``, ``hd95``, ``sensitivity``,
-        ``specificity`` (the format of :func:`samraug.metrics.compute_metrics`).
+        ``specificity`` (the format of :func:`samraug.metrics.compute_metrics`) and the region's voxel counts
+        ``pred_voxels`` / ``true_voxels`` (so a region absent from both can be told from a perfect score).
 
     Example:
         >>> # scores = evaluate_segmenter(result.model, [EvalVolume("s1", image, label, (2.0, 2.0, 2.0))])
         >>> # scores["s1"]["edema"]["dice"]
     """
+    import numpy as np
+
+    from samraug.labels import get_scheme
     from samraug.metrics import compute_metrics
 
+    region_labels = get_scheme("samr").regions
     unknown = [r for r in regions if r not in SAMR_CLASSES]
     if unknown:
         raise ValueError(f"unknown SAMR regions {unknown}; use names from {SAMR_CLASSES[2:]}")
     out: dict[str, dict[str, dict[str, float]]] = {}
     for vol in volumes:
         pred = predict_volume(model, vol.image, multiple=multiple, batch_size=batch_size)
-        out[vol.subject_id] = compute_metrics(
-            pred.numpy(), vol.label.numpy(), scheme="samr", regions=list(regions), spacing=vol.spacing
-        )
+        p, g = pred.numpy(), vol.label.numpy()
+        scores = compute_metrics(p, g, scheme="samr", regions=list(regions), spacing=vol.spacing)
+        for name in regions:
+            values = list(region_labels[name])
+            scores[name]["pred_voxels"] = float(np.isin(p, values).sum())
+            scores[name]["true_voxels"] = float(np.isin(g, values).sum())
+        out[vol.subject_id] = scores
     return out

@@ -1,0 +1,355 @@
+"""One prepared GPU check: every CUDA path of samraug in one run of at most ~10 minutes, with a JSON report.
+
+Run it whenever a GPU is available (``python benchmarks/gpu_check.py --out gpu_check.json``); ``--dry-run`` runs
+the same script on the CPU with tiny sizes and skips the CUDA-only checks (so it is tested without a GPU).
+
+Checks (each independent: a failure is recorded, the next check still runs):
+
+- ``environment``: torch / CUDA / cuDNN versions, the GPU, bf16 support, the machine's load.
+- ``autocast_bf16``, ``autocast_fp16``: the bundled generator through :class:`samraug.synthesis.Synthesizer` in
+  bf16 and fp16 autocast against float32 on the same masks (finite, max / mean absolute difference).
+- ``channels_last``: the same synthesis with and without ``channels_last`` (max absolute difference).
+- ``batched_main_process``: :class:`samraug.dataset.SAMRAugmentedDataset` ``(batched=True)`` over phantom subjects
+  through :class:`samraug.dataset.SynthesizingLoader` with 2 DataLoader workers (workers edit masks, the main
+  process synthesizes on the GPU); seconds per batch.
+- ``cuda_in_worker_guard``: an unbatched data set synthesizing on CUDA inside a DataLoader worker must raise the
+  library's error that points to ``batched=True``.
+- ``ddp_one_gpu``: a child process starts a one-rank ``nccl`` process group, wraps a generator in
+  ``DistributedDataParallel`` and takes optimiser steps (gloo on the CPU in a dry run).
+- ``training_speed_lite``: GAN steps per second of the lite preset (``benchmarks/training_speed.py``'s
+  ``run_one``: 128x128, batch 8, autocast, channels_last); tiny on the CPU in a dry run.
+- ``throughput``: batched vs per-slice eager synthesis (``benchmarks/throughput.py``'s ``bench_slices``, presets tiny
+  and lite, 128 and 256) and the whole-subject path (``bench_subject``, lite), with the batch size
+  :func:`samraug.batching.default_batch_size` picks for the device.
+
+Example:
+    python benchmarks/gpu_check.py --out /tmp/gpu_check.json
+    python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check_dry.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+__all__ = ["CHECKS", "CheckContext", "main", "run_checks"]
+
+
+@dataclass
+class CheckContext:
+    """Settings shared by the checks: the device, whether this is a CPU dry run, and the problem sizes."""
+
+    device: torch.device
+    dry_run: bool
+    work: Path
+    size: int
+    n_slices: int
+    repeats: int
+
+
+def _synth_pair(ctx: CheckContext, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Float32 synthesis and synthesis with ``kwargs`` of the same masks by the bundled generator."""
+    from samraug.synthesis import Synthesizer
+
+    masks = torch.ones(ctx.n_slices, ctx.size, ctx.size, dtype=torch.long)
+    masks[:, ctx.size // 4 : ctx.size // 2, ctx.size // 4 : ctx.size // 2] = 4
+    masks[:, : ctx.size // 8] = 0
+    z = torch.arange(ctx.n_slices) + 40
+    ref = Synthesizer(None, device=str(ctx.device), dtype="float32", channels_last=False)
+    out = Synthesizer(None, device=str(ctx.device), **kwargs)
+    a = ref.synthesize_slices(masks, z=z)
+    t0 = time.perf_counter()
+    b = out.synthesize_slices(masks, z=z)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    return a, b, time.perf_counter() - t0
+
+
+def _compare(a: torch.Tensor, b: torch.Tensor, seconds: float, tolerance: float) -> dict[str, Any]:
+    diff = (a - b).abs()
+    finite = bool(torch.isfinite(b).all())
+    ok = finite and float(diff.mean()) <= tolerance
+    return {
+        "ok": ok,
+        "finite": finite,
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "mean_tolerance": tolerance,
+        "seconds": round(seconds, 4),
+    }
+
+
+def check_environment(ctx: CheckContext) -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    out: dict[str, Any] = {
+        "ok": True,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cuda_available": cuda,
+        "device": str(ctx.device),
+        "dry_run": ctx.dry_run,
+    }
+    try:
+        out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        out |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda_version": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "bf16_supported": torch.cuda.is_bf16_supported(),
+        }
+    return out
+
+
+def check_autocast_bf16(ctx: CheckContext) -> dict[str, Any]:
+    return _compare(*_synth_pair(ctx, dtype="bfloat16"), tolerance=0.05)
+
+
+def check_autocast_fp16(ctx: CheckContext) -> dict[str, Any]:
+    return _compare(*_synth_pair(ctx, dtype="float16"), tolerance=0.02)
+
+
+def check_channels_last(ctx: CheckContext) -> dict[str, Any]:
+    return _compare(*_synth_pair(ctx, dtype="float32", channels_last=True), tolerance=1e-3)
+
+
+def _phantom_subjects(ctx: CheckContext, n: int) -> list[Any]:
+    from samraug.data.brats import load_brats
+    from samraug.data.phantom import ensure_phantom_dataset
+
+    root = ensure_phantom_dataset(n, seed=4242, resolution=2.0, cache_dir=ctx.work / "phantom")
+    return load_brats(root, scheme="brats2024", extra_sequences=("aptw",))
+
+
+def _as_list(items: list[Any]) -> list[Any]:
+    return list(items)
+
+
+def check_batched_main_process(ctx: CheckContext) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+
+    from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+
+    subjects = _phantom_subjects(ctx, 2)
+    ds = SAMRAugmentedDataset(subjects, 0.5, scheme="brats2024", batched=True, device=str(ctx.device), seed=0)
+    loader = SynthesizingLoader(DataLoader(ds, batch_size=2, num_workers=2, collate_fn=_as_list))
+    t0 = time.perf_counter()
+    n_batches, n_items = 0, 0
+    for batch in loader:
+        n_batches += 1
+        n_items += len(batch)
+        for item in batch:
+            for name, image in item.get_images_dict(intensity_only=True).items():
+                if not torch.isfinite(image.data).all():
+                    raise FloatingPointError(f"synthesized sequence {name!r} holds NaN/inf")
+    seconds = time.perf_counter() - t0
+    return {"ok": n_items == len(ds), "items": n_items, "batches": n_batches, "seconds_per_batch": seconds / n_batches}
+
+
+def check_cuda_in_worker_guard(ctx: CheckContext) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+
+    from samraug.dataset import SAMRAugmentedDataset
+
+    subjects = _phantom_subjects(ctx, 2)
+    ds = SAMRAugmentedDataset(subjects, 0.5, scheme="brats2024", device="cuda", seed=0)
+    # items 2..3 are synthetic: ask for one of them inside a worker
+    loader = DataLoader(torch.utils.data.Subset(ds, [len(ds) - 1]), batch_size=None, num_workers=1)
+    try:
+        next(iter(loader))
+    except RuntimeError as e:
+        msg = str(e)
+        return {"ok": "batched=True" in msg, "raised": True, "message": msg[-300:]}
+    return {"ok": False, "raised": False, "message": "no error: a CUDA model ran inside a DataLoader worker"}
+
+
+_DDP_CHILD = textwrap.dedent(
+    """
+    import os, sys, time, torch, torch.distributed as dist
+    from samraug.models.generator import build_generator
+    backend, device = sys.argv[1], torch.device(sys.argv[2])
+    dist.init_process_group(backend, init_method="tcp://127.0.0.1:" + sys.argv[3], rank=0, world_size=1)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(0)
+    g = build_generator("tiny").to(device)
+    model = torch.nn.parallel.DistributedDataParallel(g, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    n = len(g.sequences)
+    size = int(sys.argv[4])
+    t0 = time.perf_counter()
+    for _ in range(3):
+        mask = torch.zeros(2, 5, size, size, device=device); mask[:, 1] = 1
+        atlas = torch.zeros(2, 3 * n, size, size, device=device)
+        loss = model(mask, atlas).float().pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    t = torch.ones(1, device=device); dist.all_reduce(t)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print("DDP_OK", float(loss), float(t), time.perf_counter() - t0)
+    dist.destroy_process_group()
+    """
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_ddp_one_gpu(ctx: CheckContext) -> dict[str, Any]:
+    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
+    device = "cuda:0" if ctx.device.type == "cuda" else "cpu"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _DDP_CHILD, backend, device, str(_free_port()), str(ctx.size)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("DDP_OK")), None)
+    if proc.returncode != 0 or line is None:
+        return {"ok": False, "backend": backend, "returncode": proc.returncode, "stderr": proc.stderr[-1500:]}
+    _, loss, reduced, seconds = line.split()
+    return {"ok": float(reduced) == 1.0, "backend": backend, "loss": float(loss), "seconds_3_steps": float(seconds)}
+
+
+def check_training_speed(ctx: CheckContext) -> dict[str, Any]:
+    from benchmarks.training_speed import run_one
+
+    if ctx.dry_run:
+        row = run_one("tiny", "cpu", 64, 2, steps=1, warmup=1, threads=1)
+    else:
+        row = run_one("lite", "cuda", 128, 8, steps=30, warmup=5, threads=4)
+    return {"ok": True, **row}
+
+
+def check_throughput(ctx: CheckContext) -> dict[str, Any]:
+    from benchmarks.throughput import bench_slices, bench_subject
+    from samraug.batching import default_batch_size
+
+    if ctx.dry_run:
+        presets, sizes, batches, n = ["tiny"], [64], [1, 2], 2
+    else:
+        presets, sizes, batches, n = ["tiny", "lite"], [128, 256], [1, 8, 32, 64], 64
+    chosen = {f"{p}_{s}": default_batch_size(ctx.device, p, (s, s)) for p in presets for s in sizes}
+    rows = bench_slices(presets, sizes, batches, n, ctx.device, ctx.repeats)
+    out: dict[str, Any] = {"ok": True, "slices": rows, "default_batch_size": chosen}
+    if not ctx.dry_run:
+        out["subject"] = bench_subject("lite", ctx.device, ctx.repeats)
+    return out
+
+
+#: (name, needs CUDA, check). CUDA-only checks are skipped in a dry run.
+CHECKS: tuple[tuple[str, bool, Callable[[CheckContext], dict[str, Any]]], ...] = (
+    ("environment", False, check_environment),
+    ("autocast_bf16", True, check_autocast_bf16),
+    ("autocast_fp16", True, check_autocast_fp16),
+    ("channels_last", True, check_channels_last),
+    ("batched_main_process", False, check_batched_main_process),
+    ("cuda_in_worker_guard", True, check_cuda_in_worker_guard),
+    ("ddp_one_gpu", False, check_ddp_one_gpu),
+    ("training_speed_lite", False, check_training_speed),
+    ("throughput", False, check_throughput),
+)
+
+
+def run_checks(
+    ctx: CheckContext, only: Sequence[str] | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the checks (all, or those named in ``only``); each result carries ``status`` (``ok``, ``failed``,
+    ``error`` or ``skipped``) and ``seconds``."""
+    names = [c[0] for c in CHECKS]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown checks {unknown}; choose from {names}")
+    results: dict[str, Any] = {}
+    for name, needs_cuda, fn in CHECKS:
+        if only and name not in only:
+            continue
+        if needs_cuda and ctx.device.type != "cuda":
+            results[name] = {"status": "skipped", "reason": "needs CUDA (dry run)" if ctx.dry_run else "no CUDA"}
+            log(f"{name:>22}: skipped")
+            continue
+        t0 = time.perf_counter()
+        try:
+            res = fn(ctx)
+            res["status"] = "ok" if res.get("ok") else "failed"
+        except Exception as e:  # a failing check is a result, not the end of the run
+            res = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        results[name] = res
+        log(f"{name:>22}: {res['status']} ({res['seconds']:.1f} s)")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="JSON report path")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, CUDA-only checks skipped")
+    p.add_argument("--only", nargs="+", default=None, help=f"run only these checks: {[c[0] for c in CHECKS]}")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    if not args.dry_run and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on a GPU machine, or pass --dry-run to exercise the script on the CPU")
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="samraug-gpu-check-") as tmp:
+        ctx = CheckContext(
+            device=torch.device("cpu" if args.dry_run else "cuda"),
+            dry_run=args.dry_run,
+            work=Path(tmp),
+            size=64 if args.dry_run else 128,
+            n_slices=2 if args.dry_run else 32,
+            repeats=1 if args.dry_run else 3,
+        )
+        results = run_checks(ctx, args.only, log)
+    report = {
+        "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "dry_run": args.dry_run,
+        "checks": results,
+        "all_ok": all(r["status"] in ("ok", "skipped") for r in results.values()),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out.with_name(f".{out.name}.tmp")
+    tmp_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    os.replace(tmp_path, out)
+    log(f"{'all checks passed' if report['all_ok'] else 'SOME CHECKS FAILED'}; wrote {out}")
+    return 0 if report["all_ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
