@@ -411,7 +411,6 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     skipped: list[Path] = []
     warned = False
     for path in masks:
-        label, img = _read_mask(path, scheme, atlas)
         case = _case_name(path)
         own = _case_images(path, sequences, seq_map)
         seen = {layout_of_name(case), *(layout_of_name(_split_name(p)[2]) for p in own.values())} - {None}
@@ -425,6 +424,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                     hint=f", or --force-scheme if the labels really are in scheme {scheme.name!r}",
                 )
         layouts |= seen  # type: ignore[arg-type]
+        label, img = _read_mask(path, scheme, atlas)
         sources = {seq: _read_image_like(p, case, path, img, "image") for seq, p in own.items()}
         if args.brain is not None:
             brain = _read_image_like(args.brain, case, path, img, "--brain") != 0
