@@ -890,25 +890,10 @@ class GANTrainer:
                 label_scheme=label_scheme,
                 card=dict(card or {}),
                 dtype=torch.float16 if fp16 else None,
+                atlas_dtype=torch.float16 if fp16 else None,
             )
-            if fp16:
-                _cast_safetensors(folder / "atlas.safetensors", torch.float16)
         barrier(self.env)
         return folder
-
-
-def _cast_safetensors(path: Path, dtype: torch.dtype) -> None:
-    """Rewrite a safetensors file with its float32 tensors cast to ``dtype`` (metadata kept; atomic replace)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    cast = {k: (v.to(dtype) if v.dtype == torch.float32 else v).contiguous() for k, v in tensors.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(cast, str(tmp), metadata=meta)
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe data
