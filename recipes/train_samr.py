@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 
 from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
+from samraug.training.checkpoint import CheckpointError
 from samraug.training.config import LOCAL_DEFAULTS, MODEL_TYPES, TASKS, TRAINING_PRESETS
 from samraug.training.data import prepare_gan_data
 from samraug.training.distributed import barrier, cleanup_distributed
@@ -119,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --log-dir")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --log-dir and the weights in --out (refused without it)",
+    )
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (torchrun: each rank uses its GPU)")
     g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto", help="mixed precision on CUDA")
@@ -182,6 +189,39 @@ def build_config(args: argparse.Namespace):
     return preset_config(args.preset, model_type=args.model, **overrides)
 
 
+#: What a run writes into --log-dir (an earlier run is recognised by any of them).
+RUN_ENTRIES = ("checkpoints", "log.csv", "grids", "split.json", "validation.json", "tensorboard")
+
+
+def check_outputs(args: argparse.Namespace, out: Path, log_dir: Path) -> list[Path]:
+    """Refuse to write into an earlier run or weights folder unless --resume or --overwrite says so.
+
+    Checks only (nothing is deleted here); returns the entries of the earlier run that --overwrite replaces.
+    """
+    from samraug.hub import WEIGHT_FILES
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --log-dir and --overwrite replaces it: pass one of them")
+    for path, arg in ((out, "--out"), (log_dir, "--log-dir")):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"{arg} {path} is a file, not a folder; pass a folder path")
+    if args.resume:
+        return []
+    run = [log_dir / e for e in RUN_ENTRIES if (log_dir / e).exists()]
+    weights = [out / f for f in WEIGHT_FILES if (out / f).exists()]
+    if (run or weights) and not args.overwrite:
+        found = []
+        if run:
+            found.append(f"--log-dir {log_dir} holds an earlier run ({', '.join(p.name for p in run)})")
+        if weights:
+            found.append(f"--out {out} holds weights ({', '.join(p.name for p in weights)})")
+        raise FileExistsError(
+            f"{' and '.join(found)}. Pass --resume to continue that run, --overwrite to replace it, or choose a new "
+            "--out (and --log-dir). Nothing was deleted"
+        )
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     script = sys.argv[0] if argv is None else f"recipes/{Path(__file__).name}"
@@ -191,7 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(args)
     out = Path(args.out)
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}-run"
+    replaced = check_outputs(args, out, log_dir)  # before anything is read or written
     env = init_distributed(args.device)
+    if replaced and env.is_main:  # --overwrite: the earlier run's checkpoints and logs go; weights at export
+        for path in replaced:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    barrier(env)
     if env.is_distributed:
         command = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', env.world_size)} " + command[7:]
     try:
@@ -278,4 +326,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        code = main()
+    except (ValueError, OSError, CheckpointError) as err:  # bad arguments, data or checkpoints: named in the message
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        code = 1
+    raise SystemExit(code)

@@ -2,8 +2,8 @@
 
 One sub-command per task; each has a ``_register_<name>(subparsers)`` function that adds its parser and sets
 ``func`` to the function that runs it (heavy imports happen inside those functions, so ``samraug --help`` is fast).
-Library errors (``ValueError``, ``FileNotFoundError``, ...) are printed as ``samraug <command>: error: ...`` with
-exit status 1; usage errors exit with status 2.
+Library errors (``ValueError``, ``OSError`` such as ``FileNotFoundError``, ...) are printed as
+``samraug <command>: error: ...`` with exit status 1; usage errors exit with status 2; Ctrl-C exits with 130.
 
 Example:
     $ samraug phantom --out /tmp/phantom --n 8          # simulated BraTS-2024-style data set + montage.png
@@ -13,9 +13,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -85,13 +88,17 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         "synthesize",
         help="edit lesion masks and synthesize MR sequences for them (NIfTI out)",
         description=(
-            "For every NIfTI mask (a file, the .nii/.nii.gz files of a folder, or the *seg.nii* files of a BraTS-style "
-            "tree), make K samples: the lesion edited at random (mirror, scale, move, rotate, perturb, swap with "
-            "another input mask's lesion, remove) and every sequence of the model synthesized for it. Writes "
-            "OUT/<case>-synth<j>/<case>-synth<j>-{<sequence>,seg}.nii.gz with the mask's affine, edit.json, and "
-            "with --preview a PNG of the lesion slice. Masks must be on the weights' atlas grid. Brain mask: --brain, "
-            "else the non-zero voxels of the case's own images next to the mask (BraTS layout), else the atlas brain "
-            "(with a warning). Intensities: the scale of the case's own images when found, else the model's [-1, 1]."
+            "For every NIfTI mask (a file, the .nii/.nii.gz files of a folder, the *seg file of a case folder, or "
+            "the *seg.nii* files of a BraTS-style tree), make K samples: the lesion edited at random (mirror, scale, "
+            "move, rotate, perturb, swap with another input mask's lesion, remove) and every sequence of the model "
+            "synthesized for it. Writes OUT/<case>-synth<j>/<case>-synth<j>-{<sequence>,seg}.nii.gz with the mask's "
+            "affine, edit.json, and with --preview a PNG of the lesion slice. Masks must be on the weights' atlas "
+            "grid and hold integer labels of --scheme. Brain mask: --brain, else the non-zero voxels of the case's "
+            "own images next to the mask (BraTS 2021 names t1, t1ce, t2, flair or 2023/2024 names t1n, t1c, t2w, "
+            "t2f; --sequence-map for others), else the atlas brain (with a warning). Intensities: the scale of the "
+            "case's own images when found, else the model's [-1, 1]. Every input is checked before anything is "
+            "written; OUT is written completely or not at all, and an existing OUT is only replaced (as a whole) "
+            "with --overwrite. Masks without any lesion are skipped and listed."
         ),
     )
     parser.add_argument("--masks", required=True, type=Path, metavar="FILE|DIR", help="NIfTI mask file or folder")
@@ -106,15 +113,32 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="label scheme of the masks: brats2021 (4 = ET), brats2023, brats2024 (4 = RC) or samr",
     )
+    parser.add_argument(
+        "--force-scheme",
+        action="store_true",
+        help="use --scheme even where it contradicts the BraTS naming of the cases (BraTS2021_*, t1ce => brats2021)",
+    )
+    parser.add_argument(
+        "--sequence-map",
+        default=None,
+        metavar="SEQ=SUFFIX,...",
+        help="file suffix of each model sequence in the case folders, e.g. t1c=t1gd,t2f=flair (default: the "
+        "model's names, then the BraTS 2021 names t1, t1ce, t2, flair); also names the output files",
+    )
     parser.add_argument("--brain", type=Path, default=None, metavar="FILE", help="brain mask (single mask input only)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (default 0)")
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
     parser.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
     parser.set_defaults(func=_run_synthesize)
 
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Name endings (after ``-`` or ``_``) of label-map files.
+_MASK_TAILS = ("seg", "label", "labels", "mask")
+_RESERVED_NAMES = ("seg", "label", "labels", "mask", "brain", "preview", "edit")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+]*$")
 
 
 def _nifti_stem(path: Path) -> str:
@@ -125,42 +149,125 @@ def _nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def _find_masks(masks: Path) -> list[Path]:
+def _split_name(path: Path) -> tuple[str, str, str]:
+    """``(case, separator, tail)`` of ``<case><-|_><tail>.nii.gz``; ``(stem, "", "")`` without a separator."""
+    stem = _nifti_stem(path)
+    cut = max(stem.rfind("-"), stem.rfind("_"))
+    if cut <= 0:
+        return stem, "", ""
+    return stem[:cut], stem[cut], stem[cut + 1 :]
+
+
+def _case_name(mask: Path) -> str:
+    case, _, tail = _split_name(mask)
+    return case if tail.lower() in _MASK_TAILS else _nifti_stem(mask)
+
+
+def _image_names(sequences: Sequence[str], seq_map: dict[str, str]) -> set[str]:
+    from .data.brats import SEQUENCE_ALIASES
+
+    return {*sequences, *SEQUENCE_ALIASES, *SEQUENCE_ALIASES.values(), "aptw", *seq_map.values()}
+
+
+def _find_masks(masks: Path, image_names: set[str]) -> list[Path]:
+    def image_tail(p: Path) -> str | None:
+        _, sep, tail = _split_name(p)
+        return tail if sep and tail in image_names else None
+
     if masks.is_file():
+        tail = image_tail(masks)
+        if tail is not None:
+            raise ValueError(
+                f"--masks {str(masks)!r} is an image (sequence {tail!r} by its name), not a mask; pass the case's "
+                "*seg.nii.gz file (or its folder)"
+            )
         return [masks]
     if not masks.is_dir():
         raise FileNotFoundError(f"--masks {str(masks)!r} does not exist; pass a NIfTI file or a folder of them")
     found = sorted(p for p in masks.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
-    if not found:  # BraTS-style tree: DIR/<case>/<case>-seg.nii.gz
-        found = sorted(p for p in masks.rglob("*seg.nii*") if p.name.endswith(_NIFTI_SUFFIXES))
+    if found:
+        images = [p for p in found if image_tail(p) is not None]
+        if images:  # a case folder: images and their segmentation side by side
+            segs = [p for p in found if _split_name(p)[2].lower() in _MASK_TAILS]
+            if not segs:
+                raise ValueError(
+                    f"--masks {str(masks)!r} holds images ({', '.join(p.name for p in images[:4])}) and no "
+                    "*seg.nii.gz mask; pass a folder of masks, a case folder with its *-seg.nii.gz, or a BraTS tree"
+                )
+            return segs
+        return found
+    found = sorted(p for p in masks.rglob("*seg.nii*") if p.name.endswith(_NIFTI_SUFFIXES))  # BraTS-style tree
     if not found:
         raise FileNotFoundError(f"no .nii/.nii.gz masks in {str(masks)!r} (nor *seg.nii.gz files below it)")
     return found
 
 
-def _case_images(mask: Path, sequences: Sequence[str]) -> dict[str, Path]:
+def _parse_sequence_map(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    result: dict[str, str] = {}
+    for item in text.split(","):
+        seq, sep, name = (part.strip() for part in item.partition("="))
+        if not sep or not seq or not name:
+            raise ValueError(f"--sequence-map {text!r}: {item!r} is not SEQ=SUFFIX (e.g. t1c=t1ce,t2f=flair)")
+        if not _NAME.match(name) or name.lower() in _RESERVED_NAMES:
+            raise ValueError(
+                f"--sequence-map {text!r}: suffix {name!r} must be a plain name (letters, digits, '.', '+'), not one "
+                f"of {list(_RESERVED_NAMES)}"
+            )
+        if seq in result:
+            raise ValueError(f"--sequence-map {text!r} maps {seq!r} twice")
+        result[seq] = name
+    if len(set(result.values())) != len(result):
+        raise ValueError(f"--sequence-map {text!r} gives two sequences the same suffix")
+    return result
+
+
+def _case_images(mask: Path, sequences: Sequence[str], seq_map: dict[str, str]) -> dict[str, Path]:
     """The case's own images next to a ``<case>-seg.nii.gz`` / ``<case>_seg.nii.gz`` mask, by model sequence."""
-    stem = _nifti_stem(mask)
-    for sep in ("-", "_"):
-        if stem.endswith(f"{sep}seg"):
-            case = stem[: -len(sep) - 3]
-            found = {}
-            for seq in sequences:
-                for suffix in _NIFTI_SUFFIXES:
-                    candidate = mask.parent / f"{case}{sep}{seq}{suffix}"
-                    if candidate.is_file():
-                        found[seq] = candidate
-                        break
-            return found
-    return {}
+    from .data.brats import SEQUENCE_ALIASES
+
+    case, sep, tail = _split_name(mask)
+    if not sep or tail.lower() != "seg":
+        return {}
+    found = {}
+    for seq in sequences:
+        names = [seq_map[seq]] if seq in seq_map else list(dict.fromkeys([seq, SEQUENCE_ALIASES.get(seq, seq)]))
+        hits = [mask.parent / f"{case}{sep}{n}{s}" for n in names for s in _NIFTI_SUFFIXES]
+        hits = [p for p in hits if p.is_file()]
+        if len(hits) > 1:
+            raise ValueError(
+                f"case {case!r}: several files for the model sequence {seq!r} ({', '.join(p.name for p in hits)}); "
+                f"keep one, or pass --sequence-map {seq}=<suffix>"
+            )
+        if hits:
+            found[seq] = hits[0]
+    return found
 
 
-def _case_name(mask: Path) -> str:
-    stem = _nifti_stem(mask)
-    for tail in ("-seg", "_seg"):
-        if stem.endswith(tail):
-            return stem[: -len(tail)]
-    return stem
+def _check_device(spec: str) -> str:
+    import torch
+
+    from .synthesis import resolve_device
+
+    try:
+        device = resolve_device(spec)
+    except ValueError as e:
+        raise ValueError(f"--device {spec!r}: {e}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {spec!r}: this PyTorch has no usable CUDA (torch.cuda.is_available() is False); pass "
+                "--device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {spec!r}: MPS is not available here; pass --device cpu or auto")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {spec!r}: unsupported device type {device.type!r}; use auto, cpu, cuda[:N], mps")
+    return spec
 
 
 def _preview(path: Path, volumes: dict, seg: object, z: int, title: str) -> None:
@@ -187,6 +294,77 @@ def _preview(path: Path, volumes: dict, seg: object, z: int, title: str) -> None
     fig.savefig(path)
 
 
+@dataclass
+class _Case:
+    """One validated input mask: label, header, brain and the intensity statistics of its own images."""
+
+    path: Path
+    name: str
+    label: Any
+    header: Any
+    brain: Any
+    stats: dict[str, Any]
+
+
+def _read_mask(path: Path, scheme: Any, atlas: Any) -> tuple[Any, Any]:
+    import nibabel as nib
+    import numpy as np
+
+    from .data.brats import label_hint, read_nifti
+
+    case = _case_name(path)
+    try:
+        tensor, _ = read_nifti(path, case_id=case, label=True)
+    except ValueError as e:
+        hint = ""
+        if "non-integer" in str(e):
+            hint = "; is it an image rather than a mask? Masks hold integer labels: pass the *seg files"
+        raise ValueError(f"{e}{hint}") from None
+    label = tensor[0].numpy()
+    values = np.unique(label)
+    try:
+        scheme.validate(values, f"mask {path}")
+    except ValueError as e:
+        unknown = {int(v) for v in values} - set(scheme.values)
+        hint = label_hint(unknown, scheme)
+        if len(values) > 16:
+            hint += f"; it holds {len(values)} distinct values: is it an image rather than a mask?"
+        raise ValueError(f"{e}{hint}") from None
+    img = nib.load(str(path))
+    atlas.check_grid(label.shape, img.affine, f"mask {path}")
+    return label, img
+
+
+def _read_image_like(path: Path, case: str, ref: Path, ref_img: Any, what: str) -> Any:
+    """Read an image of a case and check it is on the mask's grid (shape, affine), naming both files."""
+    from .data.brats import AFFINE_ATOL, affines_match, format_affine, read_nifti
+
+    tensor, affine = read_nifti(path, case_id=case)
+    vol = tensor[0].numpy()
+    if vol.shape != tuple(ref_img.shape[:3]):
+        raise ValueError(
+            f"case {case!r}: {what} {path} has shape {vol.shape} but the mask {ref} has {tuple(ref_img.shape[:3])}; "
+            "a case's images and mask must share one grid (resample them onto the mask's grid)"
+        )
+    if not affines_match(affine, ref_img.affine):
+        raise ValueError(
+            f"case {case!r}: the affine of {what} {path} {format_affine(affine)} differs from that of the mask {ref} "
+            f"{format_affine(ref_img.affine)} (tolerance {AFFINE_ATOL}); fix the headers or resample (a flipped or "
+            "shifted image would give a wrong brain and intensity scale)"
+        )
+    return vol
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
 def _run_synthesize(args: argparse.Namespace) -> int:
     import json
     import warnings
@@ -196,59 +374,72 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from .data.brats import SEQUENCE_ALIASES, check_scheme_layout, layout_of_name
+    from .editing import LesionEditor
     from .intensity import denormalize, robust_normalize
     from .labels import get_scheme
+    from .outputs import StagedOutput, check_output_dir
     from .synthesis import Synthesizer
-    from .transforms import _edit, _make_editor, register_donors
 
+    # ---- arguments and inputs: every check before anything is written
     scheme = get_scheme(args.scheme)
-    masks = _find_masks(args.masks)
+    seq_map = _parse_sequence_map(args.sequence_map)
+    device = _check_device(args.device)
+    masks = _find_masks(args.masks, _image_names((), seq_map))
+    check_output_dir(args.out, overwrite=args.overwrite, inputs=[args.masks] if args.masks.is_dir() else [])
     if args.brain is not None and len(masks) > 1:
         raise ValueError(f"--brain gives one brain mask but --masks holds {len(masks)} masks; pass one mask file")
+    names: dict[str, Path] = {}
+    for path in masks:
+        other = names.setdefault(_case_name(path), path)
+        if other != path:
+            raise ValueError(f"masks {other} and {path} have the same case name {_case_name(path)!r}; rename one")
     if args.preview:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ImportError("--preview needs matplotlib: pip install 'samraug[demo]'") from None
-    synth = Synthesizer(args.weights, device=args.device)
+    synth = Synthesizer(args.weights, device=device).load()  # strict: corrupt weights raise WeightsError here
+    sequences = tuple(synth.sequences)
+    unknown = sorted(set(seq_map) - set(sequences))
+    if unknown:
+        raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     atlas = synth.atlas
-    labels, headers = [], []
-    for path in masks:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        if data.ndim == 4 and data.shape[-1] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise ValueError(f"{path}: mask must be a 3D volume, got shape {data.shape}")
-        if np.issubdtype(data.dtype, np.floating):
-            if not np.isfinite(data).all():
-                raise ValueError(f"{path}: mask contains NaN/inf")
-            data = np.rint(data).astype(np.int16)
-        scheme.validate(data, f"mask {path.name}")
-        atlas.check_grid(data.shape, img.affine, f"mask {path.name}")
-        labels.append(data)
-        headers.append(img)
-    donors_key = register_donors(labels) if len(labels) > 1 else None
-    editor = _make_editor(scheme)
-    args.out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(masks) * args.n, desc="synthesize", unit="sample")
+
+    layouts: set[str] = set()
+    cases: list[_Case] = []
+    skipped: list[Path] = []
     warned = False
-    written, matched = 0, 0
-    for m, (path, label, img) in enumerate(zip(masks, labels, headers, strict=True)):
-        own = _case_images(path, synth.sequences)
-        sources = {seq: np.asanyarray(nib.load(str(p)).dataobj).astype(np.float32) for seq, p in own.items()}
+    for path in masks:
+        case = _case_name(path)
+        own = _case_images(path, sequences, seq_map)
+        seen = {layout_of_name(case), *(layout_of_name(_split_name(p)[2]) for p in own.values())} - {None}
+        for layout in seen:
+            if not args.force_scheme:
+                check_scheme_layout(
+                    scheme,
+                    layout,
+                    f"mask {path}",
+                    arg="--scheme",
+                    hint=f", or --force-scheme if the labels really are in scheme {scheme.name!r}",
+                )
+        layouts |= seen  # type: ignore[arg-type]
+        label, img = _read_mask(path, scheme, atlas)
+        sources = {seq: _read_image_like(p, case, path, img, "image") for seq, p in own.items()}
         if args.brain is not None:
-            brain = np.asanyarray(nib.load(str(args.brain)).dataobj) != 0
-            if brain.shape != label.shape:
-                raise ValueError(f"--brain has shape {brain.shape} but the mask {label.shape}")
+            brain = _read_image_like(args.brain, case, path, img, "--brain") != 0
+            what = f"--brain {args.brain}"
         elif scheme.has_brain_label:
             brain = scheme.to_samr(label) > 0
+            what = "its brain label"
         elif sources:
             brain = np.zeros(label.shape, dtype=bool)
             for vol in sources.values():
                 brain |= vol != 0
+            what = f"the non-zero voxels of {', '.join(p.name for p in own.values())}"
         else:
             brain = atlas.brain.cpu().numpy().copy()
+            what = "the atlas brain"
             if not warned:
                 warnings.warn(
                     "no brain mask (--brain) and no case images next to the masks: using the atlas brain (plus the "
@@ -257,58 +448,92 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                     stacklevel=1,
                 )
                 warned = True
-        brain = brain | (label != 0)
-        stats = {}
-        for seq, vol in sources.items():
-            _, stats[seq] = robust_normalize(vol, brain)
-        matched += bool(stats)
-        donors = [d for i, d in enumerate(labels) if i != m] if donors_key else None
-        for j in range(args.n):
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + m * 1009 + j)
-            if args.no_edit:
-                edited, record = label, {"op": "none", "applied": False, "reason": "--no-edit"}
-            else:
-                edited, record = _edit(editor, label, brain, generator, donors)
-            samr = scheme.to_samr(edited, brain)
-            volumes = synth.synthesize_volume(samr, affine=img.affine, brain=brain, output="model")
-            out_vols = {}
-            for seq, vol in volumes.items():
-                arr = vol.numpy()
-                if seq in stats:
-                    arr = denormalize(arr, stats[seq], brain)
-                out_vols[seq] = arr.astype(np.float32)
-            case = f"{_case_name(path)}-synth{j}"
-            folder = args.out / case
-            folder.mkdir(parents=True, exist_ok=True)
-            for seq, arr in out_vols.items():
-                header = img.header.copy()
-                header.set_data_dtype(np.float32)
-                nib.save(nib.Nifti1Image(arr, img.affine, header), str(folder / f"{case}-{seq}.nii.gz"))
-            seg_header = img.header.copy()
-            nib.save(
-                nib.Nifti1Image(np.asarray(edited).astype(label.dtype), img.affine, seg_header),
-                str(folder / f"{case}-seg.nii.gz"),
+        lesion = scheme.to_samr(label) >= 2 if scheme.has_brain_label else label != 0
+        if not lesion.any():
+            skipped.append(path)
+            continue
+        if not (lesion & brain).any():
+            raise ValueError(
+                f"mask {path}: the lesion ({int(lesion.sum())} voxels) lies entirely outside the brain ({what}); "
+                "the mask and the brain do not belong together (check orientation/registration) -- nothing painted"
             )
-            meta = {
-                "source_mask": str(path),
-                "scheme": scheme.name,
-                "weights": synth.key if synth.key is not None else "bundled",
-                "seed": args.seed,
-                "sample": j,
-                "intensity": {s: ("subject" if s in stats else "model [-1, 1]") for s in out_vols},
-                "edit": record,
-            }
-            (folder / "edit.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-            if args.preview:
-                lesion = samr >= 2
-                counts = (lesion if lesion.any() else brain).sum(axis=(0, 1))
-                z = int(np.argmax(counts))
-                _preview(folder / f"{case}-preview.png", out_vols, edited, z, f"{case} (z={z})")
-            written += 1
-            bar.update(1)
-    bar.close()
-    scale = f"{matched} of {len(masks)} cases in their own images' scale, the others in [-1, 1]"
-    print(f"wrote {written} synthetic samples ({', '.join(synth.sequences)}; {scale}) to {args.out}")
+        brain = brain | (label != 0)
+        stats = {seq: robust_normalize(vol, brain)[1] for seq, vol in sources.items()}
+        cases.append(_Case(path, case, label, img, brain, stats))
+    if not cases:
+        raise ValueError(
+            f"none of the {len(masks)} masks under --masks {str(args.masks)!r} holds a lesion (all background); "
+            "nothing to synthesize"
+        )
+    # output file names: --sequence-map, else the BraTS 2021 names for a 2021 tree, else the model's names
+    out_names = {
+        seq: seq_map.get(seq, SEQUENCE_ALIASES.get(seq, seq) if layouts == {"brats2021"} else seq) for seq in sequences
+    }
+    if len(set(out_names.values())) != len(out_names) or set(out_names.values()) & set(_RESERVED_NAMES):
+        raise ValueError(f"output sequence names {out_names} must be unique and not {list(_RESERVED_NAMES)}")
+
+    # ---- synthesis into a staging folder, moved to --out at the end
+    editor = LesionEditor(scheme)
+    labels = [c.label for c in cases]
+    written, matched = 0, sum(bool(c.stats) for c in cases)
+    with StagedOutput(args.out, overwrite=args.overwrite) as stage:
+        bar = tqdm(total=len(cases) * args.n, desc="synthesize", unit="sample")
+        for m, c in enumerate(cases):
+            donors = [d for i, d in enumerate(labels) if i != m] if len(labels) > 1 else None
+            for j in range(args.n):
+                generator = torch.Generator().manual_seed(args.seed * 1_000_003 + m * 1009 + j)
+                if args.no_edit:
+                    edited, record = c.label, {"op": "none", "applied": False, "reason": "--no-edit"}
+                else:
+                    result = editor.random_edit(c.label, c.brain, donors=donors, generator=generator)
+                    edited, record = np.asarray(result.label), result.record
+                samr = scheme.to_samr(edited, c.brain)
+                volumes = synth.synthesize_volume(samr, affine=c.header.affine, brain=c.brain, output="model")
+                out_vols = {}
+                for seq, vol in volumes.items():
+                    arr = vol.numpy()
+                    if seq in c.stats:
+                        arr = denormalize(arr, c.stats[seq], c.brain)
+                    out_vols[seq] = arr.astype(np.float32)
+                sample = f"{c.name}-synth{j}"
+                with stage.entry(sample) as folder:
+                    for seq, arr in out_vols.items():
+                        header = c.header.header.copy()
+                        header.set_data_dtype(np.float32)
+                        image = nib.Nifti1Image(arr, c.header.affine, header)
+                        nib.save(image, str(folder / f"{sample}-{out_names[seq]}.nii.gz"))
+                    seg = np.asarray(edited)
+                    seg_header = c.header.header.copy()
+                    seg_header.set_data_dtype(np.uint8 if seg.min() >= 0 and seg.max() <= 255 else np.int16)
+                    seg_image = nib.Nifti1Image(seg.astype(seg_header.get_data_dtype()), c.header.affine, seg_header)
+                    nib.save(seg_image, str(folder / f"{sample}-seg.nii.gz"))
+                    meta = {
+                        "source_mask": str(c.path),
+                        "scheme": scheme.name,
+                        "weights": synth.key if synth.key is not None else "bundled",
+                        "seed": args.seed,
+                        "sample": j,
+                        "files": {seq: f"{sample}-{out_names[seq]}.nii.gz" for seq in out_vols},
+                        "intensity": {s: ("subject" if s in c.stats else "model [-1, 1]") for s in out_vols},
+                        "edit": record,
+                    }
+                    text = json.dumps(meta, indent=2, default=_json_default) + "\n"
+                    (folder / "edit.json").write_text(text, encoding="utf-8")
+                    if args.preview:
+                        lesion = samr >= 2
+                        counts = (lesion if lesion.any() else c.brain).sum(axis=(0, 1))
+                        z = int(np.argmax(counts))
+                        named = {out_names[s]: v for s, v in out_vols.items()}
+                        _preview(folder / f"{sample}-preview.png", named, edited, z, f"{sample} (z={z})")
+                written += 1
+                bar.update(1)
+        bar.close()
+        out = stage.commit()
+    scale = f"{matched} of {len(cases)} cases in their own images' scale, the others in [-1, 1]"
+    print(f"wrote {written} synthetic samples ({', '.join(out_names.values())}; {scale}) to {out}")
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} masks without any lesion (all background): {shown}")
     return 0
 
 
@@ -415,6 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:  # OSError: FileNotFound, FileExists, Permission, ...
         print(f"samraug {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"samraug {args.command}: interrupted; no partial output was left under its final name", file=sys.stderr)
+        return 130

@@ -28,9 +28,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+import shutil
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +55,7 @@ from samraug.serialization import (
     MODEL_NAME,
     WEIGHT_FILES,
     WeightsError,
+    cast_safetensors,
     check_format_version,
     check_safetensors_header,
     corrupt_message,
@@ -65,13 +70,17 @@ if TYPE_CHECKING:
     from samraug.labels import LabelScheme
 
 __all__ = [
+    "ARCHITECTURE_LIMITS",
     "ATLAS_NAME",
     "BUNDLED_WEIGHTS",
     "CARD_NAME",
+    "CHECKSUM_FILES",
     "CONFIG_NAME",
     "FORMAT_VERSION",
+    "MAX_PARAMETERS",
     "META_KEYS",
     "MODEL_NAME",
+    "RESERVED_SEQUENCE_NAMES",
     "WEIGHT_FILES",
     "LoadedWeights",
     "WeightsError",
@@ -90,10 +99,31 @@ __all__ = [
     "save_weights",
     "scheme_from_config",
     "scheme_to_config",
+    "verify_checksums",
 ]
 
 #: The demo weights shipped inside the package (trained on the simulated phantom only).
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-phantom"
+#: Files whose SHA-256 ``config.json`` records under ``"checksums"`` (a folder mixing two saves is refused).
+CHECKSUM_FILES: tuple[str, ...] = (MODEL_NAME, ATLAS_NAME)
+#: Names a sequence may not take: they are the label map and side files of every synthesized sample.
+RESERVED_SEQUENCE_NAMES: tuple[str, ...] = ("seg", "label", "labels", "mask", "brain", "edit", "preview")
+#: Upper bounds of the integer architecture keys of a config (larger values are refused before building).
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "base_channels": 4096,
+    "max_channels": 8192,
+    "n_down": 10,
+    "depth": 10,
+    "n_res_blocks": 64,
+    "decoder_res_blocks": 16,
+    "n_labels": 64,
+    "atlas_slices": 15,
+}
+#: Most parameters a config may describe (a crafted config must not make us allocate terabytes).
+MAX_PARAMETERS = 2_000_000_000
+_MAX_SEQUENCES = 32
+_SEQUENCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 _FALLBACK_NORMALIZATION: dict[str, Any] = {
     "method": "percentile",
@@ -176,9 +206,81 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
     if atlas is not None:
         if not isinstance(atlas, Mapping) or "shape" not in atlas or "affine" not in atlas:
             raise WeightsError(f"{source}: 'atlas' must be an object with 'shape' and 'affine', got {atlas!r}")
+        _check_atlas_geometry(atlas, source)
+    if "sequences" in config:
+        _check_sequence_names(config["sequences"], source)
+    _check_architecture(config, cls, source)
+    checksums = config.get("checksums")
+    if checksums is not None:
+        if not isinstance(checksums, Mapping) or not all(
+            k in CHECKSUM_FILES and isinstance(v, str) and _HEX64.match(v) for k, v in checksums.items()
+        ):
+            raise WeightsError(
+                f"{source}: 'checksums' must map {list(CHECKSUM_FILES)} to SHA-256 hex digests, got {checksums!r}"
+            )
     lineage = config.get("lineage")
     if lineage is not None and (not isinstance(lineage, list) or not all(isinstance(x, str) for x in lineage)):
         raise WeightsError(f"{source}: 'lineage' must be a list of strings, got {lineage!r}")
+
+
+def _check_sequence_names(sequences: Any, source: str) -> None:
+    """Sequence names become file names: identifier-like, unique, not a label/side-file name, no separators."""
+    if isinstance(sequences, str) or not isinstance(sequences, (list, tuple)):
+        raise WeightsError(f"{source}: 'sequences' must be a list of names, got {sequences!r}")
+    if not 1 <= len(sequences) <= _MAX_SEQUENCES:
+        raise WeightsError(f"{source}: 'sequences' must hold 1 to {_MAX_SEQUENCES} names, got {len(sequences)}")
+    for name in sequences:
+        if not isinstance(name, str) or not _SEQUENCE_NAME.match(name):
+            raise WeightsError(
+                f"{source}: sequence name {name!r} is not allowed; names are letters, digits and '_' (starting with a "
+                "letter, at most 32 characters), e.g. 't1n', 'flair' -- they become file names"
+            )
+        if name.lower() in RESERVED_SEQUENCE_NAMES:
+            raise WeightsError(
+                f"{source}: sequence name {name!r} collides with the label map / side files "
+                f"{list(RESERVED_SEQUENCE_NAMES)} of a synthesized sample; rename the sequence"
+            )
+    lowered = [n.lower() for n in sequences]
+    if len(set(lowered)) != len(lowered):
+        raise WeightsError(f"{source}: sequence names {list(sequences)} are not unique (ignoring case)")
+
+
+def _check_atlas_geometry(atlas: Mapping[str, Any], source: str) -> None:
+    shape, affine = atlas["shape"], atlas["affine"]
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in shape)
+    ):
+        raise WeightsError(f"{source}: atlas 'shape' must be 3 integers in 1..1024, got {shape!r}")
+    try:
+        rows = [[float(v) for v in row] for row in affine]
+    except (TypeError, ValueError):
+        rows = []
+    if len(rows) != 4 or any(len(r) != 4 for r in rows) or not all(math.isfinite(v) for r in rows for v in r):
+        raise WeightsError(f"{source}: atlas 'affine' must be a finite 4x4 matrix, got {affine!r}")
+
+
+def _check_architecture(config: Mapping[str, Any], cls: Any, source: str) -> None:
+    """Bound the integer sizes, then count the parameters on the meta device (nothing allocated)."""
+    for key in cls.init_keys():
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        limit = ARCHITECTURE_LIMITS.get(key, 4096)
+        if not value <= limit:  # smaller values are checked by the generator's constructor
+            raise WeightsError(f"{source}: {key}={value!r} is too large; samraug caps it at {limit}")
+    try:
+        with torch.device("meta"):
+            model = generator_from_config(config)
+    except (TypeError, ValueError, RuntimeError):
+        return  # load_weights reports an invalid architecture with its own message
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise WeightsError(
+            f"{source} describes a generator of {n:,} parameters, more than the {MAX_PARAMETERS:,} samraug loads; "
+            "the config is corrupt or crafted (the 'paper' preset has about 320 M)"
+        )
 
 
 def config_conditioning(config: Mapping[str, Any]) -> str:
@@ -371,8 +473,36 @@ def load_weights(
     tensors, _ = read_safetensors(path / MODEL_NAME, "generator weights")
     load_state_dict_strict(generator, tensors, source=str(path / MODEL_NAME))
     atlas = _load_atlas(path, config) if "atlas" in config else None
+    verify_checksums(path, config)  # after the structural checks, whose messages are more specific
     generator.to(device).eval()
     return LoadedWeights(generator=generator, atlas=atlas, config=config, path=path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksums(folder: str | Path, config: Mapping[str, Any]) -> None:
+    """Check the files of a weights folder against the SHA-256 digests its ``config.json`` records.
+
+    Raises :class:`WeightsError` naming the file when a digest differs (a folder that mixes two saves, e.g. a new
+    model with an old atlas, or a damaged file). Configs without ``"checksums"`` (older saves) are not checked.
+    """
+    folder = Path(folder)
+    for name, digest in dict(config.get("checksums") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{name!r} not found in {folder}; the weights folder is incomplete")
+        if _sha256(path) != digest:
+            raise WeightsError(
+                f"{path} does not match the SHA-256 recorded in {folder / CONFIG_NAME}: the folder mixes files of "
+                "different saves (or the file was damaged); re-export all files together with save_weights or "
+                "re-download (force_download=True)"
+            )
 
 
 def _load_atlas(path: Path, config: Mapping[str, Any]) -> Atlas:
@@ -465,11 +595,16 @@ def save_weights(
     lineage: Sequence[str] | None = None,
     voxel_size: Sequence[float] | None = None,
     crop_size: Sequence[int] | None = None,
+    atlas_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a weights folder: ``config.json``, ``model.safetensors``, ``atlas.safetensors`` and ``README.md``.
 
+    The files are written into a temporary folder beside ``folder`` and moved into place only when all four are
+    complete, so a failure (disk full, Ctrl-C) leaves the previous weights intact; ``config.json`` records the
+    SHA-256 of the model and the atlas, and :func:`load_weights` refuses a folder whose files do not match it.
+
     Args:
-        folder: Output folder (created; the four files are overwritten).
+        folder: Output folder (created; an existing weights folder is replaced as a whole).
         generator: A samraug generator (``SAMRGenerator`` or ``Pix2PixGenerator``; DDP / ``torch.compile``
             wrappers are unwrapped).
         atlas: Its :class:`samraug.atlas.Atlas` (same sequences, in the same order); None for a generator
@@ -484,6 +619,7 @@ def save_weights(
         lineage: Where the weights were initialised from, newest first (``--init-from`` source, then its own
             lineage); recorded in the config and the model card.
         voxel_size, crop_size: Local generators: the training grid (mm, RAS) and crop (voxels).
+        atlas_dtype: Storage dtype of the atlas images, e.g. ``torch.float16`` (default float32).
 
     Example:
         >>> card = {"data": "phantom", "simulated": True}
@@ -552,18 +688,69 @@ def save_weights(
         "samraug_version": __version__,
         "format_version": FORMAT_VERSION,
     }
-    check_config(config, source="save_weights")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    stored = str(dtype).replace("torch.", "") if dtype is not None else "float32"
-    save_state_dict(generator, folder / MODEL_NAME, dtype=dtype, metadata={"model_type": model_type, "dtype": stored})
-    if atlas is not None:
-        atlas.save(folder)
-        if not (folder / ATLAS_NAME).is_file():
-            raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {folder}")
-    (folder / CARD_NAME).write_text(model_card(config, card, dtype=stored), encoding="utf-8")
+    if atlas_dtype is not None and not atlas_dtype.is_floating_point:
+        raise ValueError(f"atlas_dtype must be a floating dtype (e.g. torch.float16), got {atlas_dtype}")
+    check_config(config, source="the config save_weights would write")
+    folder = Path(os.path.abspath(Path(folder).expanduser()))
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"weights folder {folder} is a file; pass a folder path")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        stored = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+        meta = {"model_type": model_type, "dtype": stored}
+        save_state_dict(generator, tmp / MODEL_NAME, dtype=dtype, metadata=meta)
+        if atlas is not None:
+            atlas.save(tmp)
+            if not (tmp / ATLAS_NAME).is_file():
+                raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {tmp}")
+            if atlas_dtype is not None:
+                cast_safetensors(tmp / ATLAS_NAME, atlas_dtype)
+        config["checksums"] = {name: _sha256(tmp / name) for name in CHECKSUM_FILES if (tmp / name).is_file()}
+        (tmp / CARD_NAME).write_text(model_card(config, card, dtype=stored), encoding="utf-8")
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for name in WEIGHT_FILES:
+            if (tmp / name).is_file():
+                _fsync(tmp / name)
+        _install(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _install(tmp: Path, folder: Path) -> None:
+    """Move the files written in ``tmp`` into ``folder`` so that no reader sees a mix of two saves.
+
+    A missing or empty folder, or one holding only weights files, is replaced by renaming folders (atomic). A folder
+    that holds other files too (e.g. a git clone of a Hub repo) gets its ``config.json`` removed first and written
+    last: in between, :func:`load_weights` refuses the folder (no config, or checksums that do not match).
+    """
+    if not folder.exists():
+        os.replace(tmp, folder)
+        return
+    entries = {p.name for p in folder.iterdir()}
+    if entries <= set(WEIGHT_FILES):
+        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            os.replace(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    (folder / CONFIG_NAME).unlink(missing_ok=True)
+    for name in (MODEL_NAME, ATLAS_NAME, CARD_NAME, CONFIG_NAME):
+        if (tmp / name).is_file():
+            os.replace(tmp / name, folder / name)
+        elif name == ATLAS_NAME:
+            (folder / name).unlink(missing_ok=True)  # no atlas in this save (local weights): none may linger
 
 
 _CARD_KEYS = ("title", "data", "preset", "steps", "command", "validation", "simulated", "notes", "license")

@@ -65,6 +65,7 @@ META_KEYS: tuple[str, ...] = (
     "lineage",
     "samraug_version",
     "format_version",
+    "checksums",
 )
 CONDITIONING_KEY = "conditioning"
 #: What a config without ``conditioning`` means: folders written before the key existed used SAMR classes.

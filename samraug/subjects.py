@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
+from nibabel.filebasedimages import ImageFileError
 
 __all__ = [
     "AFFINE_ATOL",
@@ -64,9 +66,15 @@ def read_nifti(path: str | Path, *, case_id: str = "", label: bool = False) -> t
     as ``(1, X, Y, Z)`` float32; label maps keep their integer type (integral float maps become uint8 or int64).
     """
     what = f"case {case_id!r}: {'segmentation' if label else 'image'} {path}"
-    img = nib.load(str(path))
+    try:
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj) if label else img.get_fdata(dtype=np.float32)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as e:  # truncated .gz, broken header
+        raise ValueError(
+            f"{what} cannot be read ({type(e).__name__}: {e}); the file is truncated or corrupt: re-export, "
+            "re-download or remove it"
+        ) from e
     if label:
-        arr = np.asanyarray(img.dataobj)
         if np.issubdtype(arr.dtype, np.floating):
             _check_finite(arr, what)
             if not np.array_equal(arr, np.round(arr)):
@@ -77,7 +85,6 @@ def read_nifti(path: str | Path, *, case_id: str = "", label: bool = False) -> t
         elif arr.dtype in (np.uint32, np.uint64):
             arr = arr.astype(np.int64)
     else:
-        arr = img.get_fdata(dtype=np.float32)
         _check_finite(arr, what)
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]

@@ -64,6 +64,7 @@ def test_synthesize_brats_tree(weights: str, tmp_path: Path, capsys: pytest.Capt
                 "--seed",
                 "3",
                 "--preview",
+                "--force-scheme",  # 2023-style names with brats2021 labels: a contradiction unless forced
             ]
         )
     assert code == 0

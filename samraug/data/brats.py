@@ -68,12 +68,16 @@ __all__ = [
     "AFFINE_ATOL",
     "LAYOUTS",
     "SCHEME_FILES",
+    "SEQUENCE_ALIASES",
     "BratsCase",
     "BratsLayout",
     "SubjectArrays",
     "affines_match",
+    "check_scheme_layout",
     "discover_brats",
     "format_affine",
+    "label_hint",
+    "layout_of_name",
     "load_brats",
     "read_brain_mask",
     "read_nifti",
@@ -117,6 +121,56 @@ LAYOUTS: Mapping[str, BratsLayout] = {
 
 _EXTENSIONS = (".nii.gz", ".nii")
 _RESERVED = ("seg", "brain")
+
+#: The same four MR contrasts under their BraTS 2023/2024 names (keys) and BraTS 2021 names (values).
+SEQUENCE_ALIASES: Mapping[str, str] = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair"}
+
+
+def layout_of_name(name: str) -> str | None:
+    """The BraTS naming convention (``"brats2021"`` or ``"brats2023"``) a case id or file suffix belongs to.
+
+    Case ids match the layouts' folder patterns (``BraTS2021_00000``, ``BraTS-GLI-00000-000``); sequence suffixes
+    are the 2021 names (``t1ce``, ``flair``, ...) or the 2023/2024 names (``t1c``, ``t2f``, ...). None if neither.
+
+    Example:
+        >>> layout_of_name("BraTS2021_00012"), layout_of_name("t2f"), layout_of_name("case7")
+        ('brats2021', 'brats2023', None)
+    """
+    for layout in LAYOUTS.values():
+        if layout.pattern.match(name) or name in layout.sequences:
+            return layout.name
+    return None
+
+
+def check_scheme_layout(
+    scheme: str | LabelScheme, layout: str | None, where: str, *, arg: str = "scheme", hint: str = ""
+) -> None:
+    """Refuse a label scheme that contradicts a BraTS naming convention.
+
+    BraTS 2021 names (``BraTS2021_*`` cases, ``t1ce``/``flair`` files) come with the ``brats2021`` labels
+    (4 = enhancing tumour); BraTS 2023/2024 names with ``brats2023`` (3 = ET) or ``brats2024`` (3 = ET,
+    4 = resection cavity). ``where`` names what showed the convention, ``arg`` the argument that gives the scheme,
+    ``hint`` how to override.
+
+    Example:
+        >>> check_scheme_layout("brats2024", "brats2021", "case 'BraTS2021_00001'")
+        Traceback (most recent call last):
+        ...
+        ValueError: scheme 'brats2024' contradicts the BraTS 2021 naming of case 'BraTS2021_00001': ...
+    """
+    name = get_scheme(scheme).name
+    if layout == "brats2021" and name in ("brats2023", "brats2024"):
+        raise ValueError(
+            f"scheme {name!r} contradicts the BraTS 2021 naming of {where}: BraTS 2021 data uses scheme "
+            f"'brats2021' (4 = enhancing tumour; under {name!r} label 4 would be read as "
+            f"{'resection cavity' if name == 'brats2024' else 'invalid'}); pass {arg} brats2021{hint}"
+        )
+    if layout == "brats2023" and name == "brats2021":
+        raise ValueError(
+            f"scheme 'brats2021' contradicts the BraTS 2023/2024 naming of {where}: that data uses scheme "
+            "'brats2023' (3 = enhancing tumour) or 'brats2024' (3 = ET, 4 = resection cavity; under 'brats2021' "
+            f"label 4 would be read as enhancing tumour); pass {arg} brats2023 or brats2024{hint}"
+        )
 
 
 @dataclass
@@ -377,7 +431,8 @@ def _unique_labels(arr: np.ndarray) -> np.ndarray:
     return np.unique(flat)
 
 
-def _label_hint(unknown: set[int], scheme: LabelScheme) -> str:
+def label_hint(unknown: set[int], scheme: LabelScheme) -> str:
+    """A hint for labels ``unknown`` to ``scheme`` that belong to another BraTS scheme (else ``""``)."""
     if scheme.name == "brats2023" and 4 in unknown:
         return "; label 4 is the resection cavity (RC) of BraTS 2024 post-treatment data: pass scheme='brats2024'"
     if scheme.name == "brats2021" and 3 in unknown:
@@ -415,7 +470,7 @@ def validate_subject(
             label_scheme.validate(values, what=where)
         except ValueError as e:
             unknown = {int(v) for v in values if np.isfinite(v) and float(v).is_integer()} - set(label_scheme.values)
-            raise ValueError(f"{e}{_label_hint(unknown, label_scheme)}") from None
+            raise ValueError(f"{e}{label_hint(unknown, label_scheme)}") from None
     if images:
         for key, img in subject.get_images_dict(intensity_only=True).items():
             data, _ = _image_tensor(img)

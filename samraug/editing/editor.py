@@ -64,7 +64,18 @@ from scipy import ndimage
 from samraug.labels import BACKGROUND, BRAIN, TUMOR, LabelScheme, get_scheme
 
 from .geometry import rotation_matrix, warp
-from .policy import OP_ORDER, EditPolicy, randint, uniform
+from .policy import (
+    MAX_ANGLE,
+    MAX_PERTURB_SMOOTHNESS,
+    MAX_PERTURB_STRENGTH,
+    MAX_SCALE_FACTOR,
+    MAX_SHIFT,
+    MIN_PERTURB_SMOOTHNESS,
+    OP_ORDER,
+    EditPolicy,
+    randint,
+    uniform,
+)
 from .validity import check_valid, class_lut, full_structure
 from .volume import Donor, LabelReader, Volume, bbox, change_boxes, slices
 
@@ -113,6 +124,10 @@ def _finite(value: Any, what: str) -> float:
 def _short(v: float) -> float:
     """Round a sampled float to 6 significant digits: readable records, and what is recorded is what is used."""
     return float(f"{v:.6g}")
+
+
+#: The parameters every applied :meth:`LesionEditor.random_edit` record holds (None for operations not drawn).
+_RANDOM_KEYS: tuple[str, ...] = ("swap", "mirror", "factor", "angles", "perturb", "shift")
 
 
 class LesionEditor:
@@ -350,6 +365,13 @@ class LesionEditor:
         vol = self._reader.volume(label, brain)
         if not record["applied"]:
             return self._result(vol, None, dict(record))
+        if record["op"] == "random" and not record.get("remove"):
+            missing = [k for k in _RANDOM_KEYS if k not in record]
+            if missing or all(record[k] is None for k in _RANDOM_KEYS):
+                raise ValueError(
+                    f"the 'random' record {record} says applied but holds no parameters ({missing or 'all None'}); "
+                    f"an applied random edit records {list(_RANDOM_KEYS)} (None for the operations not drawn)"
+                )
         out, rec = self._run(dict(record), vol, donors, {})
         if out is None:
             raise ValueError(
@@ -364,6 +386,9 @@ class LesionEditor:
         if not (isinstance(axis, (int, np.integer)) and 0 <= axis < ndim):
             raise ValueError(f"mirror axis={axis!r} must be an axis index 0..{ndim - 1} (0 is left-right)")
         x0 = vol.brain.centroid(int(axis)) if plane is None else _finite(plane, "mirror plane")
+        n = vol.ints.shape[int(axis)]
+        if not -0.5 <= x0 <= n - 0.5:
+            raise ValueError(f"mirror plane={plane!r} lies outside the grid: axis {axis} spans [-0.5, {n - 0.5}]")
         return {"axis": int(axis), "plane": math.floor(2.0 * x0 + 0.5) / 2.0}  # half voxels: exact permutation
 
     @staticmethod
@@ -371,6 +396,11 @@ class LesionEditor:
         f = _finite(factor, "scale factor")
         if f <= 0:
             raise ValueError(f"scale factor={f} must be > 0 (a tumour volume ratio, e.g. 0.5 or 2.0)")
+        if not 1.0 / MAX_SCALE_FACTOR <= f <= MAX_SCALE_FACTOR:
+            raise ValueError(
+                f"scale factor={f} is out of range: tumour volume factors lie in [1/{MAX_SCALE_FACTOR:g}, "
+                f"{MAX_SCALE_FACTOR:g}] (e.g. 0.5 or 2.0)"
+            )
         return f
 
     @staticmethod
@@ -378,12 +408,16 @@ class LesionEditor:
         if np.ndim(shift) != 1 or len(shift) != ndim:
             raise ValueError(f"move shift={shift!r} must hold one number per axis ({ndim} numbers)")
         s = [_finite(v, "move shift") for v in shift]
+        if any(abs(v) > MAX_SHIFT for v in s):
+            raise ValueError(f"move shift={shift!r} is out of range: at most {MAX_SHIFT} voxels along each axis")
         return [int(v) for v in s] if all(v.is_integer() for v in s) else s
 
     @staticmethod
     def _angles(angles: Any, ndim: int) -> list[float]:
         a = [angles] if np.ndim(angles) == 0 else list(angles)
         a = [_finite(v, "rotation angle") for v in a]
+        if any(abs(v) > MAX_ANGLE for v in a):
+            raise ValueError(f"rotate angles={angles!r} are out of range: at most {MAX_ANGLE:g} degrees in magnitude")
         if ndim == 3 and len(a) == 1:
             a = [0.0, 0.0, a[0]]
         if len(a) != (1 if ndim == 2 else 3):
@@ -395,8 +429,16 @@ class LesionEditor:
         strength, smoothness = _finite(strength, "perturb strength"), _finite(smoothness, "perturb smoothness")
         if strength < 0 or smoothness <= 0:
             raise ValueError(f"perturb needs strength >= 0 and smoothness > 0 voxels, got {strength}, {smoothness}")
-        if not float(seed).is_integer():
+        if strength > MAX_PERTURB_STRENGTH or not MIN_PERTURB_SMOOTHNESS <= smoothness <= MAX_PERTURB_SMOOTHNESS:
+            raise ValueError(
+                f"perturb strength={strength}, smoothness={smoothness} are out of range: strength lies in "
+                f"[0, {MAX_PERTURB_STRENGTH:g}] voxels, smoothness in [{MIN_PERTURB_SMOOTHNESS:g}, "
+                f"{MAX_PERTURB_SMOOTHNESS:g}] voxels"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, float, np.integer, np.floating)):
             raise ValueError(f"perturb seed={seed!r} must be an integer")
+        if not (math.isfinite(float(seed)) and float(seed).is_integer() and 0 <= int(seed) < 2**63):
+            raise ValueError(f"perturb seed={seed!r} must be an integer in [0, 2**63)")
         return {"strength": strength, "smoothness": smoothness, "seed": int(seed)}
 
     def _swap_params(self, vol: Volume, d: Donor, donor: Any, at: Any, center: Any) -> dict[str, Any]:
@@ -416,6 +458,8 @@ class LesionEditor:
             if np.ndim(center) != 1 or len(center) != ndim or any(not float(c).is_integer() for c in center):
                 raise ValueError(f"swap center={center!r} must be {ndim} integer voxel coordinates")
             center = [int(c) for c in center]
+            if not all(0 <= c < n for c, n in zip(center, vol.ints.shape, strict=True)):
+                raise ValueError(f"swap center={center!r} lies outside the grid {tuple(vol.ints.shape)}")
         return {"donor": None if donor is None else int(donor), "at": at, "center": center}
 
     def _sample(

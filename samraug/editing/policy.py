@@ -14,10 +14,33 @@ from dataclasses import dataclass, fields
 
 import torch
 
-__all__ = ["OP_ORDER", "EditPolicy"]
+__all__ = [
+    "MAX_ANGLE",
+    "MAX_PERTURB_SMOOTHNESS",
+    "MAX_PERTURB_STRENGTH",
+    "MAX_SCALE_FACTOR",
+    "MAX_SHIFT",
+    "MIN_PERTURB_SMOOTHNESS",
+    "OP_ORDER",
+    "EditPolicy",
+]
 
 #: The order in which :meth:`LesionEditor.random_edit` draws and composes the operations.
 OP_ORDER: tuple[str, ...] = ("remove", "swap", "mirror", "scale", "rotate", "perturb", "move")
+
+# Bounds of every edit parameter (direct calls, policies and replayed records alike): beyond them an edit is
+# meaningless for a brain lesion and its memory grows without limit (a factor of 1e9 asks for ~100 GiB).
+#: Largest tumour-volume factor of a scale (and 1 / it the smallest): 4x along each axis in 3D.
+MAX_SCALE_FACTOR = 64.0
+#: Largest move along one axis, in voxels.
+MAX_SHIFT = 4096
+#: Largest displacement of the elastic perturbation, in voxels.
+MAX_PERTURB_STRENGTH = 16.0
+#: Smallest and largest control-point spacing of the perturbation, in voxels.
+MIN_PERTURB_SMOOTHNESS = 1.0
+MAX_PERTURB_SMOOTHNESS = 1024.0
+#: Largest absolute rotation angle, in degrees.
+MAX_ANGLE = 360.0
 
 
 @dataclass(frozen=True)
@@ -63,14 +86,24 @@ class EditPolicy:
             object.__setattr__(self, name, (float(lo), float(hi)))
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise ValueError(f"EditPolicy.{name}={(lo, hi)} must be finite with low <= high")
-        if self.scale_range[0] <= 0:
-            raise ValueError(f"EditPolicy.scale_range={self.scale_range} must be positive (volume factors)")
-        if self.perturb_range[0] < 0:
-            raise ValueError(f"EditPolicy.perturb_range={self.perturb_range} must be >= 0 voxels")
+        if not 1.0 / MAX_SCALE_FACTOR <= self.scale_range[0] <= self.scale_range[1] <= MAX_SCALE_FACTOR:
+            raise ValueError(
+                f"EditPolicy.scale_range={self.scale_range} must lie in [1/{MAX_SCALE_FACTOR:g}, {MAX_SCALE_FACTOR:g}] "
+                "(tumour volume factors)"
+            )
+        if not 0 <= self.perturb_range[0] <= self.perturb_range[1] <= MAX_PERTURB_STRENGTH:
+            raise ValueError(
+                f"EditPolicy.perturb_range={self.perturb_range} must lie in [0, {MAX_PERTURB_STRENGTH:g}] voxels"
+            )
+        if not -MAX_ANGLE <= self.rotation_range[0] <= self.rotation_range[1] <= MAX_ANGLE:
+            raise ValueError(f"EditPolicy.rotation_range={self.rotation_range} must lie in [-360, 360] degrees")
         if not 0.0 <= self.max_shift <= 1.0:
             raise ValueError(f"EditPolicy.max_shift={self.max_shift} must be a fraction of the brain extent in [0, 1]")
-        if not self.perturb_smoothness > 0:
-            raise ValueError(f"EditPolicy.perturb_smoothness={self.perturb_smoothness} must be > 0 voxels")
+        if not MIN_PERTURB_SMOOTHNESS <= self.perturb_smoothness <= MAX_PERTURB_SMOOTHNESS:
+            raise ValueError(
+                f"EditPolicy.perturb_smoothness={self.perturb_smoothness} must lie in [{MIN_PERTURB_SMOOTHNESS:g}, "
+                f"{MAX_PERTURB_SMOOTHNESS:g}] voxels"
+            )
         at = tuple(self.swap_at)
         if not at or any(a not in ("donor", "random") for a in at):
             raise ValueError(f"EditPolicy.swap_at={at!r} must be a non-empty subset of ('donor', 'random')")

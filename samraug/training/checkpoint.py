@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -315,18 +316,42 @@ class CheckpointManager:
         _fsync_dir(self.root)
 
     def latest(self) -> Path | None:
-        """The newest loadable checkpoint: the ``latest`` pointer if it verifies, else the newest that does."""
+        """The newest loadable checkpoint: the ``latest`` pointer if it verifies, else the newest that does.
+
+        Skipping a corrupt or missing checkpoint is never silent: a ``UserWarning`` names each one skipped (and
+        why) and the one used. Returns None when the root holds no checkpoint at all.
+
+        Raises:
+            CheckpointError: checkpoints exist but none verifies (the message names the root and the fix).
+        """
         pointer = self.root / LATEST
         candidates: list[Path] = []
         if pointer.is_file():
-            candidates.append(self.root / pointer.read_text(encoding="utf-8").strip())
+            name = pointer.read_text(encoding="utf-8").strip()
+            if name:
+                candidates.append(self.root / name)
         candidates += [p for p in reversed(self.checkpoints()) if p not in candidates]
+        skipped: list[str] = []
         for path in candidates:
             try:
                 verify_checkpoint(path)
-            except CheckpointError:
+            except CheckpointError as e:
+                skipped.append(f"{path.name} ({e})")
                 continue
+            if skipped:
+                warnings.warn(
+                    f"skipped {len(skipped)} corrupt or missing checkpoint(s) under {self.root}: {'; '.join(skipped)}; "
+                    f"using the older checkpoint {path.name} -- the steps after it will be trained again",
+                    UserWarning,
+                    stacklevel=2,
+                )
             return path
+        if skipped:
+            raise CheckpointError(
+                f"no loadable checkpoint under {self.root}: every one is corrupt or missing ({'; '.join(skipped)}). "
+                "Nothing was deleted. Resume from a backup copy of the checkpoint folder, or start a new run "
+                "(a new --out/--log-dir, or --overwrite to replace this run)"
+            )
         return None
 
     def load(self, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> Any:

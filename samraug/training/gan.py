@@ -71,9 +71,7 @@ from samraug.models.discriminator import LabelWiseDiscriminators
 from samraug.models.generator import build_generator, generator_from_config
 from samraug.models.unet import UNet
 from samraug.serialization import (
-    ATLAS_NAME,
     MODEL_NAME,
-    cast_safetensors,
     load_state_dict_strict,
     read_safetensors,
 )
@@ -857,11 +855,10 @@ class GANTrainer:
                 conditioning=self.config.conditioning,
                 card=dict(card or {}),
                 dtype=torch.float16 if fp16 else None,
+                atlas_dtype=torch.float16 if fp16 and atlas is not None else None,
                 lineage=self.lineage or None,
                 **self.export_extras(),
             )
-            if fp16 and atlas is not None:
-                cast_safetensors(folder / ATLAS_NAME, torch.float16)
         barrier(self.env)
         return folder
 
