@@ -604,11 +604,19 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- export-nnunet
+def _register_export_nnunet(subparsers: argparse._SubParsersAction) -> None:
+    from .export.command import add_parser  # argparse only: the export itself is imported when it runs
+
+    add_parser(subparsers)
+
+
 # ---------------------------------------------------------------------------------------------------- main
 #: Sub-command registration functions, in the order ``samraug --help`` lists them.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_phantom,
     _register_synthesize,
+    _register_export_nnunet,
     _register_info,
 )
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from export_data import tiny_subject
 
+from samraug.cli import build_parser
+from samraug.cli import main as cli_main
 from samraug.export.command import add_parser
 from samraug.export.predictions import predictions_to_scheme
 
@@ -18,10 +20,14 @@ NAMES = ("t1", "t1ce", "t2", "flair")
 
 
 def _main(argv: list[str]) -> int:
+    """Through the real ``samraug`` command: the sub-command must be wired into samraug.cli."""
+    return cli_main(argv)
+
+
+def test_export_nnunet_is_a_samraug_subcommand() -> None:
     parser = argparse.ArgumentParser(prog="samraug")
     add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    assert "export-nnunet" in build_parser().format_help()
 
 
 def _brats2021(root: Path, n: int = 3) -> Path:
