@@ -114,7 +114,6 @@ def test_integrity_check_split_loading_and_samr_training(tmp_path: Path, tiny_we
     assert train["n_synthetic"] >= 1 and train["n_synthetic"] + train["n_real"] >= 8  # 4 batches of 2 drawn
 
 
-@pytest.mark.slow
 def test_phantom_export_passes_nnunet_integrity_check(tmp_path: Path) -> None:
     """BraTS 2024-style phantom folder, bundled weights, RC as its own label and region: nnU-Net accepts it."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
