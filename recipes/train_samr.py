@@ -122,6 +122,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --log-dir")
     g.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop at this step (checkpoint, validate, export) without changing the learning-rate schedule; with "
+        "--resume and STEP <= the latest checkpoint's step, export that checkpoint without training",
+    )
+    g.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an earlier run in --log-dir and the weights in --out (refused without it)",
@@ -228,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + shlex.join([script, *(sys.argv[1:] if argv is None else argv)])
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stop_at is not None and args.stop_at < 1:
+        raise ValueError(f"--stop-at must be a step >= 1, got {args.stop_at}")
     config = build_config(args)
     out = Path(args.out)
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}-run"
@@ -295,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             val_dataset=data.val,
             out_dir=log_dir,
             resume=args.resume,
+            stop_at_step=args.stop_at,
             progress=not args.no_progress,
         )
         validation = {k: round(v, 4) for k, v in result.validation.items() if math.isfinite(v)}

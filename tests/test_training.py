@@ -502,3 +502,20 @@ def test_recipe_new_flags_map_onto_the_config():
     args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
     cfg = recipe.build_config(args)
     assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}
+
+
+def test_stop_at_step_validates_and_resume_at_that_step_trains_nothing(tmp_path):
+    """--stop-at: a run stopped early (schedule unchanged) is validated; resuming with the same stop exports the
+    checkpoint as it is (nothing trained, same weights), and resuming without it continues the planned schedule."""
+    torch.manual_seed(0)
+    a, ds = _trainer(max_steps=6, checkpoint_every=2)
+    first = a.fit(ds, val_dataset=ds, out_dir=tmp_path, progress=False, stop_at_step=2)
+    assert first.steps == 2 and a.step == 2 and a.total_steps == 6
+    assert "ssim/mean" in first.validation  # validated although the schedule is not finished
+    b, _ = _trainer(max_steps=6, checkpoint_every=2)
+    again = b.fit(ds, val_dataset=ds, out_dir=tmp_path, resume=True, progress=False, stop_at_step=2)
+    assert again.steps == 2
+    assert all(torch.equal(v, _params(a.generator)[k]) for k, v in _params(b.generator).items())
+    assert again.validation == pytest.approx(first.validation)
+    c, _ = _trainer(max_steps=6, checkpoint_every=2)
+    assert c.fit(ds, out_dir=tmp_path, resume=True, progress=False, validate=False).steps == 6

@@ -593,8 +593,9 @@ class GANTrainer:
             checkpoint_dir: Checkpoint root (default ``out_dir/checkpoints``); every ``config.checkpoint_every``
                 steps and at the end.
             resume: True (latest checkpoint of ``checkpoint_dir``), a checkpoint folder, or False.
-            stop_at_step: Stop (and checkpoint) at this step without changing the schedule (e.g. a time-boxed
-                session to be resumed later).
+            stop_at_step: Stop at this step without changing the schedule: checkpoint, validate and return (a
+                time-boxed session to be resumed later, or a run stopped where validation stopped improving). With
+                ``resume`` and a step at or below the checkpoint's, nothing is trained.
             progress: tqdm progress bar on rank 0.
             validate: Run :meth:`evaluate` on ``val_dataset`` at the end.
             grids: Write the per-epoch PNG grid.
@@ -683,13 +684,13 @@ class GANTrainer:
         if manager is not None and self._saved_step != self.step:
             self.save_checkpoint(manager)
         validation: dict[str, float] = {}
-        if validate and val_dataset is not None and self.step >= total_steps:
+        if validate and val_dataset is not None and self.step >= end:
             if is_main:
                 validation = self.evaluate(val_dataset)
                 if logger is not None:
                     logger.log(self.step, {f"val/{k}": v for k, v in validation.items()}, epoch=self.epoch)
             barrier(self.env)
-        if grids and out is not None and is_main and grid_batch is not None and self.step >= total_steps:
+        if grids and out is not None and is_main and grid_batch is not None and self.step >= end:
             self.save_grid(out / "grids" / "final.png", grid_batch, None)
         if logger is not None:
             logger.close()
