@@ -127,6 +127,16 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--brain", type=Path, default=None, metavar="FILE", help="brain mask (single mask input only)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (default 0)")
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "local"),
+        default=None,
+        help="whole: paint whole brains on the atlas grid; local: repaint only the edited lesion's neighbourhood "
+        "inside the case's own images (any grid; needs the images next to each mask). Default: the weights' mode",
+    )
+    parser.add_argument(
+        "--margin-mm", type=float, default=8.0, metavar="MM", help="local mode: margin around the edit (default 8)"
+    )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
     parser.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -304,6 +314,7 @@ class _Case:
     header: Any
     brain: Any
     stats: dict[str, Any]
+    images: dict[str, Any]  # local mode: the case's own images (the region is repainted inside them)
 
 
 def _read_mask(path: Path, scheme: Any, atlas: Any) -> tuple[Any, Any]:
@@ -331,7 +342,8 @@ def _read_mask(path: Path, scheme: Any, atlas: Any) -> tuple[Any, Any]:
             hint += f"; it holds {len(values)} distinct values: is it an image rather than a mask?"
         raise ValueError(f"{e}{hint}") from None
     img = nib.load(str(path))
-    atlas.check_grid(label.shape, img.affine, f"mask {path}")
+    if atlas is not None:  # whole-image mode paints on the atlas grid; local mode works on any grid
+        atlas.check_grid(label.shape, img.affine, f"mask {path}")
     return label, img
 
 
@@ -367,6 +379,7 @@ def _json_default(obj: Any) -> Any:
 
 def _run_synthesize(args: argparse.Namespace) -> int:
     import json
+    import math
     import warnings
 
     import nibabel as nib
@@ -374,6 +387,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from .augment.painters import SAMRPainter
     from .data.brats import SEQUENCE_ALIASES, check_scheme_layout, layout_of_name
     from .editing import LesionEditor
     from .intensity import denormalize, robust_normalize
@@ -404,7 +418,11 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     unknown = sorted(set(seq_map) - set(sequences))
     if unknown:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
-    atlas = synth.atlas
+    if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
+        raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
+    painter = SAMRPainter(synth, mode=args.mode, margin_mm=args.margin_mm)  # --mode must match the weights
+    local = painter.mode == "local"
+    atlas = None if local else synth.atlas
 
     layouts: set[str] = set()
     cases: list[_Case] = []
@@ -426,6 +444,13 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         layouts |= seen  # type: ignore[arg-type]
         label, img = _read_mask(path, scheme, atlas)
         sources = {seq: _read_image_like(p, case, path, img, "image") for seq, p in own.items()}
+        missing = [s for s in sequences if s not in sources]
+        if local and missing:
+            raise ValueError(
+                f"mask {path}: local mode repaints the case's own images, but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} missing next to it; put {case}-<sequence>.nii.gz files "
+                "beside the mask (see --sequence-map for other names) or use whole-image weights"
+            )
         if args.brain is not None:
             brain = _read_image_like(args.brain, case, path, img, "--brain") != 0
             what = f"--brain {args.brain}"
@@ -437,7 +462,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             for vol in sources.values():
                 brain |= vol != 0
             what = f"the non-zero voxels of {', '.join(p.name for p in own.values())}"
-        else:
+        else:  # whole mode only: local mode has the case's images (checked above)
             brain = atlas.brain.cpu().numpy().copy()
             what = "the atlas brain"
             if not warned:
@@ -459,7 +484,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             )
         brain = brain | (label != 0)
         stats = {seq: robust_normalize(vol, brain)[1] for seq, vol in sources.items()}
-        cases.append(_Case(path, case, label, img, brain, stats))
+        cases.append(_Case(path, case, label, img, brain, stats, sources if local else {}))
     if not cases:
         raise ValueError(
             f"none of the {len(masks)} masks under --masks {str(args.masks)!r} holds a lesion (all background); "
@@ -476,6 +501,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     editor = LesionEditor(scheme)
     labels = [c.label for c in cases]
     written, matched = 0, sum(bool(c.stats) for c in cases)
+    local_skips: list[str] = []
     with StagedOutput(args.out, overwrite=args.overwrite) as stage:
         bar = tqdm(total=len(cases) * args.n, desc="synthesize", unit="sample")
         for m, c in enumerate(cases):
@@ -487,15 +513,27 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                 else:
                     result = editor.random_edit(c.label, c.brain, donors=donors, generator=generator)
                     edited, record = np.asarray(result.label), result.record
-                samr = scheme.to_samr(edited, c.brain)
-                volumes = synth.synthesize_volume(samr, affine=c.header.affine, brain=c.brain, output="model")
-                out_vols = {}
-                for seq, vol in volumes.items():
-                    arr = vol.numpy()
-                    if seq in c.stats:
-                        arr = denormalize(arr, c.stats[seq], c.brain)
-                    out_vols[seq] = arr.astype(np.float32)
                 sample = f"{c.name}-synth{j}"
+                if local:  # the region around the edit repainted inside the case's own images, in their scale
+                    images = {s: torch.from_numpy(np.asarray(v, dtype=np.float32)) for s, v in c.images.items()}
+                    painted, paint_record = painter.paint(
+                        images, c.label, np.asarray(edited), c.brain, c.header.affine, scheme
+                    )
+                    if paint_record.get("skipped"):
+                        local_skips.append(f"{sample}: {paint_record['skipped']}")
+                        bar.update(1)
+                        continue
+                    record = {**record, "paint": paint_record}
+                    out_vols = {seq: painted[seq].numpy().astype(np.float32) for seq in sequences}
+                else:
+                    classes = synth.encode(edited, c.brain, scheme)  # the weights' classes (scheme-native or SAMR)
+                    volumes = synth.synthesize_volume(classes, affine=c.header.affine, brain=c.brain, output="model")
+                    out_vols = {}
+                    for seq, vol in volumes.items():
+                        arr = vol.numpy()
+                        if seq in c.stats:
+                            arr = denormalize(arr, c.stats[seq], c.brain)
+                        out_vols[seq] = arr.astype(np.float32)
                 with stage.entry(sample) as folder:
                     for seq, arr in out_vols.items():
                         header = c.header.header.copy()
@@ -511,6 +549,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                         "source_mask": str(c.path),
                         "scheme": scheme.name,
                         "weights": synth.key if synth.key is not None else "bundled",
+                        "mode": painter.mode,
                         "seed": args.seed,
                         "sample": j,
                         "files": {seq: f"{sample}-{out_names[seq]}.nii.gz" for seq in out_vols},
@@ -520,7 +559,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                     text = json.dumps(meta, indent=2, default=_json_default) + "\n"
                     (folder / "edit.json").write_text(text, encoding="utf-8")
                     if args.preview:
-                        lesion = samr >= 2
+                        lesion = np.isin(np.asarray(edited), scheme.lesion_values)
                         counts = (lesion if lesion.any() else c.brain).sum(axis=(0, 1))
                         z = int(np.argmax(counts))
                         named = {out_names[s]: v for s, v in out_vols.items()}
@@ -531,6 +570,9 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         out = stage.commit()
     scale = f"{matched} of {len(cases)} cases in their own images' scale, the others in [-1, 1]"
     print(f"wrote {written} synthetic samples ({', '.join(out_names.values())}; {scale}) to {out}")
+    if local_skips:
+        shown = "; ".join(local_skips[:10]) + (" ..." if len(local_skips) > 10 else "")
+        print(f"left {len(local_skips)} samples unpainted (local mode could not hold the region): {shown}")
     if skipped:
         shown = ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         print(f"skipped {len(skipped)} masks without any lesion (all background): {shown}")

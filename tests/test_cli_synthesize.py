@@ -130,3 +130,42 @@ def test_info(weights: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"{n_params:,}" in out
     assert "shape [32, 32, 8], spacing [2.0, 2.0, 2.0] mm" in out
     assert "data: unit test" in out
+
+
+def test_synthesize_local_mode_on_another_grid(tiny_local_weights: str, tmp_path: Path, capsys) -> None:
+    """Local weights repaint only the lesion's neighbourhood inside the case's own images, on a 1 mm grid that is
+    not the atlas grid; voxels far from the lesion are bit-identical to the input."""
+    shape, affine = (40, 40, 24), np.diag([1.0, 1.0, 1.0, 1.0])
+    brain = np.zeros(shape, dtype=bool)
+    brain[4:36, 4:36, 2:22] = True
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[16:24, 16:24, 10:14] = 2
+    seg[18:22, 18:22, 11:13] = 3  # BraTS 2023 ET: translated to the weights' brats2021 (ET = 4)
+    root, rng = tmp_path / "masks" / "case7", np.random.default_rng(1)
+    _save(root / "case7-seg.nii.gz", seg, affine)
+    inputs = {}
+    for k, seq in enumerate(SEQS):
+        inputs[seq] = np.where(brain, 100.0 * (k + 1) * (1 + rng.random(shape)), 0.0).astype(np.float32)
+        _save(root / f"case7-{seq}.nii.gz", inputs[seq], affine)
+    out = tmp_path / "out"
+    argv = ["synthesize", "--masks", str(root / "case7-seg.nii.gz"), "--out", str(out), "--weights"]
+    argv += [tiny_local_weights, "--scheme", "brats2023", "--no-edit", "--margin-mm", "2"]
+    assert main(argv) == 0
+    assert "wrote 1 synthetic samples" in capsys.readouterr().out
+    sample = out / "case7-synth0"
+    meta = json.loads((sample / "edit.json").read_text())
+    assert meta["mode"] == "local" and meta["edit"]["paint"]["mode"] == "local"
+    far = np.ones(shape, dtype=bool)
+    far[10:30, 10:30, 4:20] = False  # the lesion dilated by margin + feather + one 2 mm model voxel
+    for seq in SEQS:
+        img = nib.load(str(sample / f"case7-synth0-{seq}.nii.gz"))
+        vol = np.asanyarray(img.dataobj)
+        np.testing.assert_allclose(img.affine, affine)
+        assert np.array_equal(vol[far], inputs[seq][far])  # untouched, bit for bit
+        assert not np.array_equal(vol[seg > 0], inputs[seq][seg > 0])  # the lesion was repainted
+    # the mode must match the weights, and local mode needs the case's images
+    assert main([*argv[:4], str(tmp_path / "o2"), *argv[5:], "--mode", "whole"]) == 1
+    assert "trained for mode 'local'" in capsys.readouterr().err
+    (root / "case7-t2f.nii.gz").unlink()
+    assert main([*argv[:4], str(tmp_path / "o3"), *argv[5:]]) == 1
+    assert "t2f is missing next to it" in capsys.readouterr().err
