@@ -21,28 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .argtypes import non_negative_int, positive_int
 
 __all__ = ["build_parser", "main"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------- phantom
@@ -57,12 +38,12 @@ def _register_phantom(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--n", required=True, type=_positive_int, metavar="N", help="number of subjects")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="data-set seed (default 0)")
+    parser.add_argument("--n", required=True, type=positive_int, metavar="N", help="number of subjects")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="data-set seed (default 0)")
     parser.add_argument(
         "--resolution", type=float, default=2.0, choices=(1.0, 2.0), metavar="MM", help="voxel size: 2 (default) or 1"
     )
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="W", help="parallel processes (default 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel processes (default 1)")
     parser.add_argument("--no-montage", action="store_true", help="do not write DIR/montage.png")
     parser.set_defaults(func=_run_phantom)
 
@@ -103,7 +84,7 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--masks", required=True, type=Path, metavar="FILE|DIR", help="NIfTI mask file or folder")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--n", type=_positive_int, default=1, metavar="K", help="samples per mask (default 1)")
+    parser.add_argument("--n", type=positive_int, default=1, metavar="K", help="samples per mask (default 1)")
     parser.add_argument(
         "--weights", default=None, metavar="W", help="weights folder or org/name[@revision] (default: bundled demo)"
     )
@@ -126,7 +107,7 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         "model's names, then the BraTS 2021 names t1, t1ce, t2, flair); also names the output files",
     )
     parser.add_argument("--brain", type=Path, default=None, metavar="FILE", help="brain mask (single mask input only)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed (default 0)")
     parser.add_argument(
         "--mode",
         choices=("whole", "local"),

@@ -23,17 +23,9 @@ import argparse
 import os
 from pathlib import Path
 
+from samraug.argtypes import non_negative_int
+
 __all__ = ["add_parser", "run"]
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -82,14 +74,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--name", metavar="NAME", help="dataset name (DatasetXXX_NAME)")
     parser.add_argument("--scheme", metavar="S", help="label scheme: brats2021, brats2023, brats2024 (4 = RC)")
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--per-case", type=_non_negative_int, default=None, metavar="N", help="synthetic per real case")
-    count.add_argument("--n-synthetic", type=_non_negative_int, default=None, metavar="N", help="synthetic in total")
+    count.add_argument("--per-case", type=non_negative_int, default=None, metavar="N", help="synthetic per real case")
+    count.add_argument("--n-synthetic", type=non_negative_int, default=None, metavar="N", help="synthetic in total")
     parser.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed of folds and edits")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed of folds and edits")
     parser.add_argument("--weights", metavar="W", help="SAMR weights: folder or org/name[@rev] (default: bundled)")
     parser.add_argument("--sequences", type=_names, metavar="A,B", help="channels in order (default: all images)")
     parser.add_argument("--sequence-map", type=_pairs, metavar="M=K,...", help="model sequence=subject key pairs")
-    parser.add_argument("--donors", type=_non_negative_int, default=4, metavar="N", help="donor pool per fold (4)")
+    parser.add_argument("--donors", type=non_negative_int, default=4, metavar="N", help="donor pool per fold (4)")
     parser.add_argument("--label-based", action="store_true", help="plain labels in dataset.json, not BraTS regions")
     parser.add_argument(
         "--preprocessed-dir",
