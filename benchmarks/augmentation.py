@@ -745,7 +745,7 @@ def train_painter(
     cfg = preset_config(
         config.samr_preset, model_type=model_type, max_steps=config.samr_steps, num_workers=0, seed=0, **switches
     )
-    trainer = GANTrainer(cfg, sequences=data.sequences, device=device)
+    trainer = GANTrainer(cfg, sequences=data.sequences, device=device, label_scheme=data.scheme)
     result = trainer.fit(data.train, out_dir=work / "run", progress=False, validate=False, grids=True)
     folder = trainer.export(
         work / "weights",
