@@ -12,7 +12,8 @@ Protocol:
    per-subject seed is shared).
 3. One 2D U-Net (:mod:`samraug.training.segmentation`) is trained per arm and seed with the same architecture,
    optimiser, schedule, loss, batch size and optimiser-step budget; only the training data differ
-   (:mod:`benchmarks.arms`).
+   (:mod:`benchmarks.arms`). Every painting arm is made by the library's public augmentation path,
+   :class:`samraug.dataset.SAMRAugmentedDataset` over the training subjects with ``painter=`` / ``mode=``.
 4. Each segmenter predicts every held-out subject slice-wise; the 3D volumes are scored against the ground truth
    (spacing-aware Dice, HD95, sensitivity, specificity; :mod:`samraug.metrics`, BraTS legacy edge conventions) for
    SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the per-region table shows mean +- std
@@ -33,7 +34,8 @@ Tumor), ``augmentation.json`` (every per-seed and per-subject number, the paired
 configuration, the machine and the exact command), ``augmentation.png`` and ``augmentation_ci.png`` (the CIs).
 
 Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
-conventional, copy-paste, RandomLabelsToImage and SAMR 50 %), ``standard`` (the decision run, about 2 h on 2 CPU
+conventional, copy-paste, RandomLabelsToImage, SAMR 50 % and SAMR local 50 %; the local arm needs local-mode
+weights, ``--local-weights FOLDER``, and is skipped with the reason printed when there are none), ``standard`` (the decision run, about 2 h on 2 CPU
 cores: 40 phantom subjects, every arm at 25 % of the training subjects, the control, the data-fraction and ratio
 sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects from a pilot through
 ``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on the
@@ -676,7 +678,7 @@ def resolve_painters(
 
     painters: dict[str, Painter] = {}
     for variant in variants:
-        if variant == LOCAL_VARIANT:  # given weights only (local training is recipes/train_samr.py's --mode local)
+        if variant == LOCAL_VARIANT:  # given weights only (local training is recipes/train_samr.py's --task local)
             weights, reason = local_weights(config)
             if weights is None:
                 raise ValueError(f"the {LOCAL_VARIANT!r} generator: {reason}")
@@ -715,7 +717,7 @@ def local_weights(config: BenchmarkConfig) -> tuple[str | None, str | None]:
     if BUNDLED_LOCAL_WEIGHTS.is_dir():
         return str(BUNDLED_LOCAL_WEIGHTS), None
     return None, (
-        f"no local-mode weights: pass --local-weights FOLDER (e.g. trained with recipes/train_samr.py --mode local); "
+        f"no local-mode weights: pass --local-weights FOLDER (e.g. trained with recipes/train_samr.py --task local); "
         f"the bundled folder {BUNDLED_LOCAL_WEIGHTS.relative_to(BUNDLED_LOCAL_WEIGHTS.parents[2])} does not exist"
     )
 
