@@ -36,10 +36,10 @@ configuration, the machine and the exact command), ``augmentation.png`` and ``au
 Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
 conventional, copy-paste, RandomLabelsToImage, SAMR 50 % and SAMR local 50 %; the local arm needs local-mode
 weights, ``--local-weights FOLDER``, and is skipped with the reason printed when there are none), ``standard``
-(the decision run, about 2 h on 2 CPU cores: 40 phantom subjects, every arm at 25 % of the training subjects, the control, the data-fraction and ratio
-sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects from a pilot through
-``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on the
-training split). Every preset value can be overridden from the command line.
+(the decision run, about 2 h on 2 CPU cores: 40 phantom subjects, every arm at 25 % of the training subjects, the
+control, the data-fraction and ratio sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects
+from a pilot through ``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines
+trained on the training split). Every preset value can be overridden from the command line.
 
 Example:
     python benchmarks/augmentation.py --preset quick --out /tmp/bench_quick
