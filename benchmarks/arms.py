@@ -9,20 +9,18 @@ everything else (U-Net, optimiser, step budget) is the same for every arm. The a
   as many as the synthetic arms add. ``conventional_otf`` applies the same transform on the fly to every sample
   instead (the usual practice; TorchIO's elastic deformation costs ~0.3 s per 128x128 slice on one CPU core, so
   it belongs on machines with many DataLoader workers).
-- ``labels_to_image``: real slices + a fixed pool of synthetic slices whose masks are real masks edited by the
-  :class:`samraug.editing.LesionEditor` (donors from the training split only) and whose images are painted by
-  ``tio.RandomLabelsToImage`` (a random Gaussian intensity per SAMR class and sequence, SynthSeg-style), blurred,
-  then normalised like real images (robust percentiles inside the brain -> [-1, 1], background -1).
-- ``copy_paste``: real slices + a fixed pool of CarveMix-style slices (Zhang et al. 2021): a donor's lesion plus a
-  random margin of surrounding tissue, label AND image content, carved into a recipient slice of another training
-  subject at the same position (subjects share one grid, so the same ``z`` is the same anatomy level).
-- ``samr_25``, ``samr_50`` and, at 50 %, the ablations and baselines: real slices + a fixed pool of synthetic
-  slices whose masks are the *same* edited masks as the ``labels_to_image`` arm (same seed, same editor) and whose
-  images are painted by a generator through :class:`samraug.synthesis.Synthesizer` with its atlas slices.
+- ``labels_to_image``, ``copy_paste``, ``samr_25`` / ``samr_50`` / ``samr_75``, ``samr_local_50`` and, at 50 %, the
+  ablations and baselines: real slices + a fixed pool of synthetic slices made through the library's public
+  augmentation path, :class:`samraug.dataset.SAMRAugmentedDataset` over the arm's real training subjects with
+  ``painter="labels-to-image"`` (TorchIO ``RandomLabelsToImage`` + ``RandomBlur`` around the edit),
+  ``"copy-paste"`` (CarveMix-style: another training subject's lesion and intensities) or ``"samr"`` (``mode=
+  "whole"``: the generator repaints every slice; ``"local"``: only around the edit) -- the code users run
+  (:func:`painted_pool`). Edit and copy-paste donors are the arm's training subjects only.
 
 A fixed synthetic pool (not on-the-fly generation) follows the paper (Table 2: "1080 synthesized + 1080 real"): at
 ratio ``r`` the mixed set holds ``round(n_real / (1 - r)) - n_real`` synthetic instances, so 50 % doubles the set and
-25 % adds a third. Sharing the edited masks between painters isolates the painter, which is what the table compares.
+25 % adds a third. The pool holds the slices whose labels the edit changed, from as many synthetic volumes as needed;
+painters given the same seed paint the same edits, which isolates the painter, which is what the table compares.
 
 Example:
     >>> # real = SliceSet(image, label, brain, z, subject_ids, sequences)
@@ -33,34 +31,27 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.utils.data import Dataset
 
 from samraug.labels import BACKGROUND, LESION_CLASSES
 
 __all__ = [
     "ARMS",
+    "PAINTER_OF_KIND",
     "ArmSpec",
     "ConventionalDataset",
-    "EditedMasks",
     "MixedDataset",
     "SliceSet",
-    "carve_mix",
     "conventional_pool",
     "conventional_transform",
-    "copy_paste_pool",
-    "edited_mask_pool",
-    "generator_pool",
-    "labels_to_image",
-    "labels_to_image_pool",
     "n_synthetic",
+    "painted_pool",
 ]
 
 
@@ -107,8 +98,7 @@ ARMS: dict[str, ArmSpec] = {
         ArmSpec("samr_25", "+ SAMR (25 %)", "generator", 0.25, "samr", group="SAMR"),
         ArmSpec("samr_50", "+ SAMR (50 %)", "generator", 0.5, "samr", group="SAMR"),
         ArmSpec("samr_75", "+ SAMR (75 %)", "generator", 0.75, "samr", group="SAMR"),
-        # SAMR local joins with one line once the library's local painter is merged:
-        # ArmSpec("samr_local_50", "+ SAMR local (50 %)", "generator", 0.5, "samr", group="SAMR", mode="local"),
+        ArmSpec("samr_local_50", "+ SAMR local (50 %)", "generator", 0.5, "samr_local", group="SAMR", mode="local"),
         ArmSpec(
             "control", "Real + the generator's training subjects (control)", "control", group="Control: SAMR's labels"
         ),
@@ -385,288 +375,119 @@ def conventional_pool(real: SliceSet, n: int, seed: int, transform: Any | None =
     )
 
 
-# ---------------------------------------------------------------------------------------------------- copy-paste
-def carve_mix(
-    recipient_image: torch.Tensor,
-    recipient_label: torch.Tensor,
-    donor_image: torch.Tensor,
-    donor_label: torch.Tensor,
-    margin: float = 3.0,
-    recipient_brain: torch.Tensor | None = None,
-    donor_brain: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CarveMix-style copy-paste: carve the donor's lesion plus ``margin`` pixels of surrounding tissue, label AND
-    image content, into the recipient at the same position.
-
-    The carved region is the donor's lesion (SAMR classes 2-4) grown by ``margin`` pixels (Euclidean), restricted
-    outside the lesion to where both slices are brain (so no background is pasted over brain or the reverse). Inside
-    it the recipient takes the donor's labels and intensities; outside it nothing changes.
-
-    Args:
-        recipient_image, donor_image: ``(n, H, W)`` images (same normalisation).
-        recipient_label, donor_label: ``(H, W)`` SAMR class maps.
-        margin: Growth of the carved region around the donor lesion, in pixels (>= 0).
-        recipient_brain, donor_brain: ``(H, W)`` bool brain masks (default: label > 0).
-
-    Returns:
-        ``(image, label, region)``: the mixed image and label and the carved region (bool ``(H, W)``).
-
-    Example:
-        >>> lab = torch.zeros(8, 8, dtype=torch.long); lab[1:7, 1:7] = 1
-        >>> don = lab.clone(); don[3:5, 3:5] = 4
-        >>> img, out, region = carve_mix(torch.zeros(1, 8, 8), lab, torch.ones(1, 8, 8), don, margin=0)
-        >>> int((out == 4).sum()), float(img[0, 3, 3]), int(region.sum())
-        (4, 1.0, 4)
-    """
-    if recipient_image.shape != donor_image.shape or recipient_label.shape != donor_label.shape:
-        raise ValueError(
-            f"recipient ({tuple(recipient_image.shape)}, {tuple(recipient_label.shape)}) and donor "
-            f"({tuple(donor_image.shape)}, {tuple(donor_label.shape)}) must have the same shapes"
-        )
-    if recipient_image.shape[-2:] != recipient_label.shape:
-        raise ValueError(
-            f"image {tuple(recipient_image.shape)} and label {tuple(recipient_label.shape)} differ in size"
-        )
-    if not margin >= 0 or not math.isfinite(margin):
-        raise ValueError(f"margin must be a finite number of pixels >= 0, got {margin}")
-    rb = recipient_label > BACKGROUND if recipient_brain is None else recipient_brain.bool()
-    db = donor_label > BACKGROUND if donor_brain is None else donor_brain.bool()
-    lesion = (donor_label >= min(LESION_CLASSES)).cpu().numpy()
-    if margin > 0 and lesion.any():
-        dist = ndimage.distance_transform_edt(~lesion)
-        grown = torch.from_numpy(dist <= margin)
-    else:
-        grown = torch.from_numpy(lesion)
-    lesion_t = torch.from_numpy(lesion)
-    region = (lesion_t | (grown & rb.cpu() & db.cpu())).to(recipient_label.device)
-    label = torch.where(region, donor_label, recipient_label)
-    image = torch.where(region.unsqueeze(0), donor_image, recipient_image)
-    return image, label, region
+# ---------------------------------------------------------------------------------------------------- painted pools
+#: The library painter of each painting arm kind (``generator`` arms: ``"samr"`` with the arm's mode).
+PAINTER_OF_KIND: dict[str, str] = {
+    "copy_paste": "copy-paste",
+    "labels_to_image": "labels-to-image",
+    "generator": "samr",
+}
 
 
-def copy_paste_pool(
-    real: SliceSet, n: int, seed: int, max_margin: float = 4.0, max_dz: int = 2
-) -> tuple[SliceSet, set[str]]:
-    """``n`` CarveMix-style instances from ``real`` (all of whose subjects must be training subjects).
-
-    Each instance: a random lesion-bearing donor slice, a recipient slice of ANOTHER subject within ``max_dz``
-    slices of the donor's ``z`` (any other subject's slice if none is that close), and a margin drawn uniformly from
-    [0, ``max_margin``] pixels. Returns the pool and the set of donor subject ids (for the split check).
-
-    Example:
-        >>> # pool, donors = copy_paste_pool(real_train, n=len(real_train), seed=0)
-    """
-    if n == 0:
-        return real.subset([]), set()
-    g = torch.Generator().manual_seed(seed)
-    lesion_idx = torch.nonzero(real.has_lesion).flatten()
-    if len(lesion_idx) == 0:
-        raise ValueError("copy-paste needs lesion-bearing training slices as donors; none found in the training set")
-    if len(real.subjects) < 2:
-        raise ValueError("copy-paste needs at least two training subjects (donor and recipient must differ)")
-    subj = np.asarray(real.subject_ids)
-    z = real.z
-    images, labels, brains, zs, ids, origin = [], [], [], [], [], []
-    donors: set[str] = set()
-    for _ in range(n):
-        d = int(lesion_idx[torch.randint(len(lesion_idx), (1,), generator=g)])
-        other = torch.from_numpy(subj != subj[d])
-        close = other & ((z - z[d]).abs() <= max_dz)
-        cand = torch.nonzero(close if close.any() else other).flatten()
-        r = int(cand[torch.randint(len(cand), (1,), generator=g)])
-        margin = float(torch.rand((), generator=g)) * max_margin
-        image, label, region = carve_mix(
-            real.image[r], real.label[r], real.image[d], real.label[d], margin, real.brain[r], real.brain[d]
-        )
-        images.append(image)
-        labels.append(label)
-        brains.append(torch.where(region, real.brain[d], real.brain[r]))
-        zs.append(int(z[r]))
-        ids.append(real.subject_ids[r])
-        donors.add(real.subject_ids[d])
-        origin.append(
-            {"op": "copy_paste", "recipient": r, "donor": d, "donor_subject": real.subject_ids[d], "margin": margin}
-        )
-    pool = SliceSet(
-        torch.stack(images), torch.stack(labels), torch.stack(brains), torch.tensor(zs), ids, real.sequences, origin
-    )
-    return pool, donors
-
-
-# ---------------------------------------------------------------------------------------------------- edited masks
-@dataclass
-class EditedMasks:
-    """A pool of edited 2D masks shared by every painter (RandomLabelsToImage, SAMR, ablations, baselines).
-
-    Attributes:
-        label: ``(N, H, W)`` int64 edited SAMR class maps.
-        brain: ``(N, H, W)`` bool brain masks (the recipient's brain; edits stay inside it).
-        z: ``(N,)`` axial index of the recipient slice (for the atlas stack).
-        subject_ids: Recipient subject of each mask.
-        records: The editor's record of each edit (operations and parameters).
-        donor_ids: Subjects whose lesions were used as donors.
-    """
-
-    label: torch.Tensor
-    brain: torch.Tensor
-    z: torch.Tensor
-    subject_ids: list[str]
-    records: list[dict[str, Any]]
-    donor_ids: set[str]
-
-    def __len__(self) -> int:
-        return int(self.label.shape[0])
-
-    def head(self, n: int) -> EditedMasks:
-        """The first ``n`` masks (the 25 % arm uses the head of the 50 % pool: same masks, fewer of them)."""
-        if n > len(self):
-            raise ValueError(f"asked for {n} masks from a pool of {len(self)}")
-        return EditedMasks(
-            self.label[:n], self.brain[:n], self.z[:n], self.subject_ids[:n], self.records[:n], set(self.donor_ids)
-        )
-
-
-def edited_mask_pool(
+def painted_pool(
+    subjects: Sequence[Any],
     real: SliceSet,
     n: int,
+    *,
+    painter: str,
+    synthesizer: Any,
+    scheme: str,
     seed: int,
-    editor: Any | None = None,
-    n_donors: int = 8,
-    max_dz: int = 2,
-) -> EditedMasks:
-    """``n`` masks made by editing real training masks with :meth:`samraug.editing.LesionEditor.random_edit`.
+    mode: str | None = None,
+    max_volumes: int | None = None,
+) -> tuple[SliceSet, dict[str, Any]]:
+    """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
-    Each mask: a uniformly drawn real slice (the recipient), edited by the random policy with up to ``n_donors``
-    lesion-bearing slices of OTHER training subjects within ``max_dz`` slices as swap donors (all slices share one
-    grid, so a donor lesion lands at its own anatomical position). Every donor comes from ``real``, i.e. from the
-    training split; the offered donors' subjects are returned in ``donor_ids`` for the protocol check.
-
-    Example:
-        >>> # masks = edited_mask_pool(real_train, n=len(real_train), seed=0)
-    """
-    from samraug.editing import LesionEditor, donor_of
-
-    editor = editor if editor is not None else LesionEditor("samr", min_fragment=5)
-    h, w = real.label.shape[-2:]
-    if n == 0:
-        return EditedMasks(
-            torch.zeros(0, h, w, dtype=torch.long),
-            torch.zeros(0, h, w, dtype=torch.bool),
-            torch.zeros(0, dtype=torch.long),
-            [],
-            [],
-            set(),
-        )
-    g = torch.Generator().manual_seed(seed)
-    subj = np.asarray(real.subject_ids)
-    lesion = real.has_lesion
-    labels, records, zs, ids = [], [], [], []
-    donor_ids: set[str] = set()
-    for _ in range(n):
-        r = int(torch.randint(len(real), (1,), generator=g))
-        cand = torch.nonzero(
-            lesion & torch.from_numpy(subj != subj[r]) & ((real.z - real.z[r]).abs() <= max_dz)
-        ).flatten()
-        if len(cand) > n_donors:
-            cand = cand[torch.randperm(len(cand), generator=g)[:n_donors]]
-        donors = [(real.label[int(d)], real.brain[int(d)]) for d in cand]
-        res = editor.random_edit(real.label[r], real.brain[r], donors=donors or None, generator=g)
-        labels.append(torch.as_tensor(res.label).long())
-        donor = donor_of(res.record)
-        used = [real.subject_ids[int(cand[donor])]] if donor is not None else []
-        donor_ids.update(real.subject_ids[int(d)] for d in cand)
-        records.append(
-            {"recipient": r, "recipient_subject": real.subject_ids[r], "donor_subjects": used, "edit": res.record}
-        )
-        zs.append(int(real.z[r]))
-        ids.append(real.subject_ids[r])
-    label = torch.stack(labels)
-    brain = real.brain[[rec["recipient"] for rec in records]] | (label > BACKGROUND)
-    return EditedMasks(label, brain, torch.tensor(zs), ids, records, donor_ids)
-
-
-def generator_pool(masks: EditedMasks, synthesizer: Any, sequences: tuple[str, ...]) -> SliceSet:
-    """Paint ``masks`` with a generator (:meth:`samraug.synthesis.Synthesizer.synthesize_slices`, batched, with the
-    weights' atlas slices at each mask's ``z``); outside the brain the images are set to the background value -1,
-    like real normalised images. Images stay in the model's normalised range [-1, 1]."""
-    from samraug.intensity import BACKGROUND_VALUE
-
-    if tuple(synthesizer.sequences) != tuple(sequences):
-        raise ValueError(
-            f"the generator makes {list(synthesizer.sequences)}, the segmenter uses {list(sequences)}; they must match"
-        )
-    if len(masks) == 0:
-        return _empty_like(masks, sequences)
-    images = synthesizer.synthesize_slices(masks.label, z=masks.z)
-    images = torch.where(masks.brain.unsqueeze(1), images.clamp(-1.0, 1.0), torch.full_like(images, BACKGROUND_VALUE))
-    return _painted(masks, images, sequences, "generator")
-
-
-# ---------------------------------------------------------------------------------------------------- labels -> image
-def labels_to_image(
-    label: torch.Tensor, brain: torch.Tensor, n_sequences: int, blur_std: tuple[float, float] = (0.0, 1.0)
-) -> torch.Tensor:
-    """Paint a SAMR class map with ``tio.RandomLabelsToImage`` (one draw per sequence) and normalise it.
-
-    Each sequence gets a random Gaussian intensity per class (TorchIO defaults: mean U(0.1, 0.9), std
-    U(0.01, 0.1)), a random Gaussian blur (``tio.RandomBlur``), then the library's robust normalisation inside
-    ``brain`` ([-1, 1], background -1). Randomness comes from torch's global generator.
+    ``SAMRAugmentedDataset(subjects, painter=painter, mode=mode, weights=synthesizer, donors="dataset")`` makes
+    synthetic volumes from the training ``subjects`` (``tio.Subject``, the arm's real training subjects: every edit
+    donor and copy-paste donor is one of them); each synthetic volume is normalised and sliced exactly like the real
+    ones (:func:`samraug.data.slices.prepare_subject`), padded to the real slices' size, and its axial slices whose
+    label map the edit changed join the pool (in volume order, then ``z``) until it holds ``n``. Painters differ only
+    in how they paint: with the same ``seed`` the SAMR and RandomLabelsToImage pools paint the same edits of the same
+    source volumes, so the head of a pool is the smaller ratio's pool.
 
     Returns:
-        ``(n_sequences, H, W)`` float32.
+        The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
+        ``volumes`` (synthetic volumes made), ``donors`` (subject ids the dataset could take donors from),
+        ``edits`` (per volume: its :meth:`~samraug.dataset.SAMRAugmentedDataset.describe` record, source subject,
+        donor subject where the record names one, and the slices kept).
 
     Example:
-        >>> lab = torch.zeros(16, 16, dtype=torch.long); lab[2:14, 2:14] = 1; lab[6:9, 6:9] = 4
-        >>> labels_to_image(lab, lab > 0, 2).shape
-        torch.Size([2, 16, 16])
+        >>> # pool, what = painted_pool(train_subjects, real, 100, painter="copy-paste", synthesizer=synth,
+        >>> #                           scheme="brats2024", seed=0)
     """
-    import torchio as tio
+    from samraug.data.slices import pad_or_crop, prepare_subject
+    from samraug.dataset import SAMRAugmentedDataset
+    from samraug.intensity import BACKGROUND_VALUE
 
-    from samraug.intensity import robust_normalize
-
-    if not brain.any():
-        raise ValueError("labels_to_image: the brain mask is empty; cannot normalise the painted image")
-    subject = tio.Subject(label=tio.LabelMap(tensor=label.view(1, *label.shape, 1).to(torch.int16)))
-    paint = tio.Compose([tio.RandomLabelsToImage(label_key="label", image_key="t"), tio.RandomBlur(std=blur_std)])
-    out = []
-    for _ in range(n_sequences):
-        painted = paint(subject)["t"].data[0, ..., 0].float()
-        x, _ = robust_normalize(painted, brain)
-        out.append(x)
-    return torch.stack(out)
-
-
-def labels_to_image_pool(masks: EditedMasks, sequences: tuple[str, ...], seed: int) -> SliceSet:
-    """Paint every mask of ``masks`` with :func:`labels_to_image` (seeded)."""
-    if len(masks) == 0:
-        return _empty_like(masks, sequences)
-    with _seeded(seed):
-        images = torch.stack(
-            [labels_to_image(lab, b, len(sequences)) for lab, b in zip(masks.label, masks.brain, strict=True)]
-        )
-    return _painted(masks, images, sequences, "labels_to_image")
-
-
-def _painted(masks: EditedMasks, images: torch.Tensor, sequences: tuple[str, ...], painter: str) -> SliceSet:
-    """A slice set of ``images`` painted for the edited ``masks`` (labels, brains and records copied)."""
-    return SliceSet(
-        images,
-        masks.label.clone(),
-        masks.brain.clone(),
-        masks.z.clone(),
-        list(masks.subject_ids),
-        sequences,
-        [dict(r, painter=painter) for r in masks.records],
+    ids = [str(s["subject_id"]) for s in subjects]
+    if len(ids) < 2:
+        raise ValueError(f"the {painter!r} arm needs at least two training subjects (donor and source), got {len(ids)}")
+    what: dict[str, Any] = {"painter": painter, "mode": mode, "volumes": 0, "donors": sorted(ids), "edits": []}
+    size = tuple(real.label.shape[-2:])
+    if n == 0:
+        return _empty(real, size), what
+    limit = max_volumes if max_volumes is not None else 4 * n + 8
+    ds = SAMRAugmentedDataset(
+        list(subjects),
+        n_synthetic=limit,
+        weights=synthesizer,
+        scheme=scheme,
+        painter=painter,
+        mode=mode,
+        seed=seed,
+        donors="dataset",
+    )
+    parts: list[SliceSet] = []
+    have = 0
+    for i in range(ds.n_real, ds.n_real + limit):
+        item = ds[i]
+        record = ds.describe(i)
+        src = int(record["source"])
+        before = np.asarray(subjects[src]["seg"].data)[0]
+        after = np.asarray(item["seg"].data)[0]
+        changed = set(np.nonzero((before != after).any(axis=(0, 1)))[0].tolist())
+        entry = {"volume": i - ds.n_real, "source_subject": ids[src], **{k: record[k] for k in ("seed", "edit")}}
+        edit = record.get("edit") or {}
+        if edit.get("op") == "carve" and isinstance(edit.get("donor"), int):
+            entry["donor_subject"] = ids[int(edit["donor"])]
+        p = prepare_subject(item, real.sequences, scheme=scheme, selection="all")
+        keep = [k for k, z in enumerate(p.z) if int(z) in changed][: n - have]
+        entry["slices"] = len(keep)
+        what["edits"].append(entry)
+        what["volumes"] += 1
+        if keep:
+            image = pad_or_crop(p.images.permute(3, 0, 1, 2)[keep], size, value=BACKGROUND_VALUE)
+            label = pad_or_crop(p.label.permute(2, 0, 1)[keep].long(), size, value=0)
+            zs = [int(p.z[k]) for k in keep]
+            origin = [{"painter": painter, "volume": entry["volume"], "source": ids[src], "z": z} for z in zs]
+            parts.append(
+                SliceSet(
+                    image.contiguous(),
+                    label.contiguous(),
+                    label > 0,
+                    torch.tensor(zs),
+                    [ids[src]] * len(keep),
+                    real.sequences,
+                    origin,
+                )
+            )
+            have += len(keep)
+        if have >= n:
+            return SliceSet.concat(parts), what
+    raise ValueError(
+        f"the {painter!r} painter changed the labels of only {have} slices in {limit} synthetic volumes; {n} were "
+        "needed (are there lesions in the training subjects?); lower the ratio or pass more subjects"
     )
 
 
-def _empty_like(masks: EditedMasks, sequences: tuple[str, ...]) -> SliceSet:
-    h, w = masks.label.shape[-2:]
+def _empty(real: SliceSet, size: tuple[int, ...]) -> SliceSet:
+    h, w = size
     return SliceSet(
-        torch.zeros(0, len(sequences), h, w),
+        torch.zeros(0, len(real.sequences), h, w),
         torch.zeros(0, h, w, dtype=torch.long),
         torch.zeros(0, h, w, dtype=torch.bool),
         torch.zeros(0, dtype=torch.long),
         [],
-        sequences,
+        real.sequences,
     )

@@ -12,7 +12,8 @@ Protocol:
    per-subject seed is shared).
 3. One 2D U-Net (:mod:`samraug.training.segmentation`) is trained per arm and seed with the same architecture,
    optimiser, schedule, loss, batch size and optimiser-step budget; only the training data differ
-   (:mod:`benchmarks.arms`).
+   (:mod:`benchmarks.arms`). Every painting arm is made by the library's public augmentation path,
+   :class:`samraug.dataset.SAMRAugmentedDataset` over the training subjects with ``painter=`` / ``mode=``.
 4. Each segmenter predicts every held-out subject slice-wise; the 3D volumes are scored against the ground truth
    (spacing-aware Dice, HD95, sensitivity, specificity; :mod:`samraug.metrics`, BraTS legacy edge conventions) for
    SAMR's edema, cavity and tumor. Per seed the subject scores are averaged; the per-region table shows mean +- std
@@ -33,11 +34,12 @@ Tumor), ``augmentation.json`` (every per-seed and per-subject number, the paired
 configuration, the machine and the exact command), ``augmentation.png`` and ``augmentation_ci.png`` (the CIs).
 
 Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
-conventional, copy-paste, RandomLabelsToImage and SAMR 50 %), ``standard`` (the decision run, about 2 h on 2 CPU
-cores: 40 phantom subjects, every arm at 25 % of the training subjects, the control, the data-fraction and ratio
-sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects from a pilot through
-``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines trained on the
-training split). Every preset value can be overridden from the command line.
+conventional, copy-paste, RandomLabelsToImage, SAMR 50 % and SAMR local 50 %; the local arm needs local-mode
+weights, ``--local-weights FOLDER``, and is skipped with the reason printed when there are none), ``standard``
+(the decision run, about 2 h on 2 CPU cores: 40 phantom subjects, every arm at 25 % of the training subjects, the
+control, the data-fraction and ratio sweeps; step budget from ``benchmarks/step_budget.py``, seeds x test subjects
+from a pilot through ``benchmarks/stats.py``) and ``full`` (GPU scale: every arm, SAMR and its ablations/baselines
+trained on the training split). Every preset value can be overridden from the command line.
 
 Example:
     python benchmarks/augmentation.py --preset quick --out /tmp/bench_quick
@@ -73,17 +75,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks.arms` importa
 
 from benchmarks.arms import (
     ARMS,
+    PAINTER_OF_KIND,
     ArmSpec,
     ConventionalDataset,
-    EditedMasks,
     MixedDataset,
     SliceSet,
     conventional_pool,
-    copy_paste_pool,
-    edited_mask_pool,
-    generator_pool,
-    labels_to_image_pool,
     n_synthetic,
+    painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
 from samraug.training.segmentation import (
@@ -122,6 +121,10 @@ METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "sensitivity": "Sensitivity", "specificity": "Specificity"}
 #: SAMR variants and the recipe switches that make them (samraug.training / recipes/train_samr.py).
 VARIANTS: tuple[str, ...] = ("samr", "no_stretch_out", "no_label_wise_d", "no_atlas", "no_lc", "pix2pix", "pix2pixhd")
+#: The local-mode generator of the ``samr_local_50`` arm (``--local-weights``; never trained by ``--train-samr``).
+LOCAL_VARIANT = "samr_local"
+#: Local weights used when ``--local-weights`` is not given, if this folder exists.
+BUNDLED_LOCAL_WEIGHTS = Path(__file__).resolve().parents[1] / "samraug" / "weights" / "samr-tiny-local"
 
 #: The training switches of each variant (samraug.training.preset_config overrides).
 VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
@@ -134,15 +137,16 @@ VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
     "pix2pixhd": {"model_type": "pix2pixhd"},
 }
 
-QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50")
+QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50", "samr_local_50")
 #: The standard preset's arms. Every arm at the low-data fraction, the control, the data-fraction sweep (real-only and
-#: SAMR at 100 %) and the ratio sweep (25 / 50 / 75 %). SAMR local joins here with its arm (benchmarks.arms.ARMS).
+#: SAMR at 100 %) and the ratio sweep (25 / 50 / 75 %).
 STANDARD_ARMS = (
     "real",
     "conventional",
     "labels_to_image",
     "copy_paste",
     "samr_50",
+    "samr_local_50",
     "control",
     "real_full",
     "samr_50_full",
@@ -251,6 +255,8 @@ class BenchmarkConfig:
         selection: Training slices: ``brain`` (every slice with brain) or ``lesion``.
         weights: SAMR weights (folder, ``org/name[@rev]``; None = bundled demo weights).
         variant_weights: Weights per ablation/baseline variant when not training them.
+        local_weights: Local-mode weights of the ``samr_local_50`` arm (default: :data:`BUNDLED_LOCAL_WEIGHTS` if it
+            exists; else the arm is skipped with the reason printed and written to the JSON).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -289,6 +295,7 @@ class BenchmarkConfig:
     selection: str = "brain"
     weights: str | None = None
     variant_weights: dict[str, str] = field(default_factory=dict)
+    local_weights: str | None = None
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -671,12 +678,16 @@ def resolve_painters(
 
     painters: dict[str, Painter] = {}
     for variant in variants:
-        if config.train_samr:
+        if variant == LOCAL_VARIANT:  # given weights only (local training is recipes/train_samr.py's --task local)
+            weights, reason = local_weights(config)
+            if weights is None:
+                raise ValueError(f"the {LOCAL_VARIANT!r} generator: {reason}")
+        elif config.train_samr:
             if split is None or scheme is None:
                 raise ValueError("training the generators (train_samr) needs the benchmark's split and scheme")
             painters[variant] = train_painter(variant, config, split, identities or {}, scheme, log)
             continue
-        if variant == "samr":
+        elif variant == "samr":
             weights = config.weights
         elif variant in config.variant_weights:
             weights = config.variant_weights[variant]
@@ -692,6 +703,33 @@ def resolve_painters(
         painters[variant] = Painter(variant, synth, weights or "bundled demo weights", ids, info)
         log(f"{variant}: weights {weights or 'bundled demo weights'}, sequences {list(synth.sequences)}")
     return painters
+
+
+def local_weights(config: BenchmarkConfig) -> tuple[str | None, str | None]:
+    """The local-mode weights of the ``samr_local_50`` arm and None, or None and why the arm is skipped.
+
+    Example:
+        >>> local_weights(BenchmarkConfig(local_weights="/my/local"))
+        ('/my/local', None)
+    """
+    if config.local_weights:
+        return config.local_weights, None
+    if BUNDLED_LOCAL_WEIGHTS.is_dir():
+        return str(BUNDLED_LOCAL_WEIGHTS), None
+    return None, (
+        f"no local-mode weights: pass --local-weights FOLDER (e.g. trained with recipes/train_samr.py --task local); "
+        f"the bundled folder {BUNDLED_LOCAL_WEIGHTS.relative_to(BUNDLED_LOCAL_WEIGHTS.parents[2])} does not exist"
+    )
+
+
+def _whole_atlases(painters: Iterable[Painter]) -> list[Any]:
+    """The atlases of the whole-image generators that use one (subjects must lie on their grids); local-mode
+    weights carry no atlas."""
+    return [
+        p.synthesizer.atlas
+        for p in painters
+        if p.synthesizer.config.get("mode", "whole") == "whole" and p.synthesizer.uses_atlas
+    ]
 
 
 def train_painter(
@@ -745,7 +783,7 @@ def train_painter(
     cfg = preset_config(
         config.samr_preset, model_type=model_type, max_steps=config.samr_steps, num_workers=0, seed=0, **switches
     )
-    trainer = GANTrainer(cfg, sequences=data.sequences, device=device)
+    trainer = GANTrainer(cfg, sequences=data.sequences, device=device, label_scheme=data.scheme)
     result = trainer.fit(data.train, out_dir=work / "run", progress=False, validate=False, grids=True)
     folder = trainer.export(
         work / "weights",
@@ -780,20 +818,23 @@ def train_painter(
 def _arm_cache_keys(arm: ArmSpec, pool_seed: int, n_real: int) -> set[tuple[Any, ...]]:
     """The cached artefacts an arm uses (each kept while a later arm still needs it)."""
     n = n_synthetic(n_real, arm.ratio) if arm.ratio else 0
-    if arm.kind in ("conventional", "copy_paste"):
+    if arm.kind == "conventional":
         return {(arm.kind, n, pool_seed)}
-    if arm.kind == "labels_to_image":
-        return {("masks", pool_seed), ("labels_to_image", n, pool_seed)}
-    if arm.kind == "generator":
-        return {("masks", pool_seed), ("generator", arm.variant, arm.mode, pool_seed)}
+    if arm.kind in PAINTER_OF_KIND:
+        return {_pool_key(arm, pool_seed)}
     return set()
+
+
+def _pool_key(arm: ArmSpec, pool_seed: int) -> tuple[Any, ...]:
+    return ("painted", arm.kind, arm.variant, arm.mode, pool_seed)
 
 
 @dataclass
 class ArmInputs:
     """What an arm builder may use: the real slices of the arm's data fraction, a pool seed, the generators, the
-    cache shared between arms and seeds, the size of the shared edited-mask pool, and the control arm's extra real
-    slices (the generator's training subjects)."""
+    cache shared between arms and seeds, the size of the painted pools (the largest any painting arm of this data
+    fraction needs), the control arm's extra real slices (the generator's training subjects), the real training
+    subjects (``tio.Subject`` by id; the painting arms use those of the arm's slices) and their label scheme."""
 
     real: SliceSet
     pool_seed: int
@@ -802,19 +843,11 @@ class ArmInputs:
     n_masks: int
     log: Callable[[str], None] = print
     generator_data: SliceSet | None = None
+    subjects: Mapping[str, Any] = field(default_factory=dict)
+    scheme: str | None = None
 
 
-def _edited_masks(x: ArmInputs) -> EditedMasks:
-    key = ("masks", x.pool_seed)
-    if key not in x.cache:
-        t0 = time.perf_counter()
-        x.cache[key] = edited_mask_pool(x.real, x.n_masks, seed=x.pool_seed * 1000 + 3)
-        x.log(f"pool seed {x.pool_seed}: {x.n_masks} edited masks ({time.perf_counter() - t0:.0f} s)")
-    return x.cache[key]
-
-
-# One small builder per arm kind: each returns the arm's training data set and what it adds (sizes, donors). When the
-# library's public augmentation path (samraug.dataset) covers an arm, only its builder changes.
+# One small builder per arm kind: each returns the arm's training data set and what it adds (sizes, donors).
 def _build_real(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     return x.real
 
@@ -831,39 +864,59 @@ def _build_conventional(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any
     return MixedDataset(x.real, x.cache[key])
 
 
-def _build_copy_paste(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
-    key = ("copy_paste", info["n_synthetic"], x.pool_seed)
-    if key not in x.cache:
-        x.cache[key] = copy_paste_pool(x.real, info["n_synthetic"], seed=x.pool_seed * 1000 + 1)
-    pool, donors = x.cache[key]
-    info["donors"] = sorted(donors)
-    return MixedDataset(x.real, pool)
+#: Pool seeds of the painters: SAMR (whole and local) and RandomLabelsToImage share one, so they paint the same edits.
+_PAINT_SEED = {"copy_paste": 1, "labels_to_image": 3, "generator": 3}
 
 
-def _build_labels_to_image(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
-    masks = _edited_masks(x)
-    info["donors"] = sorted(masks.donor_ids)
+def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
+    """A painting arm through ``SAMRAugmentedDataset(subjects, painter=..., mode=...)`` (:func:`painted_pool`)."""
     n = info["n_synthetic"]
-    key = ("labels_to_image", n, x.pool_seed)
+    key = _pool_key(arm, x.pool_seed)
     if key not in x.cache:
-        x.cache[key] = labels_to_image_pool(masks.head(n), x.real.sequences, seed=x.pool_seed * 1000 + 2)
-    return MixedDataset(x.real, x.cache[key])
-
-
-def _build_generator(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
-    if arm.mode != "whole":
-        raise ValueError(
-            f"arm {arm.name!r}: generator mode {arm.mode!r} needs the library's local painter "
-            "(samraug.dataset.SAMRAugmentedDataset(mode='local')); leave the arm out (--arms) until it is available"
+        missing = [s for s in x.real.subjects if s not in x.subjects]
+        if missing or x.scheme is None:
+            raise ValueError(
+                f"arm {arm.name!r} paints through samraug.dataset.SAMRAugmentedDataset and needs the real training "
+                f"subjects (tio.Subject) and their scheme; missing: {missing or 'the scheme'}"
+            )
+        if arm.kind == "generator":
+            variant = str(arm.variant)
+            if variant not in x.painters:
+                raise ValueError(f"arm {arm.name!r} needs the {variant!r} generator; none was given")
+            synth = x.painters[variant].synthesizer
+            mode: str | None = arm.mode
+        else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
+            owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
+            if owner is None:
+                raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
+            synth, mode = owner.synthesizer, None
+        t0 = time.perf_counter()
+        pool, what = painted_pool(
+            [x.subjects[s] for s in x.real.subjects],
+            x.real,
+            max(n, x.n_masks),
+            painter=PAINTER_OF_KIND[arm.kind],
+            synthesizer=synth,
+            scheme=x.scheme,
+            seed=x.pool_seed * 1000 + _PAINT_SEED[arm.kind],
+            mode=mode,
         )
-    masks = _edited_masks(x)
-    info["donors"] = sorted(masks.donor_ids)
-    n = info["n_synthetic"]
-    key = ("generator", arm.variant, arm.mode, x.pool_seed)
-    if key not in x.cache:
-        x.cache[key] = generator_pool(masks, x.painters[str(arm.variant)].synthesizer, x.real.sequences)
-    pool = x.cache[key]
-    return MixedDataset(x.real, pool.subset(range(n)) if len(pool) > n else pool)
+        x.cache[key] = (pool, what)
+        x.log(
+            f"pool seed {x.pool_seed}: {len(pool)} {what['painter']}"
+            + (f" ({mode})" if mode else "")
+            + f" slices from {what['volumes']} synthetic volumes ({time.perf_counter() - t0:.0f} s)"
+        )
+    pool, what = x.cache[key]
+    info["donors"] = list(what["donors"])
+    info["painter"] = what["painter"]
+    info["mode"] = what["mode"]
+    info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
+    used = pool.subset(range(n)) if len(pool) > n else pool
+    volumes = sorted({int(o["volume"]) for o in used.origin})
+    info["synthetic_volumes"] = len(volumes)
+    info["edits"] = [e for e in what["edits"] if e["volume"] in set(volumes)]
+    return MixedDataset(x.real, used)
 
 
 def _build_control(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
@@ -880,9 +933,9 @@ ARM_BUILDERS: dict[str, Callable[[ArmSpec, ArmInputs, dict[str, Any]], Any]] = {
     "real": _build_real,
     "conventional_otf": _build_conventional_otf,
     "conventional": _build_conventional,
-    "copy_paste": _build_copy_paste,
-    "labels_to_image": _build_labels_to_image,
-    "generator": _build_generator,
+    "copy_paste": _build_painted,
+    "labels_to_image": _build_painted,
+    "generator": _build_painted,
     "control": _build_control,
 }
 
@@ -896,13 +949,16 @@ def build_arm_dataset(
     n_masks: int,
     log: Callable[[str], None] = print,
     generator_data: SliceSet | None = None,
+    subjects: Mapping[str, Any] | None = None,
+    scheme: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """The training data set of one arm, its pools drawn with ``pool_seed``, and a description (sizes, donors).
+    """The training data set of one arm, its pools drawn with ``pool_seed``, and a description (sizes, donors,
+    and for painting arms the painter, mode and per-volume edit records of the public path).
 
-    ``cache`` holds the pools, so a pool drawn once (``resample_pools=False``) serves every seed, and artefacts
-    shared between arms: the ``n_masks`` edited masks of a pool seed (every mask-painting arm paints the same
-    masks) and each generator's painted pool (the 25 % arm uses the head of the 50 % pool). ``generator_data``: the
-    control arm's extra real slices.
+    ``cache`` holds the pools, so a pool drawn once (``resample_pools=False``) serves every seed, and each painter's
+    pool of ``n_masks`` slices serves every ratio (the 25 % arm uses the head of the 50 % pool). ``generator_data``:
+    the control arm's extra real slices. ``subjects``: the real training subjects by id and ``scheme`` their label
+    scheme (painting arms).
     """
     if arm.kind not in ARM_BUILDERS:
         raise ValueError(f"unknown arm kind {arm.kind!r}; known: {sorted(ARM_BUILDERS)}")
@@ -914,7 +970,7 @@ def build_arm_dataset(
         "donors": [],
         "pool_seed": pool_seed,
     }
-    inputs = ArmInputs(real, pool_seed, painters, cache, n_masks, log, generator_data)
+    inputs = ArmInputs(real, pool_seed, painters, cache, n_masks, log, generator_data, dict(subjects or {}), scheme)
     return ARM_BUILDERS[arm.kind](arm, inputs, info), info
 
 
@@ -1052,6 +1108,8 @@ class BenchmarkContext:
         source: Description of the data.
         scheme: Label scheme of the data.
         warnings: Unverifiable protocol items.
+        affines: Affine of each test subject.
+        subjects: The real training subjects (``tio.Subject``) by id; the painting arms' source and donors.
     """
 
     split: dict[str, list[str]]
@@ -1064,6 +1122,7 @@ class BenchmarkContext:
     scheme: str
     warnings: list[str]
     affines: dict[str, np.ndarray] = field(default_factory=dict)
+    subjects: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_context(
@@ -1110,7 +1169,7 @@ def prepare_context(
             "sequences (--weights) or train SAMR on your data (--train-samr)"
         )
     # Every subject must be on each generator's atlas grid (checked while preparing them).
-    atlases = [p.synthesizer.atlas for p in painters.values() if p.synthesizer.uses_atlas]
+    atlases = _whole_atlases(painters.values())
     t0 = time.perf_counter()
     real = prepare_slices(
         train_subjects,
@@ -1140,7 +1199,19 @@ def prepare_context(
     for w in warnings_:
         log(f"WARNING: {w}")
     source["scheme"] = scheme
-    return BenchmarkContext(split, identities, painters, sequences, real, test, source, scheme, warnings_, affines)
+    return BenchmarkContext(
+        split,
+        identities,
+        painters,
+        sequences,
+        real,
+        test,
+        source,
+        scheme,
+        warnings_,
+        affines,
+        dict(zip(split["train"], train_subjects, strict=True)),
+    )
 
 
 def generator_training_slices(config: BenchmarkConfig, ctx: BenchmarkContext, variant: str = "samr") -> SliceSet:
@@ -1184,7 +1255,7 @@ def generator_training_slices(config: BenchmarkConfig, ctx: BenchmarkContext, va
     leaked = sorted(c for c, sd in meta["subjects"].items() if f"phantom-seed:{int(sd)}" in test_ids)
     if leaked:
         raise ValueError(f"the generator's training subjects {leaked} are test subjects of this benchmark")
-    atlases = [p.synthesizer.atlas for p in ctx.painters.values() if p.synthesizer.uses_atlas]
+    atlases = _whole_atlases(ctx.painters.values())
     subjects = load_brats(root, scheme="brats2024", extra_sequences=("aptw",))
     slices = prepare_slices(
         subjects, ctx.sequences, ctx.scheme, selection=config.selection, multiple=config.slice_multiple, atlases=atlases
@@ -1228,10 +1299,21 @@ def _run_benchmark(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     machine = machine_info()
-    arms = [ARMS[a] for a in config.arms]
+    skipped: dict[str, str] = {}
+    if painters is None or LOCAL_VARIANT not in painters:
+        _, reason = local_weights(config)
+        for name in config.arms:
+            if ARMS[name].variant == LOCAL_VARIANT and reason is not None:
+                skipped[name] = reason
+                log(f"SKIPPED arm {name}: {reason}")
+    arms = [ARMS[a] for a in config.arms if a not in skipped]
+    if not arms:
+        raise ValueError(f"every selected arm was skipped: {skipped}")
     variants = list(dict.fromkeys(a.variant for a in arms if a.kind == "generator" and a.variant))
-    if any(a.kind == "control" for a in arms) and "samr" not in variants:
-        variants.append("samr")  # the control arm adds the SAMR generator's training subjects
+    if any(a.kind in ("control", "copy_paste", "labels_to_image") for a in arms) and "samr" not in variants:
+        # the control arm adds the SAMR generator's training subjects; the copy-paste and RandomLabelsToImage arms
+        # paint through SAMRAugmentedDataset, whose items follow the SAMR weights' sequences and grid
+        variants.append("samr")
     ctx = prepare_context(config, variants, log, painters)
     split, identities, painters, sequences, real, test = (
         ctx.split,
@@ -1244,7 +1326,7 @@ def _run_benchmark(
     source, warnings_ = ctx.source, ctx.warnings
     samr_training = {v: p.training_identities for v, p in painters.items()}
 
-    results: dict[str, Any] = {name: {"spec": dataclasses.asdict(ARMS[name]), "seeds": {}} for name in config.arms}
+    results: dict[str, Any] = {a.name: {"spec": dataclasses.asdict(a), "seeds": {}} for a in arms}
     generator_data = None
     if any(a.kind == "control" for a in arms):
         t0 = time.perf_counter()
@@ -1261,11 +1343,7 @@ def _run_benchmark(
     caches: dict[float, dict[tuple[Any, ...], Any]] = {f: {} for f in reals}
     n_masks = {
         f: max(
-            (
-                n_synthetic(len(reals[f]), a.ratio)
-                for a in arms
-                if a.kind in ("labels_to_image", "generator") and fractions[a.name] == f
-            ),
+            (n_synthetic(len(reals[f]), a.ratio) for a in arms if a.kind in PAINTER_OF_KIND and fractions[a.name] == f),
             default=0,
         )
         for f in reals
@@ -1278,7 +1356,16 @@ def _run_benchmark(
             pool_seed = int(seed) if config.resample_pools else 0
             t0 = time.perf_counter()
             dataset, info = build_arm_dataset(
-                arm, arm_real, pool_seed, painters, caches[f], n_masks[f], log, generator_data
+                arm,
+                arm_real,
+                pool_seed,
+                painters,
+                caches[f],
+                n_masks[f],
+                log,
+                generator_data,
+                subjects=ctx.subjects,
+                scheme=ctx.scheme,
             )
             t_data = time.perf_counter() - t0
             check_protocol(
@@ -1319,7 +1406,7 @@ def _run_benchmark(
                     later |= _arm_cache_keys(a, int(ps), len(arm_real))
         for key in [key for key in caches[f] if key not in later]:
             del caches[f][key]
-    for name in config.arms:
+    for name in results:
         results[name]["summary"] = _summary([s["mean"] for s in results[name]["seeds"].values()])
     paired = paired_statistics(results, [str(s) for s in config.seeds], [v.subject_id for v in test])
     wall = time.perf_counter() - start
@@ -1343,6 +1430,7 @@ def _run_benchmark(
         "regions": list(REGIONS),
         "metrics": list(METRICS),
         "arms": results,
+        "skipped_arms": skipped,
         "paired": paired,
         "statistics": STATISTICS_NOTE,
         "wall_seconds": round(wall, 1),
@@ -1433,6 +1521,14 @@ def format_report(results: Mapping[str, Any]) -> str:
         format_table(results),
         "",
     ]
+    lines += [f"Skipped arm `{name}`: {why}" for name, why in results.get("skipped_arms", {}).items()]
+    if results.get("skipped_arms"):
+        lines.append("")
+    lines.insert(
+        4,
+        "Painting arms (RandomLabelsToImage, copy-paste, SAMR whole and local) are built through the library's public "
+        "path, `samraug.dataset.SAMRAugmentedDataset(subjects, painter=..., mode=...)`, over the training subjects.",
+    )
     if results["config"].get("smoke"):
         lines = [*lines[:2], SMOKE_NOTICE, "", *lines[2:]]
     return "\n".join(lines + report_footer(results)) + "\n"
@@ -1634,6 +1730,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"weights of an ablation/baseline variant ({', '.join(VARIANTS[1:])}); repeatable",
     )
     g.add_argument(
+        "--local-weights",
+        default=None,
+        metavar="FOLDER",
+        help="local-mode weights of the samr_local_50 arm (default: samraug/weights/samr-tiny-local if it exists, "
+        "else the arm is skipped with the reason printed)",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -1680,6 +1783,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "device",
             "num_workers",
             "weights",
+            "local_weights",
             "train_samr",
             "samr_preset",
             "samr_steps",

@@ -21,16 +21,19 @@ Example:
     2
     >>> default_batch_size("cuda", "lite", (128, 128))
     32
+    >>> preset_of({"base_channels": 16, "max_channels": 64, "n_down": 4, "n_res_blocks": 3})
+    'tiny'
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["BEST_BATCH_128", "default_batch_size"]
+__all__ = ["BEST_BATCH_128", "default_batch_size", "preset_of"]
 
 #: Fastest slices per generator call at 128x128, per device type and generator preset (see the module docstring).
 BEST_BATCH_128: dict[str, dict[str, int]] = {
@@ -64,3 +67,33 @@ def default_batch_size(device: str | torch.device, preset: str, slice_shape: Seq
         raise ValueError(f"slice_shape must be (H, W) with positive sizes, got {tuple(slice_shape)}")
     scaled = table[preset] * (128 * 128) / (shape[0] * shape[1])
     return 1 if scaled < 1 else 2 ** math.floor(math.log2(scaled))
+
+
+_ARCH_KEYS = ("base_channels", "max_channels", "n_down", "n_res_blocks")
+
+
+def preset_of(config: Mapping[str, Any]) -> str:
+    """The generator preset (``tiny``, ``lite``, ``paper``) whose batch sizes apply to weights with ``config``.
+
+    A config whose architecture (``base_channels``, ``max_channels``, ``n_down``, ``n_res_blocks``) equals a preset's
+    is that preset. Any other architecture gets the smallest preset at least as wide (``base_channels`` and
+    ``max_channels`` both >= the config's; missing keys count as 0), so the batch never exceeds what a model of its
+    size was measured to run fastest with; wider than every preset: ``paper``.
+
+    Example:
+        >>> preset_of({"base_channels": 8, "max_channels": 16}), preset_of({"base_channels": 128})
+        ('tiny', 'paper')
+    """
+    from samraug.models.generator import GENERATOR_PRESETS
+
+    arch = {k: config.get(k) for k in _ARCH_KEYS}
+    for name, preset in GENERATOR_PRESETS.items():
+        if all(arch[k] == preset[k] for k in _ARCH_KEYS):
+            return name
+    base, cap = int(config.get("base_channels") or 0), int(config.get("max_channels") or 0)
+    fits = [
+        (p["base_channels"], p["max_channels"], name)
+        for name, p in GENERATOR_PRESETS.items()
+        if p["base_channels"] >= base and p["max_channels"] >= cap
+    ]
+    return min(fits)[2] if fits else "paper"

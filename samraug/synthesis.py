@@ -147,7 +147,9 @@ class Synthesizer:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         dtype: Compute precision: ``"auto"`` (CUDA: bf16 autocast where supported else fp16; CPU: float32), or
             ``"float32"`` / ``"bfloat16"`` / ``"float16"``.
-        batch_size: Slices per generator call.
+        batch_size: Slices per generator call; None (default): chosen per device, generator preset (matched from
+            the weights' config) and slice size by :func:`samraug.batching.default_batch_size` at each call. An
+            int always wins.
         channels_last: Use the ``channels_last`` memory format on CUDA.
 
     The model is loaded on first use in each process (see the module docstring); :meth:`load` forces it.
@@ -167,16 +169,16 @@ class Synthesizer:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         channels_last: bool = True,
     ) -> None:
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise ValueError(f"batch_size must be None (chosen per device) or an int >= 1, got {batch_size!r}")
         self.weights: str | None = None if weights is None else str(weights)
         self.device_spec = device if isinstance(device, str) else str(device)
         self.dtype_spec = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
         resolve_dtype(self.dtype_spec, torch.device("cpu"))  # validate early
-        self.batch_size = int(batch_size)
+        self.batch_size: int | None = None if batch_size is None else int(batch_size)
         self.channels_last = bool(channels_last)
         self._model: nn.Module | None = None
         self._atlas: Any = None
@@ -413,8 +415,23 @@ class Synthesizer:
     def __repr__(self) -> str:
         return (
             f"Synthesizer(weights={self.key!r}, device={self.device_spec!r}, dtype={self.dtype_spec!r}, "
-            f"batch_size={self.batch_size})"
+            f"batch_size={self.batch_size if self.batch_size is not None else 'auto'})"
         )
+
+    def batch_size_for(self, slice_shape: Sequence[int]) -> int:
+        """Slices per generator call at ``slice_shape`` (H, W): the explicit ``batch_size`` if one was given, else
+        :func:`samraug.batching.default_batch_size` for this device and the weights' preset
+        (:func:`samraug.batching.preset_of` of the config).
+
+        Example:
+            >>> Synthesizer(None, device="cpu", batch_size=3).batch_size_for((256, 256))
+            3
+        """
+        if self.batch_size is not None:
+            return self.batch_size
+        from samraug.batching import default_batch_size, preset_of
+
+        return default_batch_size(self.device, preset_of(self.config), tuple(slice_shape)[-2:])
 
     # ------------------------------------------------------------------ running
     @contextlib.contextmanager
@@ -512,7 +529,7 @@ class Synthesizer:
                 )
         mult = self.size_multiple
         size = (max(_next_multiple(h, mult), 2 * mult), max(_next_multiple(w, mult), 2 * mult))
-        bs = int(batch_size or self.batch_size)
+        bs = int(batch_size or self.batch_size_for(size))
         out = torch.empty(b, n_seq, h, w, dtype=torch.float32)
         with torch.inference_mode():
             for i in range(0, b, bs):
@@ -618,7 +635,7 @@ class Synthesizer:
         x, y, nz = labels.shape
         vol = torch.full((len(names), x, y, nz), BACKGROUND_VALUE, dtype=torch.float32)
         zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
-        bs = self.batch_size
+        bs = self.batch_size_for((x, y))
         chunks = range(0, int(zs.numel()), bs)
         if progress:
             from tqdm.auto import tqdm
@@ -678,7 +695,7 @@ class Synthesizer:
             )
         _check_finite(m, "mask")
         _check_finite(x, "context")
-        bs = int(batch_size or self.batch_size)
+        bs = int(batch_size or self.batch_size_for(tuple(m.shape[-2:])))
         out = torch.empty(int(m.shape[0]), n_seq, *m.shape[-2:], dtype=torch.float32)
         with torch.inference_mode():
             for i in range(0, int(m.shape[0]), bs):

@@ -248,7 +248,8 @@ def prepare_subject(
 ) -> PendingSample:
     """Edit ``subject`` (in place: pass a copy) with ``edit_fn(label, brain)`` and return its pending synthesis."""
     view = _subject_view(subject, plan.label_key, plan.brain_key, plan.mapping, synth.sequences)
-    synth.atlas.check_grid(view.label.shape, view.affine, "subject")
+    if synth.config.get("mode", "whole") == "whole":  # local weights carry no atlas: any grid at their voxel size
+        synth.atlas.check_grid(view.label.shape, view.affine, "subject")
     plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
     edited = edit_fn(view.label, view.brain)
     _set_label(subject, plan.label_key, edited, subject[plan.label_key])

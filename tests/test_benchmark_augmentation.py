@@ -16,19 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of scripts, not installed
 
 from benchmarks import augmentation as bench
-from benchmarks.arms import (
-    ARMS,
-    MixedDataset,
-    SliceSet,
-    carve_mix,
-    conventional_pool,
-    conventional_transform,
-    copy_paste_pool,
-    edited_mask_pool,
-    generator_pool,
-    labels_to_image_pool,
-    n_synthetic,
-)
+from benchmarks.arms import ARMS, MixedDataset, SliceSet, conventional_pool, conventional_transform, n_synthetic
 
 SPLIT = {"train": ["s1", "s2", "s3"], "test": ["t1", "t2"]}
 
@@ -134,79 +122,10 @@ def _slices(n_subjects: int = 3, per_subject: int = 4, size: int = 32, seed: int
 def test_n_synthetic_and_mixture_fraction() -> None:
     assert [n_synthetic(100, r) for r in (0.0, 0.25, 0.5)] == [0, 33, 100]
     real = _slices()
-    pool, _ = copy_paste_pool(real, n_synthetic(len(real), 0.25), seed=0)
+    pool = conventional_pool(real, n_synthetic(len(real), 0.25), seed=0)
     mixed = MixedDataset(real, pool)
     assert len(mixed) == len(real) + len(pool) and mixed.synthetic_fraction == pytest.approx(0.25, abs=0.05)
     assert torch.equal(mixed[len(real)]["image"], pool[0]["image"])
-
-
-def test_carve_mix_puts_donor_lesion_labels_and_intensities_in_the_recipient() -> None:
-    size = 24
-    brain = torch.zeros(size, size, dtype=torch.bool)
-    brain[2:-2, 2:-2] = True
-    recipient_label = torch.where(brain, 1, 0)
-    recipient_image = torch.where(brain, torch.full((1, size, size), 0.1), torch.full((1, size, size), -1.0))
-    donor_label = recipient_label.clone()
-    donor_label[8:14, 8:14] = 2
-    donor_label[10:12, 10:12] = 4
-    donor_image = torch.where(brain, torch.full((1, size, size), 0.3), torch.full((1, size, size), -1.0))
-    donor_image[0][donor_label == 2] = 0.7
-    donor_image[0][donor_label == 4] = 0.9
-    image, label, region = carve_mix(recipient_image, recipient_label, donor_image, donor_label, margin=2.0)
-    lesion = donor_label >= 2
-    assert torch.equal(label[lesion], donor_label[lesion])  # the donor's lesion labels...
-    assert torch.equal(image[0][lesion], donor_image[0][lesion])  # ...and its intensities
-    assert (region & ~lesion).any()  # plus a margin of the donor's surrounding tissue
-    assert torch.equal(image[0][region], donor_image[0][region]) and torch.equal(label[region], donor_label[region])
-    assert torch.equal(image[0][~region], recipient_image[0][~region]) and torch.equal(
-        label[~region], recipient_label[~region]
-    )
-    # the margin never extends beyond 2 pixels of the lesion, nor outside the brain
-    from scipy import ndimage
-
-    dist = torch.from_numpy(ndimage.distance_transform_edt(~lesion.numpy()))
-    assert float(dist[region].max()) <= 2.0 and bool(brain[region].all())
-
-
-def test_copy_paste_pool_uses_other_training_subjects_as_donors() -> None:
-    real = _slices(n_subjects=3)
-    pool, donors = copy_paste_pool(real, 10, seed=1, max_margin=2.0)
-    assert len(pool) == 10 and donors <= set(real.subjects)
-    for k, rec in enumerate(pool.origin):
-        r, d = rec["recipient"], rec["donor"]
-        assert real.subject_ids[r] != real.subject_ids[d]
-        lesion = real.label[d] >= 2
-        assert lesion.any()
-        assert torch.equal(pool.label[k][lesion], real.label[d][lesion])
-        assert torch.equal(pool.image[k][:, lesion], real.image[d][:, lesion])
-    again, _ = copy_paste_pool(real, 10, seed=1, max_margin=2.0)
-    assert torch.equal(again.image, pool.image)
-
-
-def test_edited_mask_pool_is_valid_seeded_and_uses_only_given_donors() -> None:
-    real = _slices(n_subjects=3, per_subject=6)
-    masks = edited_mask_pool(real, 12, seed=3)
-    assert len(masks) == 12 and masks.donor_ids <= set(real.subjects)
-    assert int(masks.label.min()) >= 0 and int(masks.label.max()) <= 4
-    assert not ((masks.label >= 2) & ~masks.brain).any()  # lesions stay inside the brain
-    for rec, sid in zip(masks.records, masks.subject_ids, strict=True):
-        assert sid not in rec["donor_subjects"]  # a swap donor is another subject
-    again = edited_mask_pool(real, 12, seed=3)
-    assert torch.equal(again.label, masks.label) and again.records == masks.records
-    assert masks.head(5).label.shape[0] == 5
-
-
-def test_labels_to_image_pool_paints_normalised_seeded_images() -> None:
-    real = _slices()
-    masks = edited_mask_pool(real, 4, seed=0)
-    pool = labels_to_image_pool(masks, real.sequences, seed=7)
-    assert pool.image.shape == (4, 2, 32, 32)
-    assert float(pool.image.min()) >= -1 and float(pool.image.max()) <= 1
-    for k in range(4):
-        assert torch.all(pool.image[k][:, ~masks.brain[k]] == -1.0)
-    assert torch.equal(pool.label, masks.label)
-    assert torch.equal(labels_to_image_pool(masks, real.sequences, seed=7).image, pool.image)
-    assert not torch.equal(labels_to_image_pool(masks, real.sequences, seed=8).image, pool.image)
 
 
 def test_conventional_pool_transforms_images_and_labels_together() -> None:
@@ -223,33 +142,6 @@ def test_conventional_pool_transforms_images_and_labels_together() -> None:
     assert torch.equal(
         conventional_pool(real, 6, seed=2, transform=conventional_transform(max_displacement=2.0)).image, pool.image
     )
-
-
-class _StubSynth:
-    """A generator stand-in: constant 0.5 everywhere (also outside the brain), records its calls."""
-
-    sequences = ("t1n", "t2f")
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def synthesize_slices(self, mask: torch.Tensor, *, z: torch.Tensor) -> torch.Tensor:
-        self.calls.append((mask, z))
-        return torch.full((mask.shape[0], 2, *mask.shape[-2:]), 0.5)
-
-
-def test_generator_pool_paints_masks_at_their_atlas_slice_and_masks_the_background() -> None:
-    real = _slices()
-    masks = edited_mask_pool(real, 5, seed=0)
-    synth = _StubSynth()
-    pool = generator_pool(masks, synth, real.sequences)
-    ((mask_arg, z_arg),) = synth.calls
-    assert torch.equal(mask_arg, masks.label) and torch.equal(z_arg, masks.z)
-    assert torch.equal(pool.label, masks.label)
-    for k in range(5):
-        assert torch.all(pool.image[k][:, masks.brain[k]] == 0.5) and torch.all(pool.image[k][:, ~masks.brain[k]] == -1)
-    with pytest.raises(ValueError, match="must match"):
-        generator_pool(masks, synth, ("t1n", "t1c"))
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -295,12 +187,19 @@ def test_cli_builds_configs_from_presets_and_overrides() -> None:
                 "no_atlas=/w",
                 "--no-train-samr",
                 "--resample-pools",
+                "--local-weights",
+                "/lw",
             ]
         )
     )
+    assert cfg.local_weights == "/lw" and bench.local_weights(cfg) == ("/lw", None)
     assert cfg.arms == ("real", "samr_25") and cfg.seeds == (4, 5, 6) and cfg.steps == 7 and cfg.crop_size is None
     assert cfg.variant_weights == {"no_atlas": "/w"} and cfg.train_samr is False and cfg.resample_pools is True
     assert set(bench.PRESETS["full"]["arms"]) == set(ARMS)
+    # SAMR local sits beside the whole-image arm in the quick and standard presets
+    for preset in ("quick", "standard"):
+        arms = bench.PRESETS[preset]["arms"]
+        assert arms.index("samr_local_50") == arms.index("samr_50") + 1
     with pytest.raises(ValueError, match="unknown arms"):
         bench.BenchmarkConfig(arms=("nope",))
 
@@ -467,25 +366,6 @@ def test_cli_end_to_end_with_samr_trained_on_the_training_split(phantom_cache: P
     assert set(results["arms"]["samr_50"]["seeds"]["0"]["donors"]) <= train
 
 
-def test_pools_are_cached_per_pool_seed_and_painters_share_the_edited_masks() -> None:
-    real = _slices(n_subjects=3, per_subject=6)
-    cache: dict = {}
-    first, info = bench.build_arm_dataset(ARMS["copy_paste"], real, 0, {}, cache, n_masks=0)
-    again, _ = bench.build_arm_dataset(ARMS["copy_paste"], real, 0, {}, cache, n_masks=0)
-    assert again.synthetic is first.synthetic and info["pool_seed"] == 0  # drawn once, reused by every seed
-    other, _ = bench.build_arm_dataset(ARMS["copy_paste"], real, 1, {}, cache, n_masks=0)
-    assert not torch.equal(other.synthetic.image, first.synthetic.image)
-    synth = _StubSynth()
-    painters = {"samr": bench.Painter("samr", synth, "stub", set())}
-    n50 = n_synthetic(len(real), 0.5)
-    d50, _ = bench.build_arm_dataset(ARMS["samr_50"], real, 0, painters, cache, n_masks=n50)
-    d25, _ = bench.build_arm_dataset(ARMS["samr_25"], real, 0, painters, cache, n_masks=n50)
-    rl, _ = bench.build_arm_dataset(ARMS["labels_to_image"], real, 0, painters, cache, n_masks=n50)
-    assert len(synth.calls) == 1 and len(d50.synthetic) == n50 and len(d25.synthetic) == n_synthetic(len(real), 0.25)
-    assert torch.equal(d25.synthetic.label, d50.synthetic.label[: len(d25.synthetic)])  # head of the 50 % pool
-    assert torch.equal(rl.synthetic.label, d50.synthetic.label)  # the same edited masks, another painter
-
-
 @pytest.mark.slow
 def test_control_arm_adds_the_bundled_generators_training_phantom(phantom_cache: Path) -> None:
     config = bench.BenchmarkConfig.from_preset(
@@ -500,3 +380,136 @@ def test_control_arm_adds_the_bundled_generators_training_phantom(phantom_cache:
     assert len(ds) == len(ctx.real) + len(extra) and info["n_generator_data"] == len(extra)
     with pytest.raises(ValueError, match="same resolution"):
         bench.generator_training_slices(dataclasses.replace(config, resolution=1.0), ctx)
+
+
+# ---------------------------------------------------------------------------------------------------- public path
+def _local_painter(folder: Path) -> bench.Painter:
+    """A random-init tiny LOCAL generator (mode "local", 2 mm) making the phantom's sequences (trained on nothing)."""
+    from samraug.data.phantom import PHANTOM_SEQUENCES
+    from samraug.hub import save_weights
+    from samraug.labels import get_scheme
+    from samraug.models.local import LocalGenerator
+    from samraug.synthesis import Synthesizer
+
+    torch.manual_seed(0)
+    gen = LocalGenerator(
+        sequences=PHANTOM_SEQUENCES,
+        n_labels=len(get_scheme("brats2024").classes()),
+        context_slices=1,
+        base_channels=4,
+        max_channels=8,
+        n_down=2,
+        n_res_blocks=1,
+    )
+    save_weights(folder, gen, None, label_scheme="brats2024", voxel_size=(2.0, 2.0, 2.0), crop_size=(32, 32))
+    return bench.Painter("samr_local", Synthesizer(str(folder), device="cpu"), "random init local (test)", set())
+
+
+def _tiny_config(phantom_cache: Path, arms: tuple[str, ...]) -> bench.BenchmarkConfig:
+    return bench.BenchmarkConfig.from_preset(
+        "quick",
+        n_subjects=4,
+        n_test=1,
+        phantom_seed=77,
+        cache_dir=str(phantom_cache),
+        arms=arms,
+        seeds=(0,),
+        steps=2,
+        batch_size=4,
+        depth=2,
+        base_channels=4,
+        crop_size=32,
+        selection="lesion",
+        device="cpu",
+    )
+
+
+def test_every_painting_arm_is_built_through_samr_augmented_dataset(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import samraug.dataset
+
+    painting = ("labels_to_image", "copy_paste", "samr_50", "samr_25", "samr_local_50")
+    config = _tiny_config(phantom_cache, ("real", *painting))
+    painters = {"samr": _random_painter(phantom_cache / "2mm-seed77-n4"), "samr_local": _local_painter(tmp_path / "l")}
+    ctx = bench.prepare_context(config, ["samr", "samr_local"], log=lambda m: None, painters=painters)
+    keep = [[i for i, s in enumerate(ctx.real.subject_ids) if s == sid][:6] for sid in ctx.real.subjects[:2]]
+    real = ctx.real.subset([i for part in keep for i in part])  # a small arm of 2 subjects: pools of a few volumes
+    made: list[dict[str, Any]] = []
+    original = samraug.dataset.SAMRAugmentedDataset.__init__
+
+    def spy(self: Any, real_ds: Any, *args: Any, **kwargs: Any) -> None:
+        made.append({"n_items": len(real_ds), **{k: kwargs.get(k) for k in ("painter", "mode", "scheme")}})
+        original(self, real_ds, *args, **kwargs)
+
+    monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
+    cache: dict = {}
+    n50 = n_synthetic(len(real), 0.5)
+    built = {}
+    for name in painting:
+        ds, info = bench.build_arm_dataset(
+            ARMS[name], real, 0, painters, cache, n50, lambda m: None, subjects=ctx.subjects, scheme=ctx.scheme
+        )
+        built[name] = (ds, info)
+        n = n_synthetic(len(real), ARMS[name].ratio)
+        assert len(ds) == len(real) + n and info["n_synthetic"] == n and len(ds.synthetic) == n
+        assert info["public_path"] == "samraug.dataset.SAMRAugmentedDataset"
+        # donors: the arm's training subjects only (never a test subject), and the protocol check passes
+        assert set(info["donors"]) == set(real.subjects) and not set(info["donors"]) & set(ctx.split["test"])
+        bench.check_protocol(
+            ctx.split,
+            segmenter_subjects=real.subjects,
+            donor_subjects=info["donors"],
+            samr_training={v: p.training_identities for v, p in painters.items()},
+            identities=ctx.identities,
+        )
+        pool = ds.synthetic
+        assert pool.image.shape[1:] == real.image.shape[1:] and torch.isfinite(pool.image).all()
+        assert info["synthetic_volumes"] == len(info["edits"]) >= 1
+        assert sum(e["slices"] for e in info["edits"]) >= n
+        # every synthetic slice's label differs from its source subject's real label at the same z
+        full = ctx.real
+        for k in range(len(pool)):
+            src, z = pool.subject_ids[k], int(pool.z[k])
+            j = [i for i in range(len(full)) if full.subject_ids[i] == src and int(full.z[i]) == z]
+            if j:
+                assert not torch.equal(pool.label[k], full.label[j[0]])
+    # what each arm asked the public path for (the pool of the 25 % arm is the head of the 50 % one: no new dataset)
+    asked = {(m["painter"], m["mode"]) for m in made}
+    assert asked == {("labels-to-image", None), ("copy-paste", None), ("samr", "whole"), ("samr", "local")}
+    assert len(made) == 4 and all(m["n_items"] == len(real.subjects) and m["scheme"] == ctx.scheme for m in made)
+    assert built["labels_to_image"][1]["painter"] == "labels-to-image"
+    assert (built["samr_local_50"][1]["painter"], built["samr_local_50"][1]["mode"]) == ("samr", "local")
+    # copy-paste records name a donor subject other than the source
+    for e in built["copy_paste"][1]["edits"]:
+        assert e["edit"]["op"] == "carve" and e["donor_subject"] != e["source_subject"]
+    # same seed, same edits: SAMR whole, SAMR local and RandomLabelsToImage label the same slices the same way
+    s50 = built["samr_50"][0].synthetic
+    for other in ("labels_to_image", "samr_local_50"):
+        assert torch.equal(built[other][0].synthetic.label, s50.label)
+    s25 = built["samr_25"][0].synthetic
+    assert torch.equal(s25.label, s50.label[: len(s25)]) and torch.equal(s25.image, s50.image[: len(s25)])
+    # the painters differ: local keeps real intensities away from the edit, whole repaints every brain voxel
+    assert not torch.equal(built["samr_local_50"][0].synthetic.image, s50.image)
+
+
+def test_local_arm_is_skipped_with_a_printed_reason_without_local_weights(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "BUNDLED_LOCAL_WEIGHTS", tmp_path / "absent")
+    config = _tiny_config(phantom_cache, ("real", "samr_local_50"))
+    weights, reason = bench.local_weights(config)
+    assert weights is None and "--local-weights" in reason
+    (tmp_path / "bundled").mkdir()
+    monkeypatch.setattr(bench, "BUNDLED_LOCAL_WEIGHTS", tmp_path / "bundled")
+    assert bench.local_weights(config) == (str(tmp_path / "bundled"), None)
+    monkeypatch.setattr(bench, "BUNDLED_LOCAL_WEIGHTS", tmp_path / "absent")
+    printed: list[str] = []
+    painter = _random_painter(phantom_cache / "2mm-seed77-n4")
+    results = bench.run_benchmark(config, log=printed.append, command="pytest", painters={"samr": painter})
+    assert list(results["arms"]) == ["real"] and set(results["skipped_arms"]) == {"samr_local_50"}
+    assert any("SKIPPED arm samr_local_50" in m and "--local-weights" in m for m in printed)
+    paths = bench.write_outputs(results, tmp_path / "out")
+    assert "Skipped arm `samr_local_50`" in paths["md"].read_text()
+    with pytest.raises(ValueError, match="every selected arm was skipped"):
+        bench.run_benchmark(dataclasses.replace(config, arms=("samr_local_50",)), log=printed.append)

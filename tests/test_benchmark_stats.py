@@ -50,11 +50,10 @@ def test_control_arm_adds_only_the_generator_subjects_the_arm_lacks() -> None:
         bench.build_arm_dataset(ARMS["control"], low, 0, {}, {}, 0)
 
 
-def test_local_generator_arm_is_refused_until_the_local_painter_exists() -> None:
-    from dataclasses import replace
-
-    local = replace(ARMS["samr_50"], name="samr_local_50", mode="local")
-    with pytest.raises(ValueError, match="local painter"):
+def test_painting_arms_need_the_training_subjects_of_the_public_path() -> None:
+    local = ARMS["samr_local_50"]
+    assert local.mode == "local" and local.variant == "samr_local"
+    with pytest.raises(ValueError, match="SAMRAugmentedDataset"):
         bench.build_arm_dataset(local, _slices(3), 0, {}, {}, 4)
 
 
@@ -65,8 +64,11 @@ def test_standard_preset_covers_the_protocol() -> None:
     assert {"real", "conventional", "labels_to_image", "copy_paste", "generator", "control"} <= kinds
     fractions = {bench.arm_fraction(ARMS[a], cfg) for a in cfg.arms}
     assert fractions == {cfg.fraction, 1.0}  # the low-data fraction and the sweep's 100 %
-    ratios = sorted(ARMS[a].ratio for a in cfg.arms if ARMS[a].kind == "generator" and ARMS[a].fraction is None)
-    assert ratios == [0.25, 0.5, 0.75]
+    whole = [
+        a for a in cfg.arms if ARMS[a].kind == "generator" and ARMS[a].fraction is None and ARMS[a].mode == "whole"
+    ]
+    assert sorted(ARMS[a].ratio for a in whole) == [0.25, 0.5, 0.75]
+    assert "samr_local_50" in cfg.arms
     assert bench.BenchmarkConfig.from_preset("quick").smoke
     with pytest.raises(ValueError, match="fraction"):
         bench.BenchmarkConfig.from_preset("standard", fraction=1.5)
