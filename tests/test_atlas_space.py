@@ -121,3 +121,64 @@ def test_save_weights_checks_atlas_space(tmp_path: Path) -> None:
         save_tiny_weights(tmp_path / "bad", atlas_space=" ")
     folder = save_tiny_weights(tmp_path / "ok", atlas_space="SRI24")
     assert json.loads((Path(folder) / "config.json").read_text())["atlas_space"] == "SRI24"
+
+
+def _tio_1mm(seed: int):
+    import torchio as tio
+
+    images, before, _, brain = _subject(seed)
+    images1, before1, _, brain1 = _to_1mm(images, before, before, brain)
+    tio_images = {k: tio.ScalarImage(tensor=v[None], affine=AFFINE_1MM) for k, v in images1.items()}
+    seg = tio.LabelMap(tensor=torch.from_numpy(before1.astype(np.uint8))[None], affine=AFFINE_1MM)
+    return tio.Subject(**tio_images, seg=seg, scheme="brats2021"), brain1
+
+
+def test_the_transform_paints_a_1mm_subject_declared_in_the_atlas_space(mni: Synthesizer) -> None:
+    from samraug.transforms import SAMRSynthesize
+
+    subject, brain1 = _tio_1mm(0)
+    real = {k: subject[k].data.clone() for k in SEQS}
+    torch.manual_seed(0)
+    out = SAMRSynthesize(ratio=1.0, weights=mni, scheme="brats2021", space="MNI152", device="cpu")(subject)
+    b = torch.from_numpy(brain1)
+    for k in SEQS:
+        assert out[k].data.shape == real[k].shape and np.allclose(out[k].affine, AFFINE_1MM)
+        assert torch.equal(out[k].data[0][~b], real[k][0][~b]) and not torch.equal(out[k].data, real[k])
+    seg = out["seg"]
+    assert seg.data.shape == (1, 64, 64, 16) and np.allclose(seg.affine, AFFINE_1MM)
+    assert set(np.unique(seg.data.numpy())) <= {0, 1, 2, 4}  # a brats2021 label map on the subject's own grid
+    assert (seg.data[0] != 0).sum() > 0
+    subject, _ = _tio_1mm(0)
+    with pytest.raises(ValueError, match=r"space is unknown.*local mode"):
+        SAMRSynthesize(ratio=1.0, weights=mni, scheme="brats2021", device="cpu")(subject)
+
+
+def test_the_dataset_paints_1mm_items_declared_in_the_atlas_space(mni: Synthesizer) -> None:
+    from samraug.dataset import SAMRAugmentedDataset
+
+    items = [_tio_1mm(1), _tio_1mm(2)]
+    mixed = SAMRAugmentedDataset([subj for subj, _ in items], n_synthetic=1, weights=mni, space="MNI152")
+    out = mixed[2]
+    source, brain1 = items[mixed.source_of(2)]
+    b = torch.from_numpy(brain1)
+    for k in SEQS:
+        assert out[k].data.shape == (1, 64, 64, 16) and np.allclose(out[k].affine, AFFINE_1MM)
+        assert torch.equal(out[k].data[0][~b], source[k].data[0][~b]) and not torch.equal(out[k].data, source[k].data)
+    assert out["seg"].data.shape == (1, 64, 64, 16) and np.allclose(out["seg"].affine, AFFINE_1MM)
+    # dict items with an affine, and their refusals
+    images, before, _, brain = _subject(0)
+    images1, before1, _, _ = _to_1mm(images, before, before, brain)
+    item = {"image": torch.stack([images1[k] for k in SEQS]), "label": torch.from_numpy(before1), "affine": AFFINE_1MM}
+    kw = {
+        "n_synthetic": 1,
+        "weights": mni,
+        "scheme": "brats2021",
+        "sequence_map": dict(zip(SEQS, range(4), strict=True)),
+    }
+    made = SAMRAugmentedDataset([item], space="MNI152", **kw)[1]
+    assert made["image"].shape == item["image"].shape and made["label"].shape == item["label"].shape
+    assert not torch.equal(made["image"], item["image"])
+    with pytest.raises(ValueError, match=r"space is unknown.*local mode"):
+        SAMRAugmentedDataset([item], **kw)
+    with pytest.raises(ValueError, match="no affine"):
+        SAMRAugmentedDataset([(item["image"], item["label"])], space="MNI152", **kw)
