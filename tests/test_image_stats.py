@@ -14,41 +14,62 @@ def _ones(shape: tuple[int, ...]) -> np.ndarray:
     return np.ones(shape, dtype=bool)
 
 
-def test_pure_checkerboard_has_index_one_in_every_orientation() -> None:
-    i, j = np.indices((12, 10))
-    for pattern in ((i + j) % 2, i % 2, j % 2):  # (-1)^(i+j), (-1)^i, (-1)^j: all at the Nyquist frequencies
-        vol = np.repeat((pattern * 2.0 - 1.0)[..., None], 3, axis=2)
-        assert checkerboard_index(vol, _ones(vol.shape)) == pytest.approx(1.0, abs=1e-12)
+def test_pure_checkerboard_has_index_one_in_every_orientation_and_on_odd_grids() -> None:
+    for shape in ((16, 24), (99, 117)):
+        i, j = np.indices(shape)
+        board = np.repeat((((i + j) % 2) * 2.0 - 1.0)[..., None], 3, axis=2)  # (-1)^(i+j): orthogonal to planes
+        assert checkerboard_index(board, _ones(board.shape)) == pytest.approx(1.0, abs=1e-12)
+        # stripes (-1)^i: the plane fit takes (4/42)^2 * 42 of the 8 units of energy per row; what is left of the
+        # Nyquist bin: (8 - 16/42)^2 of 8 * (8 - 16/42) -> (8 - 16/42) / 8 = 0.952
+        for pattern in (i % 2, j % 2):
+            vol = np.repeat((pattern * 2.0 - 1.0)[..., None], 3, axis=2)
+            assert checkerboard_index(vol, _ones(vol.shape)) == pytest.approx((8 - 16 / 42) / 8, abs=1e-12)
 
 
 def test_smooth_image_has_index_zero_and_noise_the_nyquist_share_of_bins() -> None:
-    x = np.arange(16)
-    smooth = np.cos(2 * np.pi * x / 16)[:, None] * np.cos(2 * np.pi * 2 * x / 16)[None, :]
+    x = np.arange(32)
+    smooth = np.cos(2 * np.pi * x / 8)[:, None] * np.cos(2 * np.pi * 2 * x / 8)[None, :]
     assert checkerboard_index(smooth, _ones(smooth.shape)) == pytest.approx(0.0, abs=1e-12)
-    # white noise spreads its energy evenly: the Nyquist row + column hold (16 + 16 - 1) of 256 bins
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((16, 16, 200))
-    assert checkerboard_index(noise, _ones(noise.shape)) == pytest.approx(31 / 256, rel=0.05)
+    plane = 0.3 * np.indices((40, 24))[0] - 0.7 * np.indices((40, 24))[1]
+    assert checkerboard_index(plane, _ones(plane.shape)) == pytest.approx(0.0, abs=1e-12)
+    # a smooth Gaussian blob (sigma 1.5 squares): only its curvature's edge leakage is left (measured 0.043)
+    blob = np.exp(-((np.indices((64, 64)) - 31.5) ** 2).sum(0) / (2 * 12.0**2))
+    assert checkerboard_index(blob, _ones(blob.shape)) < 0.05
+    # white noise: E|F(k)|^2 = f_k^H P f_k with P the projector removing the plane (1, i, j) from a square
+    noise = np.random.default_rng(0).standard_normal((64, 64, 40))
+    for tile in (8, 4):
+        i, j = (x.ravel() - (tile - 1) / 2 for x in np.indices((tile, tile)))
+        basis = np.stack([np.ones(tile * tile), i, j], 1)
+        proj = np.eye(tile * tile) - basis @ np.linalg.pinv(basis)
+        ki, kj = np.indices((tile, tile)).reshape(2, -1)
+        f = np.exp(-2j * np.pi * (np.outer(ki, i + (tile - 1) / 2) + np.outer(kj, j + (tile - 1) / 2)) / tile)
+        power = np.real(np.einsum("kv,vw,kw->k", f.conj(), proj, f))
+        nyq = (ki == tile // 2) | (kj == tile // 2)
+        expected = power[nyq].sum() / power.sum()
+        assert checkerboard_index(noise, _ones(noise.shape), tile=tile) == pytest.approx(expected, rel=0.03)
+    assert expected != pytest.approx(7 / 16, rel=0.001)  # the plane removal matters for small squares
+    with pytest.raises(ValueError, match="even"):
+        checkerboard_index(noise, _ones(noise.shape), tile=5)
 
 
 def test_checkerboard_added_to_a_smooth_image_gives_its_energy_share() -> None:
     x = np.arange(16)
-    smooth = np.cos(2 * np.pi * x / 16)[:, None] * np.ones(16)[None, :]  # energy per pixel 0.5
-    board = 0.5 * ((np.indices((16, 16)).sum(0) % 2) * 2.0 - 1.0)  # energy per pixel 0.25, orthogonal
-    assert checkerboard_index(smooth + board, _ones((16, 16))) == pytest.approx(0.25 / 0.75, abs=1e-12)
+    smooth = np.cos(2 * np.pi * x / 8)[:, None] * np.cos(2 * np.pi * x / 8)[None, :]  # energy/pixel 0.25, no plane
+    board = 0.25 * ((np.indices((16, 16)).sum(0) % 2) * 2.0 - 1.0)  # energy per pixel 0.0625, orthogonal
+    assert checkerboard_index(smooth + board, _ones((16, 16))) == pytest.approx(0.0625 / 0.3125, abs=1e-12)
 
 
-def test_checkerboard_index_uses_only_the_brain() -> None:
-    board = (np.indices((8, 8, 2)).sum(0) % 2) * 2.0 - 1.0
+def test_checkerboard_index_uses_only_squares_inside_the_brain() -> None:
+    board = (np.indices((24, 24, 2)).sum(0) % 2) * 2.0 - 1.0
     brain = np.zeros(board.shape, bool)
-    brain[2:6, 2:6] = True
+    brain[3:21, 2:22] = True  # wholly holds only the square x 8:16, y 8:16 (others get noise)
     outside = np.where(brain, board, 123.0 * np.random.default_rng(1).standard_normal(board.shape))
-    assert checkerboard_index(outside, brain) == pytest.approx(checkerboard_index(board, brain))
+    assert checkerboard_index(outside, brain) == pytest.approx(1.0)
     assert checkerboard_index(np.ones((8, 8, 2)), _ones((8, 8, 2))) == 0.0  # constant: no pattern
-    with pytest.raises(ValueError, match="fewer than 2 voxels"):
+    with pytest.raises(ValueError, match="wholly inside the brain"):
         checkerboard_index(board, np.zeros(board.shape, bool))
     with pytest.raises(ValueError, match="brain mask has shape"):
-        checkerboard_index(board, _ones((8, 8, 3)))
+        checkerboard_index(board, _ones((24, 24, 3)))
 
 
 def test_slice_consistency_of_a_constant_gradient_volume() -> None:

@@ -163,7 +163,8 @@ def test_atlas_alone_matches_each_sequence_to_the_subject() -> None:
 def test_image_structure_of_a_checkerboard_and_of_a_ramp() -> None:
     board = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1).float()[..., None].expand(8, 8, 4)
     ramp = (torch.arange(4).float() * 0.25).expand(8, 8, 4)  # +0.25 per axial slice, smooth in-plane
-    ramp = ramp + torch.cos(torch.arange(8) * 2 * math.pi / 8)[:, None, None]
+    wave = torch.cos(torch.arange(8) * 2 * math.pi / 8)
+    ramp = ramp + wave[:, None, None] * wave[None, :, None]  # smooth and orthogonal to planes: index 0
     out = quality.image_structure(torch.stack([board]), torch.stack([ramp]), _brain((8, 8, 4)), ("t1n",))["t1n"]
     assert out["checkerboard"] == pytest.approx(1.0, abs=1e-6) and out["checkerboard_real"] == pytest.approx(
         0, abs=1e-6

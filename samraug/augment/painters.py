@@ -7,7 +7,8 @@ and dtypes) with a JSON-able record. Three painters:
 * ``"samr"`` (:class:`SAMRPainter`): the SAMR generator, ``mode="whole"`` (every brain slice painted from the
   atlas, mapped to the subject's scale) or ``mode="local"`` (only a margin around the edited region, blended into
   the real images; :func:`samraug.local_synthesis.paint_local`). The default mode is the weights' ``config["mode"]``
-  (absent: whole).
+  (absent: whole). In whole mode a subject off the atlas grid is painted only when declared in the atlas's space
+  (``space="MNI152"``): resampled to the atlas grid, painted and resampled back (:mod:`samraug.atlas_space`).
 * ``"copy-paste"`` (:class:`CopyPastePainter`, CarveMix-style): the donor's intensities are moved into the voxels
   the edit made lesion, per sequence, after matching the donor's normal brain to the subject's (mean and standard
   deviation of the non-lesion brain).
