@@ -16,13 +16,13 @@ generator given or trained on the training split only):
 - **Atlas alone.** The same similarity for the generator's atlas (the input it starts from), each sequence mapped
   linearly to the subject's brain mean and SD (:func:`samraug.image_stats.match_intensity`), background -1: the
   floor a generator has to beat.
-- **Per-class contrast.** For each lesion class of the label map the generator is conditioned on (the weights'
-  classes) and each sequence: (class mean - normal-brain mean) / SD of normal brain
+- **Per-class contrast.** For each lesion class of the data's own label scheme (e.g. BraTS 2024: NETC, SNFH, ET,
+  RC) and each sequence: (class mean - normal-brain mean) / SD of normal brain
   (:func:`samraug.image_stats.contrast`), on the real test images and on G(mask), mean over subjects.
-- **Checkerboard index.** Share of the in-brain spectral energy at the Nyquist frequencies (rows/columns at N/2 of
-  the 2D DFT: period-2 patterns) of each axial slice, energy-weighted over the slices
-  (:func:`samraug.image_stats.checkerboard_index`): 1 for a pure period-2 checkerboard, ~0 for a smooth image;
-  synthetic vs real and their ratio.
+- **Checkerboard index.** Share of the in-brain spectral energy at the Nyquist frequencies (the 2D DFT's row and
+  column at N/2: period-2 patterns) of the axial slices, over the 8 x 8 squares wholly inside the brain with their
+  plane removed (:func:`samraug.image_stats.checkerboard_index`): 1 for a pure period-2 checkerboard, ~0 for a
+  smooth image, 0.23 for white noise; synthetic vs real and their ratio.
 - **Inter-slice consistency.** Mean |v(z+1) - v(z)| over axially adjacent brain voxels of whole subjects
   (:func:`samraug.image_stats.slice_consistency`), synthetic vs real and their ratio (a slice-wise generator that
   ignores its neighbours shows a larger value than real).
@@ -211,6 +211,25 @@ def model_classes(scheme: str | None, conditioning: str) -> dict[str, tuple[int,
     return {name: (k,) for k, name in enumerate(names) if k >= 2}
 
 
+def native_labels(config: BenchmarkConfig, ctx: BenchmarkContext) -> dict[str, np.ndarray]:
+    """``{test subject: (X, Y, Z) native classes}`` (0 background, 1 normal brain, 2.. the data scheme's own lesion
+    classes, :meth:`samraug.labels.LabelScheme.classes`), for the per-class contrast table."""
+    from benchmarks.augmentation import load_subjects
+    from samraug.data.slices import prepare_subject
+
+    subjects, _, _, _ = load_subjects(config, log=lambda m: None)
+    by_id = {s["subject_id"]: s for s in subjects}
+    out = {}
+    for vol in ctx.test:
+        p = prepare_subject(
+            by_id[vol.subject_id], ctx.sequences, scheme=ctx.scheme, selection="all", conditioning="native"
+        )
+        if tuple(p.label.shape) != tuple(vol.label.shape):
+            raise RuntimeError(f"subject {vol.subject_id!r}: native labels {tuple(p.label.shape)} vs {vol.label.shape}")
+        out[vol.subject_id] = p.label.numpy()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- run
 def synthesize_test_volume(painter: Painter, vol: EvalVolume, affine: np.ndarray) -> torch.Tensor:
     """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1."""
@@ -276,6 +295,8 @@ def _run_quality(
     trained = train_segmenter(ctx.real, config.segmenter(seed))
     log(f"label-fidelity U-Net trained on {len(ctx.real)} real slices ({trained.seconds:.0f} s)")
     real_scores = evaluate_segmenter(trained.model, ctx.test, regions=REGIONS)
+    native = native_labels(config, ctx)
+    classes = model_classes(ctx.scheme, "native")
     out_variants: dict[str, Any] = {}
     synthetic_examples: dict[str, torch.Tensor] = {}
     for variant in variants:
@@ -283,7 +304,6 @@ def _run_quality(
         t0 = time.perf_counter()
         synth_vols, similarity, structure, atlas_sim, atlas_struct = [], {}, {}, {}, {}
         conditioning = str(getattr(painter.synthesizer, "config", {}).get("conditioning", "samr"))
-        classes = model_classes(ctx.scheme if conditioning != "samr" else "samr", conditioning)
         contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
         atlas = painter.synthesizer.atlas.select(ctx.sequences).data
         for vol in ctx.test:
@@ -294,7 +314,7 @@ def _run_quality(
             alone = atlas_alone(atlas, vol.image, brain)
             atlas_sim[vol.subject_id] = image_similarity(alone, vol.image, brain, ctx.sequences)
             atlas_struct[vol.subject_id] = image_structure(alone, vol.image, brain, ctx.sequences)
-            label = vol.label.numpy()
+            label = native[vol.subject_id]
             for key, images in (("real", vol.image), ("synthetic", fake)):
                 table = contrast_table(
                     {q: images[i].numpy() for i, q in enumerate(ctx.sequences)},
@@ -455,9 +475,10 @@ def format_report(results: Mapping[str, Any]) -> str:
         if res.get("structure"):
             lines += [
                 "",
-                "Checkerboard index (share of in-brain spectral energy at the Nyquist frequencies of each axial slice; "
-                "1 = pure period-2 checkerboard, ~0 = smooth) and inter-slice change (mean |v(z+1) - v(z)| inside "
-                "the brain), synthetic vs real, ratio = synthetic / real.",
+                "Checkerboard index (share of in-brain spectral energy at the Nyquist frequencies of the axial slices, "
+                "over the 8x8 squares wholly inside the brain with their plane removed; 1 = pure period-2 "
+                "checkerboard, ~0 = smooth, 0.23 = white noise) and inter-slice change (mean |v(z+1) - v(z)| over "
+                "axially adjacent brain voxels), synthetic vs real, ratio = synthetic / real.",
                 "",
                 "| Sequence | Checkerboard synthetic | real | ratio | Mean abs dz synthetic | real | ratio |",
                 "|---|---:|---:|---:|---:|---:|---:|",
@@ -470,8 +491,8 @@ def format_report(results: Mapping[str, Any]) -> str:
         if res.get("contrast_sd"):
             lines += [
                 "",
-                f"Per-class contrast: (class mean - normal-brain mean) / SD of normal brain, classes of the "
-                f"{res.get('conditioning', 'samr')!r} conditioning, mean over test subjects holding the class.",
+                "Per-class contrast: (class mean - normal-brain mean) / SD of normal brain, for the data scheme's own "
+                "lesion classes, mean over the test subjects holding the class (at least 10 voxels).",
                 "",
                 "| Class | Sequence | Real (SD) | Synthetic (SD) | Same sign |",
                 "|---|---|---:|---:|:---:|",
