@@ -13,6 +13,19 @@ generator given or trained on the training split only):
   all in the normalised intensity range [-1, 1] (robust percentiles per subject and sequence) and inside the
   brain only. The generator is not asked to reproduce the real image -- only the mask is shared -- so these
   measure closeness to one plausible image, not an upper bound of 1.
+- **Atlas alone.** The same similarity for the generator's atlas (the input it starts from), each sequence mapped
+  linearly to the subject's brain mean and SD (:func:`samraug.image_stats.match_intensity`), background -1: the
+  floor a generator has to beat.
+- **Per-class contrast.** For each lesion class of the data's own label scheme (e.g. BraTS 2024: NETC, SNFH, ET,
+  RC) and each sequence: (class mean - normal-brain mean) / SD of normal brain
+  (:func:`samraug.image_stats.contrast`), on the real test images and on G(mask), mean over subjects.
+- **Checkerboard index.** Share of the in-brain spectral energy at the Nyquist frequencies (the 2D DFT's row and
+  column at N/2: period-2 patterns) of the axial slices, over the 8 x 8 squares wholly inside the brain with their
+  plane removed (:func:`samraug.image_stats.checkerboard_index`): 1 for a pure period-2 checkerboard, ~0 for a
+  smooth image, 0.23 for white noise; synthetic vs real and their ratio.
+- **Inter-slice consistency.** Mean |v(z+1) - v(z)| over axially adjacent brain voxels of whole subjects
+  (:func:`samraug.image_stats.slice_consistency`), synthetic vs real and their ratio (a slice-wise generator that
+  ignores its neighbours shows a larger value than real).
 - A PNG grid: for a few test subjects, a lesion slice of each real sequence above the synthetic one, with the mask.
 
 Outputs (``--out DIR``): ``quality.md``, ``quality.json``, ``quality.png``.
@@ -51,9 +64,23 @@ from benchmarks.augmentation import (
     report_footer,
     torch_threads,
 )
+from samraug.image_stats import checkerboard_index, contrast_table, match_intensity, slice_consistency
+from samraug.labels import get_scheme
 from samraug.training.segmentation import EvalVolume, evaluate_segmenter, train_segmenter
 
-__all__ = ["format_report", "image_similarity", "mae", "main", "plot_grid", "psnr", "run_quality", "ssim"]
+__all__ = [
+    "atlas_alone",
+    "format_report",
+    "image_similarity",
+    "image_structure",
+    "mae",
+    "main",
+    "model_classes",
+    "plot_grid",
+    "psnr",
+    "run_quality",
+    "ssim",
+]
 
 IMAGE_METRICS: tuple[str, ...] = ("ssim", "psnr", "mae")
 DATA_RANGE = 2.0  # normalised images live in [-1, 1]
@@ -138,6 +165,71 @@ def image_similarity(
     }
 
 
+def image_structure(
+    fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor, sequences: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{sequence: {"checkerboard", "checkerboard_real", "dz", "dz_real"}}`` of ``(n, X, Y, Z)`` volumes inside
+    ``brain``: the checkerboard index and the inter-slice change (:mod:`samraug.image_stats`)."""
+    if fake.shape[0] != len(sequences) or real.shape[0] != len(sequences):
+        raise ValueError(f"{fake.shape[0]} / {real.shape[0]} image channels for sequences {list(sequences)}")
+    b = brain.bool().numpy()
+    return {
+        seq: {
+            "checkerboard": checkerboard_index(fake[i], b),
+            "checkerboard_real": checkerboard_index(real[i], b),
+            "dz": slice_consistency(fake[i], b),
+            "dz_real": slice_consistency(real[i], b),
+        }
+        for i, seq in enumerate(sequences)
+    }
+
+
+def atlas_alone(atlas_data: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """The atlas ``(n, X, Y, Z)`` mapped per sequence to the real subject's brain mean and SD; -1 outside the brain.
+
+    Example:
+        >>> real = torch.tensor([[[[0.0, 0.5, -1.0]]]]); atlas = torch.tensor([[[[1.0, 3.0, 0.0]]]])
+        >>> atlas_alone(atlas, real, torch.tensor([[[True, True, False]]])).tolist()
+        [[[[0.0, 0.5, -1.0]]]]
+    """
+    if atlas_data.shape != real.shape:
+        raise ValueError(
+            f"atlas {tuple(atlas_data.shape)} and subject {tuple(real.shape)} differ: the subject must be on the "
+            "atlas grid with the atlas's sequences"
+        )
+    b = brain.bool().numpy()
+    out = torch.full_like(real, -1.0)
+    for i in range(real.shape[0]):
+        matched = match_intensity(atlas_data[i].numpy(), real[i].numpy(), b)
+        out[i] = torch.where(brain.bool(), torch.from_numpy(matched).to(real.dtype), out[i])
+    return out
+
+
+def model_classes(scheme: str | None, conditioning: str) -> dict[str, tuple[int, ...]]:
+    """``{class name: (model class,)}`` of the lesion classes a generator with ``conditioning`` sees (class >= 2)."""
+    names = get_scheme(scheme or "samr").classes(conditioning)
+    return {name: (k,) for k, name in enumerate(names) if k >= 2}
+
+
+def native_labels(config: BenchmarkConfig, ctx: BenchmarkContext) -> dict[str, np.ndarray]:
+    """``{test subject: (X, Y, Z) native classes}`` (0 background, 1 normal brain, 2.. the data scheme's own lesion
+    classes, :meth:`samraug.labels.LabelScheme.classes`), for the per-class contrast table."""
+    from benchmarks.augmentation import load_subjects
+    from samraug.data.slices import prepare_subject
+
+    subjects, _, _, _ = load_subjects(config, log=lambda m: None)
+    by_id = {s["subject_id"]: s for s in subjects}
+    out = {}
+    for vol in ctx.test:
+        p = prepare_subject(
+            by_id[vol.subject_id], ctx.sequences, scheme=ctx.scheme, selection="all", conditioning="native"
+        )
+        if tuple(p.label.shape) != tuple(vol.label.shape):
+            raise RuntimeError(f"subject {vol.subject_id!r}: native labels {tuple(p.label.shape)} vs {vol.label.shape}")
+        out[vol.subject_id] = p.label.numpy()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- run
 def synthesize_test_volume(painter: Painter, vol: EvalVolume, affine: np.ndarray) -> torch.Tensor:
     """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1."""
@@ -154,6 +246,23 @@ def _mean(values: Sequence[float]) -> float:
 def _std(values: Sequence[float]) -> float:
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
     return float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else float("nan")
+
+
+def _per_sequence(per_subject: Mapping[str, Mapping[str, Mapping[str, float]]], sequences: Sequence[str]):
+    """Mean and std over subjects of ``{subject: {sequence: {metric: value}}}``."""
+    metrics = sorted({m for d in per_subject.values() for q in d.values() for m in q})
+    return {
+        seq: {m: _mean([per_subject[s][seq][m] for s in per_subject]) for m in metrics}
+        | {f"{m}_std": _std([per_subject[s][seq][m] for s in per_subject]) for m in metrics}
+        for seq in sequences
+    }
+
+
+def _contrast_summary(per_subject: Sequence[Mapping[str, Mapping[str, float]]], key: str, out: dict) -> None:
+    for table in per_subject:
+        for cls, per_seq in table.items():
+            for seq, value in per_seq.items():
+                out.setdefault(cls, {}).setdefault(seq, {}).setdefault(key, []).append(value)
 
 
 def run_quality(
@@ -186,15 +295,35 @@ def _run_quality(
     trained = train_segmenter(ctx.real, config.segmenter(seed))
     log(f"label-fidelity U-Net trained on {len(ctx.real)} real slices ({trained.seconds:.0f} s)")
     real_scores = evaluate_segmenter(trained.model, ctx.test, regions=REGIONS)
+    native = native_labels(config, ctx)
+    classes = model_classes(ctx.scheme, "native")
     out_variants: dict[str, Any] = {}
     synthetic_examples: dict[str, torch.Tensor] = {}
     for variant in variants:
         painter = ctx.painters[variant]
         t0 = time.perf_counter()
-        synth_vols, similarity = [], {}
+        synth_vols, similarity, structure, atlas_sim, atlas_struct = [], {}, {}, {}, {}
+        conditioning = str(getattr(painter.synthesizer, "config", {}).get("conditioning", "samr"))
+        contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
+        atlas = painter.synthesizer.atlas.select(ctx.sequences).data
         for vol in ctx.test:
+            brain = vol.label > 0
             fake = synthesize_test_volume(painter, vol, ctx.affines[vol.subject_id])
-            similarity[vol.subject_id] = image_similarity(fake, vol.image, vol.label > 0, ctx.sequences)
+            similarity[vol.subject_id] = image_similarity(fake, vol.image, brain, ctx.sequences)
+            structure[vol.subject_id] = image_structure(fake, vol.image, brain, ctx.sequences)
+            alone = atlas_alone(atlas, vol.image, brain)
+            atlas_sim[vol.subject_id] = image_similarity(alone, vol.image, brain, ctx.sequences)
+            atlas_struct[vol.subject_id] = image_structure(alone, vol.image, brain, ctx.sequences)
+            label = native[vol.subject_id]
+            for key, images in (("real", vol.image), ("synthetic", fake)):
+                table = contrast_table(
+                    {q: images[i].numpy() for i, q in enumerate(ctx.sequences)},
+                    label,
+                    brain.numpy(),
+                    classes,
+                    normal_values=(1,),
+                )
+                _contrast_summary([table], key, contrasts)
             synth_vols.append(EvalVolume(vol.subject_id, fake, vol.label, vol.spacing))
             if variant == variants[0]:
                 synthetic_examples[vol.subject_id] = fake
@@ -211,17 +340,31 @@ def _run_quality(
                 "dice_real_std": _std(d_real),
                 "ratio": m_syn / m_real if m_real > 0 else float("nan"),
             }
-        per_seq = {
-            seq: {m: _mean([similarity[s][seq][m] for s in similarity]) for m in IMAGE_METRICS}
-            | {f"{m}_std": _std([similarity[s][seq][m] for s in similarity]) for m in IMAGE_METRICS}
-            for seq in ctx.sequences
-        }
+        per_seq = _per_sequence(similarity, ctx.sequences)
+        struct = _per_sequence(structure, ctx.sequences)
+        for m in struct.values():
+            for k in ("checkerboard", "dz"):
+                m[f"{k}_ratio"] = m[k] / m[f"{k}_real"] if m[f"{k}_real"] > 0 else float("nan")
         out_variants[variant] = {
             "source": painter.source,
+            "conditioning": conditioning,
             "label_fidelity": fidelity,
             "image_similarity": per_seq,
+            "atlas_alone": _per_sequence(atlas_sim, ctx.sequences),
+            "atlas_alone_structure": _per_sequence(atlas_struct, ctx.sequences),
+            "structure": struct,
+            "contrast_sd": {
+                c: {q: {k: _mean(v) for k, v in d.items()} | {"n": len(d.get("real", []))} for q, d in per.items()}
+                for c, per in contrasts.items()
+            },
             "per_subject": {
-                s: {"similarity": similarity[s], "dice_synthetic": synth_scores[s], "dice_real": real_scores[s]}
+                s: {
+                    "similarity": similarity[s],
+                    "structure": structure[s],
+                    "atlas_alone": atlas_sim[s],
+                    "dice_synthetic": synth_scores[s],
+                    "dice_real": real_scores[s],
+                }
                 for s in similarity
             },
             "seconds": round(time.perf_counter() - t0, 1),
@@ -313,12 +456,51 @@ def format_report(results: Mapping[str, Any]) -> str:
                 f"| {region.capitalize()} | {f['dice_synthetic']:.3f} ± {f['dice_synthetic_std']:.3f} | "
                 f"{f['dice_real']:.3f} ± {f['dice_real_std']:.3f} | {f['ratio']:.2f} |"
             )
-        lines += ["", "| Sequence | SSIM | PSNR (dB) | MAE |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Image similarity to the paired real images (inside the brain); *atlas alone*: the generator's atlas "
+            "matched per sequence to the subject's brain mean and SD.",
+            "",
+            "| Sequence | Row | SSIM | PSNR (dB) | MAE |",
+            "|---|---|---:|---:|---:|",
+        ]
         for seq, m in res["image_similarity"].items():
-            lines.append(
-                f"| {seq} | {m['ssim']:.3f} ± {m['ssim_std']:.3f} | {m['psnr']:.2f} ± {m['psnr_std']:.2f} | "
-                f"{m['mae']:.3f} ± {m['mae_std']:.3f} |"
-            )
+            for row, q in (("synthetic", m), ("atlas alone", res.get("atlas_alone", {}).get(seq))):
+                if q is None:
+                    continue
+                lines.append(
+                    f"| {seq} | {row} | {q['ssim']:.3f} ± {q['ssim_std']:.3f} | {q['psnr']:.2f} ± {q['psnr_std']:.2f} "
+                    f"| {q['mae']:.3f} ± {q['mae_std']:.3f} |"
+                )
+        if res.get("structure"):
+            lines += [
+                "",
+                "Checkerboard index (share of in-brain spectral energy at the Nyquist frequencies of the axial slices, "
+                "over the 8x8 squares wholly inside the brain with their plane removed; 1 = pure period-2 "
+                "checkerboard, ~0 = smooth, 0.23 = white noise) and inter-slice change (mean |v(z+1) - v(z)| over "
+                "axially adjacent brain voxels), synthetic vs real, ratio = synthetic / real.",
+                "",
+                "| Sequence | Checkerboard synthetic | real | ratio | Mean abs dz synthetic | real | ratio |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for seq, m in res["structure"].items():
+                lines.append(
+                    f"| {seq} | {m['checkerboard']:.3f} | {m['checkerboard_real']:.3f} | {m['checkerboard_ratio']:.2f} "
+                    f"| {m['dz']:.3f} | {m['dz_real']:.3f} | {m['dz_ratio']:.2f} |"
+                )
+        if res.get("contrast_sd"):
+            lines += [
+                "",
+                "Per-class contrast: (class mean - normal-brain mean) / SD of normal brain, for the data scheme's own "
+                "lesion classes, mean over the test subjects holding the class (at least 10 voxels).",
+                "",
+                "| Class | Sequence | Real (SD) | Synthetic (SD) | Same sign |",
+                "|---|---|---:|---:|:---:|",
+            ]
+            for cls, per in res["contrast_sd"].items():
+                for seq, c in per.items():
+                    same = "yes" if np.sign(c["real"]) == np.sign(c["synthetic"]) else "no"
+                    lines.append(f"| {cls} | {seq} | {c['real']:+.2f} | {c['synthetic']:+.2f} | {same} |")
         lines.append("")
     return "\n".join(lines + report_footer(results)) + "\n"
 

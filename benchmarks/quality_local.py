@@ -55,6 +55,7 @@ from benchmarks.quality import ssim
 from benchmarks.throughput_local import machine_state, standin_synthesizer
 from samraug.data.phantom import PhantomSubject, dataset_subject, subject_seed
 from samraug.grid import bounding_box, voxel_spacing
+from samraug.image_stats import contrast
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.region import dilate_mm, edit_region
@@ -158,12 +159,6 @@ def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing:
     out = image.copy()
     out[region] = image[ring].mean() if ring.any() else image[brain].mean()
     return out
-
-
-def contrast(image: np.ndarray, cls: np.ndarray, normal: np.ndarray) -> float:
-    """(mean of the class - mean of normal brain) / SD of normal brain."""
-    ref = image[normal].astype(np.float64)
-    return float((image[cls].astype(np.float64).mean() - ref.mean()) / max(ref.std(), 1e-12))
 
 
 # ---------------------------------------------------------------------------------------------------- run

@@ -73,6 +73,7 @@ from samraug.transforms import (
     _editor_settings,
     _make_editor,
     _make_pending,
+    _on_atlas_grid,
     _plain,
     _plan_subject,
     _set_label,
@@ -182,6 +183,11 @@ class SAMRAugmentedDataset(Dataset):
         painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
             intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
+        space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
+            the atlas grid (with an affine: ``tio.Subject`` or a dict with ``"affine"``) whose space equals the
+            weights' ``atlas_space`` are resampled to the atlas grid, painted and resampled back
+            (:mod:`samraug.atlas_space`; painted in ``__getitem__``, no replay record); None: items must sit on the
+            atlas grid.
         transform: Applied to every item after synthesis (real items too), e.g. a MONAI ``Compose`` of the
             spatial and intensity transforms that must follow the painting (``Spacingd``, crops, label conversion).
 
@@ -218,7 +224,12 @@ class SAMRAugmentedDataset(Dataset):
         transform: Callable[[Any], Any] | None = None,
         painter: Any = "samr",
         mode: str | None = None,
+        space: str | None = None,
     ) -> None:
+        from samraug.atlas_space import normalize_space
+
+        self.space = normalize_space(space)
+        self._space_painter: Any = None
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (e.g. a MONAI Compose), got {type(transform).__name__}")
         self.transform = transform
@@ -375,8 +386,36 @@ class SAMRAugmentedDataset(Dataset):
         if ndim == 2:
             self._z_of(item, layout)  # raises if the atlas slice of 2D items cannot be known
         elif ndim == 3:
-            self.synthesizer.atlas.check_grid(tuple(label.shape), self._affine_of(item), "real_ds[0]")
+            self._grid_painter(tuple(label.shape), item, "real_ds[0]")
         return layout
+
+    def _grid_painter(self, shape: tuple[int, ...], item: Any, what: str) -> Any:
+        """None for a 3D item on the atlas grid (or painted by another painter than whole-image SAMR, which checks
+        its own grid); for an item off the grid, the whole-image painter that resamples it, if the item is declared
+        in the atlas's space (``space=``) and has an affine; otherwise the error naming the way out."""
+        if self.painter is not None:
+            self.synthesizer.atlas.check_grid(shape, self._affine_of(item), what)
+            return None
+        try:
+            self.synthesizer.atlas.check_grid(shape, self._affine_of(item), what)
+            return None
+        except ValueError:
+            pass
+        return self._off_grid_painter(what, has_affine=isinstance(item, Mapping) and "affine" in item)
+
+    def _off_grid_painter(self, what: str, has_affine: bool = True) -> Any:
+        from samraug.atlas_space import check_space, weights_space
+
+        synth = self.synthesizer
+        check_space(self.space, weights_space(synth.config, synth.key), what)
+        if not has_affine:
+            raise ValueError(
+                f"{what} is not on the atlas grid and has no affine to resample it with; give the items an "
+                "'affine' (dict items) or use tio.Subject items"
+            )
+        if self._space_painter is None:
+            self._space_painter = SAMRPainter(synth, mode="whole", space=self.space)
+        return self._space_painter
 
     def _image_mapping(
         self,
@@ -485,10 +524,11 @@ class SAMRAugmentedDataset(Dataset):
             return self.transform(item) if self.transform is not None else item
         pending = self.prepare(i)
         pending.post = self.transform
-        if self.painter is not None:  # painted here (in the worker when there are workers)
+        painter = self.painter or getattr(pending, "grid_painter", None)  # off the atlas grid: resampled
+        if painter is not None:  # painted here (in the worker when there are workers)
             generator = torch.Generator().manual_seed(int(pending.record["seed"]) + 1)  # type: ignore[index]
             return pending.paint(
-                self.painter, self.synthesizer.sequences, generator=generator, donor=getattr(pending, "donor", None)
+                painter, self.synthesizer.sequences, generator=generator, donor=getattr(pending, "donor", None)
             )
         if self.batched:
             return pending
@@ -604,8 +644,13 @@ class SAMRAugmentedDataset(Dataset):
             scheme=layout.scheme_arg,
             sequence_map=layout.mapping,
         )
-        pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn)
-        if self.painter is not None:  # another painter: the SAMR replay record does not describe this sample
+        grid_painter = None
+        if self.painter is None and not _on_atlas_grid(subject, self.synthesizer):
+            grid_painter = self._off_grid_painter("subject")
+        pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn, check_grid=grid_painter is None)
+        if grid_painter is not None:
+            pending.grid_painter = grid_painter  # type: ignore[attr-defined]
+        if self.painter is not None or grid_painter is not None:  # the SAMR replay record does not describe it
             return pending
         donor_key = self._donor_key
         if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
@@ -679,8 +724,9 @@ class SAMRAugmentedDataset(Dataset):
             raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")
         view = _View(label, brain, images, self._affine_of(item) if layout.ndim == 3 else None)
         z = atlas = None
+        grid_painter = None
         if layout.ndim == 3:
-            self.synthesizer.atlas.check_grid(label.shape, self._affine_of(item), "item")
+            grid_painter = self._grid_painter(label.shape, item, "item")
         else:
             z = self._z_of(item, layout)
             if z is None:
@@ -695,7 +741,7 @@ class SAMRAugmentedDataset(Dataset):
                 samr = torch.from_numpy(np.asarray(self.synthesizer.encode(edited, full_brain, scheme)))
                 new = one_hot(samr, n_labels, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
                 out[self.mask_key] = new.numpy() if isinstance(out[self.mask_key], np.ndarray) else new
-        return _make_pending(
+        pending = _make_pending(
             out,
             view,
             edited,
@@ -706,6 +752,9 @@ class SAMRAugmentedDataset(Dataset):
             as_tuple=as_tuple,
             synth=self.synthesizer,
         )
+        if grid_painter is not None:
+            pending.grid_painter = grid_painter  # type: ignore[attr-defined]
+        return pending
 
     def donor_pool(self, suffix: str) -> Sequence[Any] | None:
         """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), for replays."""

@@ -596,6 +596,7 @@ def save_weights(
     voxel_size: Sequence[float] | None = None,
     crop_size: Sequence[int] | None = None,
     atlas_dtype: torch.dtype | None = None,
+    atlas_space: str | None = None,
 ) -> Path:
     """Write a weights folder: ``config.json``, ``model.safetensors``, ``atlas.safetensors`` and ``README.md``.
 
@@ -620,6 +621,8 @@ def save_weights(
             lineage); recorded in the config and the model card.
         voxel_size, crop_size: Local generators: the training grid (mm, RAS) and crop (voxels).
         atlas_dtype: Storage dtype of the atlas images, e.g. ``torch.float16`` (default float32).
+        atlas_space: Whole-image generators: the template space of the atlas (e.g. ``"MNI152"``, ``"SRI24"``); subjects
+            declared in that space on another grid are resampled to the atlas grid (:mod:`samraug.atlas_space`).
 
     Example:
         >>> card = {"data": "phantom", "simulated": True}
@@ -666,6 +669,11 @@ def save_weights(
         raise ValueError(f"lineage must be a list of strings (newest first), got {lineage!r}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype (e.g. torch.float16), got {dtype}")
+    if atlas_space is not None:
+        if atlas is None:
+            raise ValueError("atlas_space names the space of the atlas, but this generator has none; leave it unset")
+        if not isinstance(atlas_space, str) or not atlas_space.strip():
+            raise ValueError(f"atlas_space must be a template name such as 'MNI152' or 'SRI24', got {atlas_space!r}")
     geometry = None
     if atlas is not None:
         affine = [[float(v) for v in row] for row in torch.as_tensor(atlas.affine, dtype=torch.float64).tolist()]
@@ -685,6 +693,7 @@ def save_weights(
         **({"voxel_size": [float(v) for v in voxel_size]} if voxel_size is not None else {}),
         **({"crop_size": [int(v) for v in crop_size]} if crop_size is not None else {}),
         **({"lineage": list(lineage)} if lineage else {}),
+        **({"atlas_space": str(atlas_space).strip().upper()} if atlas_space else {}),
         "samraug_version": __version__,
         "format_version": FORMAT_VERSION,
     }

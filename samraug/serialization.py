@@ -60,6 +60,7 @@ META_KEYS: tuple[str, ...] = (
     "label_scheme",
     "normalization",
     "atlas",
+    "atlas_space",
     "voxel_size",
     "crop_size",
     "lineage",

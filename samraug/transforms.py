@@ -245,10 +245,13 @@ def prepare_subject(
     plan: _SubjectPlan,
     *,
     edit_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    check_grid: bool = True,
 ) -> PendingSample:
-    """Edit ``subject`` (in place: pass a copy) with ``edit_fn(label, brain)`` and return its pending synthesis."""
+    """Edit ``subject`` (in place: pass a copy) with ``edit_fn(label, brain)`` and return its pending synthesis
+    (``check_grid=False``: the subject may be off the atlas grid; its painter resamples it)."""
     view = _subject_view(subject, plan.label_key, plan.brain_key, plan.mapping, synth.sequences)
-    if synth.config.get("mode", "whole") == "whole":  # local weights carry no atlas: any grid at their voxel size
+    # local weights carry no atlas (any grid); whole-image subjects of the atlas's space are resampled by the painter
+    if check_grid and synth.config.get("mode", "whole") == "whole":
         synth.atlas.check_grid(view.label.shape, view.affine, "subject")
     plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
     edited = edit_fn(view.label, view.brain)
@@ -379,6 +382,10 @@ class SAMRSynthesize(RandomTransform):
             painter than whole-image SAMR carry no replay record in the history.
         mode: SAMR only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole). A
             deforming transform before whole-image synthesis is refused; local mode keeps the subject's anatomy.
+        space: Whole-image mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject
+            off the atlas grid whose space equals the weights' ``atlas_space`` is resampled to the atlas grid,
+            painted and resampled back (:mod:`samraug.atlas_space`; such samples carry no replay record); None:
+            subjects must sit on the atlas grid.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
@@ -407,8 +414,11 @@ class SAMRSynthesize(RandomTransform):
         dtype: str = "auto",
         painter: Any = "samr",
         mode: str | None = None,
+        space: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from samraug.atlas_space import normalize_space
+
         super().__init__(**kwargs)
         if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"ratio must be a probability in [0, 1], got {ratio!r}")
@@ -428,6 +438,8 @@ class SAMRSynthesize(RandomTransform):
         self._painter_spec = (painter, mode)
         self._painter: Any = None
         self._painter_known = False
+        self.space = normalize_space(space)
+        self._space_painter: Any = None
         if painter != "samr" or mode is not None:  # validate now; the default mode is read from the weights lazily
             self._resolve_painter()
         self._donor_pool = _pool(donors)  # owned here; replays find it weakly by its key
@@ -488,7 +500,18 @@ class SAMRSynthesize(RandomTransform):
             return subject
         synth = self.synthesizer
         painter = self._resolve_painter()
-        plan = _plan_for(self, subject, synth, whole_image=painter is None)
+        whole = painter is None
+        off_grid = whole and not _on_atlas_grid(subject, synth)
+        if off_grid:  # whole-image mode off the atlas grid: only for a subject declared in the atlas's space
+            from samraug.atlas_space import check_space, weights_space
+
+            check_space(self.space, weights_space(synth.config, synth.key), "subject")
+            if self._space_painter is None:
+                from samraug.augment.painters import SAMRPainter
+
+                self._space_painter = SAMRPainter(synth, mode="whole", space=self.space)
+            painter = self._space_painter
+        plan = _plan_for(self, subject, synth, whole_image=whole)
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
@@ -500,7 +523,7 @@ class SAMRSynthesize(RandomTransform):
             records.append(record)
             return edited
 
-        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
+        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn, check_grid=not off_grid)
         if painter is not None:
             paint_gen = torch.Generator().manual_seed(seed + 1)
             return pending.paint(painter, synth.sequences, generator=paint_gen)
@@ -517,6 +540,16 @@ class SAMRSynthesize(RandomTransform):
         subject = pending.synthesize(synth)
         subject.add_transform(fixed, fixed._get_reproducing_arguments())
         return subject
+
+
+def _on_atlas_grid(subject: tio.Subject, synth: Synthesizer) -> bool:
+    """Whether the subject's images sit on the synthesizer's atlas grid (shape and affine)."""
+    image = subject.get_first_image()
+    try:
+        synth.atlas.check_grid(tuple(image.spatial_shape), np.asarray(image.affine), "subject")
+    except ValueError:
+        return False
+    return True
 
 
 def _plan_for(

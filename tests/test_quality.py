@@ -131,5 +131,47 @@ def test_quality_end_to_end_on_the_phantom(tmp_path: Path) -> None:
     assert sorted(res["image_similarity"]) == sorted(data["data"]["sequences"])
     for m in res["image_similarity"].values():
         assert -1 <= m["ssim"] <= 1 and m["mae"] >= 0 and math.isfinite(m["psnr"])
-    assert "| Edema |" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "| Edema |" in md and "atlas alone" in md and "Checkerboard" in md
+    assert sorted(res["atlas_alone"]) == sorted(data["data"]["sequences"])
+    for m in res["structure"].values():
+        assert 0 <= m["checkerboard"] <= 1 and 0 <= m["checkerboard_real"] <= 1 and m["dz_real"] > 0
+    assert set(res["contrast_sd"]) <= {"NETC", "SNFH", "ET", "RC"} and res["contrast_sd"]  # the phantom: brats2024
+    for per in res["contrast_sd"].values():
+        for c in per.values():
+            assert math.isfinite(c["real"]) and math.isfinite(c["synthetic"])
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atlas_alone_matches_each_sequence_to_the_subject() -> None:
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(2, 8, 8, 3, generator=g) * 2 - 1
+    atlas = torch.rand(2, 8, 8, 3, generator=g) * 5 + 3
+    brain = torch.zeros(8, 8, 3, dtype=torch.bool)
+    brain[1:7, 2:6] = True
+    out = quality.atlas_alone(atlas, real, brain)
+    assert (out[:, ~brain] == -1).all()
+    for i in range(2):
+        assert float(out[i][brain].mean()) == pytest.approx(float(real[i][brain].mean()), abs=1e-5)
+        assert float(out[i][brain].std(unbiased=False)) == pytest.approx(
+            float(real[i][brain].std(unbiased=False)), rel=1e-4
+        )
+    with pytest.raises(ValueError, match="atlas grid"):
+        quality.atlas_alone(atlas[:1], real, brain)
+
+
+def test_image_structure_of_a_checkerboard_and_of_a_ramp() -> None:
+    board = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1).float()[..., None].expand(8, 8, 4)
+    ramp = (torch.arange(4).float() * 0.25).expand(8, 8, 4)  # +0.25 per axial slice, smooth in-plane
+    wave = torch.cos(torch.arange(8) * 2 * math.pi / 8)
+    ramp = ramp + wave[:, None, None] * wave[None, :, None]  # smooth and orthogonal to planes: index 0
+    out = quality.image_structure(torch.stack([board]), torch.stack([ramp]), _brain((8, 8, 4)), ("t1n",))["t1n"]
+    assert out["checkerboard"] == pytest.approx(1.0, abs=1e-6) and out["checkerboard_real"] == pytest.approx(
+        0, abs=1e-6
+    )
+    assert out["dz"] == pytest.approx(0.0) and out["dz_real"] == pytest.approx(0.25)
+
+
+def test_model_classes_follow_the_conditioning() -> None:
+    assert quality.model_classes("samr", "samr") == {"edema": (2,), "cavity": (3,), "tumor": (4,)}
+    assert quality.model_classes("brats2024", "native") == {"NETC": (2,), "SNFH": (3,), "ET": (4,), "RC": (5,)}

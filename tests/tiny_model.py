@@ -23,7 +23,7 @@ def tiny_brain(z: slice = slice(1, 7)) -> torch.Tensor:
     return brain
 
 
-def save_tiny_weights(folder: Path, card: dict | None = None) -> str:
+def save_tiny_weights(folder: Path, card: dict | None = None, atlas_space: str | None = None) -> str:
     """Save the tiny model (seeded) with the real hub writer; returns the folder as a string."""
     torch.manual_seed(0)
     # upsample="transposed": the decoder of the bundled weights (outputs identical to the fixture's history)
@@ -33,7 +33,13 @@ def save_tiny_weights(folder: Path, card: dict | None = None) -> str:
     brain = tiny_brain()
     data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))
     save_weights(
-        folder, gen, Atlas(data, AFFINE, SEQS, brain), label_scheme="brats2021", conditioning="samr", card=card
+        folder,
+        gen,
+        Atlas(data, AFFINE, SEQS, brain),
+        label_scheme="brats2021",
+        conditioning="samr",
+        card=card,
+        atlas_space=atlas_space,
     )
     return str(folder)
 

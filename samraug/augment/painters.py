@@ -7,7 +7,8 @@ and dtypes) with a JSON-able record. Three painters:
 * ``"samr"`` (:class:`SAMRPainter`): the SAMR generator, ``mode="whole"`` (every brain slice painted from the
   atlas, mapped to the subject's scale) or ``mode="local"`` (only a margin around the edited region, blended into
   the real images; :func:`samraug.local_synthesis.paint_local`). The default mode is the weights' ``config["mode"]``
-  (absent: whole).
+  (absent: whole). In whole mode a subject off the atlas grid is painted only when declared in the atlas's space
+  (``space="MNI152"``): resampled to the atlas grid, painted and resampled back (:mod:`samraug.atlas_space`).
 * ``"copy-paste"`` (:class:`CopyPastePainter`, CarveMix-style): the donor's intensities are moved into the voxels
   the edit made lesion, per sequence, after matching the donor's normal brain to the subject's (mean and standard
   deviation of the non-lesion brain).
@@ -109,6 +110,16 @@ class SAMRPainter(Painter):
         mode: ``"whole"`` or ``"local"``.
         device, dtype: For weights given by name.
         margin_mm, feather_mm: Local mode: margin around the edited region and blending width.
+        space: Whole mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject off
+            the atlas grid is painted only when this equals the weights' atlas space
+            (:func:`samraug.atlas_space.weights_space`): it is resampled to the atlas grid, painted and resampled
+            back (:mod:`samraug.atlas_space`). None: subjects must sit on the atlas grid.
+
+    Example:
+        >>> painter = SAMRPainter(space="MNI152")  # bundled demo weights: MNI152, 2 mm  # doctest: +SKIP
+        >>> out, record = painter.paint(images_1mm, label, edited, brain, affine_1mm, scheme)  # doctest: +SKIP
+        >>> record["resampled"]["space"]  # doctest: +SKIP
+        'MNI152'
     """
 
     name = "samr"
@@ -122,7 +133,9 @@ class SAMRPainter(Painter):
         dtype: str = "auto",
         margin_mm: float = 8.0,
         feather_mm: float = 3.0,
+        space: str | None = None,
     ) -> None:
+        from samraug.atlas_space import normalize_space
         from samraug.synthesis import Synthesizer, get_synthesizer
 
         if isinstance(synthesizer, Synthesizer):
@@ -140,6 +153,7 @@ class SAMRPainter(Painter):
             )
         self.mode = resolved
         self.margin_mm, self.feather_mm = float(margin_mm), float(feather_mm)
+        self.space = normalize_space(space)
 
     def paint(
         self,
@@ -169,10 +183,38 @@ class SAMRPainter(Painter):
                 feather_mm=self.feather_mm,
             )
             return out, {"painter": self.name, "mode": "local", **record}
+        synth = self.synthesizer
+        try:
+            synth.atlas.check_grid(label_after.shape, affine, "subject")
+        except ValueError as off_grid:
+            from samraug.atlas_space import check_space, from_atlas_grid, to_atlas_grid, weights_space
+
+            try:
+                space = check_space(self.space, weights_space(synth.config, synth.key), "subject")
+            except ValueError as e:
+                raise ValueError(f"{e} ({off_grid})") from None
+            on = to_atlas_grid(images, label_before, label_after, brain, affine, synth.atlas.shape, synth.atlas.affine)
+            painted, record = self._paint_whole(
+                on.images, on.label_before, on.label_after, on.brain, on.atlas_affine, scheme
+            )
+            out = from_atlas_grid(painted, images, on, brain)
+            resampled = {"space": space, "shape": list(on.shape), "atlas_shape": list(synth.atlas.shape)}
+            return out, record | {"resampled": resampled}
+        return self._paint_whole(images, label_before, label_after, brain, affine, scheme)
+
+    def _paint_whole(
+        self,
+        images: Mapping[str, torch.Tensor],
+        label_before: np.ndarray,
+        label_after: np.ndarray,
+        brain: np.ndarray,
+        affine: np.ndarray,
+        scheme: LabelScheme,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Whole-image painting of a subject on the atlas grid."""
         from samraug.augment.core import _make_pending, _View
 
         synth = self.synthesizer
-        synth.atlas.check_grid(label_after.shape, affine, "subject")
         sequences = synth.sequences
         unknown = sorted(set(images) - set(sequences))
         if unknown:
