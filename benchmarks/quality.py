@@ -231,10 +231,26 @@ def native_labels(config: BenchmarkConfig, ctx: BenchmarkContext) -> dict[str, n
 
 
 # ---------------------------------------------------------------------------------------------------- run
-def synthesize_test_volume(painter: Painter, vol: EvalVolume, affine: np.ndarray) -> torch.Tensor:
-    """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1."""
+def synthesize_test_volume(
+    painter: Painter,
+    vol: EvalVolume,
+    affine: np.ndarray,
+    native: np.ndarray | None = None,
+    scheme: str | None = None,
+) -> torch.Tensor:
+    """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1.
+
+    ``vol.label`` holds SAMR classes; a natively conditioned generator gets the subject's own classes instead
+    (``native``: the data scheme's native classes, re-encoded for the weights' scheme and conditioning)."""
     brain = vol.label > 0
-    out = painter.synthesizer.synthesize_volume(vol.label, affine=affine, brain=brain, output="model")
+    synth = painter.synthesizer
+    classes = vol.label
+    if str(synth.config.get("conditioning", "samr")) != "samr":
+        if native is None or scheme is None:
+            raise ValueError("a natively conditioned generator needs the subject's native labels and scheme")
+        data_scheme = get_scheme(scheme)
+        classes = synth.encode(data_scheme.decode(native), brain, data_scheme)
+    out = synth.synthesize_volume(classes, affine=affine, brain=brain, output="model")
     return torch.stack([out[s] for s in painter.synthesizer.sequences])
 
 
@@ -308,7 +324,9 @@ def _run_quality(
         atlas = painter.synthesizer.atlas.select(ctx.sequences).data
         for vol in ctx.test:
             brain = vol.label > 0
-            fake = synthesize_test_volume(painter, vol, ctx.affines[vol.subject_id])
+            fake = synthesize_test_volume(
+                painter, vol, ctx.affines[vol.subject_id], native.get(vol.subject_id), ctx.scheme
+            )
             similarity[vol.subject_id] = image_similarity(fake, vol.image, brain, ctx.sequences)
             structure[vol.subject_id] = image_structure(fake, vol.image, brain, ctx.sequences)
             alone = atlas_alone(atlas, vol.image, brain)
