@@ -637,7 +637,8 @@ def card_training_identities(card_text: str) -> set[str] | None:
 
 def weights_training_identities(synthesizer: Any, weights: str | None) -> tuple[set[str] | None, str]:
     """What a loaded generator declares it was trained on, and where that came from."""
-    ids = declared_training_identities(synthesizer.config, getattr(synthesizer.atlas, "info", {}) or {})
+    atlas = synthesizer.atlas if synthesizer.config.get("mode", "whole") == "whole" else None  # local: no atlas
+    ids = declared_training_identities(synthesizer.config, getattr(atlas, "info", {}) or {})
     if ids is not None:
         return ids, "training_data in the weights"
     from samraug.hub import CARD_NAME, resolve_weights

@@ -51,6 +51,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from benchmarks.quality import ssim
 from benchmarks.throughput_local import machine_state, standin_synthesizer
 from samraug.data.phantom import PhantomSubject, dataset_subject, subject_seed
