@@ -128,3 +128,33 @@ def test_low_modules_do_not_import_upper_ones() -> None:
         assert not graph[mod] & {"samraug.transforms", "samraug.dataset", "samraug.monai", "samraug.cli"}, mod
     for low in ("samraug.labels", "samraug.intensity", "samraug.padding", "samraug.subjects"):
         assert graph[low] <= {"samraug.labels", "samraug.intensity"}, (low, graph[low])
+
+
+#: The layers of docs/architecture.md (second component of the module name); a module imports only its own layer
+#: or lower ones.
+LAYERS: dict[int, tuple[str, ...]] = {
+    0: ("labels", "intensity", "padding", "subjects", "grid", "region", "device", "serialization", "argtypes",
+        "image_stats"),
+    1: ("atlas", "editing", "data", "metrics", "losses"),
+    2: ("models", "hub", "atlas_space", "batching", "synthesis", "local_synthesis"),
+    3: ("augment", "transforms", "dataset", "monai"),
+    4: ("cli", "export", "training", "outputs"),
+}  # fmt: skip
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return next((k for k, names in LAYERS.items() if len(parts) > 1 and parts[1] in names), None)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    graph = import_graph()
+    placed = {m for m in graph if _layer(m) is not None}
+    assert len(placed) > 0.8 * len(graph)  # the table covers the package
+    upward = sorted(
+        (a, b)
+        for a, deps in graph.items()
+        for b in deps
+        if None not in (_layer(a), _layer(b)) and _layer(b) > _layer(a)
+    )
+    assert upward == []
