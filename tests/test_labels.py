@@ -29,7 +29,7 @@ from samraug.labels import (
     roi_masks,
 )
 
-# value -> SAMR class of every lesion label, written out by hand from the BraTS definitions (DESIGN.md)
+# value -> SAMR class of every lesion label, written out by hand from the BraTS label definitions
 EXPECTED_TO_SAMR = {
     "brats2021": {1: TUMOR, 2: EDEMA, 4: TUMOR},  # 1 NCR/NET, 2 ED, 4 ET
     "brats2023": {1: TUMOR, 2: EDEMA, 3: TUMOR},  # 1 NCR, 2 ED, 3 ET

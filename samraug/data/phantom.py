@@ -82,8 +82,8 @@ PHANTOM_SEQUENCES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f", "aptw")
 TISSUES: tuple[str, ...] = ("gm", "wm", "csf", "snfh", "netc", "et", "rc")
 #: BraTS 2024 label value of each lesion compartment.
 LABELS: Mapping[str, int] = MappingProxyType({"netc": 1, "snfh": 2, "et": 3, "rc": 4})
-#: Nominal 3 T tissue properties (PD relative, T1 ms, T2 ms, APTw MTRasym %): mid values of
-#: ``reference/mr_tissue_parameters.md``.
+#: Nominal 3 T tissue properties (PD relative, T1 ms, T2 ms, APTw MTRasym %): mid values of literature ranges,
+#: tabulated in ``docs/phantom.md``.
 TISSUE_PROPERTIES: Mapping[str, tuple[float, float, float, float]] = MappingProxyType(
     {
         "gm": (0.80, 1450.0, 95.0, 0.75),
