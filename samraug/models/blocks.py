@@ -12,7 +12,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torch import nn
 __all__ = [
     "NORMS",
     "UPSAMPLE_MODES",
+    "ArchitectureConfig",
     "ConvNormAct",
     "DoubleConv",
     "NormKind",
@@ -235,3 +237,31 @@ class DoubleConv(nn.Sequential):
             ConvNormAct(in_channels, out_channels, 3, norm=norm),
             ConvNormAct(out_channels, out_channels, 3, norm=norm),
         )
+
+
+class ArchitectureConfig:
+    """What every samraug generator derives from its constructor kwargs (``self._config``), ``n_down`` and
+    ``sequences``: the JSON config, the input size multiple, the sequence count and the architecture keys."""
+
+    _config: dict[str, Any]
+    n_down: int
+    sequences: tuple[str, ...]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable constructor kwargs (``type(self)(**g.config)`` rebuilds the architecture)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._config.items()}
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of the input must be multiples of this (``2**n_down``)."""
+        return 2**self.n_down
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.sequences)
+
+    @classmethod
+    def init_keys(cls) -> tuple[str, ...]:
+        """The constructor kwargs (the architecture keys of a config)."""
+        return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")

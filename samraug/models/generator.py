@@ -50,7 +50,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +60,7 @@ from torch import nn
 
 from samraug.models.blocks import (
     UPSAMPLE_MODES,
+    ArchitectureConfig,
     ConvNormAct,
     OutputConv,
     ResnetBlock,
@@ -136,6 +136,7 @@ def _check_mask(mask: torch.Tensor, n_labels: int) -> None:
 
 
 class _GeneratorBase(
+    ArchitectureConfig,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="samraug",
@@ -155,25 +156,6 @@ class _GeneratorBase(
     def _set_config(self, config: dict[str, Any]) -> None:
         self._config = config
         self._hub_mixin_config = {"model_type": self.model_type, **config}
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable constructor kwargs (``type(self)(**g.config)`` rebuilds the architecture)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._config.items()}
-
-    @property
-    def size_multiple(self) -> int:
-        """H and W of the input must be multiples of this (``2**n_down``)."""
-        return 2**self.n_down
-
-    @property
-    def n_sequences(self) -> int:
-        return len(self.sequences)
-
-    @classmethod
-    def init_keys(cls) -> tuple[str, ...]:
-        """The constructor kwargs (the architecture keys of a config)."""
-        return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
     # ---- PyTorchModelHubMixin hooks
     @classmethod

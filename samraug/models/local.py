@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -47,6 +46,7 @@ from torch import nn
 
 from samraug.models.blocks import (
     UPSAMPLE_MODES,
+    ArchitectureConfig,
     ConvNormAct,
     OutputConv,
     ResnetBlock,
@@ -129,7 +129,7 @@ def build_local_inputs(
     return mask.contiguous(), context.contiguous()
 
 
-class LocalGenerator(nn.Module):
+class LocalGenerator(ArchitectureConfig, nn.Module):
     """Paints the region of a slice from the edited classes of ``2c+1`` slices and the images around the region.
 
     Args:
@@ -215,25 +215,6 @@ class LocalGenerator(nn.Module):
         width = 2 * chans[-1]
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
         self.decoders = nn.ModuleList(_SkipDecoder(width, chans, norm, upsample, self.skips) for _ in seq)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The JSON-serialisable constructor kwargs (``LocalGenerator(**g.config)`` rebuilds the architecture)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._config.items()}
-
-    @property
-    def size_multiple(self) -> int:
-        """H and W of the input must be multiples of this (``2**n_down``)."""
-        return 2**self.n_down
-
-    @property
-    def n_sequences(self) -> int:
-        return len(self.sequences)
-
-    @classmethod
-    def init_keys(cls) -> tuple[str, ...]:
-        """The constructor kwargs (the architecture keys of a config)."""
-        return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
     def forward(self, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``mask (B, K*(2c+1), H, W)``, ``context (B, (S+1)*(2c+1), H, W)`` -> ``(B, S, H, W)`` in [-1, 1]."""
