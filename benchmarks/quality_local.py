@@ -174,6 +174,24 @@ def _paint(synth: Any, subject: PhantomSubject, before: np.ndarray, after: np.nd
     return {k: v.numpy() for k, v in out.items()}, rec
 
 
+def _score(
+    raw: Mapping[str, Any],
+    preds: Mapping[str, Mapping[str, np.ndarray] | None],
+    subject: PhantomSubject,
+    region: np.ndarray,
+    sequences: Sequence[str],
+) -> None:
+    """Append every row's in-region metrics of one region to ``raw[row][sequence][metric]`` (rows without a
+    prediction skipped)."""
+    for row, pred in preds.items():
+        if pred is None:
+            continue
+        for s in sequences:
+            m = region_metrics(pred[s], subject.images[s], region, subject.brain)
+            for name in METRICS:
+                raw[row][s][name].append(m[name])
+
+
 def _summary(values: Sequence[float]) -> dict[str, float]:
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
     return {
@@ -236,13 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cp[s] = img
                 preds["copy-paste"] = cp
             preds["noise reference"] = {s: ref.images[s] for s in sequences}
-            for row, pred in preds.items():
-                if pred is None:
-                    continue
-                for s in sequences:
-                    m = region_metrics(pred[s], subj.images[s], region, subj.brain)
-                    for name in METRICS:
-                        raw["inpainting"][row][s][name].append(m[name])
+            _score(raw["inpainting"], preds, subj, region, sequences)
             if r_i == 0 and len(grid) < 3:
                 best = preds["local model"] or preds["mean fill"]
                 grid.append(
@@ -268,13 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 skipped.append({"subject": subj.subject_id, "task": "lesion", "reason": rec["skipped"]})
         preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
         preds["noise reference"] = {s: ref.images[s] for s in sequences}
-        for row, pred in preds.items():
-            if pred is None:
-                continue
-            for s in sequences:
-                m = region_metrics(pred[s], subj.images[s], region, subj.brain)
-                for name in METRICS:
-                    raw["lesion"][row][s][name].append(m[name])
+        _score(raw["lesion"], preds, subj, region, sequences)
         normal = subj.brain & (subj.seg == 0) & ~region
         for value in SCHEME.lesion_values:
             cls = subj.seg == value
