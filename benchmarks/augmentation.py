@@ -85,6 +85,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
+from samraug.outputs import write_atomic
 from samraug.training.segmentation import (
     EvalVolume,
     SegmentationConfig,
@@ -1632,16 +1633,6 @@ def plot_differences(results: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary name in the same folder, then rename into place."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 OUTPUT_NAMES = ("augmentation.md", "augmentation.json", "augmentation.png", "augmentation_ci.png")
 
 
@@ -1661,10 +1652,10 @@ def write_outputs(results: Mapping[str, Any], out: str | Path, overwrite: bool =
     check_output_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / n for k, n in zip(("md", "json", "png", "ci_png"), OUTPUT_NAMES, strict=True)}
-    _atomic(paths["md"], lambda p: p.write_text(format_report(results)))
-    _atomic(paths["json"], lambda p: p.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n"))
-    _atomic(paths["png"], lambda p: plot_results(results, p))
-    _atomic(paths["ci_png"], lambda p: plot_differences(results, p))
+    write_atomic(paths["md"], lambda p: p.write_text(format_report(results)))
+    write_atomic(paths["json"], lambda p: p.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n"))
+    write_atomic(paths["png"], lambda p: plot_results(results, p))
+    write_atomic(paths["ci_png"], lambda p: plot_differences(results, p))
     return paths
 
 

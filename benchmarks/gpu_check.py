@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 
+from samraug.outputs import write_atomic
+
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -343,10 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "all_ok": all(r["status"] in ("ok", "skipped") for r in results.values()),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out.with_name(f".{out.name}.tmp")
-    tmp_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    os.replace(tmp_path, out)
+    write_atomic(out, json.dumps(report, indent=1, default=str) + "\n")
     log(f"{'all checks passed' if report['all_ok'] else 'SOME CHECKS FAILED'}; wrote {out}")
     return 0 if report["all_ok"] else 1
 

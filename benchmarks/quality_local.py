@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -61,6 +60,7 @@ from samraug.grid import bounding_box, voxel_spacing
 from samraug.image_stats import contrast
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
+from samraug.outputs import write_atomic
 from samraug.region import dilate_mm, edit_region
 
 __all__ = ["donor_shapes", "main", "place_region", "region_metrics", "scale01"]
@@ -356,10 +356,10 @@ def plot_grid(grid: Sequence[Mapping[str, Any]], sequences: Sequence[str], path:
                 ax.axis("off")
     fig.suptitle("Healthy-tissue inpainting -- digital phantom, SIMULATED", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -394,12 +394,6 @@ def format_report(res: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", help="local weights folder or org/name[@rev] (config mode 'local')")
@@ -430,9 +424,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     if grid:
         res["png"] = str(plot_grid(grid, res["sequences"], args.out / "quality_local.png"))
-    _atomic_write(target, json.dumps(res, indent=1, allow_nan=True) + "\n")
+    write_atomic(target, json.dumps(res, indent=1, allow_nan=True) + "\n")
     report = format_report(res)
-    _atomic_write(args.out / "quality_local.md", report)
+    write_atomic(args.out / "quality_local.md", report)
     print(report)
     return res
 

@@ -44,7 +44,6 @@ from benchmarks.augmentation import (
     PRESETS,
     REGIONS,
     BenchmarkConfig,
-    _atomic,
     fraction_subset,
     load_subjects,
     machine_info,
@@ -53,6 +52,7 @@ from benchmarks.augmentation import (
     torch_threads,
 )
 from benchmarks.stats import mean_lesion_dice
+from samraug.outputs import write_atomic
 
 __all__ = ["choose_budget", "main", "run_curve"]
 
@@ -227,9 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["tolerance"] = args.tolerance
     results["chosen_steps"] = choose_budget(results["steps"], scores, args.tolerance)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / names[0], lambda q: q.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n"))
-    _atomic(out / names[1], lambda q: q.write_text(format_report(results, args.tolerance)))
-    _atomic(out / names[2], lambda q: plot_curve(results, q))
+    write_atomic(out / names[0], lambda q: q.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n"))
+    write_atomic(out / names[1], lambda q: q.write_text(format_report(results, args.tolerance)))
+    write_atomic(out / names[2], lambda q: plot_curve(results, q))
     print(format_report(results, args.tolerance))
     return 0
 

@@ -50,6 +50,7 @@ from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
 from samraug.labels import one_hot
 from samraug.models.generator import build_generator
 from samraug.models.unet import UNet
+from samraug.outputs import write_atomic
 from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize
 
@@ -401,10 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["machine"]["load_average_after"] = after["load_average"]
     table = _tables(result, batches)
     print("\n" + table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return result
 

@@ -39,6 +39,7 @@ from samraug.editing import LesionEditor
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.models.unet import UNet
+from samraug.outputs import write_atomic
 from samraug.synthesis import Synthesizer
 
 __all__ = ["ContractUNet", "local_config", "main", "standin_synthesizer"]
@@ -268,10 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{r['labels_to_image_blur_s_per_subject']:.3f} | {r['ratio']:.2f}x |"
         )
     print("\n" + "\n".join(lines))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return result
 

@@ -29,10 +29,11 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["StagedOutput", "check_output_dir", "existing_ancestor"]
+__all__ = ["StagedOutput", "check_output_dir", "existing_ancestor", "write_atomic"]
 
 _STAGE = ".samraug-staging-"
 _OLD = ".samraug-replaced-"
@@ -173,3 +174,28 @@ class StagedOutput:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return out
+
+
+def write_atomic(path: str | os.PathLike, write: str | Callable[[Path], Any]) -> Path:
+    """Write one file through a temporary name in the same folder, then rename it into place (a reader never sees
+    a partial file; on error the temporary file goes and ``path`` is untouched). ``write`` is the text, or a
+    function that writes the file it is given (keep its suffix: plotting libraries pick the format from it).
+
+    Example:
+        >>> import tempfile
+        >>> p = write_atomic(Path(tempfile.mkdtemp()) / "report.json", '{"ok": true}')
+        >>> p.read_text()
+        '{"ok": true}'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        if isinstance(write, str):
+            tmp.write_text(write, encoding="utf-8")
+        else:
+            write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
