@@ -45,7 +45,9 @@ class TinyLocal(nn.Module):
         return torch.tanh(self.net(torch.cat([mask, context], 1)))
 
 
-def make_synth(mode: str = "conv", voxel_size=(2.0, 2.0, 2.0), weights_mode: str = "local") -> Synthesizer:
+def make_synth(
+    mode: str = "conv", voxel_size=(2.0, 2.0, 2.0), weights_mode: str = "local", crop_size=(32, 32)
+) -> Synthesizer:
     torch.manual_seed(0)
     model = TinyLocal(mode=mode)
     cfg = {
@@ -55,7 +57,7 @@ def make_synth(mode: str = "conv", voxel_size=(2.0, 2.0, 2.0), weights_mode: str
         "sequences": list(SEQS),
         "voxel_size": list(voxel_size),
         "context_slices": 1,
-        "crop_size": [32, 32],
+        "crop_size": list(crop_size),
         "use_atlas": False,
     }
     return Synthesizer.from_model(model, None, cfg, device="cpu", dtype="float32")
@@ -122,6 +124,22 @@ def test_integer_and_double_images_keep_dtype(dtype):
         assert new[name].dtype == dtype
         changed = new[name] != images[name]
         assert bool(changed.any())
+
+
+@pytest.mark.parametrize("crop", [(32, 32), (48, 40)])
+def test_model_sees_at_least_its_training_crop(crop):
+    """A small region is painted on a model grid no smaller in-plane than the weights' training crop (instance
+    normalisation and the receptive field were fitted to crops of that size)."""
+    images, seg, edited, brain, affine = subject(shift=(0, 0, 0))
+    synth = make_synth(crop_size=crop)
+    seen = []
+    model = synth.model
+    model.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape[-2:])))
+    _, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, margin_mm=0.0, context_mm=2.0)
+    assert rec["skipped"] is None and seen
+    for part in rec["parts"]:
+        assert part["model_grid"][0] >= crop[0] and part["model_grid"][1] >= crop[1]
+    assert all(h >= crop[0] and w >= crop[1] for h, w in seen)
 
 
 def test_replay_is_voxel_exact():
