@@ -64,6 +64,7 @@ from benchmarks.augmentation import (
     report_footer,
     torch_threads,
 )
+from samraug.augment.painters import SAMRPainter
 from samraug.image_stats import checkerboard_index, contrast_table, match_intensity, slice_consistency
 from samraug.labels import get_scheme
 from samraug.training.segmentation import EvalVolume, evaluate_segmenter, train_segmenter
@@ -244,6 +245,18 @@ def synthesize_test_volume(
     (``native``: the data scheme's native classes, re-encoded for the weights' scheme and conditioning)."""
     brain = vol.label > 0
     synth = painter.synthesizer
+    if is_local(painter):  # repaint the lesion's neighbourhood inside the subject's own (normalised) images
+        if native is None or scheme is None:
+            raise ValueError("a local-mode generator needs the subject's native labels and scheme")
+        data_scheme = get_scheme(scheme)
+        label = np.asarray(data_scheme.decode(native))
+        images = {q: vol.image[i] for i, q in enumerate(synth.sequences)}
+        out, record = SAMRPainter(synth, mode="local").paint(
+            images, label, label, brain.numpy(), affine, data_scheme, generator=torch.Generator().manual_seed(0)
+        )
+        if record.get("skipped"):
+            raise RuntimeError(f"subject {vol.subject_id!r}: local painting skipped: {record['skipped']}")
+        return torch.stack([torch.where(brain, out[q].float(), torch.full_like(vol.image[0], -1.0)) for q in images])
     classes = vol.label
     if str(synth.config.get("conditioning", "samr")) != "samr":
         if native is None or scheme is None:
@@ -252,6 +265,11 @@ def synthesize_test_volume(
         classes = synth.encode(data_scheme.decode(native), brain, data_scheme)
     out = synth.synthesize_volume(classes, affine=affine, brain=brain, output="model")
     return torch.stack([out[s] for s in painter.synthesizer.sequences])
+
+
+def is_local(painter: Painter) -> bool:
+    """Whether the painter's weights are local-mode weights (they paint a region inside the real images)."""
+    return str(painter.synthesizer.config.get("mode", "whole")) == "local"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -321,7 +339,8 @@ def _run_quality(
         synth_vols, similarity, structure, atlas_sim, atlas_struct = [], {}, {}, {}, {}
         conditioning = str(getattr(painter.synthesizer, "config", {}).get("conditioning", "samr"))
         contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
-        atlas = painter.synthesizer.atlas.select(ctx.sequences).data
+        local = is_local(painter)
+        atlas = None if local else painter.synthesizer.atlas.select(ctx.sequences).data  # local weights: no atlas
         for vol in ctx.test:
             brain = vol.label > 0
             fake = synthesize_test_volume(
@@ -329,9 +348,10 @@ def _run_quality(
             )
             similarity[vol.subject_id] = image_similarity(fake, vol.image, brain, ctx.sequences)
             structure[vol.subject_id] = image_structure(fake, vol.image, brain, ctx.sequences)
-            alone = atlas_alone(atlas, vol.image, brain)
-            atlas_sim[vol.subject_id] = image_similarity(alone, vol.image, brain, ctx.sequences)
-            atlas_struct[vol.subject_id] = image_structure(alone, vol.image, brain, ctx.sequences)
+            if atlas is not None:
+                alone = atlas_alone(atlas, vol.image, brain)
+                atlas_sim[vol.subject_id] = image_similarity(alone, vol.image, brain, ctx.sequences)
+                atlas_struct[vol.subject_id] = image_structure(alone, vol.image, brain, ctx.sequences)
             label = native[vol.subject_id]
             for key, images in (("real", vol.image), ("synthetic", fake)):
                 table = contrast_table(
@@ -365,11 +385,12 @@ def _run_quality(
                 m[f"{k}_ratio"] = m[k] / m[f"{k}_real"] if m[f"{k}_real"] > 0 else float("nan")
         out_variants[variant] = {
             "source": painter.source,
+            "mode": "local" if local else "whole",
             "conditioning": conditioning,
             "label_fidelity": fidelity,
             "image_similarity": per_seq,
-            "atlas_alone": _per_sequence(atlas_sim, ctx.sequences),
-            "atlas_alone_structure": _per_sequence(atlas_struct, ctx.sequences),
+            "atlas_alone": _per_sequence(atlas_sim, ctx.sequences) if atlas_sim else None,
+            "atlas_alone_structure": _per_sequence(atlas_struct, ctx.sequences) if atlas_struct else None,
             "structure": struct,
             "contrast_sd": {
                 c: {q: {k: _mean(v) for k, v in d.items()} | {"n": len(d.get("real", []))} for q, d in per.items()}
@@ -379,7 +400,7 @@ def _run_quality(
                 s: {
                     "similarity": similarity[s],
                     "structure": structure[s],
-                    "atlas_alone": atlas_sim[s],
+                    "atlas_alone": atlas_sim.get(s),
                     "dice_synthetic": synth_scores[s],
                     "dice_real": real_scores[s],
                 }
@@ -463,6 +484,16 @@ def format_report(results: Mapping[str, Any]) -> str:
         lines += [
             f"## {variant} ({res['source']})",
             "",
+            *(
+                [
+                    "Local mode: each test subject's lesion neighbourhood is repainted from its own mask inside its "
+                    "real images (the rest of the brain is untouched, so the whole-brain similarity below is mostly "
+                    "the real image; benchmarks/quality_local.py reports the in-region figures).",
+                    "",
+                ]
+                if res.get("mode") == "local"
+                else []
+            ),
             "Label fidelity: a U-Net trained on real images segments G(test mask); Dice vs that mask, and the same "
             "U-Net's Dice on the real test images (3D, mean ± std over subjects).",
             "",
@@ -483,7 +514,7 @@ def format_report(results: Mapping[str, Any]) -> str:
             "|---|---|---:|---:|---:|",
         ]
         for seq, m in res["image_similarity"].items():
-            for row, q in (("synthetic", m), ("atlas alone", res.get("atlas_alone", {}).get(seq))):
+            for row, q in (("synthetic", m), ("atlas alone", (res.get("atlas_alone") or {}).get(seq))):
                 if q is None:
                     continue
                 lines.append(
@@ -550,7 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps of the label-fidelity U-Net")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help="SAMR weights (default: bundled demo weights)")
-    p.add_argument("--variants", default="samr", help=f"comma-separated generator variants: {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--local-weights", default=None, help="local-mode weights of the samr_local variant (default: bundled)"
+    )
+    p.add_argument(
+        "--variants", default="samr", help=f"comma-separated generator variants: {', '.join(VARIANTS)}, samr_local"
+    )
     p.add_argument("--train-samr", action="store_true", default=None)
     p.add_argument("--samr-steps", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -569,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cache_dir",
             "steps",
             "weights",
+            "local_weights",
             "train_samr",
             "samr_steps",
             "device",

@@ -18,14 +18,17 @@ Rows on the same regions: the local model (``--weights``: a local weights folder
 random-initialised contract-shaped model, a smoke test of the pipeline, NOT a result), **mean fill** (each
 sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste** (inpainting
 only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the mirror touches
-a lesion or leaves the brain) and the **noise reference**. Metrics inside the region: SSIM (Gaussian window,
-per axial slice, averaged over region voxels), PSNR and MSE, with intensities scaled to [0, 1] per subject and
-sequence (0.5 / 99.5 brain percentiles of the real image, clipped). The painting uses ``feather_mm=0`` so the
-region holds the model's own output.
+a lesion or leaves the brain), the **whole-image mode** (``--whole-weights``, default the bundled whole-image demo
+weights; the whole subject painted from the edited mask, scored in the same region; ``--no-whole`` leaves it out) and
+the **noise reference**. Metrics inside the region: SSIM (Gaussian window, per axial slice, averaged over region
+voxels), PSNR and MSE, with intensities scaled to [0, 1] per subject and sequence (0.5 / 99.5 brain percentiles of
+the real image, clipped), and the inter-slice consistency: mean |v(z+1) - v(z)| over axially adjacent voxel pairs
+inside the region, of the row and (in brackets) of the real image. The painting uses ``feather_mm=0`` so the region
+holds the model's own output.
 
 Also: the per-class contrast table (lesion class vs normal brain, in SD of normal brain, per sequence; real vs
-synthetic, lesion task) and a PNG grid (real, region, synthetic) for three subjects. The whole-image row and label
-fidelity are not in this report yet.
+synthetic, lesion task) and a PNG grid (real, region, synthetic) for three subjects. Label fidelity of the local
+mode is in ``benchmarks/quality.py --variants samr_local`` (it needs the benchmark's segmenter).
 
 Outputs (``--out DIR``): ``quality_local.json``, ``quality_local.md``, ``quality_local.png``.
 
@@ -57,7 +60,7 @@ from benchmarks.quality import ssim
 from benchmarks.throughput_local import machine_state, standin_synthesizer
 from samraug.data.phantom import PhantomSubject, dataset_subject, subject_seed
 from samraug.grid import bounding_box, voxel_spacing
-from samraug.image_stats import contrast
+from samraug.image_stats import contrast, slice_consistency
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.outputs import write_atomic
@@ -67,8 +70,8 @@ __all__ = ["donor_shapes", "main", "place_region", "region_metrics", "scale01"]
 
 SCHEME = get_scheme("brats2024")
 TASKS = ("inpainting", "lesion")
-ROWS = ("local model", "mean fill", "copy-paste", "noise reference")
-METRICS = ("ssim", "psnr", "mse")
+ROWS = ("local model", "whole-image mode", "mean fill", "copy-paste", "noise reference")
+METRICS = ("ssim", "psnr", "mse", "dz", "dz_real")
 MIN_MM, MAX_MM = 10.0, 40.0
 LESION_GAP_MM = 4.0
 
@@ -149,10 +152,13 @@ def region_metrics(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, brai
     lo, hi = np.percentile(truth[brain].astype(np.float64), [0.5, 99.5])
     p, t = scale01(pred, lo, hi), scale01(truth, lo, hi)
     mse = float(((p[region] - t[region]) ** 2).mean())
+    pairs = (region[..., 1:] & region[..., :-1]).any()
     return {
         "ssim": ssim(torch.from_numpy(p), torch.from_numpy(t), torch.from_numpy(region), data_range=1.0),
         "psnr": math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse),
         "mse": mse,
+        "dz": slice_consistency(p, region) if pairs else math.nan,
+        "dz_real": slice_consistency(t, region) if pairs else math.nan,
     }
 
 
@@ -172,6 +178,14 @@ def _paint(synth: Any, subject: PhantomSubject, before: np.ndarray, after: np.nd
         images, before, after, brain, subject.affine, SCHEME, synth, margin_mm=margin, feather_mm=0.0
     )
     return {k: v.numpy() for k, v in out.items()}, rec
+
+
+def _paint_whole(painter: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray):
+    """The whole-image mode's painting of the subject from its edited mask (every voxel of the brain repainted)."""
+    images = {k: torch.from_numpy(v) for k, v in subject.images.items() if k in painter.synthesizer.sequences}
+    brain = subject.brain | (before > 0) | (after > 0)
+    out, _ = painter.paint(images, before, after, brain, subject.affine, SCHEME)
+    return {k: v.numpy() for k, v in out.items()}
 
 
 def _score(
@@ -214,6 +228,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         synth = standin_synthesizer(args.device)
         model_source = "random-initialised contract-shaped stand-in (smoke test only, not a result)"
     sequences = tuple(synth.sequences) if synth is not None else ("t1n", "t1c", "t2w", "t2f")
+    whole = None
+    if not args.no_whole:
+        from samraug.augment.painters import SAMRPainter
+
+        whole = SAMRPainter(args.whole_weights, mode="whole", device=args.device, space="MNI152")
+        missing = sorted(set(sequences) - set(whole.synthesizer.sequences))
+        if missing:
+            raise SystemExit(f"--whole-weights make {list(whole.synthesizer.sequences)}, not {missing}")
     indices = list(range(args.first_index, args.first_index + args.n_subjects))
     real = [dataset_subject(i, seed=args.data_seed, resolution=args.resolution) for i in indices]
     noise = [
@@ -244,6 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     preds["local model"] = painted
                 else:
                     skipped.append({"subject": subj.subject_id, "task": "inpainting", "reason": rec["skipped"]})
+            if whole is not None:
+                preds["whole-image mode"] = _paint_whole(whole, subj, before, subj.seg)
             preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
             mirrored = mirror_region(subj, region)
             if mirrored is not None:
@@ -278,6 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 preds["local model"] = painted
             else:
                 skipped.append({"subject": subj.subject_id, "task": "lesion", "reason": rec["skipped"]})
+        if whole is not None:
+            preds["whole-image mode"] = _paint_whole(whole, subj, subj.seg, subj.seg)
         preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
         preds["noise reference"] = {s: ref.images[s] for s in sequences}
         _score(raw["lesion"], preds, subj, region, sequences)
@@ -322,7 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "contrast_sd": contrast_table,
         "skipped": skipped,
-        "not_yet": ["whole-image mode row", "label fidelity"],
+        "whole_weights": None if whole is None else (args.whole_weights or "bundled demo weights"),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "machine": machine_state(torch.get_num_threads()),
         "wall_seconds": time.time() - start,
@@ -373,12 +399,18 @@ def format_report(res: Mapping[str, Any]) -> str:
         "",
     ]
     for task in TASKS:
-        lines += [f"## {task}", "", "| row | sequence | SSIM | PSNR (dB) | MSE | n |", "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            f"## {task}",
+            "",
+            "| row | sequence | SSIM | PSNR (dB) | MSE | mean abs dz (real) | n |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for row, per in res["summary"][task].items():
             for s, m in per.items():
                 lines.append(
                     f"| {row} | {s} | {m['ssim']['mean']:.3f} ± {m['ssim']['std']:.3f} | "
-                    f"{m['psnr']['mean']:.2f} ± {m['psnr']['std']:.2f} | {m['mse']['mean']:.4f} | {m['ssim']['n']} |"
+                    f"{m['psnr']['mean']:.2f} ± {m['psnr']['std']:.2f} | {m['mse']['mean']:.4f} | "
+                    f"{m['dz']['mean']:.3f} ({m['dz_real']['mean']:.3f}) | {m['ssim']['n']} |"
                 )
         lines.append("")
     lines += ["## contrast (SD of normal brain), real / synthetic", "", "| class | sequence | real | synthetic |"]
@@ -386,7 +418,12 @@ def format_report(res: Mapping[str, Any]) -> str:
     for c, per in res["contrast_sd"].items():
         for s, v in per.items():
             lines.append(f"| {c} | {s} | {v['real']:+.2f} | {v['synthetic']:+.2f} |")
-    lines += ["", f"Not yet in this report: {', '.join(res['not_yet'])}.", f"Command: `{res['command']}`"]
+    lines += [
+        "",
+        "Label fidelity of the local mode: `python benchmarks/quality.py --variants samr_local` (a segmenter trained "
+        "on real images, Dice on images whose lesion neighbourhood was repainted vs on the real ones).",
+        f"Command: `{res['command']}`",
+    ]
     m = res["machine"]
     lines.append(f"Machine: {m['platform']}, {m['cpu_count']} CPUs, load {m['loadavg_1_5_15']}, torch {m['torch']}.")
     if res["skipped"]:
@@ -398,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", help="local weights folder or org/name[@rev] (config mode 'local')")
     p.add_argument("--standin", action="store_true", help="random-initialised stand-in model (smoke test only)")
+    p.add_argument(
+        "--whole-weights", default=None, help="whole-image weights of the whole-image row (default: bundled demo)"
+    )
+    p.add_argument("--no-whole", action="store_true", help="leave out the whole-image mode row")
     p.add_argument("--n-subjects", type=int, default=6)
     p.add_argument("--first-index", type=int, default=900, help="first held-out phantom subject index")
     p.add_argument("--data-seed", type=int, default=0, help="phantom data-set seed")

@@ -36,6 +36,12 @@ def test_region_metrics_golden():
     assert m["mse"] == pytest.approx(0.01, rel=1e-4)
     assert m["psnr"] == pytest.approx(20.0, rel=1e-4)
     assert m["ssim"] < 1.0
+    # inter-slice change inside the region: a constant shift keeps it; computed here from the region's z pairs
+    pairs = region[..., 1:] & region[..., :-1]
+    assert m["dz_real"] == pytest.approx(np.abs(np.diff(scaled, axis=2))[pairs].mean(), rel=1e-5)
+    assert m["dz"] == pytest.approx(m["dz_real"], rel=1e-5)
+    flat = np.where(region, lo + 0.5 * (hi - lo), truth)  # constant inside the region: no change along z
+    assert region_metrics(flat, truth, region, brain)["dz"] == pytest.approx(0.0, abs=1e-7)
     same = region_metrics(truth, truth, region, brain)
     assert same["mse"] == 0 and same["psnr"] == math.inf and same["ssim"] == pytest.approx(1.0, abs=1e-6)
 

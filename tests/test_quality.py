@@ -175,3 +175,37 @@ def test_image_structure_of_a_checkerboard_and_of_a_ramp() -> None:
 def test_model_classes_follow_the_conditioning() -> None:
     assert quality.model_classes("samr", "samr") == {"edema": (2,), "cavity": (3,), "tumor": (4,)}
     assert quality.model_classes("brats2024", "native") == {"NETC": (2,), "SNFH": (3,), "ET": (4,), "RC": (5,)}
+
+
+def test_local_mode_repaints_only_the_lesion_neighbourhood(tmp_path: Path) -> None:
+    """quality.py with local weights: G(test mask) is the real volume with the lesion's neighbourhood repainted;
+    every voxel farther than the margin + blending from the lesion keeps its real value."""
+    import numpy as np
+    from tiny_model import SEQS, save_tiny_local_weights
+
+    from benchmarks.augmentation import Painter
+    from samraug.region import dilate_mm
+    from samraug.synthesis import Synthesizer
+    from samraug.training.segmentation import EvalVolume
+
+    synth = Synthesizer(save_tiny_local_weights(tmp_path / "local", scheme="brats2024"), device="cpu")
+    painter = Painter("samr_local", synth, "random init (test)", set())
+    assert quality.is_local(painter)
+    shape = (40, 44, 36)
+    native = np.zeros(shape, np.int64)
+    native[6:34, 6:38, 6:30] = 1  # normal brain
+    native[16:24, 18:26, 14:20] = 3  # SNFH (brats2024 class 2 -> model class 3)
+    native[18:22, 20:24, 16:18] = 4  # ET
+    gen = torch.Generator().manual_seed(0)
+    image = torch.where(torch.from_numpy(native > 0), torch.rand((len(SEQS), *shape), generator=gen) * 1.6 - 0.8, -1.0)
+    vol = EvalVolume("s", image, torch.from_numpy(native.clip(max=4)), (2.0, 2.0, 2.0))
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fake = quality.synthesize_test_volume(painter, vol, affine, native, "brats2024")
+    assert fake.shape == image.shape
+    near = dilate_mm(native >= 2, (2.0, 2.0, 2.0), 8.0 + 3.0 + 2.0)  # margin + feather + one voxel
+    far = torch.from_numpy(~near)
+    assert torch.equal(fake[:, far], image[:, far])
+    assert bool((fake[:, torch.from_numpy(native >= 2)] != image[:, torch.from_numpy(native >= 2)]).any())
+    assert bool((fake[:, torch.from_numpy(native == 0)] == -1).all())
+    with pytest.raises(ValueError, match="native labels"):
+        quality.synthesize_test_volume(painter, vol, affine, None, None)
