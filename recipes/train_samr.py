@@ -28,9 +28,11 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from samraug.data.phantom import PHANTOM_SPACE
 from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
 from samraug.training.checkpoint import CheckpointError
@@ -98,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--sequences", nargs="+", help="sequences to use, in order (default: all in the data)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of patients held out for validation")
     g.add_argument("--split-file", help="reuse a saved split.json instead of drawing one")
+    g.add_argument(
+        "--atlas-space",
+        help="template space of the data and atlas (whole task), written to the weights' config: e.g. SRI24 for "
+        "BraTS (subjects declared in it on another grid are then resampled, not refused); phantom: MNI152",
+    )
     g.add_argument("--min-brain-voxels", type=int, default=1, help="skip axial slices with fewer brain voxels")
     g = p.add_argument_group("local task (--task local)")
     g.add_argument("--context-slices", type=int, default=1, help="slices on each side of the painted one (2.5D)")
@@ -169,6 +176,8 @@ def build_config(args: argparse.Namespace):
     if args.task == "local":
         if args.model != "samr":
             raise SystemExit(f"--task local trains the SAMR local generator, not --model {args.model}")
+        if args.atlas_space:
+            raise SystemExit("--atlas-space names the whole-image task's atlas space; a local generator has no atlas")
         overrides.update(LOCAL_DEFAULTS)
     for flag, field in (
         ("no_stretch_out", "stretch_out"),
@@ -195,6 +204,16 @@ def build_config(args: argparse.Namespace):
     if args.upsample:
         overrides["generator"] = {"upsample": args.upsample}
     return preset_config(args.preset, model_type=args.model, **overrides)
+
+
+def atlas_space_of(args: argparse.Namespace, atlas: Any) -> str | None:
+    """The atlas space the exported weights declare: ``--atlas-space``, else MNI152 for the phantom (built on the
+    MNI152 template), else None (unknown: off-grid subjects are refused, naming the way out)."""
+    if atlas is None:
+        return None
+    if args.atlas_space:
+        return str(args.atlas_space)
+    return PHANTOM_SPACE if args.data == "phantom" else None
 
 
 #: What a run writes into --log-dir (an earlier run is recognised by any of them).
@@ -324,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             "notes": LOCAL_NOTES if args.task == "local" else WHOLE_NOTES,
             "training config": json.dumps(config.to_dict(), sort_keys=True),
         }
-        trainer.export(out, getattr(data, "atlas", None), card=card, fp16=args.fp16_weights)
+        atlas = getattr(data, "atlas", None)
+        trainer.export(out, atlas, card=card, fp16=args.fp16_weights, atlas_space=atlas_space_of(args, atlas))
         if env.is_main:
             print(f"weights: {out}\nlogs: {log_dir}\nvalidation: {json.dumps(validation)}", file=sys.stderr)
             if args.push_to_hub:

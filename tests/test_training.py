@@ -327,7 +327,8 @@ def test_export_loads_back_through_the_hub(tmp_path, fp16):
         SEQ,
         torch.ones(32, 32, 9, dtype=torch.bool),
     )
-    folder = trainer.export(tmp_path / "w", atlas, card={"data": "toy", "steps": 1}, fp16=fp16)
+    folder = trainer.export(tmp_path / "w", atlas, card={"data": "toy", "steps": 1}, fp16=fp16, atlas_space="mni152")
+    assert json.loads((folder / "config.json").read_text())["atlas_space"] == "MNI152"
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
         "atlas.safetensors",
@@ -373,6 +374,20 @@ def test_recipe_arguments_map_onto_the_config():
         recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--model", "pix2pixhd", "--no-atlas"]))
 
 
+def test_recipe_declares_the_atlas_space():
+    """Phantom-trained whole-image weights declare MNI152 (the phantom's template); BraTS weights declare what
+    --atlas-space says, else nothing (unknown: off-grid subjects refused); local generators have no atlas."""
+    recipe = _recipe()
+    atlas = object()
+    assert recipe.atlas_space_of(recipe.parse_args(["--out", "/tmp/x"]), atlas) == "MNI152"
+    assert recipe.atlas_space_of(recipe.parse_args(["--out", "/tmp/x"]), None) is None
+    assert recipe.atlas_space_of(recipe.parse_args(["--out", "/tmp/x", "--data", "/brats"]), atlas) is None
+    args = recipe.parse_args(["--out", "/tmp/x", "--data", "/brats", "--atlas-space", "SRI24"])
+    assert recipe.atlas_space_of(args, atlas) == "SRI24"
+    with pytest.raises(SystemExit, match="no atlas"):
+        recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--task", "local", "--atlas-space", "MNI152"]))
+
+
 @pytest.mark.slow  # simulates 3 phantom subjects (~30 s) before two training steps at 128x128
 def test_recipe_end_to_end_on_the_phantom(tmp_path):
     from samraug.hub import load_weights
@@ -393,6 +408,7 @@ def test_recipe_end_to_end_on_the_phantom(tmp_path):
     assert "recipes/train_samr.py --n-subjects 3" in card and "psnr/t1n" in card and "SIMULATED" in card
     w = load_weights(out)
     assert w.sequences == ("t1n", "t1c", "t2w", "t2f", "aptw") and w.atlas.shape == (99, 117, 95)
+    assert json.loads((out / "config.json").read_text())["atlas_space"] == "MNI152"
     declared = w.atlas.info["training_data"]  # the weights say which (simulated) subjects they saw
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert declared["subjects"] == split["train"] and len(declared["phantom_subject_seeds"]) == len(split["train"])

@@ -62,6 +62,7 @@ from scipy import ndimage
 __all__ = [
     "LABELS",
     "PHANTOM_SEQUENCES",
+    "PHANTOM_SPACE",
     "SUPPORTED_RESOLUTIONS",
     "TISSUES",
     "TISSUE_PROPERTIES",
@@ -96,6 +97,8 @@ TISSUE_PROPERTIES: Mapping[str, tuple[float, float, float, float]] = MappingProx
     }
 )
 SUPPORTED_RESOLUTIONS: tuple[float, ...] = (1.0, 2.0)
+#: The template space the phantom's subjects live in (their anatomy and grid are the MNI152 template's).
+PHANTOM_SPACE = "MNI152"
 
 # Acquisition protocol (ms) and contrast agent.
 _T1W_TR, _T1W_TE = 550.0, 12.0

@@ -833,8 +833,12 @@ class GANTrainer:
         label_scheme: str | LabelScheme | None = None,
         card: Mapping[str, Any] | None = None,
         fp16: bool = False,
+        atlas_space: str | None = None,
     ) -> Path:
         """Write the generator as a weights folder (:func:`samraug.hub.save_weights`) on rank 0.
+
+        ``atlas_space`` (with an atlas): the template space the atlas and the training data live in (e.g.
+        ``"MNI152"``), so subjects declared in it on another grid are resampled rather than refused.
 
         The config records ``conditioning`` and ``label_scheme`` (the trainer's; ``label_scheme``, if given, must
         be the same scheme) and ``lineage`` (``--init-from`` sources, newest first). With ``fp16=True`` the
@@ -858,6 +862,7 @@ class GANTrainer:
                 dtype=torch.float16 if fp16 else None,
                 atlas_dtype=torch.float16 if fp16 and atlas is not None else None,
                 lineage=self.lineage or None,
+                atlas_space=atlas_space,
                 **self.export_extras(),
             )
         barrier(self.env)
