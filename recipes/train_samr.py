@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start from earlier training: a weights folder, org/name[@rev], or a checkpoint folder (G, D, U and "
         "optimiser states); the architecture must match",
     )
+    g.add_argument(
+        "--skips",
+        action="store_true",
+        help="whole task: U-Net skips from both encoders to the decoders (not in the paper; the atlas's anatomy "
+        "reaches the output at full resolution). The local generator always has them",
+    )
     g.add_argument("--model", choices=MODEL_TYPES, default="samr", help="SAMR or a baseline (pix2pix, pix2pixhd)")
     g.add_argument("--no-stretch-out", action="store_true", help="ablation: one shared decoder")
     g.add_argument("--no-label-wise-d", action="store_true", help="ablation: 2 global discriminators")
@@ -201,8 +207,15 @@ def build_config(args: argparse.Namespace):
             overrides[field] = getattr(args, arg)
     if args.gan_mode:
         overrides["gan_mode"] = args.gan_mode
+    generator: dict[str, Any] = {}
     if args.upsample:
-        overrides["generator"] = {"upsample": args.upsample}
+        generator["upsample"] = args.upsample
+    if args.skips:
+        if args.task == "local" or args.model != "samr":
+            raise SystemExit("--skips is an option of the whole-image SAMR generator (--task whole --model samr)")
+        generator["skips"] = True
+    if generator:
+        overrides["generator"] = generator
     return preset_config(args.preset, model_type=args.model, **overrides)
 
 

@@ -372,6 +372,10 @@ def test_recipe_arguments_map_onto_the_config():
     assert (cfg.model_type, cfg.lambda_l1, cfg.n_scales) == ("pix2pix", 100.0, 1)
     with pytest.raises(SystemExit, match="ablation of --model samr"):
         recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--model", "pix2pixhd", "--no-atlas"]))
+    cfg = recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--skips", "--upsample", "resize_conv"]))
+    assert cfg.generator == {"upsample": "resize_conv", "skips": True}
+    with pytest.raises(SystemExit, match="--skips"):
+        recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--skips", "--task", "local"]))
 
 
 def test_recipe_declares_the_atlas_space():

@@ -24,10 +24,12 @@ __all__ = [
     "ArchitectureConfig",
     "ConvNormAct",
     "DoubleConv",
+    "LevelEncoder",
     "NormKind",
     "OutputConv",
     "ResizeConvNormAct",
     "ResnetBlock",
+    "SkipDecoder",
     "UpConvNormAct",
     "UpsampleKind",
     "channel_plan",
@@ -237,6 +239,74 @@ class DoubleConv(nn.Sequential):
             ConvNormAct(in_channels, out_channels, 3, norm=norm),
             ConvNormAct(out_channels, out_channels, 3, norm=norm),
         )
+
+
+class LevelEncoder(nn.Module):
+    """7x7 conv then ``len(chans) - 1`` stride-2 3x3 convs; returns every level's features (full resolution first),
+    for decoders with U-Net skips (:class:`SkipDecoder`).
+
+    Example:
+        >>> [tuple(f.shape) for f in LevelEncoder(2, [4, 8], "none")(torch.zeros(1, 2, 8, 8))]
+        [(1, 4, 8, 8), (1, 8, 4, 4)]
+    """
+
+    def __init__(self, in_channels: int, chans: list[int], norm: str) -> None:
+        super().__init__()
+        self.stem = ConvNormAct(in_channels, chans[0], 7, norm=norm, pad_mode="reflect")
+        self.down = nn.ModuleList(
+            ConvNormAct(chans[i], chans[i + 1], 3, stride=2, padding=1, norm=norm) for i in range(len(chans) - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for layer in self.down:
+            feats.append(layer(feats[-1]))
+        return feats
+
+
+class SkipDecoder(nn.Module):
+    """One stretch-out branch: ``n_res`` residual blocks, ``len(chans) - 1`` up-samplings (each followed, with
+    skips, by a 3x3 conv fusing ``encoders`` encoders' features of that level, :class:`LevelEncoder`), 7x7 conv to
+    ``out_channels``, tanh. ``encoders=0``: no skips.
+
+    Example:
+        >>> enc = LevelEncoder(2, [4, 8], "none")
+        >>> feats = enc(torch.zeros(1, 2, 8, 8))
+        >>> SkipDecoder(8, [4, 8], "none", "resize_conv", encoders=1)(feats[-1], feats[:-1]).shape
+        torch.Size([1, 1, 8, 8])
+    """
+
+    def __init__(
+        self,
+        width: int,
+        chans: list[int],
+        norm: str,
+        upsample: str,
+        encoders: int,
+        *,
+        n_res: int = 1,
+        out_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        blocks = [ResnetBlock(width, norm=norm) for _ in range(n_res)]
+        self.res = blocks[0] if n_res == 1 else nn.Sequential(*blocks)  # one block: the local weights' layout
+        ins = [width, *reversed(chans[1:-1])]
+        outs = list(reversed(chans[:-1]))
+        self.ups = nn.ModuleList(up_block(upsample, i, o, norm=norm) for i, o in zip(ins, outs, strict=True))
+        self.fuse = (
+            nn.ModuleList(ConvNormAct((1 + encoders) * o, o, 3, norm=norm, pad_mode="reflect") for o in outs)
+            if encoders
+            else None
+        )
+        self.out = nn.Sequential(OutputConv(chans[0], out_channels, 7), nn.Tanh())
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = self.res(x)
+        for i, up in enumerate(self.ups):
+            x = up(x)
+            if self.fuse is not None:
+                x = self.fuse[i](torch.cat([x, skips[-1 - i]], dim=1))
+        return self.out(x)
 
 
 class ArchitectureConfig:

@@ -62,8 +62,10 @@ from samraug.models.blocks import (
     UPSAMPLE_MODES,
     ArchitectureConfig,
     ConvNormAct,
+    LevelEncoder,
     OutputConv,
     ResnetBlock,
+    SkipDecoder,
     channel_plan,
     check_divisible,
     up_block,
@@ -261,6 +263,10 @@ class SAMRGenerator(_GeneratorBase):
         upsample: Decoder up-sampling: ``"resize_conv"`` (nearest x2 + 3x3 conv; no checkerboard artefacts; the
             default) or ``"transposed"`` (3x3 stride-2 transposed conv, pix2pixHD; what configs written before this
             option mean).
+        skips: U-Net skips (not in the paper, whose decoders see only the bottleneck): each decoder level also
+            receives both encoders' features of that level, so the atlas's anatomy reaches the output at full
+            resolution instead of through the ``2**n_down`` bottleneck. False (the paper's, and what configs
+            without the key mean) keeps the original layout.
 
     Example:
         >>> g = SAMRGenerator(sequences=("t1n", "t2f"), base_channels=8, max_channels=32, n_down=3, n_res_blocks=1)
@@ -282,6 +288,7 @@ class SAMRGenerator(_GeneratorBase):
         decoder_res_blocks: int = 1,
         norm: Literal["batch", "instance", "none"] = "batch",
         upsample: Literal["transposed", "resize_conv"] = "resize_conv",
+        skips: bool = False,
     ) -> None:
         super().__init__()
         sequences = _check_sequences(sequences)
@@ -303,6 +310,7 @@ class SAMRGenerator(_GeneratorBase):
         self.n_down = n_down
         self.stretch_out = bool(stretch_out)
         self.use_atlas = bool(use_atlas)
+        self.skips = bool(skips)
         self._set_config(
             {
                 "sequences": sequences,
@@ -317,16 +325,22 @@ class SAMRGenerator(_GeneratorBase):
                 "decoder_res_blocks": decoder_res_blocks,
                 "norm": norm,
                 "upsample": upsample,
+                **({"skips": True} if self.skips else {}),  # configs without the key: no skips
             }
         )
         chans = channel_plan(base_channels, max_channels, n_down + 1)
-        self.mask_encoder = _encoder(n_labels, chans, norm)
-        self.atlas_encoder = _encoder(self.atlas_channels, chans, norm) if self.use_atlas else None
+        encoder = (lambda c: LevelEncoder(c, chans, norm)) if self.skips else (lambda c: _encoder(c, chans, norm))
+        self.mask_encoder = encoder(n_labels)
+        self.atlas_encoder = encoder(self.atlas_channels) if self.use_atlas else None
         width = chans[-1] * (2 if self.use_atlas else 1)
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
         n_branches, out_per_branch = (len(sequences), 1) if self.stretch_out else (1, len(sequences))
+        encoders = 2 if self.use_atlas else 1
         self.decoders = nn.ModuleList(
-            _decoder(width, chans, out_per_branch, decoder_res_blocks, norm, upsample) for _ in range(n_branches)
+            SkipDecoder(width, chans, norm, upsample, encoders, n_res=decoder_res_blocks, out_channels=out_per_branch)
+            if self.skips
+            else _decoder(width, chans, out_per_branch, decoder_res_blocks, norm, upsample)
+            for _ in range(n_branches)
         )
 
     @property
@@ -343,7 +357,8 @@ class SAMRGenerator(_GeneratorBase):
         """``mask (B, n_labels, H, W)``, ``atlas (B, atlas_slices * n_seq, H, W)`` -> ``(B, n_seq, H, W)``."""
         _check_mask(mask, self.n_labels)
         check_divisible(mask, self.n_down, "mask", min_bottleneck=2)
-        latent = self.mask_encoder(mask)
+        feats = self.mask_encoder(mask)
+        latent = feats[-1] if self.skips else feats
         if self.use_atlas:
             if atlas is None:
                 raise ValueError(
@@ -356,8 +371,15 @@ class SAMRGenerator(_GeneratorBase):
                     f"atlas must have shape {want} ({self.atlas_slices} slices x {len(self.sequences)} sequences "
                     f"{self.sequences}, same batch and size as the mask), got {tuple(atlas.shape)}"
                 )
-            latent = torch.cat([latent, self.atlas_encoder(atlas)], dim=1)
+            atlas_feats = self.atlas_encoder(atlas)
+            if self.skips:
+                latent = torch.cat([latent, atlas_feats[-1]], dim=1)
+                feats = [torch.cat([a, b], dim=1) for a, b in zip(feats, atlas_feats, strict=True)]
+            else:
+                latent = torch.cat([latent, atlas_feats], dim=1)
         latent = self.trunk(latent)
+        if self.skips:
+            return torch.cat([decoder(latent, feats[:-1]) for decoder in self.decoders], dim=1)
         return torch.cat([decoder(latent) for decoder in self.decoders], dim=1)
 
 
@@ -461,7 +483,7 @@ _CLASSES: dict[str, type[_GeneratorBase]] = {
     "pix2pix": Pix2PixGenerator,
 }
 _PIX2PIX_FROM_SAMR = {"n_down": "depth"}
-_SAMR_ONLY = ("atlas_slices", "n_res_blocks", "stretch_out", "use_atlas", "decoder_res_blocks")
+_SAMR_ONLY = ("atlas_slices", "n_res_blocks", "stretch_out", "use_atlas", "decoder_res_blocks", "skips")
 _PIX2PIXHD = {"stretch_out": False, "use_atlas": False, "decoder_res_blocks": 0}
 
 

@@ -47,12 +47,11 @@ from torch import nn
 from samraug.models.blocks import (
     UPSAMPLE_MODES,
     ArchitectureConfig,
-    ConvNormAct,
-    OutputConv,
+    LevelEncoder,
     ResnetBlock,
+    SkipDecoder,
     channel_plan,
     check_divisible,
-    up_block,
 )
 
 __all__ = ["LOCAL_PRESETS", "LocalGenerator", "build_local_generator", "build_local_inputs"]
@@ -210,11 +209,11 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         }
         k = 2 * context_slices + 1
         chans = channel_plan(base_channels, max_channels, n_down + 1)
-        self.mask_encoder = _LevelEncoder(n_labels * k, chans, norm)
-        self.context_encoder = _LevelEncoder((len(seq) + 1) * k, chans, norm)
+        self.mask_encoder = LevelEncoder(n_labels * k, chans, norm)
+        self.context_encoder = LevelEncoder((len(seq) + 1) * k, chans, norm)
         width = 2 * chans[-1]
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
-        self.decoders = nn.ModuleList(_SkipDecoder(width, chans, norm, upsample, self.skips) for _ in seq)
+        self.decoders = nn.ModuleList(SkipDecoder(width, chans, norm, upsample, 2 if self.skips else 0) for _ in seq)
 
     def forward(self, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``mask (B, K*(2c+1), H, W)``, ``context (B, (S+1)*(2c+1), H, W)`` -> ``(B, S, H, W)`` in [-1, 1]."""
@@ -246,47 +245,6 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         known = context[:, centre : centre + s]
         region = context[:, centre + s : centre + s + 1]
         return region * painted + (1 - region) * known
-
-
-class _LevelEncoder(nn.Module):
-    """7x7 conv then ``n_down`` stride-2 3x3 convs; returns every level's features (full resolution first)."""
-
-    def __init__(self, in_channels: int, chans: list[int], norm: str) -> None:
-        super().__init__()
-        self.stem = ConvNormAct(in_channels, chans[0], 7, norm=norm, pad_mode="reflect")
-        self.down = nn.ModuleList(
-            ConvNormAct(chans[i], chans[i + 1], 3, stride=2, padding=1, norm=norm) for i in range(len(chans) - 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
-        for layer in self.down:
-            feats.append(layer(feats[-1]))
-        return feats
-
-
-class _SkipDecoder(nn.Module):
-    """One stretch-out branch: a residual block, ``n_down`` up-samplings (each followed, with skips, by a 3x3 conv
-    fusing the encoders' features of that level), 7x7 conv to one channel, tanh."""
-
-    def __init__(self, width: int, chans: list[int], norm: str, upsample: str, skips: bool) -> None:
-        super().__init__()
-        self.res = ResnetBlock(width, norm=norm)
-        ins = [width, *reversed(chans[1:-1])]
-        outs = list(reversed(chans[:-1]))
-        self.ups = nn.ModuleList(up_block(upsample, i, o, norm=norm) for i, o in zip(ins, outs, strict=True))
-        self.fuse = (
-            nn.ModuleList(ConvNormAct(3 * o, o, 3, norm=norm, pad_mode="reflect") for o in outs) if skips else None
-        )
-        self.out = nn.Sequential(OutputConv(chans[0], 1, 7), nn.Tanh())
-
-    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        x = self.res(x)
-        for i, up in enumerate(self.ups):
-            x = up(x)
-            if self.fuse is not None:
-                x = self.fuse[i](torch.cat([x, skips[-1 - i]], dim=1))
-        return self.out(x)
 
 
 def build_local_generator(preset: str | Mapping[str, Any] = "tiny", **overrides: Any) -> LocalGenerator:
