@@ -124,7 +124,12 @@ def test_low_modules_do_not_import_upper_ones() -> None:
     assert "samraug.data.brats" not in graph["samraug.atlas"]
     assert not any(m.startswith("samraug.data") for m in graph["samraug.atlas"])
     assert "samraug.data.slices" not in graph["samraug.synthesis"]
-    for mod in ("samraug.augment.core", "samraug.augment.painters", "samraug.augment.donors", "samraug.augment.batched"):
+    for mod in (
+        "samraug.augment.core",
+        "samraug.augment.painters",
+        "samraug.augment.donors",
+        "samraug.augment.batched",
+    ):
         assert not graph[mod] & {"samraug.transforms", "samraug.dataset", "samraug.monai", "samraug.cli"}, mod
     for low in ("samraug.labels", "samraug.intensity", "samraug.padding", "samraug.subjects"):
         assert graph[low] <= {"samraug.labels", "samraug.intensity"}, (low, graph[low])
