@@ -2,18 +2,28 @@
 dataset, the MONAI transform). A front-end only reads its item into an :class:`~samraug.augment.views.ItemView`
 (:mod:`samraug.augment.views`) and gets the item back in its own format and types.
 
-Example:
-    >>> import torch
-    >>> from samraug.augment import augment_view, plain_view
+Example (the bundled demo weights; an item on their atlas grid with a brain in two slices):
+    >>> import warnings
+    >>> from samraug.augment.views import output_item, plain_view
+    >>> from samraug.editing import LesionEditor
     >>> from samraug.synthesis import get_synthesizer
-    >>> synth = get_synthesizer(None, device="cpu")  # the bundled demo weights  # doctest: +SKIP
-    >>> item = {"image": images, "label": label}  # (4, X, Y, Z) on the atlas grid, label in brats2021  # doctest: +SKIP
-    >>> view = plain_view(item, label_key="label", image_key="image", mapping={"t1n": 0, "t1c": 1, "t2w": 2,
-    ...                   "t2f": 3}, sequences=synth.sequences)  # doctest: +SKIP
-    >>> out = augment_view(view, item=item, scheme="brats2021", synthesizer=synth, editor=LesionEditor("brats2021"),
-    ...                    generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
-    >>> out.item["image"].shape == images.shape, out.record["edit"]["op"]  # doctest: +SKIP
-    (True, 'random')
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # the demo weights were trained on simulated data: they say so
+    ...     synth = get_synthesizer(None, device="cpu")
+    ...     X, Y, Z = synth.atlas.shape
+    >>> images = torch.zeros(len(synth.sequences), X, Y, Z); images[:, 30:60, 30:60, 40:42] = 100.0
+    >>> label = torch.zeros(X, Y, Z, dtype=torch.uint8); label[40:48, 40:48, 40:42] = 2
+    >>> item = {"image": images, "label": label}
+    >>> view = plain_view(item, label_key="label", image_key="image", sequences=synth.sequences,
+    ...                   mapping={s: i for i, s in enumerate(synth.sequences)})
+    >>> out = augment_view(view, item=output_item(item, view), scheme="brats2021", synthesizer=synth,
+    ...                    editor=LesionEditor("brats2021"), generator=torch.Generator().manual_seed(0))
+    >>> out.item["image"].shape == images.shape, out.record["edit"]["op"], out.item["image"] is images
+    (True, 'random', False)
+    >>> again = augment_view(view, item=output_item(item, view), scheme="brats2021", synthesizer=synth,
+    ...                      editor=LesionEditor("brats2021"), replay=out.record["edit"])  # replayed exactly
+    >>> torch.equal(again.item["image"], out.item["image"])
+    True
 """
 
 from __future__ import annotations
@@ -177,6 +187,13 @@ def augment_view(
 
     Returns:
         :class:`Augmented`: the item (or the pending sample), the edited label map and the record.
+
+    Example (see the module docstring for a whole run):
+        >>> view = ItemView(np.zeros((4, 4), np.uint8), np.ones((4, 4), bool), {0: ("t1n", None, torch.ones(4, 4))})
+        >>> augment_view(view, scheme="brats2021", synthesizer=None, painter="labels-to-image", mode="local")
+        Traceback (most recent call last):
+        ...
+        ValueError: mode='local' belongs to the SAMR painter (painter='samr'); the 'labels-to-image' painter has no mode
     """
     scheme = scheme_from_plain(scheme)
     chosen = _resolve_painter(painter, mode, synthesizer)
