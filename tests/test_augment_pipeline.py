@@ -162,7 +162,7 @@ def test_deferred_and_batched_equal_in_process(synth: Synthesizer) -> None:
         torch.testing.assert_close(b["image"], d.item["image"], atol=1e-5, rtol=0)
 
 
-def test_mode_is_refused_for_another_painter_before_anything_is_written(synth: Synthesizer) -> None:
+def test_bad_arguments_are_refused_before_anything_is_written(synth: Synthesizer) -> None:
     item = _dict_item()
     view = _view(item, synth)
     out = output_item(item, view)
@@ -171,6 +171,10 @@ def test_mode_is_refused_for_another_painter_before_anything_is_written(synth: S
         augment_view(view, item=out, scheme="brats2021", synthesizer=synth, painter="labels-to-image", mode="local")
     with pytest.raises(ValueError, match="belongs to the SAMR painter"):
         augment_view(view, item=out, scheme="brats2021", synthesizer=synth, painter=CopyPastePainter(), mode="whole")
+    with pytest.raises(ValueError, match="intensity must be 'match'"):
+        augment_view(view, item=out, scheme="brats2021", synthesizer=synth, intensity="subject")
+    with pytest.raises(ValueError, match="replay= needs the editor="):
+        augment_view(view, item=out, scheme="brats2021", synthesizer=synth, replay={"op": "mirror"})
     for k, v in before.items():
         assert torch.equal(out[k], v), k
 

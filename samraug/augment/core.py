@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PendingSample", "check_lesion_in_brain", "register_donors", "scheme_from_plain", "scheme_to_plain"]
 
-_View = ItemView  # the core's old name of the view
-
 
 # ---------------------------------------------------------------------------------------------- plain values
 def scheme_to_plain(scheme: str | LabelScheme) -> str | dict[str, Any]:
@@ -281,7 +279,7 @@ def _background_of(image: torch.Tensor, brain: np.ndarray) -> float:
 
 def _make_pending(
     item: Any,
-    view: _View,
+    view: ItemView,
     edited: np.ndarray,
     scheme: LabelScheme,
     *,

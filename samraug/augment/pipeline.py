@@ -24,6 +24,10 @@ Example (the bundled demo weights; an item on their atlas grid with a brain in t
     ...                      editor=LesionEditor("brats2021"), replay=out.record["edit"])  # replayed exactly
     >>> torch.equal(again.item["image"], out.item["image"])
     True
+    >>> augment_view(view, scheme="brats2021", synthesizer=synth, painter="labels-to-image", mode="local")
+    Traceback (most recent call last):
+    ...
+    ValueError: mode='local' belongs to the SAMR painter (painter='samr'); the 'labels-to-image' painter has no mode
 """
 
 from __future__ import annotations
@@ -188,21 +192,18 @@ def augment_view(
     Returns:
         :class:`Augmented`: the item (or the pending sample), the edited label map and the record.
 
-    Example (see the module docstring for a whole run):
-        >>> view = ItemView(np.zeros((4, 4), np.uint8), np.ones((4, 4), bool), {0: ("t1n", None, torch.ones(4, 4))})
-        >>> augment_view(view, scheme="brats2021", synthesizer=None, painter="labels-to-image", mode="local")
-        Traceback (most recent call last):
-        ...
-        ValueError: mode='local' belongs to the SAMR painter (painter='samr'); the 'labels-to-image' painter has no mode
+    Example: see the module docstring.
     """
     scheme = scheme_from_plain(scheme)
     chosen = _resolve_painter(painter, mode, synthesizer)
+    if intensity not in ("match", "model"):
+        raise ValueError(f"intensity must be 'match' (the item's scale) or 'model' ([-1, 1]), got {intensity!r}")
+    if replay is not None and editor is None:
+        raise ValueError("replay= needs the editor= that made the record (e.g. LesionEditor(scheme))")
     as_tuple = as_tuple or isinstance(item, tuple)
     out: Any = _default_item(view) if item is None else (list(item) if isinstance(item, tuple) else item)
     scheme.validate(view.label, "label map" if view.label_key is None else f"label map {view.label_key!r}")
     if replay is not None:
-        if editor is None:
-            raise ValueError("replay= needs the editor= that made the record")
         edited, edit_record = _replay(editor, view.label, view.brain, replay, donors), _plain(replay)
     elif editor is not None:
         edited, edit_record = _edit(editor, view.label, view.brain, generator, donors)
