@@ -39,8 +39,7 @@ from torchio.transforms import Transform
 from torchio.transforms.augmentation import RandomTransform
 
 from samraug.atlas_space import check_space, normalize_space, weights_space
-from samraug.augment.core import (  # noqa: F401  (re-exported: the front-ends' shared core)
-    _EDITOR_SETTINGS,
+from samraug.augment.core import (  # noqa: F401  (check_lesion_in_brain: re-exported from its old home)
     PendingSample,
     _editor_settings,
     _make_editor,
