@@ -22,6 +22,7 @@ from samraug.augment import (
 )
 from samraug.augment.batched import synthesize_pending
 from samraug.augment.views import output_item
+from samraug.dataset import SAMRAugmentedDataset
 from samraug.editing import EditPolicy, LesionEditor
 from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize, SAMRSynthesizeFixed
@@ -250,3 +251,23 @@ def test_plain_view_refuses_misaligned_images(synth: Synthesizer) -> None:
             mapping={"t1n": "t1n"},
             sequences=synth.sequences,
         )
+
+
+def test_a_pending_sample_carries_its_painter(synth: Synthesizer) -> None:
+    """The dataset's pending sample for another painter is painted by synthesize_pending as by __getitem__."""
+
+    class Items:
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int):
+            images, seg = _arrays(i)
+            return images, seg
+
+    mixed = SAMRAugmentedDataset(Items(), 0.5, weights=synth, scheme="brats2021", painter="labels-to-image", seed=4)
+    i = len(mixed) - 1
+    pending = mixed.prepare(i)
+    assert pending.painter is mixed.painter and pending.paint_seed == pending.record["seed"] + 1
+    (done,) = synthesize_pending([pending], synth)
+    ref = mixed[i]
+    assert isinstance(done, tuple) and torch.equal(done[1], ref[1]) and torch.equal(done[0], ref[0])

@@ -74,11 +74,11 @@ class PendingCollate:
 def synthesize_pending(
     items: Sequence[Any], synthesizer: Synthesizer, *, slices_per_call: int | None = None
 ) -> list[Any]:
-    """Finish the :class:`~samraug.transforms.PendingSample`\\ s among ``items`` (others pass through).
+    """Finish the :class:`~samraug.augment.core.PendingSample`\\ s among ``items`` (others pass through).
 
     All pending slices of the same size go through the generator together: one call when they are 2D items
     (``slices_per_call=None``), calls of ``slices_per_call`` (default: the synthesizer's ``batch_size``) for
-    volumes.
+    volumes. A pending sample with its own painter (another painter than whole-image SAMR) is painted alone.
 
     Example:
         >>> finished = synthesize_pending([mixed.prepare(i) for i in range(10, 14)], mixed.synthesizer)
@@ -87,7 +87,9 @@ def synthesize_pending(
     out = list(items)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, item in enumerate(items):
-        if isinstance(item, PendingSample):
+        if isinstance(item, PendingSample) and item.painter is not None:
+            out[i] = item.complete(synthesizer)
+        elif isinstance(item, PendingSample):
             key = (tuple(item.masks.shape[1:]), item.atlas is not None)
             groups.setdefault(key, []).append(i)
     for (_, has_atlas), idx in groups.items():
