@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from samraug.grid import check_affine, resample
+from samraug.hub import BUNDLED_WEIGHTS
 
 __all__ = [
     "BUNDLED_SPACE",
@@ -77,8 +78,6 @@ def weights_space(config: Mapping[str, Any], weights: str | Path | None = None) 
     """
     if config.get("atlas_space") is not None:
         return normalize_space(str(config["atlas_space"]))
-    from samraug.hub import BUNDLED_WEIGHTS
-
     if weights is None:
         return BUNDLED_SPACE
     try:

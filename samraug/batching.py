@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from samraug.models.generator import GENERATOR_PRESETS
+
 __all__ = ["BEST_BATCH_128", "default_batch_size", "preset_of"]
 
 #: Fastest slices per generator call at 128x128, per device type and generator preset (see the module docstring).
@@ -84,8 +86,6 @@ def preset_of(config: Mapping[str, Any]) -> str:
         >>> preset_of({"base_channels": 8, "max_channels": 16}), preset_of({"base_channels": 128})
         ('tiny', 'paper')
     """
-    from samraug.models.generator import GENERATOR_PRESETS
-
     arch = {k: config.get(k) for k in _ARCH_KEYS}
     for name, preset in GENERATOR_PRESETS.items():
         if all(arch[k] == preset[k] for k in _ARCH_KEYS):

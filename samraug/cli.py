@@ -1,7 +1,7 @@
 """The ``samraug`` command line.
 
 One sub-command per task; each has a ``_register_<name>(subparsers)`` function that adds its parser and sets
-``func`` to the function that runs it (heavy imports happen inside those functions, so ``samraug --help`` is fast).
+``func`` to the function that runs it.
 Library errors (``ValueError``, ``OSError`` such as ``FileNotFoundError``, ...) are printed as
 ``samraug <command>: error: ...`` with exit status 1; usage errors exit with status 2; Ctrl-C exits with 130.
 
@@ -13,15 +13,43 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
 from . import __version__
 from .argtypes import non_negative_int, positive_int
+from .augment.painters import SAMRPainter
+from .data import phantom
+from .data.brats import (
+    AFFINE_ATOL,
+    SEQUENCE_ALIASES,
+    affines_match,
+    check_scheme_layout,
+    format_affine,
+    label_hint,
+    layout_of_name,
+    read_nifti,
+)
+from .editing import LesionEditor
+from .export.command import add_parser
+from .hub import CARD_NAME, META_KEYS, load_weights
+from .intensity import denormalize, robust_normalize
+from .labels import get_scheme
+from .models.generator import PRESETS
+from .outputs import StagedOutput, check_output_dir
+from .synthesis import Synthesizer, resolve_device
 
 __all__ = ["build_parser", "main"]
 
@@ -49,7 +77,6 @@ def _register_phantom(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
-    from .data import phantom
 
     root = phantom.write_phantom_dataset(
         args.out, args.n, seed=args.seed, resolution=args.resolution, workers=args.workers, progress=True
@@ -155,7 +182,6 @@ def _case_name(mask: Path) -> str:
 
 
 def _image_names(sequences: Sequence[str], seq_map: dict[str, str]) -> set[str]:
-    from .data.brats import SEQUENCE_ALIASES
 
     return {*sequences, *SEQUENCE_ALIASES, *SEQUENCE_ALIASES.values(), "aptw", *seq_map.values()}
 
@@ -216,7 +242,6 @@ def _parse_sequence_map(text: str | None) -> dict[str, str]:
 
 def _case_images(mask: Path, sequences: Sequence[str], seq_map: dict[str, str]) -> dict[str, Path]:
     """The case's own images next to a ``<case>-seg.nii.gz`` / ``<case>_seg.nii.gz`` mask, by model sequence."""
-    from .data.brats import SEQUENCE_ALIASES
 
     case, sep, tail = _split_name(mask)
     if not sep or tail.lower() != "seg":
@@ -237,9 +262,6 @@ def _case_images(mask: Path, sequences: Sequence[str], seq_map: dict[str, str]) 
 
 
 def _check_device(spec: str) -> str:
-    import torch
-
-    from .synthesis import resolve_device
 
     try:
         device = resolve_device(spec)
@@ -262,7 +284,7 @@ def _check_device(spec: str) -> str:
 
 
 def _preview(path: Path, volumes: dict, seg: object, z: int, title: str) -> None:
-    import numpy as np
+    # matplotlib is optional (samraug[demo]): only --preview needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -299,10 +321,6 @@ class _Case:
 
 
 def _read_mask(path: Path, scheme: Any, atlas: Any) -> tuple[Any, Any]:
-    import nibabel as nib
-    import numpy as np
-
-    from .data.brats import label_hint, read_nifti
 
     case = _case_name(path)
     try:
@@ -330,7 +348,6 @@ def _read_mask(path: Path, scheme: Any, atlas: Any) -> tuple[Any, Any]:
 
 def _read_image_like(path: Path, case: str, ref: Path, ref_img: Any, what: str) -> Any:
     """Read an image of a case and check it is on the mask's grid (shape, affine), naming both files."""
-    from .data.brats import AFFINE_ATOL, affines_match, format_affine, read_nifti
 
     tensor, affine = read_nifti(path, case_id=case)
     vol = tensor[0].numpy()
@@ -349,7 +366,6 @@ def _read_image_like(path: Path, case: str, ref: Path, ref_img: Any, what: str) 
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
 
     if isinstance(obj, np.generic):
         return obj.item()
@@ -359,22 +375,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def _run_synthesize(args: argparse.Namespace) -> int:
-    import json
-    import math
-    import warnings
-
-    import nibabel as nib
-    import numpy as np
-    import torch
-    from tqdm.auto import tqdm
-
-    from .augment.painters import SAMRPainter
-    from .data.brats import SEQUENCE_ALIASES, check_scheme_layout, layout_of_name
-    from .editing import LesionEditor
-    from .intensity import denormalize, robust_normalize
-    from .labels import get_scheme
-    from .outputs import StagedOutput, check_output_dir
-    from .synthesis import Synthesizer
 
     # ---- arguments and inputs: every check before anything is written
     scheme = get_scheme(args.scheme)
@@ -391,7 +391,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             raise ValueError(f"masks {other} and {path} have the same case name {_case_name(path)!r}; rename one")
     if args.preview:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401  (optional, samraug[demo]: checked before anything is written)
         except ImportError:
             raise ImportError("--preview needs matplotlib: pip install 'samraug[demo]'") from None
     synth = Synthesizer(args.weights, device=device).load()  # strict: corrupt weights raise WeightsError here
@@ -584,10 +584,6 @@ def _card_sections(text: str, names: Sequence[str]) -> list[str]:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    import json
-
-    from .hub import CARD_NAME, META_KEYS, load_weights
-    from .models.generator import PRESETS
 
     w = load_weights(args.weights, device="cpu")
     cfg = w.config
@@ -629,7 +625,6 @@ def _run_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- export-nnunet
 def _register_export_nnunet(subparsers: argparse._SubParsersAction) -> None:
-    from .export.command import add_parser  # argparse only: the export itself is imported when it runs
 
     add_parser(subparsers)
 

@@ -50,39 +50,38 @@ from __future__ import annotations
 import copy
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torchio as tio
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import Dataset
 
-from samraug.augment.donors import DonorPool, label_array, track
-from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
-from samraug.labels import LabelScheme, get_scheme, one_hot
-from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
-from samraug.synthesis import Synthesizer, get_synthesizer
-from samraug.transforms import (
+from samraug.atlas_space import check_space, normalize_space, weights_space
+from samraug.augment.batched import (  # re-exported: the batched path lived here
+    PendingBatch,
+    PendingCollate,
+    SynthesizingLoader,
+    SynthesizingQueue,
+    synthesize_pending,
+)
+from samraug.augment.core import (
     PendingSample,
-    SAMRSynthesizeFixed,
-    _check_sequence_map,
-    _edit,
     _editor_settings,
     _make_editor,
-    _make_pending,
-    _on_atlas_grid,
     _plain,
-    _plan_subject,
-    _set_label,
-    _View,
-    check_lesion_in_brain,
-    prepare_subject,
     scheme_from_plain,
     scheme_to_plain,
 )
+from samraug.augment.donors import DonorPool, label_array, track
+from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
+from samraug.augment.pipeline import CarveEdit, augment_view
+from samraug.augment.views import ItemView, as_tensor, check_sequence_map, output_item, plain_view, spatial
+from samraug.labels import LabelScheme, get_scheme
+from samraug.synthesis import Synthesizer, get_synthesizer
+from samraug.transforms import SAMRSynthesizeFixed, _on_atlas_grid, _plan_subject, read_subject
 
 __all__ = [
     "PendingBatch",
@@ -92,32 +91,6 @@ __all__ = [
     "SynthesizingQueue",
     "synthesize_pending",
 ]
-
-
-def _as_tensor(x: Any) -> torch.Tensor:
-    if isinstance(x, tio.Image):
-        return x.data
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    return torch.as_tensor(x)
-
-
-def _spatial(x: Any, ndim: int | None, what: str) -> torch.Tensor:
-    """``x`` without a leading channel of 1 (when the result has ``ndim`` dims, or 2/3 when ``ndim`` is None)."""
-    t = _as_tensor(x)
-    want = (ndim,) if ndim is not None else (2, 3)
-    if t.dim() not in want and t.dim() - 1 in want and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() not in want:
-        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected a {' or '.join(f'{n}D' for n in want)} map")
-    return t
-
-
-def _float_copy(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32, copy=True)
-    t = torch.as_tensor(x)
-    return t.clone() if t.is_floating_point() else t.float()
 
 
 class _DatasetDonors(Sequence):
@@ -226,8 +199,6 @@ class SAMRAugmentedDataset(Dataset):
         mode: str | None = None,
         space: str | None = None,
     ) -> None:
-        from samraug.atlas_space import normalize_space
-
         self.space = normalize_space(space)
         self._space_painter: Any = None
         if transform is not None and not callable(transform):
@@ -359,7 +330,7 @@ class SAMRAugmentedDataset(Dataset):
                         "the label scheme of the items is unknown: pass scheme='brats2021' | 'brats2023' | "
                         "'brats2024' | 'samr' (or a LabelScheme)"
                     )
-            label = _spatial(item[lkey], None, f"label map {lkey!r}")
+            label = spatial(item[lkey], None, f"label map {lkey!r}")
             ndim = label.dim()
             bkey = brain_key if brain_key is not None else ("brain" if "brain" in item else None)
             if bkey is not None and bkey not in item:
@@ -373,7 +344,7 @@ class SAMRAugmentedDataset(Dataset):
                 raise ValueError(f"tuple items must be (image, label, ...), got {len(item)} element(s)")
             if scheme is None:
                 raise ValueError("pass scheme= for (image, label) items: the label scheme is not stored in them")
-            label = _spatial(item[1], None, "label map (tuple element 1)")
+            label = spatial(item[1], None, "label map (tuple element 1)")
             ndim = label.dim()
             mapping = self._image_mapping(item, 0, [], sequence_map, sequences, ndim)
             mode = "match" if intensity == "auto" else intensity
@@ -382,7 +353,7 @@ class SAMRAugmentedDataset(Dataset):
             raise TypeError(
                 f"real_ds items must be tio.Subject, dict or (image, label) tuples, got {type(item).__name__}"
             )
-        layout.scheme.validate(_as_tensor(label), "label map of real_ds[0]")
+        layout.scheme.validate(as_tensor(label), "label map of real_ds[0]")
         if ndim == 2:
             self._z_of(item, layout)  # raises if the atlas slice of 2D items cannot be known
         elif ndim == 3:
@@ -404,8 +375,6 @@ class SAMRAugmentedDataset(Dataset):
         return self._off_grid_painter(what, has_affine=isinstance(item, Mapping) and "affine" in item)
 
     def _off_grid_painter(self, what: str, has_affine: bool = True) -> Any:
-        from samraug.atlas_space import check_space, weights_space
-
         synth = self.synthesizer
         check_space(self.space, weights_space(synth.config, synth.key), what)
         if not has_affine:
@@ -429,7 +398,7 @@ class SAMRAugmentedDataset(Dataset):
         has_stack = (isinstance(item, Mapping) and image_key in item) or isinstance(item, (tuple, list))
         n_channels = None
         if has_stack:
-            stack = _as_tensor(item[image_key])
+            stack = as_tensor(item[image_key])
             if stack.dim() != ndim + 1:
                 raise ValueError(
                     f"image {image_key!r} has shape {tuple(stack.shape)}; expected channel-first (n, ...) with "
@@ -445,16 +414,16 @@ class SAMRAugmentedDataset(Dataset):
                         f"{ {s: i for i, s in enumerate(sequences[: n_channels or 1])} }"
                     )
                 return {s: i for i, s in enumerate(sequences)}
-            return _check_sequence_map(None, sequences, list(keys), "item's keys")
+            return check_sequence_map(None, sequences, list(keys), "item's keys")
         ints = {s: v for s, v in sequence_map.items() if isinstance(v, (int, np.integer))}
         if ints and not has_stack:
             raise ValueError(f"sequence_map gives channels {ints} but the items have no image {image_key!r}")
         available: list[Any] = list(range(n_channels or 0)) + [k for k in keys if k != image_key]
-        return _check_sequence_map(sequence_map, sequences, available, "item's images/channels")
+        return check_sequence_map(sequence_map, sequences, available, "item's images/channels")
 
     def _affine_of(self, item: Any) -> np.ndarray:
         if isinstance(item, Mapping) and "affine" in item:
-            return np.asarray(_as_tensor(item["affine"]).double().numpy())
+            return np.asarray(as_tensor(item["affine"]).double().numpy())
         return self.synthesizer.atlas.affine  # unknown: only the shape is checked
 
     def _z_of(self, item: Any, layout: _Layout) -> int | None:
@@ -468,7 +437,7 @@ class SAMRAugmentedDataset(Dataset):
         elif isinstance(z, (int, np.integer)):
             value = int(z)
         elif isinstance(z, str) and isinstance(item, Mapping) and z in item:
-            value = int(_as_tensor(item[z]).reshape(-1)[0])
+            value = int(as_tensor(item[z]).reshape(-1)[0])
         if value is not None:
             depth = self.synthesizer.atlas.shape[-1]
             if not 0 <= value < depth:
@@ -522,14 +491,9 @@ class SAMRAugmentedDataset(Dataset):
         if i < self.n_real:
             item = self.real_ds[i]
             return self.transform(item) if self.transform is not None else item
-        pending = self.prepare(i)
-        pending.post = self.transform
-        painter = self.painter or getattr(pending, "grid_painter", None)  # off the atlas grid: resampled
-        if painter is not None:  # painted here (in the worker when there are workers)
-            generator = torch.Generator().manual_seed(int(pending.record["seed"]) + 1)  # type: ignore[index]
-            return pending.paint(
-                painter, self.synthesizer.sequences, generator=generator, donor=getattr(pending, "donor", None)
-            )
+        pending = self._prepare(i, post=self.transform)
+        if pending.painter is not None:  # painted here (in the worker when there are workers)
+            return pending.complete(self.synthesizer)
         if self.batched:
             return pending
         return pending.synthesize(self.synthesizer)
@@ -539,25 +503,20 @@ class SAMRAugmentedDataset(Dataset):
         i = self._index(index)
         if i < self.n_real:
             raise ValueError(f"item {index} is real (indices below {self.n_real}); only synthetic items are prepared")
+        return self._prepare(i, post=None)
+
+    def _prepare(self, i: int, post: Callable[[Any], Any] | None) -> PendingSample:
         assert self.layout is not None
         g = self.generator(i)
         src = int(torch.randint(self.n_real, (1,), generator=g).item())
         seed = int(torch.randint(0, 2**31, (1,), generator=g).item())
         edit_gen = torch.Generator().manual_seed(seed)
         item = self.real_ds[src]
-        donors = self._donors_for(src)
         scheme = self.layout.scheme
         if self.layout.kind == "subject" and self.layout.scheme_arg is None and "scheme" in item:
             scheme = get_scheme(item["scheme"])
-        editor = self._editor_for(scheme)
-        records: list[dict[str, Any]] = []
-        donor_view: Any = None
-
-        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
-            edited, record = _edit(editor, label, brain, edit_gen, donors)
-            records.append(record)
-            return edited
-
+        editor: Any = self._editor_for(scheme)
+        donor: Donor | None = None
         if isinstance(self.painter, CopyPastePainter):  # CarveMix: another real item's lesion, pasted as it lies
             if self.n_real < 2:
                 raise ValueError("the copy-paste painter needs at least 2 real items (a donor other than the source)")
@@ -567,38 +526,34 @@ class SAMRAugmentedDataset(Dataset):
                 donor_view = self._view_of(self.real_ds[j])
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
-
-            def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
-                donor_label = donor_view.label
-                if donor_label.shape != label.shape:
-                    raise ValueError(f"donor real_ds[{j}] has shape {donor_label.shape}, the item {label.shape}")
-                records.append({"op": "carve", "donor": j})
-                return np.where(donor_label != 0, donor_label, label).astype(label.dtype)
-
-        try:
-            if self.layout.kind == "subject":
-                pending = self._prepare_subject(item, edit_fn, records, seed, editor, src)
-            else:
-                pending = self._prepare_plain(item, edit_fn)
-        except ValueError as e:  # every item is checked when it is used: name it
-            raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
-        if donor_view is not None:
+            editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]")
             seqs = self.synthesizer.sequences
             images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
-            pending.donor = Donor(images, donor_view.label, donor_view.brain)  # type: ignore[attr-defined]
-        pending.record = {"source": src, "seed": seed, "edit": records[0] if records else None}
-        return pending
+            donor = Donor(images, donor_view.label, donor_view.brain)
+        args = {
+            "synthesizer": self.synthesizer,
+            "editor": editor,
+            "generator": edit_gen,
+            "donors": self._donors_for(src),
+            "donor": donor,
+            "paint_seed": seed + 1,
+            "post": post,
+            "record": {"source": src, "seed": seed},
+            "defer": True,
+        }
+        try:
+            if self.layout.kind == "subject":
+                return self._prepare_subject(item, src, args)
+            return self._prepare_plain(item, args)
+        except ValueError as e:  # every item is checked when it is used: name it
+            raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
 
-    def _view_of(self, item: Any) -> Any:
+    def _view_of(self, item: Any) -> ItemView:
         """The item as the core reads it (label, brain, images), without editing it."""
         layout = self.layout
         assert layout is not None
-
-        def same(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
-            return label
-
         if layout.kind == "subject":
-            subject = copy.deepcopy(item)
+            subject = copy.deepcopy(item)  # reading loads its images: never into the real dataset's subject
             plan = _plan_subject(
                 subject,
                 self.synthesizer,
@@ -607,8 +562,16 @@ class SAMRAugmentedDataset(Dataset):
                 scheme=layout.scheme_arg,
                 sequence_map=layout.mapping,
             )
-            return prepare_subject(subject, self.synthesizer, plan, edit_fn=same).view
-        return self._prepare_plain(item, same).view
+            view = read_subject(subject, self.synthesizer, plan)
+            plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
+            return view
+        view = self._read_plain(item)
+        layout.scheme.validate(view.label, f"label map {layout.label_key!r}")
+        if layout.ndim == 3:  # the same checks as a source item
+            self._grid_painter(tuple(view.label.shape), item, "item")
+        else:
+            self._z_of(item, layout)
+        return view
 
     def _donors_for(self, src: int) -> Any:
         if self.donors == "dataset":
@@ -627,12 +590,10 @@ class SAMRAugmentedDataset(Dataset):
         assert layout is not None
         if layout.kind == "subject":
             return label_array(item[layout.label_key], "donor label map")
-        return _spatial(item[layout.label_key], layout.ndim, "donor label map").numpy()
+        return spatial(item[layout.label_key], layout.ndim, "donor label map").numpy()
 
     # ------------------------------------------------------------------ per format
-    def _prepare_subject(
-        self, item: tio.Subject, edit_fn: Callable, records: list, seed: int, editor: Any, src: int
-    ) -> PendingSample:
+    def _prepare_subject(self, item: tio.Subject, src: int, args: dict[str, Any]) -> PendingSample:
         layout = self.layout
         assert layout is not None
         subject = copy.deepcopy(item)
@@ -647,18 +608,19 @@ class SAMRAugmentedDataset(Dataset):
         grid_painter = None
         if self.painter is None and not _on_atlas_grid(subject, self.synthesizer):
             grid_painter = self._off_grid_painter("subject")
-        pending = prepare_subject(subject, self.synthesizer, plan, edit_fn=edit_fn, check_grid=grid_painter is None)
-        if grid_painter is not None:
-            pending.grid_painter = grid_painter  # type: ignore[attr-defined]
-        if self.painter is not None or grid_painter is not None:  # the SAMR replay record does not describe it
-            return pending
+        view = read_subject(subject, self.synthesizer, plan, check_grid=grid_painter is None)
+        painter = self.painter or grid_painter  # off the atlas grid: resampled by the painter
+        done = augment_view(view, item=subject, scheme=plan.scheme, painter=painter, **args)
+        assert done.pending is not None
+        if painter is not None:  # the SAMR replay record does not describe it
+            return done.pending
         donor_key = self._donor_key
         if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
             donor_key = f"dataset:{self._id}:{src}"
         synth = self.synthesizer
         fixed = SAMRSynthesizeFixed(
-            edit=records[0],
-            seed=seed,
+            edit=done.record["edit"],
+            seed=done.record["seed"],
             synthesize=True,
             weights=synth.key,
             scheme=scheme_to_plain(plan.scheme),
@@ -666,95 +628,53 @@ class SAMRAugmentedDataset(Dataset):
             brain_key=plan.brain_key,
             sequence_map=plan.mapping,
             donors=donor_key,
-            editor=_editor_settings(editor),
+            editor=_editor_settings(args["editor"]),
             device=synth.device_spec,
             dtype=synth.dtype_spec,
         )
         subject.add_transform(fixed, fixed._get_reproducing_arguments())
-        return pending
+        return done.pending
 
-    def _prepare_plain(self, item: Any, edit_fn: Callable) -> PendingSample:
+    def _read_plain(self, item: Any) -> ItemView:
         layout = self.layout
         assert layout is not None and layout.mapping is not None
-        scheme = layout.scheme
-        as_tuple = layout.kind == "tuple"
-        out: Any = list(item) if as_tuple else copy.copy(item)
-        label_ref = item[layout.label_key]
-        label = _spatial(label_ref, layout.ndim, f"label map {layout.label_key!r}").numpy()
-        scheme.validate(label, f"label map {layout.label_key!r}")
-        images: dict[int, tuple[Any, int | None, torch.Tensor]] = {}
-        sequences = self.synthesizer.sequences
-        if any(isinstance(v, (int, np.integer)) for v in layout.mapping.values()):
-            out[layout.image_key] = _float_copy(item[layout.image_key])
-        label_affine = item[layout.label_key].affine if isinstance(item[layout.label_key], tio.Image) else None
-        for seq, src in layout.mapping.items():
-            if isinstance(src, (int, np.integer)):
-                stack = _as_tensor(item[layout.image_key])
-                if stack.dim() != layout.ndim + 1 or stack.shape[0] <= int(src):
-                    need = max(int(c) for c in layout.mapping.values() if isinstance(c, (int, np.integer))) + 1
-                    raise ValueError(
-                        f"image {layout.image_key!r} has shape {tuple(stack.shape)} ({stack.shape[0]} channels); "
-                        f"the items need at least {need} channels, channel-first, like the first item"
-                    )
-                data = stack[int(src)]
-                images[sequences.index(seq)] = (layout.image_key, int(src), data)
-            else:
-                ref = item[src]
-                if isinstance(ref, tio.Image) and label_affine is not None:
-                    if not affines_match(np.asarray(ref.affine), np.asarray(label_affine)):
-                        raise ValueError(
-                            f"image {src!r} has affine {format_affine(ref.affine)} but the label map "
-                            f"{layout.label_key!r} has {format_affine(label_affine)} (tolerance {AFFINE_ATOL}); "
-                            "resample it onto the label map's grid first"
-                        )
-                data = _spatial(ref, layout.ndim, f"image {src!r}")
-                images[sequences.index(seq)] = (src, None, data)
-        for _, _, data in images.values():
-            if tuple(data.shape) != tuple(label.shape):
-                raise ValueError(f"an image has spatial shape {tuple(data.shape)} but the label map {label.shape}")
-        if layout.brain_key is not None:
-            brain = _spatial(item[layout.brain_key], layout.ndim, f"brain mask {layout.brain_key!r}").numpy() != 0
-        else:
-            brain = np.zeros(label.shape, dtype=bool)
-            for _, _, data in images.values():
-                brain |= data.numpy() != 0
-        check_lesion_in_brain(label, brain, f"label map {layout.label_key!r}")
-        brain = brain | (label != 0)
-        if not brain.any():
-            raise ValueError("an item has an empty brain (all images zero and no lesion); pass brain_key=")
-        view = _View(label, brain, images, self._affine_of(item) if layout.ndim == 3 else None)
+        return plain_view(
+            item,
+            label_key=layout.label_key,
+            image_key=layout.image_key,
+            mapping=layout.mapping,
+            sequences=self.synthesizer.sequences,
+            brain_key=layout.brain_key,
+            ndim=layout.ndim,
+            affine=self._affine_of(item) if layout.ndim == 3 else None,
+            mask_key=None if layout.kind == "tuple" else self.mask_key,
+        )
+
+    def _prepare_plain(self, item: Any, args: dict[str, Any]) -> PendingSample:
+        layout = self.layout
+        assert layout is not None
+        view = self._read_plain(item)
         z = atlas = None
         grid_painter = None
         if layout.ndim == 3:
-            grid_painter = self._grid_painter(label.shape, item, "item")
+            grid_painter = self._grid_painter(view.label.shape, item, "item")
         else:
             z = self._z_of(item, layout)
             if z is None:
-                atlas = _as_tensor(item[self.atlas_key]).float()
-        edited = edit_fn(label, brain)
-        _set_label(out, layout.label_key, edited, label_ref)
-        if not as_tuple and self.mask_key in out and self.mask_key != layout.label_key:
-            ref = _as_tensor(out[self.mask_key])
-            n_labels = self.synthesizer.n_labels
-            if ref.dim() == layout.ndim + 1 and ref.shape[0] == n_labels:
-                full_brain = brain | (edited != 0)
-                samr = torch.from_numpy(np.asarray(self.synthesizer.encode(edited, full_brain, scheme)))
-                new = one_hot(samr, n_labels, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
-                out[self.mask_key] = new.numpy() if isinstance(out[self.mask_key], np.ndarray) else new
-        pending = _make_pending(
-            out,
+                atlas = as_tensor(item[self.atlas_key]).float()
+        done = augment_view(
             view,
-            edited,
-            scheme,
+            item=output_item(item, view),
+            as_tuple=layout.kind == "tuple",
+            scheme=layout.scheme,
+            painter=self.painter or grid_painter,
             intensity=layout.intensity,
             z=z,
-            atlas_stack=atlas,
-            as_tuple=as_tuple,
-            synth=self.synthesizer,
+            atlas=atlas,
+            **args,
         )
-        if grid_painter is not None:
-            pending.grid_painter = grid_painter  # type: ignore[attr-defined]
-        return pending
+        assert done.pending is not None
+        return done.pending
 
     def donor_pool(self, suffix: str) -> Sequence[Any] | None:
         """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), for replays."""
@@ -785,165 +705,3 @@ class SAMRAugmentedDataset(Dataset):
         if i < self.n_real:
             return {"synthetic": False, "source": i}
         return {"synthetic": True, **_plain(self.prepare(i).record)}
-
-
-# ---------------------------------------------------------------------------------------------- batched path
-@dataclass
-class PendingBatch:
-    """What :class:`PendingCollate` returns for a batch with pending samples: the items, not yet collated."""
-
-    items: list[Any]
-    collate_fn: Callable[[list[Any]], Any] | None
-    single: bool = False
-
-
-class PendingCollate:
-    """A DataLoader ``collate_fn`` that leaves batches with pending samples for :class:`SynthesizingLoader`.
-
-    Batches without pending samples are collated by ``collate_fn`` (default: torch's ``default_collate``) at once.
-    """
-
-    def __init__(self, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
-        self.collate_fn = collate_fn
-
-    def __call__(self, batch: Any) -> Any:
-        fn = self.collate_fn if self.collate_fn is not None else default_collate
-        if isinstance(batch, PendingSample):  # a loader without automatic batching (batch_size=None)
-            return PendingBatch([batch], self.collate_fn, single=True)
-        if isinstance(batch, list) and any(isinstance(b, PendingSample) for b in batch):
-            return PendingBatch(list(batch), self.collate_fn)
-        return fn(batch)
-
-
-def synthesize_pending(
-    items: Sequence[Any], synthesizer: Synthesizer, *, slices_per_call: int | None = None
-) -> list[Any]:
-    """Finish the :class:`~samraug.transforms.PendingSample`\\ s among ``items`` (others pass through).
-
-    All pending slices of the same size go through the generator together: one call when they are 2D items
-    (``slices_per_call=None``), calls of ``slices_per_call`` (default: the synthesizer's ``batch_size``) for
-    volumes.
-
-    Example:
-        >>> finished = synthesize_pending([mixed.prepare(i) for i in range(10, 14)], mixed.synthesizer)
-        ...  # doctest: +SKIP
-    """
-    out = list(items)
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, item in enumerate(items):
-        if isinstance(item, PendingSample):
-            key = (tuple(item.masks.shape[1:]), item.atlas is not None)
-            groups.setdefault(key, []).append(i)
-    for (_, has_atlas), idx in groups.items():
-        pend: list[PendingSample] = [items[i] for i in idx]
-        counts = [int(p.masks.shape[0]) for p in pend]
-        masks = torch.cat([p.masks for p in pend])
-        if masks.shape[0] == 0:
-            for i, p in zip(idx, pend, strict=True):
-                out[i] = p.finish(torch.zeros(0, len(synthesizer.sequences), *p.masks.shape[1:]))
-            continue
-        atlas = torch.cat([p.atlas for p in pend]) if has_atlas else None  # type: ignore[misc]
-        z = None
-        if not has_atlas and all(p.z is not None for p in pend):
-            z = torch.cat([p.z for p in pend])  # type: ignore[misc]
-        volumes = any(p.is_volume for p in pend)
-        bs = slices_per_call or (synthesizer.batch_size if volumes else int(masks.shape[0]))
-        images = synthesizer.synthesize_slices(masks, atlas, z=z, batch_size=bs)
-        for i, p, chunk in zip(idx, pend, torch.split(images, counts), strict=True):
-            out[i] = p.finish(chunk)
-    return out
-
-
-class SynthesizingQueue(tio.Queue):
-    """A ``tio.Queue`` over a ``SAMRAugmentedDataset(..., batched=True)``: its subject loader's workers edit the
-    masks, the main process synthesizes each pending subject (one generator pass over its slices, in batches)
-    before patches are drawn from it. Same arguments as :class:`torchio.Queue`.
-
-    Example:
-        >>> mixed = SAMRAugmentedDataset(subjects, ratio=0.5, batched=True)  # doctest: +SKIP
-        >>> queue = SynthesizingQueue(mixed, max_length=64, samples_per_volume=8,
-        ...                           sampler=tio.data.UniformSampler((96, 96, 96)), num_workers=4)  # doctest: +SKIP
-        >>> loader = tio.SubjectsLoader(queue, batch_size=4, num_workers=0)  # doctest: +SKIP
-    """
-
-    def __init__(self, subjects_dataset: SAMRAugmentedDataset, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(subjects_dataset, SAMRAugmentedDataset):
-            raise TypeError(
-                f"SynthesizingQueue takes a SAMRAugmentedDataset, got {type(subjects_dataset).__name__}; use tio.Queue"
-            )
-        super().__init__(subjects_dataset, *args, **kwargs)
-        self.synthesizer = subjects_dataset.synthesizer
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        ds = self.subjects_dataset
-        indices = list(self.subject_sampler) if self.subject_sampler is not None else range(len(ds))
-        items = [ds.real_ds[ds.source_of(i)] for i in indices]
-        return sum(self._get_subject_num_samples(s) for s in items)
-
-    def _get_next_subject(self) -> tio.Subject:
-        subject = super()._get_next_subject()
-        if isinstance(subject, PendingSample):
-            subject = synthesize_pending([subject], self.synthesizer)[0]
-        return subject
-
-
-class SynthesizingLoader:
-    """Wrap a DataLoader over a ``SAMRAugmentedDataset(..., batched=True)``: the workers edit masks, the main
-    process runs the generator once per batch, then the loader's own collate function builds the batch.
-
-    The wrapped loader's ``collate_fn`` is replaced by a :class:`PendingCollate` around it (in place).
-
-    Args:
-        loader: The DataLoader (any ``num_workers``, ``batch_size``, sampler and collate function).
-        synthesizer: Default: the dataset's.
-        slices_per_call: See :func:`synthesize_pending`.
-
-    Example:
-        >>> loader = SynthesizingLoader(DataLoader(mixed, batch_size=16, num_workers=4, pin_memory=True))
-        ...  # doctest: +SKIP
-        >>> for batch in loader:  # doctest: +SKIP
-        ...     loss = train_step(batch)
-    """
-
-    def __init__(
-        self, loader: DataLoader, synthesizer: Synthesizer | None = None, *, slices_per_call: int | None = None
-    ) -> None:
-        if not isinstance(loader, DataLoader):
-            raise TypeError(f"SynthesizingLoader wraps a torch DataLoader, got {type(loader).__name__}")
-        if synthesizer is None:
-            dataset = loader.dataset
-            synthesizer = getattr(dataset, "synthesizer", None)
-            if synthesizer is None:
-                raise ValueError(
-                    "the loader's dataset is not a SAMRAugmentedDataset; pass synthesizer=mixed.synthesizer"
-                )
-            if isinstance(dataset, SAMRAugmentedDataset) and not dataset.batched and dataset.ratio > 0:
-                warnings.warn(
-                    "SynthesizingLoader wraps a SAMRAugmentedDataset with batched=False: its workers synthesize "
-                    "themselves; pass batched=True to synthesize in the main process",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        self.loader = loader
-        self.synthesizer = synthesizer
-        self.slices_per_call = slices_per_call
-        if not isinstance(loader.collate_fn, PendingCollate):
-            loader.collate_fn = PendingCollate(loader.collate_fn)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.loader:
-            yield self.resolve(batch)
-
-    def resolve(self, batch: Any) -> Any:
-        """Finish a batch from the wrapped loader (pass-through when nothing is pending)."""
-        if not isinstance(batch, PendingBatch):
-            return batch
-        items = synthesize_pending(batch.items, self.synthesizer, slices_per_call=self.slices_per_call)
-        if batch.single:
-            return items[0]
-        fn = batch.collate_fn if batch.collate_fn is not None else default_collate
-        return fn(items)

@@ -39,11 +39,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from samraug import __version__
+from samraug.atlas import Atlas
+from samraug.intensity import DEFAULT_NORMALIZATION
+from samraug.labels import CONDITIONINGS, SCHEMES, LabelScheme, get_scheme
 from samraug.models.generator import GENERATOR_PRESETS, MODEL_TYPES, generator_class, generator_from_config
 from samraug.serialization import (
     ATLAS_NAME,
@@ -64,10 +68,6 @@ from samraug.serialization import (
     read_safetensors,
     save_state_dict,
 )
-
-if TYPE_CHECKING:
-    from samraug.atlas import Atlas
-    from samraug.labels import LabelScheme
 
 __all__ = [
     "ARCHITECTURE_LIMITS",
@@ -125,16 +125,6 @@ _MAX_SEQUENCES = 32
 _SEQUENCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-_FALLBACK_NORMALIZATION: dict[str, Any] = {
-    "method": "percentile",
-    "region": "brain",
-    "per": "subject and sequence",
-    "low_percentile": 0.5,
-    "high_percentile": 99.5,
-    "range": [-1.0, 1.0],
-    "clip": True,
-    "background": -1.0,
-}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _bundled_warned = False
 
@@ -171,8 +161,6 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
         ...
         samraug.serialization.WeightsError: config: n_labels 6 does not match ...
     """
-    from samraug.labels import CONDITIONINGS
-
     if "model_type" not in config:
         raise WeightsError(f"{source} has no 'model_type'; expected one of {list(MODEL_TYPES)}")
     mode = config.get("mode", "whole")
@@ -368,6 +356,7 @@ def _local_folder(path: Path) -> Path:
 
 
 def _snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None, force_download: bool) -> Path:
+    # huggingface_hub's download client (it loads its submodules lazily): imported only when weights are fetched
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         IncompleteSnapshotError,
@@ -506,8 +495,6 @@ def verify_checksums(folder: str | Path, config: Mapping[str, Any]) -> None:
 
 
 def _load_atlas(path: Path, config: Mapping[str, Any]) -> Atlas:
-    from samraug.atlas import Atlas
-
     check_safetensors_header(path / ATLAS_NAME, "atlas")
     try:
         atlas = Atlas.load(path)
@@ -539,8 +526,6 @@ def _load_atlas(path: Path, config: Mapping[str, Any]) -> Atlas:
 
 def scheme_from_config(value: Any) -> LabelScheme:
     """The :class:`~samraug.labels.LabelScheme` a config records (a built-in name or a scheme object)."""
-    from samraug.labels import LabelScheme, get_scheme
-
     if isinstance(value, str):
         return get_scheme(value)
     if isinstance(value, Mapping):
@@ -556,8 +541,6 @@ def scheme_from_config(value: Any) -> LabelScheme:
 
 def scheme_to_config(scheme: str | LabelScheme) -> str | dict[str, Any]:
     """A label scheme as a JSON-able config value: its name for the built-in schemes, its definition otherwise."""
-    from samraug.labels import SCHEMES, get_scheme
-
     s = get_scheme(scheme)
     if s.name in SCHEMES and SCHEMES[s.name] == s:
         return s.name
@@ -575,10 +558,6 @@ def scheme_to_config(scheme: str | LabelScheme) -> str | dict[str, Any]:
 
 def default_normalization() -> dict[str, Any]:
     """The intensity normalisation recorded in new weights (``samraug.intensity.DEFAULT_NORMALIZATION``)."""
-    try:
-        from samraug.intensity import DEFAULT_NORMALIZATION  # type: ignore[attr-defined]
-    except ImportError:
-        return dict(_FALLBACK_NORMALIZATION)
     return json.loads(json.dumps(dict(DEFAULT_NORMALIZATION)))
 
 
@@ -628,8 +607,6 @@ def save_weights(
         >>> card = {"data": "phantom", "simulated": True}
         >>> save_weights("/tmp/w", gen, atlas, card=card, dtype=torch.float16)  # doctest: +SKIP
     """
-    from samraug.labels import CONDITIONINGS
-
     generator = getattr(generator, "_orig_mod", generator)  # torch.compile wrapper
     generator = getattr(generator, "module", generator)  # DistributedDataParallel / DataParallel wrapper
     model_type = getattr(generator, "model_type", None)
@@ -680,8 +657,6 @@ def save_weights(
         if not all(math.isfinite(v) for row in affine for v in row):
             raise ValueError("atlas affine contains NaN or inf")
         geometry = {"shape": [int(s) for s in atlas.data.shape[1:]], "affine": affine}
-    from samraug import __version__
-
     config: dict[str, Any] = {
         "model_type": model_type,
         **({"mode": mode} if mode != "whole" else {}),
@@ -898,7 +873,7 @@ def push_to_hub(
     Example:
         >>> push_to_hub("/tmp/w", "my-org/samr-lite", branch="v1")  # doctest: +SKIP
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # the upload client: imported only when weights are pushed
 
     folder = _local_folder(Path(folder))
     missing = [name for name in WEIGHT_FILES if not (folder / name).is_file()]

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 try:
@@ -35,38 +34,14 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("samraug.monai needs MONAI: pip install 'samraug[monai]'") from e
 
+from samraug.augment.core import _make_editor, scheme_from_plain
 from samraug.augment.donors import DonorPool
+from samraug.augment.pipeline import augment_view
+from samraug.augment.views import affine_of, check_sequence_map, output_item, plain_view
 from samraug.labels import LabelScheme
-from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer
-from samraug.transforms import (
-    _check_sequence_map,
-    _edit,
-    _make_editor,
-    _make_pending,
-    _set_label,
-    _View,
-    check_lesion_in_brain,
-    scheme_from_plain,
-)
 
 __all__ = ["SAMRSynthesized"]
-
-
-def _spatial(x: Any, what: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 3:
-        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected (1, X, Y, Z) channel-first or (X, Y, Z)")
-    return t
-
-
-def _affine(x: Any) -> np.ndarray | None:
-    aff = getattr(x, "affine", None)
-    if aff is None:
-        return None
-    return np.asarray(torch.as_tensor(aff).detach().cpu().double().numpy())
 
 
 class SAMRSynthesized(Randomizable, MapTransform):
@@ -134,12 +109,12 @@ class SAMRSynthesized(Randomizable, MapTransform):
         self._apply = bool(self.R.random_sample() < self.ratio)
         self._seed = int(self.R.randint(0, 2**31 - 1))
 
-    def _images(self, d: Mapping[Hashable, Any]) -> dict[int, tuple[Any, int | None, torch.Tensor]]:
+    def _mapping(self, d: Mapping[Hashable, Any]) -> tuple[Hashable | None, dict[str, Any]]:
+        """(the stacked image key or None, ``{model sequence: channel of it, or image key}``) of this item."""
         sequences = self.synthesizer.sequences
         keys = [k for k in self.key_iterator(d)]
         if not keys:
             raise ValueError(f"none of the image keys {list(self.keys)} is in the item (keys: {list(d)})")
-        images: dict[int, tuple[Any, int | None, torch.Tensor]] = {}
         first = torch.as_tensor(d[keys[0]])
         if len(keys) == 1 and first.dim() == 4 and first.shape[0] > 1:  # one stacked key
             n = int(first.shape[0])
@@ -149,14 +124,9 @@ class SAMRSynthesized(Randomizable, MapTransform):
                     f"image {keys[0]!r} has {n} channels but the model makes {len(sequences)} sequences "
                     f"{list(sequences)}; pass sequence_map={{model_sequence: channel}}"
                 )
-            mapping = _check_sequence_map(mapping, sequences, list(range(n)), f"channels of {keys[0]!r}")
-            for seq, ch in mapping.items():
-                images[sequences.index(seq)] = (keys[0], int(ch), first[int(ch)])
-            return images
-        mapping = _check_sequence_map(self.sequence_map, sequences, keys, "image keys")
-        for seq, key in mapping.items():
-            images[sequences.index(seq)] = (key, None, _spatial(d[key], f"image {key!r}"))
-        return images
+            mapping = check_sequence_map(mapping, sequences, list(range(n)), f"channels of {keys[0]!r}")
+            return keys[0], {seq: int(ch) for seq, ch in mapping.items()}
+        return None, check_sequence_map(self.sequence_map, sequences, keys, "image keys")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -166,42 +136,29 @@ class SAMRSynthesized(Randomizable, MapTransform):
             return d
         if self.label_key not in d:
             raise ValueError(f"the item has no label map {self.label_key!r} (keys: {list(d)}); pass label_key=")
-        label_ref = d[self.label_key]
-        label = _spatial(label_ref, f"label map {self.label_key!r}").numpy()
-        self.scheme.validate(label, f"label map {self.label_key!r}")
-        images = self._images(d)
-        label_affine = _affine(label_ref)
-        for key, _, data_ in images.values():
-            if tuple(data_.shape) != tuple(label.shape):
-                raise ValueError(f"image {key!r} has shape {tuple(data_.shape)} but the label map {label.shape}")
-            aff = _affine(d[key])
-            if aff is not None and label_affine is not None and not affines_match(aff, label_affine):
-                raise ValueError(
-                    f"image {key!r} has affine {format_affine(aff)} but the label map {self.label_key!r} has "
-                    f"{format_affine(label_affine)} (tolerance {AFFINE_ATOL}); resample it onto the label's grid"
-                )
-        if self.brain_key is not None:
-            brain = _spatial(d[self.brain_key], f"brain mask {self.brain_key!r}").numpy() != 0
-        else:
-            brain = np.zeros(label.shape, dtype=bool)
-            for _, _, data_ in images.values():
-                brain |= data_.numpy() != 0
-        check_lesion_in_brain(label, brain, f"label map {self.label_key!r}")
-        brain = brain | (label != 0)
         synth = self.synthesizer
-        synth.atlas.check_grid(label.shape, label_affine if label_affine is not None else synth.atlas.affine, "item")
-        generator = torch.Generator().manual_seed(self._seed)
-        edited, record = _edit(self.editor, label, brain, generator, self.donors)
-        out = dict(d)
-        for key in {k for k, ch, _ in images.values() if ch is not None}:
-            src = d[key]
-            if isinstance(src, np.ndarray):
-                out[key] = src.astype(src.dtype if np.issubdtype(src.dtype, np.floating) else np.float32, copy=True)
-            else:  # a MetaTensor stays one (clone/float keep its meta data)
-                out[key] = src.clone() if src.is_floating_point() else src.float()
-        _set_label(out, self.label_key, edited, label_ref)
-        view = _View(label, brain, images)
-        pending = _make_pending(out, view, edited, self.scheme, intensity="match", synth=synth)
-        result = pending.synthesize(synth)
-        self.last_record = {"seed": self._seed, "edit": record}
-        return result
+        image_key, mapping = self._mapping(d)
+        label_affine = affine_of(d[self.label_key])
+        view = plain_view(
+            d,
+            label_key=self.label_key,
+            image_key=image_key,
+            mapping=mapping,
+            sequences=synth.sequences,
+            brain_key=self.brain_key,
+            ndim=3,
+            affine=label_affine,
+        )
+        grid_affine = label_affine if label_affine is not None else synth.atlas.affine  # unknown: the shape only
+        synth.atlas.check_grid(view.label.shape, grid_affine, "item")
+        done = augment_view(
+            view,
+            item=output_item(d, view),
+            scheme=self.scheme,
+            synthesizer=synth,
+            editor=self.editor,
+            generator=torch.Generator().manual_seed(self._seed),
+            donors=self.donors,
+        )
+        self.last_record = {"seed": self._seed, "edit": done.record["edit"]}
+        return done.item

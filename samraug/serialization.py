@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 __all__ = [
@@ -78,7 +80,7 @@ LEGACY_UPSAMPLE = "transposed"
 def is_offline() -> bool:
     """Whether Hub access is disabled: ``HF_HUB_OFFLINE`` (read now, so setting it after import works) or
     ``huggingface_hub.constants.HF_HUB_OFFLINE``."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # the Hub client's settings: loaded only when weights are resolved
 
     env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
@@ -111,7 +113,6 @@ def save_state_dict(
             t = t.to(dtype)
         tensors[key] = t.contiguous().clone()
     meta = {"format": "pt", **({k: str(v) for k, v in metadata.items()} if metadata else {})}
-    from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -128,8 +129,6 @@ def read_safetensors(path: str | Path, what: str = "weights") -> tuple[dict[str,
 
     Raises ``FileNotFoundError`` if the file is missing and :class:`WeightsError` if it is truncated or corrupt.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -146,8 +145,6 @@ def read_safetensors(path: str | Path, what: str = "weights") -> tuple[dict[str,
 
 def check_safetensors_header(path: Path, what: str) -> None:
     """Validate a safetensors file's header and size without reading its tensors."""
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise FileNotFoundError(
             f"{what} file {path.name!r} not found in {path.parent}; the weights folder is incomplete"
@@ -219,8 +216,6 @@ def cast_safetensors(path: str | Path, dtype: torch.dtype) -> Path:
         >>> read_safetensors(cast_safetensors(p, torch.float16))[0]["weight"].dtype
         torch.float16
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors, meta = read_safetensors(path)
     cast = {k: (v.to(dtype) if v.dtype == torch.float32 else v).contiguous() for k, v in tensors.items()}

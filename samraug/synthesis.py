@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 import uuid
@@ -43,8 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from samraug.atlas import Atlas
+from samraug.batching import default_batch_size, preset_of
 from samraug.device import resolve_device
+from samraug.hub import load_weights, read_config, resolve_weights, scheme_from_config
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
 from samraug.padding import pad_or_crop
@@ -280,8 +285,6 @@ class Synthesizer:
                 if self._memory is not None:
                     model, atlas, config = self._memory
                 else:
-                    from samraug.hub import load_weights
-
                     model, atlas, config = _unpack_loaded(load_weights(self.weights, device="cpu"))
                 model = model.eval().to(device)
                 if device.type == "cuda" and self.channels_last:
@@ -307,9 +310,6 @@ class Synthesizer:
         if self._memory is not None:
             return self._memory[1]
         if self._atlas is None:  # without the model: workers need the atlas grid, never the (CUDA) model
-            from samraug.atlas import Atlas
-            from samraug.hub import resolve_weights
-
             self._atlas = Atlas.load(resolve_weights(self.weights))
         return self._atlas
 
@@ -319,8 +319,6 @@ class Synthesizer:
         if self._memory is not None:
             return self._memory[2]
         if self._config is None:
-            from samraug.hub import read_config, resolve_weights
-
             self._config = read_config(resolve_weights(self.weights))
         return self._config
 
@@ -345,8 +343,6 @@ class Synthesizer:
         value = self.config.get("label_scheme", "samr")
         if isinstance(value, str):
             return get_scheme(value)
-        from samraug.hub import scheme_from_config
-
         return scheme_from_config(value)
 
     def encode(
@@ -429,8 +425,6 @@ class Synthesizer:
         """
         if self.batch_size is not None:
             return self.batch_size
-        from samraug.batching import default_batch_size, preset_of
-
         return default_batch_size(self.device, preset_of(self.config), tuple(slice_shape)[-2:])
 
     # ------------------------------------------------------------------ running
@@ -638,8 +632,6 @@ class Synthesizer:
         bs = self.batch_size_for((x, y))
         chunks = range(0, int(zs.numel()), bs)
         if progress:
-            from tqdm.auto import tqdm
-
             chunks = tqdm(chunks, desc="synthesizing", unit="batch")
         for i in chunks:
             zc = zs[i : i + bs]
@@ -707,8 +699,6 @@ class Synthesizer:
 
 
 def _cpu_copy(module: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(module).cpu()
 
 

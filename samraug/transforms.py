@@ -27,9 +27,8 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,32 +38,23 @@ import torchio as tio
 from torchio.transforms import Transform
 from torchio.transforms.augmentation import RandomTransform
 
-from samraug.augment.core import (  # noqa: F401  (re-exported: the front-ends' shared core)
-    _EDITOR_SETTINGS,
+from samraug.atlas_space import check_space, normalize_space, weights_space
+from samraug.augment.core import (  # noqa: F401  (check_lesion_in_brain: re-exported from its old home)
     PendingSample,
-    _background_of,
-    _edit,
     _editor_settings,
-    _float_dtype,
-    _like,
     _make_editor,
-    _make_pending,
     _plain,
     _pool,
-    _replay,
-    _set_label,
-    _stats_for,
-    _Target,
-    _View,
-    _write,
     check_lesion_in_brain,
     register_donors,
     scheme_from_plain,
     scheme_to_plain,
 )
 from samraug.augment.donors import DonorPool, find_donors
+from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
+from samraug.augment.pipeline import augment_view
+from samraug.augment.views import ItemView, check_sequence_map, subject_view
 from samraug.labels import LabelScheme
-from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
 from samraug.synthesis import Synthesizer, get_synthesizer
 
 __all__ = [
@@ -105,83 +95,6 @@ def _subject_scheme(subject: tio.Subject, scheme: str | LabelScheme | Mapping | 
     )
 
 
-def default_sequence_map(sequences: Sequence[str], keys: Sequence[str]) -> dict[str, str]:
-    """Each model sequence whose name is one of ``keys``, mapped to itself."""
-    return {s: s for s in sequences if s in keys}
-
-
-def _check_sequence_map(
-    sequence_map: Mapping[str, Any] | None, sequences: Sequence[str], available: Sequence[Any], what: str
-) -> dict[str, Any]:
-    if sequence_map is None:
-        mapping = default_sequence_map(sequences, [a for a in available if isinstance(a, str)])
-    else:
-        unknown = sorted(set(sequence_map) - set(sequences))
-        if unknown:
-            raise ValueError(
-                f"sequence_map names {unknown}, which the model does not make; its sequences are {list(sequences)}"
-            )
-        mapping = {s: sequence_map[s] for s in sequences if s in sequence_map and sequence_map[s] in available}
-    if not mapping:
-        raise ValueError(
-            f"none of the model's sequences {list(sequences)} maps to the {what} {list(available)}; pass "
-            "sequence_map={model_sequence: your_key}, e.g. sequence_map={'t1c': 't1ce', 't2f': 'flair'}"
-        )
-    return mapping
-
-
-def _subject_view(
-    subject: tio.Subject,
-    label_key: str,
-    brain_key: str | None,
-    mapping: Mapping[str, str],
-    sequences: Sequence[str],
-) -> _View:
-    label_img = subject[label_key]
-    if label_img.data.shape[0] != 1:
-        raise ValueError(f"label map {label_key!r} has {label_img.data.shape[0]} channels; expected 1")
-    label = label_img.data[0].numpy()
-    images = {}
-    for seq, key in mapping.items():
-        img = subject[key]
-        if img.data.shape[0] != 1:
-            raise ValueError(
-                f"image {key!r} has {img.data.shape[0]} channels; SAMRSynthesize replaces single-sequence images "
-                "(one ScalarImage per sequence)"
-            )
-        _check_same_grid(img, label_img, f"image {key!r}", f"the label map {label_key!r}")
-        images[sequences.index(seq)] = (key, None, img.data[0])
-    if brain_key is not None:
-        if brain_key not in subject:
-            raise ValueError(f"subject has no brain mask {brain_key!r} (keys: {list(subject.keys())}); pass brain_key=")
-        _check_same_grid(subject[brain_key], label_img, f"brain mask {brain_key!r}", f"the label map {label_key!r}")
-        brain = subject[brain_key].data[0].numpy() != 0
-    else:
-        brain = np.zeros(label.shape, dtype=bool)
-        for _, _, data in images.values():
-            brain |= data.numpy() != 0
-    check_lesion_in_brain(label, brain, f"label map {label_key!r}")
-    brain |= label != 0
-    if not brain.any():
-        raise ValueError("the subject has an empty brain (all images zero); pass brain_key= with a brain mask")
-    return _View(label, brain, images, np.asarray(label_img.affine, dtype=np.float64))
-
-
-def _check_same_grid(image: tio.Image, ref: tio.Image, what: str, ref_what: str) -> None:
-    """Refuse an image whose shape or affine differs from the label map's (a misaligned image would be painted
-    with the wrong anatomy and returned with its wrong affine)."""
-    if tuple(image.spatial_shape) != tuple(ref.spatial_shape):
-        raise ValueError(
-            f"{what} has shape {tuple(image.spatial_shape)} but {ref_what} has {tuple(ref.spatial_shape)}; "
-            "resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
-        )
-    if not affines_match(np.asarray(image.affine), np.asarray(ref.affine)):
-        raise ValueError(
-            f"{what} has affine {format_affine(image.affine)} but {ref_what} has {format_affine(ref.affine)} "
-            f"(tolerance {AFFINE_ATOL}); resample it onto the label map's grid first (e.g. tio.Resample(<label key>))"
-        )
-
-
 @dataclass
 class _SubjectPlan:
     label_key: str
@@ -208,7 +121,7 @@ def _plan_subject(
     images = [k for k, v in subject.items() if isinstance(v, tio.ScalarImage)]
     if allowed is not None:
         images = [k for k in images if k in allowed]
-    mapping = _check_sequence_map(sequence_map, synth.sequences, images, "subject's images")
+    mapping = check_sequence_map(sequence_map, synth.sequences, images, "subject's images")
     bkey = brain_key
     if bkey is None and "brain" in subject and isinstance(subject["brain"], tio.Image) and key != "brain":
         bkey = "brain"
@@ -239,24 +152,16 @@ def check_history(subject: tio.Subject) -> None:
         )
 
 
-def prepare_subject(
-    subject: tio.Subject,
-    synth: Synthesizer,
-    plan: _SubjectPlan,
-    *,
-    edit_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    check_grid: bool = True,
-) -> PendingSample:
-    """Edit ``subject`` (in place: pass a copy) with ``edit_fn(label, brain)`` and return its pending synthesis
+def read_subject(subject: tio.Subject, synth: Synthesizer, plan: _SubjectPlan, *, check_grid: bool = True) -> ItemView:
+    """``subject`` read into a view with ``plan``'s keys, checked against the atlas grid of whole-image weights
     (``check_grid=False``: the subject may be off the atlas grid; its painter resamples it)."""
-    view = _subject_view(subject, plan.label_key, plan.brain_key, plan.mapping, synth.sequences)
+    view = subject_view(
+        subject, label_key=plan.label_key, brain_key=plan.brain_key, mapping=plan.mapping, sequences=synth.sequences
+    )
     # local weights carry no atlas (any grid); whole-image subjects of the atlas's space are resampled by the painter
     if check_grid and synth.config.get("mode", "whole") == "whole":
         synth.atlas.check_grid(view.label.shape, view.affine, "subject")
-    plan.scheme.validate(view.label, f"label map {plan.label_key!r}")
-    edited = edit_fn(view.label, view.brain)
-    _set_label(subject, plan.label_key, edited, subject[plan.label_key])
-    return _make_pending(subject, view, edited, plan.scheme, intensity="match", synth=synth)
+    return view
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -346,16 +251,17 @@ class SAMRSynthesizeFixed(Transform):
         synth = self._synth()
         plan = _plan_for(self, subject, synth)
         editor = _make_editor(plan.scheme, None, self.editor)
-        record = self.edit
         donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
-
-        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
-            if record is None:
-                return label
-            return _replay(editor, label, brain, record, donors)
-
-        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn)
-        return pending.synthesize(synth)
+        view = read_subject(subject, synth, plan)
+        return augment_view(
+            view,
+            item=subject,
+            scheme=plan.scheme,
+            synthesizer=synth,
+            editor=None if self.edit is None else editor,
+            replay=self.edit,
+            donors=donors,
+        ).item
 
 
 class SAMRSynthesize(RandomTransform):
@@ -417,8 +323,6 @@ class SAMRSynthesize(RandomTransform):
         space: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from samraug.atlas_space import normalize_space
-
         super().__init__(**kwargs)
         if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"ratio must be a probability in [0, 1], got {ratio!r}")
@@ -451,8 +355,6 @@ class SAMRSynthesize(RandomTransform):
     def _resolve_painter(self) -> Any:
         """None for whole-image SAMR (recorded in the history, replayable), else the painter (no replay record)."""
         if not self._painter_known:
-            from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
-
             painter, mode = self._painter_spec
             if painter == "samr":
                 chosen = get_painter("samr", mode=mode, synthesizer=self.synthesizer)
@@ -503,32 +405,30 @@ class SAMRSynthesize(RandomTransform):
         whole = painter is None
         off_grid = whole and not _on_atlas_grid(subject, synth)
         if off_grid:  # whole-image mode off the atlas grid: only for a subject declared in the atlas's space
-            from samraug.atlas_space import check_space, weights_space
-
             check_space(self.space, weights_space(synth.config, synth.key), "subject")
             if self._space_painter is None:
-                from samraug.augment.painters import SAMRPainter
-
                 self._space_painter = SAMRPainter(synth, mode="whole", space=self.space)
             painter = self._space_painter
         plan = _plan_for(self, subject, synth, whole_image=whole)
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         generator = torch.Generator().manual_seed(seed)
-        donors = self._donor_pool
-        records: list[dict[str, Any]] = []
-
-        def edit_fn(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
-            edited, record = _edit(editor, label, brain, generator, donors)
-            records.append(record)
-            return edited
-
-        pending = prepare_subject(subject, synth, plan, edit_fn=edit_fn, check_grid=not off_grid)
-        if painter is not None:
-            paint_gen = torch.Generator().manual_seed(seed + 1)
-            return pending.paint(painter, synth.sequences, generator=paint_gen)
+        view = read_subject(subject, synth, plan, check_grid=not off_grid)
+        done = augment_view(
+            view,
+            item=subject,
+            scheme=plan.scheme,
+            synthesizer=synth,
+            editor=editor,
+            generator=generator,
+            donors=self._donor_pool,
+            painter=painter,
+            paint_seed=seed + 1,
+        )
+        if painter is not None:  # no replay record: the painter's sample is not a SAMRSynthesizeFixed
+            return done.item
         fixed = self._fixed(
-            edit=records[0],
+            edit=done.record["edit"],
             seed=seed,
             scheme=scheme_to_plain(plan.scheme),
             synthesize=True,
@@ -537,7 +437,7 @@ class SAMRSynthesize(RandomTransform):
         fixed.label_key = plan.label_key
         fixed.brain_key = plan.brain_key
         fixed.sequence_map = dict(plan.mapping)
-        subject = pending.synthesize(synth)
+        subject = done.item
         subject.add_transform(fixed, fixed._get_reproducing_arguments())
         return subject
 
@@ -590,7 +490,3 @@ def _warn_unreplaced(subject: tio.Subject, plan: _SubjectPlan, warned: set[tuple
             UserWarning,
             stacklevel=3,
         )
-
-
-def _deepcopy_subject(subject: tio.Subject) -> tio.Subject:
-    return copy.deepcopy(subject)

@@ -1,6 +1,7 @@
-"""The augmentation core: item views, the edit adapters, pending samples and writing results back in the item's own
-format and types (a MONAI ``MetaTensor`` stays one), shared by every front-end (TorchIO transforms, the dataset,
-the MONAI transform) and the painters.
+"""The augmentation core: the edit adapters, pending samples and writing results back in the item's own format and
+types (a MONAI ``MetaTensor`` stays one), shared by every front-end (TorchIO transforms, the dataset, the MONAI
+transform), the painters and :func:`samraug.augment.pipeline.augment_view`. Items are read by
+:mod:`samraug.augment.views`.
 
 Example:
     >>> _plain({"a": (1, np.int64(2))})
@@ -18,8 +19,11 @@ import torch
 import torchio as tio
 
 from samraug.augment.donors import DonorPool, donors_key, label_array
+from samraug.augment.views import ItemView, as_tensor, check_lesion_in_brain
+from samraug.editing import LesionEditor
+from samraug.hub import scheme_from_config, scheme_to_config
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
-from samraug.labels import LabelScheme, get_scheme
+from samraug.labels import LabelScheme, get_scheme, one_hot
 
 if TYPE_CHECKING:
     from samraug.synthesis import Synthesizer
@@ -30,8 +34,6 @@ __all__ = ["PendingSample", "check_lesion_in_brain", "register_donors", "scheme_
 # ---------------------------------------------------------------------------------------------- plain values
 def scheme_to_plain(scheme: str | LabelScheme) -> str | dict[str, Any]:
     """A label scheme as a plain value (its name for the built-in schemes, a JSON-able dict otherwise)."""
-    from samraug.hub import scheme_to_config
-
     return scheme_to_config(scheme)
 
 
@@ -39,8 +41,6 @@ def scheme_from_plain(value: str | Mapping[str, Any] | LabelScheme) -> LabelSche
     """The inverse of :func:`scheme_to_plain`."""
     if isinstance(value, (str, LabelScheme)):
         return get_scheme(value)
-    from samraug.hub import scheme_from_config
-
     return scheme_from_config(value)
 
 
@@ -87,8 +87,6 @@ _EDITOR_SETTINGS = ("min_fragment", "max_retries", "max_clip")
 
 
 def _make_editor(scheme: LabelScheme, policy: Any | None = None, settings: Mapping[str, Any] | None = None) -> Any:
-    from samraug.editing import LesionEditor
-
     return LesionEditor(scheme, policy=policy, **dict(settings or {}))
 
 
@@ -121,12 +119,14 @@ class _Target:
     background: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class PendingSample:
-    """A sample whose label map is edited but whose images are not synthesized yet.
+    """A sample whose label map is edited but whose images are not painted yet.
 
     DataLoader workers return these (``SAMRAugmentedDataset(..., batched=True)``); the main process synthesizes
-    ``masks`` for many samples in one generator call and calls :meth:`finish` with the images.
+    ``masks`` for many samples in one generator call and calls :meth:`finish` with the images. Everything is set at
+    construction (:func:`samraug.augment.pipeline.augment_view` makes them); only the item's contents change when
+    it is finished.
 
     Attributes:
         item: The output item (``tio.Subject``, dict or list for a tuple) with the edited label already in place.
@@ -138,6 +138,14 @@ class PendingSample:
         targets: Where each synthesized sequence goes and its intensity scale.
         as_tuple: Turn ``item`` back into a tuple when finished.
         record: Plain-value description of how the sample was made (source item, seed, edit record).
+        post: Applied to the finished item (the dataset's ``transform=``).
+        view: The item as read before the edit (label, brain, images).
+        edited: The edited label map (the item's scheme).
+        scheme: The item's label scheme.
+        painter: A painter of :mod:`samraug.augment.painters` that finishes this sample instead of the batched
+            generator path (:meth:`complete`), or None.
+        donor: The copy-paste painter's donor.
+        paint_seed: Seed of the painter's generator.
     """
 
     item: Any
@@ -149,17 +157,25 @@ class PendingSample:
     targets: list[_Target] = field(default_factory=list)
     as_tuple: bool = False
     record: dict[str, Any] | None = None
-    post: Callable[[Any], Any] | None = None  # applied to the finished item (the dataset's ``transform=``)
-    view: Any = None  # the item as read before the edit (label, brain, images)
-    edited: np.ndarray | None = None  # the edited label map (item's scheme)
+    post: Callable[[Any], Any] | None = None
+    view: ItemView | None = None
+    edited: np.ndarray | None = None
     scheme: LabelScheme | None = None
+    painter: Any = None
+    donor: Any = None
+    paint_seed: int | None = None
 
     def paint(
         self, painter: Any, sequences: Sequence[str], *, generator: torch.Generator | None = None, donor: Any = None
     ) -> Any:
         """Finish this sample with a painter of :mod:`samraug.augment.painters` instead of the batched generator
-        path (``sequences``: the model's sequence names, which index the view's images); the painter's record is
-        added to :attr:`record` under ``"paint"``."""
+        path (``sequences``: the model's sequence names, which index the view's images)."""
+        return self.painted(painter, sequences, generator=generator, donor=donor)[0]
+
+    def painted(
+        self, painter: Any, sequences: Sequence[str], *, generator: torch.Generator | None = None, donor: Any = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """:meth:`paint`, also returning the painter's plain-value record."""
         view = self.view
         if view is None or self.edited is None or self.scheme is None:
             raise ValueError("this pending sample was not made by the core (no view): it cannot be painted")
@@ -171,9 +187,18 @@ class PendingSample:
         )
         for seq, (key, channel, _) in view.images.items():
             _write(self.item, key, channel, out[names[seq]].float())
-        self.record = {**(self.record or {}), "paint": _plain(record)}
-        result = tuple(self.item) if self.as_tuple else self.item
-        return self.post(result) if self.post is not None else result
+        return self._done(), _plain(record)
+
+    def complete(self, synthesizer: Synthesizer) -> Any:
+        """Finish this sample alone: with its :attr:`painter` when it has one, else by ``synthesizer``."""
+        return self.completed(synthesizer)[0]
+
+    def completed(self, synthesizer: Synthesizer) -> tuple[Any, dict[str, Any] | None]:
+        """:meth:`complete`, also returning the painter's record (None for the generator path)."""
+        if self.painter is None:
+            return self.synthesize(synthesizer), None
+        generator = None if self.paint_seed is None else torch.Generator().manual_seed(int(self.paint_seed))
+        return self.painted(self.painter, synthesizer.sequences, generator=generator, donor=self.donor)
 
     @property
     def is_volume(self) -> bool:
@@ -204,6 +229,9 @@ class PendingSample:
             else:
                 v = torch.where(brain, v, torch.full_like(v, t.background))
             _write(self.item, t.key, t.channel, v)
+        return self._done()
+
+    def _done(self) -> Any:
         out = tuple(self.item) if self.as_tuple else self.item
         return self.post(out) if self.post is not None else out
 
@@ -233,16 +261,6 @@ def _float_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float32
 
 
-@dataclass
-class _View:
-    """The parts of an item the core needs: spatial label, brain, images per model sequence."""
-
-    label: np.ndarray  # user scheme, spatial shape
-    brain: np.ndarray  # bool, spatial shape
-    images: dict[int, tuple[Any, int | None, torch.Tensor]]  # seq -> (key, channel, spatial float tensor)
-    affine: np.ndarray | None = None
-
-
 def _stats_for(image: torch.Tensor, brain: np.ndarray, what: str) -> IntensityStats:
     try:
         _, stats = robust_normalize(image.float(), torch.from_numpy(brain))
@@ -261,7 +279,7 @@ def _background_of(image: torch.Tensor, brain: np.ndarray) -> float:
 
 def _make_pending(
     item: Any,
-    view: _View,
+    view: ItemView,
     edited: np.ndarray,
     scheme: LabelScheme,
     *,
@@ -270,8 +288,10 @@ def _make_pending(
     atlas_stack: torch.Tensor | None = None,
     as_tuple: bool = False,
     synth: Synthesizer | None = None,
+    **fields: Any,
 ) -> PendingSample:
-    """A :class:`PendingSample` for an item whose label map was edited to ``edited`` (user scheme)."""
+    """A :class:`PendingSample` for an item whose label map was edited to ``edited`` (user scheme); ``fields``: its
+    other constructor fields (``record``, ``post``, ``painter``, ``donor``, ``paint_seed``)."""
     brain = view.brain | (edited != 0) | (view.label != 0)
     if synth is not None:  # the weights' classes: n_labels, conditioning and label scheme of the model
         samr = np.asarray(synth.encode(edited, brain, scheme)).astype(np.uint8)
@@ -292,35 +312,25 @@ def _make_pending(
         zs = torch.nonzero(brain_t.flatten(0, 1).any(0)).flatten()
         masks = torch.from_numpy(np.ascontiguousarray(np.moveaxis(samr[..., zs.numpy()], -1, 0)))
         return PendingSample(
-            item, masks, zs.clone(), None, brain_t, zs, targets, as_tuple, view=view, edited=edited, scheme=scheme
+            item,
+            masks,
+            zs.clone(),
+            None,
+            brain_t,
+            zs,
+            targets,
+            as_tuple,
+            view=view,
+            edited=edited,
+            scheme=scheme,
+            **fields,
         )
     masks = torch.from_numpy(samr)[None]
     zt = None if z is None else torch.as_tensor([int(z)], dtype=torch.long)
     atlas = None if atlas_stack is None else torch.as_tensor(atlas_stack, dtype=torch.float32)[None]
     return PendingSample(
-        item, masks, zt, atlas, brain_t, None, targets, as_tuple, view=view, edited=edited, scheme=scheme
+        item, masks, zt, atlas, brain_t, None, targets, as_tuple, view=view, edited=edited, scheme=scheme, **fields
     )
-
-
-def check_lesion_in_brain(label: np.ndarray, brain: np.ndarray, what: str) -> None:
-    """Refuse a label map whose lesion lies entirely outside the brain (where the images are background): painting
-    it would put a lesion outside the head.
-
-    Example:
-        >>> brain = np.zeros((4, 4), bool); brain[:2] = True
-        >>> label = np.zeros((4, 4), np.uint8); label[3, 3] = 2
-        >>> check_lesion_in_brain(label, brain, "seg")
-        Traceback (most recent call last):
-        ...
-        ValueError: seg: its 1 lesion voxel(s) all lie outside the brain ...
-    """
-    lesion = np.asarray(label) != 0
-    if lesion.any() and not (lesion & np.asarray(brain, dtype=bool)).any():
-        raise ValueError(
-            f"{what}: its {int(lesion.sum())} lesion voxel(s) all lie outside the brain (where the images are "
-            "background); the label map and the images do not match: check that they belong to the same case and "
-            "grid, or pass brain_key= with the right brain mask"
-        )
 
 
 def _set_label(item: Any, key: Any, edited: np.ndarray, ref: Any) -> None:
@@ -344,3 +354,17 @@ def _like(ref: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     out = ref.detach().clone().to(values.dtype)
     out.copy_(values)
     return out
+
+
+def _set_mask(
+    item: Any, key: Any, edited: np.ndarray, brain: np.ndarray, scheme: LabelScheme, synth: Synthesizer
+) -> None:
+    """Rewrite the one-hot SAMR mask ``item[key]`` (samraug's 2D instances carry one) for the edited label map;
+    left as is when it is not ``(n_labels, *spatial)``."""
+    ref = as_tensor(item[key])
+    n_labels = synth.n_labels
+    if ref.dim() != edited.ndim + 1 or ref.shape[0] != n_labels:
+        return
+    samr = torch.from_numpy(np.asarray(synth.encode(edited, brain | (edited != 0), scheme)))
+    new = one_hot(samr, n_labels, channel_dim=0).to(ref.dtype if ref.is_floating_point() else torch.float32)
+    item[key] = new.numpy() if isinstance(item[key], np.ndarray) else new

@@ -40,7 +40,12 @@ import torch
 import torchio as tio
 from scipy import ndimage
 
+from samraug.atlas_space import check_space, from_atlas_grid, normalize_space, to_atlas_grid, weights_space
+from samraug.augment.core import _make_pending
+from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
+from samraug.local_synthesis import paint_local
+from samraug.synthesis import Synthesizer, get_synthesizer
 
 __all__ = [
     "PAINTERS",
@@ -135,9 +140,6 @@ class SAMRPainter(Painter):
         feather_mm: float = 3.0,
         space: str | None = None,
     ) -> None:
-        from samraug.atlas_space import normalize_space
-        from samraug.synthesis import Synthesizer, get_synthesizer
-
         if isinstance(synthesizer, Synthesizer):
             self.synthesizer = synthesizer.clone()
         else:
@@ -169,8 +171,6 @@ class SAMRPainter(Painter):
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         _check_inputs(images, label_after, brain)
         if self.mode == "local":
-            from samraug.local_synthesis import paint_local
-
             out, record = paint_local(
                 images,
                 label_before,
@@ -187,8 +187,6 @@ class SAMRPainter(Painter):
         try:
             synth.atlas.check_grid(label_after.shape, affine, "subject")
         except ValueError as off_grid:
-            from samraug.atlas_space import check_space, from_atlas_grid, to_atlas_grid, weights_space
-
             try:
                 space = check_space(self.space, weights_space(synth.config, synth.key), "subject")
             except ValueError as e:
@@ -212,8 +210,6 @@ class SAMRPainter(Painter):
         scheme: LabelScheme,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Whole-image painting of a subject on the atlas grid."""
-        from samraug.augment.core import _make_pending, _View
-
         synth = self.synthesizer
         sequences = synth.sequences
         unknown = sorted(set(images) - set(sequences))
@@ -221,7 +217,7 @@ class SAMRPainter(Painter):
             raise ValueError(f"images {unknown} are not made by this model (it makes {list(sequences)})")
         view_images = {sequences.index(k): (k, None, v) for k, v in images.items()}
         item = dict(images)
-        view = _View(np.asarray(label_before), np.asarray(brain, dtype=bool), view_images, np.asarray(affine))
+        view = ItemView(np.asarray(label_before), np.asarray(brain, dtype=bool), view_images, np.asarray(affine))
         pending = _make_pending(item, view, np.asarray(label_after), scheme, intensity="match", synth=synth)
         out = pending.synthesize(synth)
         return {k: out[k].to(images[k].dtype) for k in images}, {"painter": self.name, "mode": "whole"}

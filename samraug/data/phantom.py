@@ -45,19 +45,23 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 __all__ = [
     "LABELS",
@@ -194,7 +198,7 @@ def _template(resolution: float) -> _Template:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from nilearn import datasets
+            from nilearn import datasets  # optional (samraug[demo]): only the phantom needs it
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the digital phantom needs nilearn for the MNI152 template; install it with "
@@ -842,8 +846,6 @@ def write_subject(subject: PhantomSubject, root: str | os.PathLike[str]) -> Path
     Example:
         >>> case = write_subject(generate_subject(0, subject_id="BraTS-GLI-00000-000"), "/tmp/phantom")
     """
-    import nibabel as nib
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     case = root / subject.subject_id
@@ -934,8 +936,6 @@ def write_phantom_dataset(
     todo = [i for i in range(n) if not _is_complete(root / case_id(i))]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, initial=n - len(todo), desc="phantom", unit="subject")
     try:
         if workers == 1 or len(todo) <= 1:
@@ -944,9 +944,6 @@ def write_phantom_dataset(
                 if bar is not None:
                     bar.update(1)
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(max_workers=min(int(workers), len(todo)), mp_context=ctx) as pool:
                 futures = [pool.submit(_write_case, i, int(seed), res, str(root), dict(kwargs)) for i in todo]
@@ -1061,6 +1058,7 @@ def montage(
         >>> montage(generate_subject(0), "/tmp/phantom.png")
         PosixPath('/tmp/phantom.png')
     """
+    # matplotlib is optional (samraug[demo]): only the montage needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure

@@ -25,6 +25,10 @@ from pathlib import Path
 
 from samraug.argtypes import non_negative_int
 
+from ..training.distributed import cleanup_distributed, init_distributed
+from .nnunet import export_nnunet
+from .predictions import predictions_to_scheme
+
 __all__ = ["add_parser", "run"]
 
 
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(message)
 
     if args.install_trainer:
-        from .trainer import install_trainer
+        from .trainer import install_trainer  # needs the optional nnunetv2 (samraug[nnunet])
 
         path = install_trainer(args.out, overwrite=args.overwrite)
         print(f"wrote {path}; train with: nnUNetv2_train ID CONFIGURATION FOLD -tr nnUNetTrainerSAMR")
@@ -114,17 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if args.to_brats is not None:
         if args.out is None or args.scheme is None:
             return usage("--to-brats needs --out DIR and --scheme (brats2021, brats2023 or brats2024)")
-        from .predictions import predictions_to_scheme
-
         written = predictions_to_scheme(args.to_brats, args.out, args.scheme, overwrite=args.overwrite)
         print(f"wrote {len(written)} label maps in scheme {args.scheme} to {args.out}")
         return 0
     missing = [f for f, v in (("--out", args.out), ("--dataset-id", args.dataset_id), ("--name", args.name)) if not v]
     if missing:
         return usage(f"export needs {', '.join(missing)}")
-    from ..training.distributed import cleanup_distributed, init_distributed
-    from .nnunet import export_nnunet
-
     env = init_distributed(args.device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     try:
         result = export_nnunet(

@@ -45,9 +45,14 @@ import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
+from tqdm.auto import tqdm
 
+from ..data.brats import load_brats
 from ..data.splits import patient_id as default_patient_id
+from ..editing import donor_of
 from ..labels import LabelScheme, get_scheme
+from ..synthesis import Synthesizer, get_synthesizer
+from ..transforms import SAMRSynthesize, SAMRSynthesizeFixed
 from .labels import NnunetLabels
 
 __all__ = [
@@ -463,14 +468,10 @@ def export_nnunet(
     Returns:
         An :class:`ExportResult` (on every rank).
     """
-    from tqdm.auto import tqdm
-
     rank, world = _dist()
     if world > 1 and device == "auto" and torch.cuda.is_available():  # torchrun: one GPU per process
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     if isinstance(subjects, (str, os.PathLike)):
-        from ..data.brats import load_brats
-
         subjects = load_brats(subjects, scheme=scheme)
     subjects = list(subjects)
     if not subjects:
@@ -506,8 +507,6 @@ def export_nnunet(
     mapping: dict[str, str] = {}
     weights_info: dict[str, Any] | None = None
     if n_syn:
-        from ..synthesis import Synthesizer, get_synthesizer
-
         synth = weights if isinstance(weights, Synthesizer) else get_synthesizer(weights, device=device)
         mapping = _sequence_map(channels, synth.sequences, sequence_map)
         first = subjects[0][label_key]
@@ -681,8 +680,6 @@ def _fold_transform(
     seed: int,
 ) -> tuple[Any, list[str]]:
     """The SAMRSynthesize transform of one fold: its donor pool is drawn from that fold's real cases only."""
-    from ..transforms import SAMRSynthesize
-
     pool = [c for c, p in zip(case_ids, patients, strict=True) if fold_of[p] == fold]
     rng = np.random.default_rng([seed, fold])
     donor_ids = sorted(rng.choice(pool, size=min(donors_per_case, len(pool)), replace=False).tolist())
@@ -711,9 +708,6 @@ def _paint(
     labels: NnunetLabels,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, dict[str, Any]]:
     """One synthetic case: the public transform on a copy of the source subject, seeded for this case."""
-    from ..editing import donor_of
-    from ..transforms import SAMRSynthesizeFixed
-
     keep = {k: subject[k] for k in [*channels, label_key, *(["brain"] if "brain" in subject else [])]}
     copy = tio.Subject(**{k: type(v)(tensor=v.data.clone(), affine=v.affine) for k, v in keep.items()})
     copy["subject_id"] = case.source

@@ -44,9 +44,14 @@ import numpy as np
 import torch
 import torchio as tio
 
+from ..synthesis import get_synthesizer
+from ..transforms import SAMRSynthesize
 from .labels import NnunetLabels
+from .nnunet import _sequence_map
 
 try:  # nnunetv2 is an optional dependency (pip install "samraug[nnunet]")
+    import nnunetv2.training.nnUNetTrainer as trainer_package
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -149,10 +154,6 @@ class SAMRCaseSynthesizer:
         donors: list[np.ndarray] | None = None,
         device: str = "cpu",
     ) -> None:
-        from ..synthesis import get_synthesizer
-        from ..transforms import SAMRSynthesize
-        from .nnunet import _sequence_map
-
         self.channels = [channel_names[str(i)] for i in range(len(channel_names))]
         self.labels = NnunetLabels.from_scheme(scheme, region_based=False)
         self.transpose_forward = [int(i) for i in transpose_forward]
@@ -194,7 +195,6 @@ class SAMRCaseSynthesizer:
         return new_data, new_seg, props
 
     def _class_locations(self, seg: np.ndarray, seed: int) -> dict:
-        from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 
         lm = self.label_manager
         collect = list(lm.foreground_regions if lm.has_regions else lm.foreground_labels)
@@ -331,9 +331,7 @@ def install_trainer(target: str | os.PathLike[str] | None = None, *, overwrite: 
         PosixPath('.../site-packages/nnunetv2/training/nnUNetTrainer/nnUNetTrainerSAMR.py')
     """
     if target is None:
-        import nnunetv2.training.nnUNetTrainer as package
-
-        target = package.__path__[0]
+        target = trainer_package.__path__[0]
     folder = Path(target)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the nnunetv2/training/nnUNetTrainer folder")

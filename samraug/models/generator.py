@@ -218,7 +218,7 @@ class _GeneratorBase(
         if Path(model_id).is_dir():
             model_file = Path(model_id) / MODEL_NAME
         else:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download  # the download client: loaded only for a Hub id
 
             model_file = Path(
                 hf_hub_download(
