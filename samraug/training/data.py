@@ -24,7 +24,7 @@ from samraug.data.brats import load_brats
 from samraug.data.phantom import PHANTOM_SEQUENCES, ensure_phantom_dataset
 from samraug.data.slices import SliceDataset
 from samraug.data.splits import load_split, patient_split, save_split, select_subjects
-from samraug.labels import CAVITY, CONDITIONINGS, EDEMA, N_CLASSES, TUMOR
+from samraug.labels import CAVITY, CONDITIONINGS, EDEMA, N_CLASSES, TUMOR, get_scheme
 
 __all__ = ["GANData", "SyntheticSliceDataset", "TrainingSubjects", "load_training_subjects", "prepare_gan_data"]
 
@@ -123,8 +123,6 @@ class GANData:
     @property
     def n_labels(self) -> int:
         """Classes of the instances' masks: ``len(get_scheme(scheme).classes(conditioning))``."""
-        from samraug.labels import get_scheme
-
         return len(get_scheme(self.scheme).classes(self.conditioning))
 
 

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
 
 from samraug.hub import (
     config_conditioning,
@@ -623,8 +624,6 @@ class GANTrainer:
         grid_batch = self._grid_batch(val_dataset if val_dataset is not None else train_dataset)
         bar = None
         if progress and is_main:
-            from tqdm.auto import tqdm
-
             bar = tqdm(
                 total=total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
             )

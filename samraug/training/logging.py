@@ -192,7 +192,7 @@ class TrainLogger:
             self._rewrite(rows)
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard package
             except Exception:  # tensorboard not installed: CSV only
                 self._tb = None
             else:

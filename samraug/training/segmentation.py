@@ -40,14 +40,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
 
 from samraug.device import resolve_device
 from samraug.intensity import BACKGROUND_VALUE
-from samraug.labels import N_CLASSES, SAMR_CLASSES
+from samraug.labels import N_CLASSES, SAMR_CLASSES, get_scheme
+from samraug.losses import generalized_dice_loss
+from samraug.metrics import compute_metrics
+from samraug.models.unet import UNet
 from samraug.training.schedule import LinearDecaySchedule
 
 __all__ = [
@@ -202,8 +207,6 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: f
         >>> float(segmentation_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long), dice_weight=0.0))  # log(5)
         1.6094...
     """
-    from samraug.losses import generalized_dice_loss
-
     logits = logits.float()
     loss = F.cross_entropy(logits, target)
     if dice_weight:
@@ -212,8 +215,6 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: f
 
 
 def _build_model(config: SegmentationConfig, in_channels: int) -> nn.Module:
-    from samraug.models.unet import UNet
-
     return UNet(
         in_channels=in_channels, out_channels=config.n_classes, depth=config.depth, base_channels=config.base_channels
     )
@@ -367,8 +368,6 @@ def train_segmenter(
     )
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=config.steps, desc="segmenter", leave=False)
     multiple = 2**config.depth
     losses: list[float] = []
@@ -511,11 +510,6 @@ def evaluate_segmenter(
         >>> # scores = evaluate_segmenter(result.model, [EvalVolume("s1", image, label, (2.0, 2.0, 2.0))])
         >>> # scores["s1"]["edema"]["dice"]
     """
-    import numpy as np
-
-    from samraug.labels import get_scheme
-    from samraug.metrics import compute_metrics
-
     region_labels = get_scheme("samr").regions
     unknown = [r for r in regions if r not in SAMR_CLASSES]
     if unknown:
