@@ -98,12 +98,24 @@ ARMS: dict[str, ArmSpec] = {
         ArmSpec("samr_25", "+ SAMR (25 %)", "generator", 0.25, "samr", group="SAMR"),
         ArmSpec("samr_50", "+ SAMR (50 %)", "generator", 0.5, "samr", group="SAMR"),
         ArmSpec("samr_75", "+ SAMR (75 %)", "generator", 0.75, "samr", group="SAMR"),
+        ArmSpec("samr_local_25", "+ SAMR local (25 %)", "generator", 0.25, "samr_local", group="SAMR", mode="local"),
         ArmSpec("samr_local_50", "+ SAMR local (50 %)", "generator", 0.5, "samr_local", group="SAMR", mode="local"),
+        ArmSpec("samr_local_75", "+ SAMR local (75 %)", "generator", 0.75, "samr_local", group="SAMR", mode="local"),
         ArmSpec(
             "control", "Real + the generator's training subjects (control)", "control", group="Control: SAMR's labels"
         ),
         ArmSpec("real_full", "Real only, all training subjects", "real", group="Data fraction", fraction=1.0),
         ArmSpec("samr_50_full", "+ SAMR (50 %), all training subjects", "generator", 0.5, "samr", "Data fraction", 1.0),
+        ArmSpec(
+            "samr_local_50_full",
+            "+ SAMR local (50 %), all training subjects",
+            "generator",
+            0.5,
+            "samr_local",
+            "Data fraction",
+            1.0,
+            mode="local",
+        ),
         ArmSpec("no_stretch_out_50", "+ SAMR w/o stretch-out (50 %)", "generator", 0.5, "no_stretch_out", "Ablations"),
         ArmSpec(
             "no_label_wise_d_50", "+ SAMR w/o label-wise D (50 %)", "generator", 0.5, "no_label_wise_d", "Ablations"
