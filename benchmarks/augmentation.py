@@ -140,7 +140,9 @@ VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
 
 QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50", "samr_local_50")
 #: The standard preset's arms. Every arm at the low-data fraction, the control, the data-fraction sweep (real-only and
-#: SAMR at 100 %) and the ratio sweep (25 / 50 / 75 %).
+#: the best SAMR arm at 100 %) and the best SAMR arm's ratio sweep (25 / 50 / 75 %). The best SAMR arm is the local
+#: one (standard run of 2026-11-29: local +0.046 vs whole -0.036 at 25 % data, README Results); the whole arm's own
+#: sweeps (``samr_50_full``, ``samr_25``, ``samr_75``) stay available with ``--arms``.
 STANDARD_ARMS = (
     "real",
     "conventional",
@@ -150,9 +152,9 @@ STANDARD_ARMS = (
     "samr_local_50",
     "control",
     "real_full",
-    "samr_50_full",
-    "samr_25",
-    "samr_75",
+    "samr_local_50_full",
+    "samr_local_25",
+    "samr_local_75",
 )
 
 #: Printed by smoke-run presets: where the numbers that can decide something come from.
@@ -1439,6 +1441,71 @@ def _run_benchmark(
     }
 
 
+#: Config keys that may differ between runs that are merged (everything else defines the experiment).
+_MERGE_FREE_KEYS = ("arms", "work_dir", "local_weights", "weights", "variant_weights")
+
+
+def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -> dict[str, Any]:
+    """One report from several runs of the same experiment that ran different arms (e.g. in parallel processes).
+
+    The runs must agree on everything that defines the experiment: the config except its arms (data, split, seeds,
+    steps, segmenter, ...), the data and the test subjects. An arm present in several runs must have identical
+    per-subject scores in each (the benchmark is deterministic: a difference means the runs are not comparable).
+    The paired statistics are recomputed over the union of the arms, so an arm is paired with a real-only reference
+    from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds`` their sum.
+
+    Example:
+        >>> merged = merge_results([json.load(open("a/augmentation.json")), json.load(open("b/augmentation.json"))])
+        ...  # doctest: +SKIP
+    """
+    if len(runs) < 2:
+        raise ValueError("merge_results needs at least two runs")
+    first = runs[0]
+
+    def experiment(r: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r["config"].items() if k not in _MERGE_FREE_KEYS}
+
+    arms: dict[str, Any] = {}
+    generators: dict[str, Any] = {}
+    for i, r in enumerate(runs):
+        for key, what in ((experiment(r), "config"), (r["data"], "data"), (r["segmenter"], "segmenter")):
+            ref = {"config": experiment(first), "data": first["data"], "segmenter": first["segmenter"]}[what]
+            if key != ref:
+                diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
+                raise ValueError(f"run {i} differs from run 0 in its {what} ({diff}): not the same experiment")
+        for name, arm in r["arms"].items():
+            if name in arms:
+                for seed, run in arm["seeds"].items():
+                    if run["subjects"] != arms[name]["seeds"][seed]["subjects"]:
+                        raise ValueError(
+                            f"arm {name!r} seed {seed} has other per-subject scores in run {i} than in an earlier "
+                            "run: the runs are not comparable (different code, weights or machine nondeterminism)"
+                        )
+                continue
+            arms[name] = arm
+        for v, g in r.get("generators", {}).items():
+            if v in generators and generators[v].get("model_sha256") != g.get("model_sha256"):
+                raise ValueError(f"generator {v!r} has other weights in run {i} than in an earlier run")
+            generators.setdefault(v, g)
+    order = [a for a in ARMS if a in arms] + [a for a in arms if a not in ARMS]
+    arms = {a: arms[a] for a in order}
+    seeds = [str(s) for s in first["config"]["seeds"]]
+    subjects = list(next(iter(arms.values()))["seeds"][seeds[0]]["subjects"])  # the runs' test order
+    config = dict(first["config"]) | {"arms": order}
+    skipped = {a: why for r in runs for a, why in (r.get("skipped_arms") or {}).items() if a not in arms}
+    return dict(first) | {
+        "command": [r["command"] for r in runs],
+        "config": config,
+        "generators": generators,
+        "arms": arms,
+        "skipped_arms": skipped,
+        "paired": paired_statistics(arms, seeds, subjects, n_resamples=n_resamples),
+        "protocol": {"check": "passed", "warnings": [w for r in runs for w in r["protocol"]["warnings"]]},
+        "merged_from": len(runs),
+        "wall_seconds": round(sum(float(r["wall_seconds"]) for r in runs), 1),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------- outputs
 def _cell(stat: Mapping[str, float], metric: str) -> str:
     mean, std = stat["mean"], stat["std"]
@@ -1539,11 +1606,13 @@ def format_report(results: Mapping[str, Any]) -> str:
 def report_footer(results: Mapping[str, Any]) -> list[str]:
     """The command, machine, wall-time and protocol-warning lines closing a markdown report."""
     machine = results["machine"]
+    commands = results["command"] if isinstance(results["command"], list) else [results["command"]]
+    merged = f" (sum of {len(commands)} merged runs)" if len(commands) > 1 else ""
     lines = [
-        f"Command: `{results['command']}`",
+        *(f"Command: `{c}`" for c in commands),
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
         f"{'GPU ' + machine['gpu'] if machine.get('gpu') else 'CPU only'}; "
-        f"wall time {results['wall_seconds'] / 60:.1f} min.",
+        f"wall time {results['wall_seconds'] / 60:.1f} min{merged}.",
     ]
     return lines + [f"Warning: {w}" for w in results["protocol"]["warnings"]]
 
@@ -1741,6 +1810,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samr-preset", default=None, help="generator preset when training (tiny, lite, paper)")
     g.add_argument("--samr-steps", type=int, default=None, help="GAN steps per variant when training")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs already in --out")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="instead of running: merge finished runs of the same experiment (other arms, e.g. run in parallel "
+        "processes) into one report in --out, with the paired statistics recomputed over all their arms",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -1794,6 +1870,8 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.merge:
+        return merge_main(args)
     config = config_from_args(args)
     out = Path(args.out or f"/tmp/samraug-bench/augmentation-{config.preset}")
     config.work_dir = config.work_dir or str(out)
@@ -1815,6 +1893,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.smoke:
         print("\n" + SMOKE_NOTICE)
     print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def merge_main(args: argparse.Namespace) -> int:
+    """``--merge RUN_DIR ... --out DIR``: one report from runs of the same experiment (:func:`merge_results`)."""
+    if not args.out:
+        raise SystemExit("--merge needs --out (the folder of the merged report)")
+    runs = []
+    for folder in args.merge:
+        path = Path(folder) / "augmentation.json"
+        if not path.is_file():
+            raise SystemExit(f"--merge {folder}: no augmentation.json there (a finished benchmark run's --out folder)")
+        runs.append(json.loads(path.read_text()))
+    try:
+        results = merge_results(runs)
+    except ValueError as e:
+        raise SystemExit(f"--merge: {e}") from None
+    paths = write_outputs(results, Path(args.out), overwrite=args.overwrite)
+    print(format_paired_table(results))
+    print(f"\nmerged {len(runs)} runs; wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -513,3 +513,70 @@ def test_local_arm_is_skipped_with_a_printed_reason_without_local_weights(
     assert "Skipped arm `samr_local_50`" in paths["md"].read_text()
     with pytest.raises(ValueError, match="every selected arm was skipped"):
         bench.run_benchmark(dataclasses.replace(config, arms=("samr_local_50",)), log=printed.append)
+
+
+# ------------------------------------------------------------------------------------------ merging runs
+def _fake_run(arms: dict[str, float], fractions: dict[str, float], seed: int = 0) -> dict[str, Any]:
+    """A finished run's JSON with per-(seed, subject) Dice drawn around each arm's level (fixed by the arm name)."""
+    seeds, subjects = ["0", "1", "2"], [f"s{j}" for j in range(5)]
+    out_arms = {}
+    for name, level in arms.items():
+        rng = np.random.default_rng(sum(map(ord, name)))
+        spec = bench.ARMS[name]
+        out_arms[name] = {
+            "spec": dataclasses.asdict(spec),
+            "fraction": fractions[name],
+            "seeds": {
+                s: {
+                    "subjects": {
+                        j: {
+                            r: {"dice": float(np.clip(level + 0.1 * rng.standard_normal(), 0, 1))}
+                            for r in bench.REGIONS
+                        }
+                        for j in subjects
+                    }
+                }
+                for s in seeds
+            },
+            "summary": {},
+        }
+    return {
+        "command": f"run {seed}",
+        "machine": {"platform": "test", "cpu_count": 2, "torch": "x"},
+        "config": {"preset": "standard", "seeds": [0, 1, 2], "steps": 9, "arms": list(arms)},
+        "data": {"split": {"test": subjects}},
+        "segmenter": {"steps": 9},
+        "generators": {},
+        "protocol": {"check": "passed", "warnings": []},
+        "arms": out_arms,
+        "skipped_arms": {},
+        "wall_seconds": 60.0,
+        "simulated_data": True,
+    }
+
+
+def test_merging_runs_equals_one_run_with_every_arm() -> None:
+    levels = {"real": 0.5, "copy_paste": 0.6, "samr_local_50": 0.62, "real_full": 0.7, "samr_local_50_full": 0.75}
+    fractions = {"real": 0.25, "copy_paste": 0.25, "samr_local_50": 0.25, "real_full": 1.0, "samr_local_50_full": 1.0}
+    whole = _fake_run(levels, fractions)
+    whole_paired = bench.paired_statistics(whole["arms"], ["0", "1", "2"], [f"s{j}" for j in range(5)], 2000)
+    a = _fake_run({k: levels[k] for k in ("real", "copy_paste", "real_full")}, fractions, 0)
+    b = _fake_run({k: levels[k] for k in ("real", "samr_local_50", "samr_local_50_full")}, fractions, 1)
+    merged = bench.merge_results([a, b], n_resamples=2000)
+    assert list(merged["arms"]) == ["real", "copy_paste", "samr_local_50", "real_full", "samr_local_50_full"]
+    assert merged["paired"]["samr_local_50_full"]["reference"] == "real_full"  # paired across the two runs
+    for name in levels:
+        assert merged["paired"][name]["difference"] == whole_paired[name]["difference"]
+    assert merged["command"] == ["run 0", "run 1"] and merged["wall_seconds"] == 120.0
+    assert "sum of 2 merged runs" in "\n".join(bench.report_footer(merged))
+    # not the same experiment, or the same arm scored differently: refused
+    c = _fake_run({"real": 0.5}, fractions)
+    c["config"]["steps"] = 10
+    with pytest.raises(ValueError, match=r"config \(\['steps'\]\)"):
+        bench.merge_results([a, c])
+    d = _fake_run({"real": 0.5}, fractions)
+    d["arms"]["real"]["seeds"]["0"]["subjects"]["s0"]["edema"]["dice"] += 0.01
+    with pytest.raises(ValueError, match="other per-subject scores"):
+        bench.merge_results([a, d])
+    with pytest.raises(ValueError, match="at least two"):
+        bench.merge_results([a])
