@@ -141,8 +141,8 @@ VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
 QUICK_ARMS = ("real", "conventional", "labels_to_image", "copy_paste", "samr_50", "samr_local_50")
 #: The standard preset's arms. Every arm at the low-data fraction, the control, the data-fraction sweep (real-only and
 #: the best SAMR arm at 100 %) and the best SAMR arm's ratio sweep (25 / 50 / 75 %). The best SAMR arm is the local
-#: one (standard run of 2026-11-29: local +0.046 vs whole -0.036 at 25 % data, README Results); the whole arm's own
-#: sweeps (``samr_50_full``, ``samr_25``, ``samr_75``) stay available with ``--arms``.
+#: one (the standard run in the README's Results); the whole arm's own sweeps (``samr_50_full``, ``samr_25``,
+#: ``samr_75``) stay available with ``--arms``.
 STANDARD_ARMS = (
     "real",
     "conventional",

@@ -64,11 +64,12 @@ def test_standard_preset_covers_the_protocol() -> None:
     assert {"real", "conventional", "labels_to_image", "copy_paste", "generator", "control"} <= kinds
     fractions = {bench.arm_fraction(ARMS[a], cfg) for a in cfg.arms}
     assert fractions == {cfg.fraction, 1.0}  # the low-data fraction and the sweep's 100 %
-    whole = [
-        a for a in cfg.arms if ARMS[a].kind == "generator" and ARMS[a].fraction is None and ARMS[a].mode == "whole"
-    ]
-    assert sorted(ARMS[a].ratio for a in whole) == [0.25, 0.5, 0.75]
-    assert "samr_local_50" in cfg.arms
+    generators = [a for a in cfg.arms if ARMS[a].kind == "generator" and ARMS[a].fraction is None]
+    local = [a for a in generators if ARMS[a].mode == "local"]
+    assert sorted(ARMS[a].ratio for a in local) == [0.25, 0.5, 0.75]  # the ratio sweep of the best SAMR arm
+    assert "samr_50" in cfg.arms and ARMS["samr_50"].mode == "whole"  # the whole-image mode at 50 %
+    full = [a for a in cfg.arms if ARMS[a].fraction == 1.0]
+    assert sorted(ARMS[a].kind for a in full) == ["generator", "real"]  # the data-fraction sweep
     assert bench.BenchmarkConfig.from_preset("quick").smoke
     with pytest.raises(ValueError, match="fraction"):
         bench.BenchmarkConfig.from_preset("standard", fraction=1.5)
