@@ -136,7 +136,7 @@ class SAMRAugmentedDataset(Dataset):
         ratio: Synthetic fraction of the mixed dataset, in [0, 1); ``len = round(len(real_ds) / (1 - ratio))``.
             0 gives the real dataset unchanged. Default 0.5 (unless ``n_synthetic`` is given).
         n_synthetic: The number of synthetic items instead of a ratio: ``len = len(real_ds) + n_synthetic``.
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: Label scheme of the items (default: a subject's ``scheme`` attribute / a dict's ``"scheme"``
             entry; ``"samr"`` for samraug 2D instances). Required otherwise.

@@ -51,7 +51,7 @@ class SAMRSynthesized(Randomizable, MapTransform):
         keys: The image keys (one per sequence, or one stacked key).
         label_key: The lesion label map (``(1, X, Y, Z)``, in ``scheme``).
         ratio: Probability that an item is made synthetic.
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"`` or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"`` or a
             :class:`~samraug.synthesis.Synthesizer` (cloned: never shared).
         scheme: Label scheme of the items (``"brats2021"``, ``"brats2023"``, ``"brats2024"``, ``"samr"``, ...).
         sequence_map: ``{model_sequence: key}`` (per-sequence keys) or ``{model_sequence: channel}`` (stacked).

@@ -175,7 +175,8 @@ class SAMRSynthesizeFixed(Transform):
         edit: The editor's record of the edit (a dict), or None for no edit (synthesis of the unedited mask).
         seed: The sample's seed (recorded for reference; the record alone reproduces the edit).
         synthesize: Whether the sample was synthesized at all.
-        weights: The weights (None: bundled; a folder; ``org/name[@rev]``; a ``"memory:..."`` key).
+        weights: The weights (None: the bundled demo weights, local mode; a folder; ``org/name[@rev]``; a
+            ``"memory:..."`` key).
         scheme: Label scheme name (or a plain scheme dict).
         label_key, brain_key: Keys of the label map and the brain mask (None: non-zero voxels of the images).
         sequence_map: ``{model_sequence: subject_key}`` of the replaced images.
@@ -269,7 +270,7 @@ class SAMRSynthesize(RandomTransform):
 
     Args:
         ratio: Probability that a subject is made synthetic (the synthetic fraction of the samples).
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: The label scheme of the subjects (``"brats2021"``, ``"brats2023"``, ``"brats2024"``, ``"samr"`` or a
             :class:`~samraug.labels.LabelScheme`); default: each subject's ``scheme`` attribute.

@@ -448,8 +448,8 @@ def export_nnunet(
         sequences: Channels, in order (subject keys); default: the first subject's scalar images in its order.
         per_case / n_synthetic: Synthetic cases per real case, or in total (not both).
         folds, seed: Number of cross-validation folds; seed of the fold draw and of every synthetic case.
-        weights: SAMR weights for :class:`~samraug.transforms.SAMRSynthesize` (None: bundled demo weights; a
-            folder; ``org/name[@rev]``; a :class:`~samraug.synthesis.Synthesizer`).
+        weights: SAMR weights for :class:`~samraug.transforms.SAMRSynthesize` (None: the bundled demo weights, local
+            mode; a folder; ``org/name[@rev]``; a :class:`~samraug.synthesis.Synthesizer`).
         policy: An :class:`~samraug.editing.EditPolicy` (edit probabilities and ranges) for the transform.
         donors_per_case: Size of the donor pool of lesion swaps: real cases from the source's own fold (0: none).
         sequence_map: ``{model_sequence: subject_key}``; default: same names, or BraTS 2021's ``t1, t1ce, t2,

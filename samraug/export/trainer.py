@@ -12,7 +12,7 @@ dataset); configurations that resample (spacing differs from the data's) keep th
 Settings come from the environment, because nnU-Net builds trainers from fixed arguments:
 
 - ``SAMRAUG_NNUNET_RATIO``: probability that a training case is synthetic (default 0.5);
-- ``SAMRAUG_NNUNET_WEIGHTS``: SAMR weights (folder or ``org/name[@rev]``; default: bundled demo weights);
+- ``SAMRAUG_NNUNET_WEIGHTS``: SAMR weights (folder or ``org/name[@rev]``; default: the bundled local-mode demo weights);
 - ``SAMRAUG_NNUNET_DONORS``: donor masks for lesion swaps (default 4; 0: no swaps);
 - ``SAMRAUG_NNUNET_SCHEME``: label scheme (default: ``dataset.json``'s ``samraug.label_scheme``);
 - ``SAMRAUG_NNUNET_DEVICE``: where the generator runs (default ``cpu``, inside nnU-Net's augmentation workers;
@@ -134,7 +134,7 @@ class SAMRCaseSynthesizer:
         scheme: The label scheme of the dataset (consecutive labels map back to it).
         transpose_forward: The plans' ``transpose_forward``.
         label_manager: nnU-Net's label manager (for the foreground locations of edited cases).
-        weights: SAMR weights (None: bundled demo weights).
+        weights: SAMR weights (None: the bundled demo weights, local mode).
         donors: Donor label maps in the scheme (``(X, Y, Z)``), or None.
         device: Where the generator runs (``"cpu"`` inside nnU-Net's augmentation workers).
 
