@@ -363,7 +363,11 @@ class SAMRAugmentedDataset(Dataset):
     def _grid_painter(self, shape: tuple[int, ...], item: Any, what: str) -> Any:
         """None for a 3D item on the atlas grid (or painted by another painter than whole-image SAMR, which checks
         its own grid); for an item off the grid, the whole-image painter that resamples it, if the item is declared
-        in the atlas's space (``space=``) and has an affine; otherwise the error naming the way out."""
+        in the atlas's space (``space=``) and has an affine; otherwise the error naming the way out. Local-mode
+        weights have no atlas grid: any grid is fine (None)."""
+        if self.synthesizer.config.get("mode", "whole") == "local":
+            self._affine_of(item)  # local painting needs the item's own voxel grid
+            return None
         if self.painter is not None:
             self.synthesizer.atlas.check_grid(shape, self._affine_of(item), what)
             return None
@@ -424,6 +428,13 @@ class SAMRAugmentedDataset(Dataset):
     def _affine_of(self, item: Any) -> np.ndarray:
         if isinstance(item, Mapping) and "affine" in item:
             return np.asarray(as_tensor(item["affine"]).double().numpy())
+        if self.synthesizer.config.get("mode", "whole") == "local":
+            raise ValueError(
+                "3D items without an affine cannot be painted with local-mode weights (they have no atlas grid to "
+                "assume, and the voxel spacing sets the painted region): give dict items an 'affine' (4x4) or use "
+                "tio.Subject items; or pass whole-image weights (e.g. weights=samraug.hub.BUNDLED_WHOLE_WEIGHTS) "
+                "for items on their atlas grid"
+            )
         return self.synthesizer.atlas.affine  # unknown: only the shape is checked
 
     def _z_of(self, item: Any, layout: _Layout) -> int | None:

@@ -149,8 +149,14 @@ class SAMRSynthesized(Randomizable, MapTransform):
             ndim=3,
             affine=label_affine,
         )
-        grid_affine = label_affine if label_affine is not None else synth.atlas.affine  # unknown: the shape only
-        synth.atlas.check_grid(view.label.shape, grid_affine, "item")
+        if synth.config.get("mode", "whole") == "local" and label_affine is None:
+            raise ValueError(
+                f"item {self.label_key!r} has no affine, which local-mode weights need (the voxel spacing sets the "
+                "painted region): load it as a MetaTensor with its affine (LoadImaged), or pass whole-image weights"
+            )
+        if synth.config.get("mode", "whole") == "whole":  # local-mode weights have no atlas: any grid
+            grid_affine = label_affine if label_affine is not None else synth.atlas.affine  # unknown: the shape only
+            synth.atlas.check_grid(view.label.shape, grid_affine, "item")
         done = augment_view(
             view,
             item=output_item(d, view),

@@ -312,6 +312,12 @@ class Synthesizer:
         if self._memory is not None:
             return self._memory[1]
         if self._atlas is None:  # without the model: workers need the atlas grid, never the (CUDA) model
+            if self.config.get("mode", "whole") == "local":
+                raise ValueError(
+                    f"the weights {self.weights or 'bundled by default (samraug.hub.BUNDLED_WEIGHTS)'} are local-mode "
+                    "weights: they carry no atlas and paint inside the subject's own images on any grid; for atlas "
+                    "painting pass whole-image weights, e.g. samraug.hub.BUNDLED_WHOLE_WEIGHTS"
+                )
             self._atlas = Atlas.load(resolve_weights(self.weights))
         return self._atlas
 

@@ -108,8 +108,9 @@ class CarveEdit:
 
 
 def _resolve_painter(painter: str | Painter | None, mode: str | None, synthesizer: Synthesizer) -> Painter | None:
-    """None for the whole-image SAMR generator path (batched generator calls), else the painter."""
-    if painter is None and mode is None:
+    """None for the whole-image SAMR generator path (batched generator calls), else the painter (local-mode weights:
+    the local SAMR painter)."""
+    if painter is None and mode is None and synthesizer.config.get("mode", "whole") == "whole":
         return None
     if isinstance(painter, Painter):
         return get_painter(painter, mode=mode)  # refuses mode= for another painter than SAMR

@@ -510,7 +510,8 @@ def export_nnunet(
         synth = weights if isinstance(weights, Synthesizer) else get_synthesizer(weights, device=device)
         mapping = _sequence_map(channels, synth.sequences, sequence_map)
         first = subjects[0][label_key]
-        synth.atlas.check_grid(first.shape, first.affine, f"subject {case_ids[0]!r}")
+        if synth.config.get("mode", "whole") == "whole":  # local-mode weights have no atlas: any grid
+            synth.atlas.check_grid(first.shape, first.affine, f"subject {case_ids[0]!r}")
         weights_info = {"weights": synth.key, "sha256": _weights_digest(synth), "sequences": list(synth.sequences)}
     policy_plain = dataclasses.asdict(policy) if dataclasses.is_dataclass(policy) else policy
     manifest = {
