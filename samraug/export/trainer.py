@@ -7,7 +7,8 @@ the export's label scheme, the lesion mask is edited (lesion swaps take donors f
 only) and every channel is painted in the case's (normalised) intensity scale; the result is cropped again, its
 foreground locations recomputed, and nnU-Net's own augmentation and loss take it from there. Validation cases are
 never touched. With whole-image weights the subjects must be on the atlas grid of the weights (as in a
-:func:`~samraug.export.export_nnunet` dataset; local-mode weights, the default, paint on any grid); configurations that resample (spacing differs from the data's) keep their cases real, with a warning.
+:func:`~samraug.export.export_nnunet` dataset; local-mode weights, the default, paint on any grid); configurations
+that resample (spacing differs from the data's) keep their cases real, with a warning.
 
 Settings come from the environment, because nnU-Net builds trainers from fixed arguments:
 
