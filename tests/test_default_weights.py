@@ -131,3 +131,21 @@ def test_cli_info_names_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert any(line.split() == ["mode", "whole"] for line in out.splitlines()) and "the default" not in out
     assert "shape [99, 117, 95]" in out
+
+
+def test_default_transform_records_a_replay_that_repaints_the_sample_exactly(phantom_2mm) -> None:
+    p = phantom_2mm
+    images = {k: tio.ScalarImage(tensor=torch.from_numpy(p.images[k])[None], affine=p.affine) for k in SEQS}
+    seg = tio.LabelMap(tensor=torch.from_numpy(p.seg.astype(np.int64))[None], affine=p.affine)
+    subject = tio.Subject(**images, seg=seg, scheme="brats2024")
+    transform = _quiet_default(lambda: SAMRSynthesize(ratio=1.0, device="cpu"))
+    torch.manual_seed(5)
+    sample = transform(subject)
+    assert [t.name for t in sample.history] == ["SAMRSynthesizeFixed"] and sample.history[0].weights is None
+    assert not torch.equal(sample["t1n"].data, subject["t1n"].data)  # painted
+    again = sample.get_composed_history()(subject)
+    for key in (*SEQS, "seg"):
+        assert torch.equal(again[key].data, sample[key].data), key
+    # a painter the transform did not build from its weights leaves no replay record
+    other = SAMRSynthesize(ratio=1.0, device="cpu", painter=SAMRPainter(device="cpu", margin_mm=2.0))
+    assert not _quiet_default(lambda: other(subject)).history
