@@ -5,7 +5,8 @@ Protocol:
 1. Subjects (the digital phantom by default -- SIMULATED data -- or a BraTS folder with ``--data``) are split by
    patient into training and held-out test subjects (:func:`samraug.data.splits.patient_split`).
 2. SAMR (and, for their arms, the ablations and pix2pix / pix2pixHD) come from given weights (default: the bundled
-   demo weights) or are trained on the training split only (``--train-samr``, same step budget per variant).
+   whole-image demo weights :data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`; the local arm: the bundled local ones) or
+   are trained on the training split only (``--train-samr``, same step budget per variant).
    Test subjects are never used to train SAMR nor as editing / copy-paste donors: :func:`check_protocol` enforces
    it (with given weights, on the training data their model card declares; the benchmark's phantom subjects are
    generated with a different data-set seed than the weights' training phantom, and the check verifies that no
@@ -33,7 +34,8 @@ the paper-layout table: rows = arms, column groups Dice | HD95 | Sensitivity | S
 Tumor), ``augmentation.json`` (every per-seed and per-subject number, the paired differences and CIs, the
 configuration, the machine and the exact command), ``augmentation.png`` and ``augmentation_ci.png`` (the CIs).
 
-Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights; real,
+Presets: ``quick`` (the README's main command, a SMOKE RUN: <= 10 min on 2 CPU cores; bundled demo weights: whole
+and local; real,
 conventional, copy-paste, RandomLabelsToImage, SAMR 50 % and SAMR local 50 %; the local arm needs local-mode
 weights, ``--local-weights FOLDER``, and is skipped with the reason printed when there are none), ``standard``
 (the decision run, about 2 h on 2 CPU cores: 40 phantom subjects, every arm at 25 % of the training subjects, the
@@ -85,6 +87,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
+from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
 from samraug.training.segmentation import (
     EvalVolume,
@@ -124,8 +127,8 @@ METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "sensitivity": "Sensitivit
 VARIANTS: tuple[str, ...] = ("samr", "no_stretch_out", "no_label_wise_d", "no_atlas", "no_lc", "pix2pix", "pix2pixhd")
 #: The local-mode generator of the ``samr_local_50`` arm (``--local-weights``; never trained by ``--train-samr``).
 LOCAL_VARIANT = "samr_local"
-#: Local weights used when ``--local-weights`` is not given, if this folder exists.
-BUNDLED_LOCAL_WEIGHTS = Path(__file__).resolve().parents[1] / "samraug" / "weights" / "samr-tiny-local"
+# Without --weights the samr variant loads the hub's BUNDLED_WHOLE_WEIGHTS (weights=None would mean the bundled
+# *local* weights); without --local-weights the local arm loads BUNDLED_LOCAL_WEIGHTS, if that folder exists.
 
 #: The training switches of each variant (samraug.training.preset_config overrides).
 VARIANT_SWITCHES: dict[str, dict[str, Any]] = {
@@ -256,7 +259,8 @@ class BenchmarkConfig:
         seeds: Segmenter seeds (each seed also re-draws every synthetic pool).
         steps, batch_size, lr, depth, base_channels, crop_size: The segmenter (same for every arm).
         selection: Training slices: ``brain`` (every slice with brain) or ``lesion``.
-        weights: SAMR weights (folder, ``org/name[@rev]``; None = bundled demo weights).
+        weights: SAMR weights (folder, ``org/name[@rev]``; None = the bundled whole-image demo weights
+            :data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`).
         variant_weights: Weights per ablation/baseline variant when not training them.
         local_weights: Local-mode weights of the ``samr_local_50`` arm (default: :data:`BUNDLED_LOCAL_WEIGHTS` if it
             exists; else the arm is skipped with the reason printed and written to the JSON).
@@ -691,8 +695,8 @@ def resolve_painters(
                 raise ValueError("training the generators (train_samr) needs the benchmark's split and scheme")
             painters[variant] = train_painter(variant, config, split, identities or {}, scheme, log)
             continue
-        elif variant == "samr":
-            weights = config.weights
+        elif variant == "samr":  # the paper's whole-image generator: never the library default (local mode)
+            weights = config.weights if config.weights is not None else str(BUNDLED_WHOLE_WEIGHTS)
         elif variant in config.variant_weights:
             weights = config.variant_weights[variant]
         else:
@@ -704,9 +708,26 @@ def resolve_painters(
         synth.load()
         ids, where = weights_training_identities(synth, weights)
         info = {"training_data": where, "model_sha256": _weights_digest(weights)}
-        painters[variant] = Painter(variant, synth, weights or "bundled demo weights", ids, info)
-        log(f"{variant}: weights {weights or 'bundled demo weights'}, sequences {list(synth.sequences)}")
+        source = _source_name(weights)
+        painters[variant] = Painter(variant, synth, source, ids, info)
+        log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
     return painters
+
+
+def _source_name(weights: str | None) -> str:
+    """How the results name a generator's weights: the bundled folders by name, others as given.
+
+    Example:
+        >>> _source_name(str(BUNDLED_WHOLE_WEIGHTS)), _source_name("org/name@v1")
+        ('bundled demo weights samr-tiny-phantom (whole)', 'org/name@v1')
+    """
+    if weights is None:
+        return "bundled demo weights (library default)"
+    for folder, mode in ((BUNDLED_WHOLE_WEIGHTS, "whole"), (BUNDLED_LOCAL_WEIGHTS, "local")):
+        with contextlib.suppress(OSError, ValueError):
+            if Path(weights).resolve() == folder.resolve():
+                return f"bundled demo weights {folder.name} ({mode})"
+    return str(weights)
 
 
 def local_weights(config: BenchmarkConfig) -> tuple[str | None, str | None]:
@@ -1782,7 +1803,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (quick: 1)")
     g.add_argument("--num-workers", type=int, default=None)
     g = p.add_argument_group("generators")
-    g.add_argument("--weights", default=None, help="SAMR weights: folder or org/name[@rev] (default: bundled demo)")
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="SAMR weights: folder or org/name[@rev] (default: the bundled whole-image demo weights "
+        "samraug/weights/samr-tiny-phantom)",
+    )
     g.add_argument(
         "--variant-weights",
         action="append",

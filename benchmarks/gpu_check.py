@@ -6,8 +6,10 @@ the same script on the CPU with tiny sizes and skips the CUDA-only checks (so it
 Checks (each independent: a failure is recorded, the next check still runs):
 
 - ``environment``: torch / CUDA / cuDNN versions, the GPU, bf16 support, the machine's load.
-- ``autocast_bf16``, ``autocast_fp16``: the bundled generator through :class:`samraug.synthesis.Synthesizer` in
-  bf16 and fp16 autocast against float32 on the same masks (finite, max / mean absolute difference).
+- ``autocast_bf16``, ``autocast_fp16``: the bundled whole-image generator (:data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`;
+  every check below uses it too: its batched path is the one that synthesizes on the GPU in the main process)
+  through :class:`samraug.synthesis.Synthesizer` in bf16 and fp16 autocast against float32 on the same masks
+  (finite, max / mean absolute difference).
 - ``channels_last``: the same synthesis with and without ``channels_last`` (max absolute difference).
 - ``batched_main_process``: :class:`samraug.dataset.SAMRAugmentedDataset` ``(batched=True)`` over phantom subjects
   through :class:`samraug.dataset.SynthesizingLoader` with 2 DataLoader workers (workers edit masks, the main
@@ -67,15 +69,16 @@ class CheckContext:
 
 
 def _synth_pair(ctx: CheckContext, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Float32 synthesis and synthesis with ``kwargs`` of the same masks by the bundled generator."""
+    """Float32 synthesis and synthesis with ``kwargs`` of the same masks by the bundled whole-image generator."""
+    from samraug.hub import BUNDLED_WHOLE_WEIGHTS
     from samraug.synthesis import Synthesizer
 
     masks = torch.ones(ctx.n_slices, ctx.size, ctx.size, dtype=torch.long)
     masks[:, ctx.size // 4 : ctx.size // 2, ctx.size // 4 : ctx.size // 2] = 4
     masks[:, : ctx.size // 8] = 0
     z = torch.arange(ctx.n_slices) + 40
-    ref = Synthesizer(None, device=str(ctx.device), dtype="float32", channels_last=False)
-    out = Synthesizer(None, device=str(ctx.device), **kwargs)
+    ref = Synthesizer(BUNDLED_WHOLE_WEIGHTS, device=str(ctx.device), dtype="float32", channels_last=False)
+    out = Synthesizer(BUNDLED_WHOLE_WEIGHTS, device=str(ctx.device), **kwargs)
     a = ref.synthesize_slices(masks, z=z)
     t0 = time.perf_counter()
     b = out.synthesize_slices(masks, z=z)
@@ -154,9 +157,12 @@ def check_batched_main_process(ctx: CheckContext) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+    from samraug.hub import BUNDLED_WHOLE_WEIGHTS
 
-    subjects = _phantom_subjects(ctx, 2)
-    ds = SAMRAugmentedDataset(subjects, 0.5, scheme="brats2024", batched=True, device=str(ctx.device), seed=0)
+    subjects = _phantom_subjects(ctx, 2)  # 2 mm: on the whole-image weights' atlas grid
+    ds = SAMRAugmentedDataset(
+        subjects, 0.5, weights=BUNDLED_WHOLE_WEIGHTS, scheme="brats2024", batched=True, device=str(ctx.device), seed=0
+    )
     loader = SynthesizingLoader(DataLoader(ds, batch_size=2, num_workers=2, collate_fn=_as_list))
     t0 = time.perf_counter()
     n_batches, n_items = 0, 0
@@ -175,9 +181,10 @@ def check_cuda_in_worker_guard(ctx: CheckContext) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from samraug.dataset import SAMRAugmentedDataset
+    from samraug.hub import BUNDLED_WHOLE_WEIGHTS
 
     subjects = _phantom_subjects(ctx, 2)
-    ds = SAMRAugmentedDataset(subjects, 0.5, scheme="brats2024", device="cuda", seed=0)
+    ds = SAMRAugmentedDataset(subjects, 0.5, weights=BUNDLED_WHOLE_WEIGHTS, scheme="brats2024", device="cuda", seed=0)
     # items 2..3 are synthetic: ask for one of them inside a worker
     loader = DataLoader(torch.utils.data.Subset(ds, [len(ds) - 1]), batch_size=None, num_workers=1)
     try:

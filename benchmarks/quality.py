@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--steps", type=int, default=None, help="optimiser steps of the label-fidelity U-Net")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None, help="SAMR weights (default: bundled demo weights)")
+    p.add_argument("--weights", default=None, help="SAMR weights (default: the bundled whole-image demo weights)")
     p.add_argument(
         "--local-weights", default=None, help="local-mode weights of the samr_local variant (default: bundled)"
     )

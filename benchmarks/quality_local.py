@@ -231,8 +231,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     whole = None
     if not args.no_whole:
         from samraug.augment.painters import SAMRPainter
+        from samraug.hub import BUNDLED_WHOLE_WEIGHTS  # weights=None would be the bundled LOCAL weights
 
-        whole = SAMRPainter(args.whole_weights, mode="whole", device=args.device, space="MNI152")
+        whole_weights = args.whole_weights or str(BUNDLED_WHOLE_WEIGHTS)
+        whole = SAMRPainter(whole_weights, mode="whole", device=args.device, space="MNI152")
         missing = sorted(set(sequences) - set(whole.synthesizer.sequences))
         if missing:
             raise SystemExit(f"--whole-weights make {list(whole.synthesizer.sequences)}, not {missing}")
@@ -348,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "contrast_sd": contrast_table,
         "skipped": skipped,
-        "whole_weights": None if whole is None else (args.whole_weights or "bundled demo weights"),
+        "whole_weights": None if whole is None else (args.whole_weights or "bundled whole-image demo weights"),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "machine": machine_state(torch.get_num_threads()),
         "wall_seconds": time.time() - start,
@@ -436,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--weights", help="local weights folder or org/name[@rev] (config mode 'local')")
     p.add_argument("--standin", action="store_true", help="random-initialised stand-in model (smoke test only)")
     p.add_argument(
-        "--whole-weights", default=None, help="whole-image weights of the whole-image row (default: bundled demo)"
+        "--whole-weights",
+        default=None,
+        help="whole-image weights of the whole-image row (default: the bundled samraug/weights/samr-tiny-phantom)",
     )
     p.add_argument("--no-whole", action="store_true", help="leave out the whole-image mode row")
     p.add_argument("--n-subjects", type=int, default=6)

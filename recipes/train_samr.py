@@ -82,7 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init-from",
         metavar="WEIGHTS",
         help="start from earlier training: a weights folder, org/name[@rev], or a checkpoint folder (G, D, U and "
-        "optimiser states); the architecture must match",
+        "optimiser states); the architecture must match. The bundled demo weights are named explicitly: "
+        "samraug/weights/samr-tiny-phantom (--task whole) or samraug/weights/samr-tiny-local (--task local, the "
+        "library's default weights); without --init-from training starts from random initialisation",
     )
     g.add_argument(
         "--skips",

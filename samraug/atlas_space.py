@@ -10,8 +10,8 @@ and brain mask nearest), painted there, and the painted brain is resampled back;
 subject's brain voxels that the atlas-grid brain covers, the others keep their real values. A subject of unknown
 or another space is refused with an error naming the ways out (local mode, or registration to the atlas).
 
-Legacy weights folders without ``atlas_space`` are of unknown space, except the bundled demo weights
-(:data:`samraug.hub.BUNDLED_WEIGHTS`: the digital phantom on MNI152 at 2 mm).
+Legacy weights folders without ``atlas_space`` are of unknown space, except the bundled whole-image demo weights
+(:data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`: the digital phantom on MNI152 at 2 mm).
 
 Example:
     >>> weights_space({"atlas_space": "mni152"})
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from samraug.grid import check_affine, resample
-from samraug.hub import BUNDLED_WEIGHTS
+from samraug.hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 
 __all__ = [
     "BUNDLED_SPACE",
@@ -45,7 +45,7 @@ __all__ = [
     "weights_space",
 ]
 
-#: The space of the bundled demo weights (their config predates ``atlas_space``): MNI152 at 2 mm.
+#: The space of the bundled whole-image demo weights (their config predates ``atlas_space``): MNI152 at 2 mm.
 BUNDLED_SPACE = "MNI152"
 
 _WAY_OUT = (
@@ -70,18 +70,23 @@ def normalize_space(space: str | None) -> str | None:
 
 def weights_space(config: Mapping[str, Any], weights: str | Path | None = None) -> str | None:
     """The atlas space of a weights config (``config["atlas_space"]``); a legacy config without the key is unknown
-    (None) unless ``weights`` is the bundled demo folder (or None, meaning it), which is :data:`BUNDLED_SPACE`.
+    (None) unless ``weights`` is the bundled whole-image folder :data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`, which is
+    :data:`BUNDLED_SPACE`. ``weights=None`` means the default :data:`samraug.hub.BUNDLED_WEIGHTS` (the local-mode
+    weights: no atlas, so no space).
 
     Example:
         >>> weights_space({}, "/some/folder") is None
         True
+        >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS
+        >>> weights_space({}, BUNDLED_WHOLE_WEIGHTS), weights_space({}, None)
+        ('MNI152', None)
     """
     if config.get("atlas_space") is not None:
         return normalize_space(str(config["atlas_space"]))
     if weights is None:
-        return BUNDLED_SPACE
+        weights = BUNDLED_WEIGHTS
     try:
-        if Path(weights).resolve() == BUNDLED_WEIGHTS.resolve():
+        if Path(weights).resolve() == BUNDLED_WHOLE_WEIGHTS.resolve():
             return BUNDLED_SPACE
     except (OSError, ValueError):
         return None

@@ -44,7 +44,7 @@ from .data.brats import (
 )
 from .editing import LesionEditor
 from .export.command import add_parser
-from .hub import CARD_NAME, META_KEYS, load_weights
+from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize, robust_normalize
 from .labels import get_scheme
 from .models.generator import PRESETS
@@ -100,8 +100,9 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
             "the *seg.nii* files of a BraTS-style tree), make K samples: the lesion edited at random (mirror, scale, "
             "move, rotate, perturb, swap with another input mask's lesion, remove) and every sequence of the model "
             "synthesized for it. Writes OUT/<case>-synth<j>/<case>-synth<j>-{<sequence>,seg}.nii.gz with the mask's "
-            "affine, edit.json, and with --preview a PNG of the lesion slice. Masks must be on the weights' atlas "
-            "grid and hold integer labels of --scheme. Brain mask: --brain, else the non-zero voxels of the case's "
+            "affine, edit.json, and with --preview a PNG of the lesion slice. Masks hold integer labels of --scheme; "
+            "in whole-image mode they must be on the weights' atlas grid, in local mode (the default weights) the "
+            "case's own images must lie next to them. Brain mask: --brain, else the non-zero voxels of the case's "
             "own images next to the mask (BraTS 2021 names t1, t1ce, t2, flair or 2023/2024 names t1n, t1c, t2w, "
             "t2f; --sequence-map for others), else the atlas brain (with a warning). Intensities: the scale of the "
             "case's own images when found, else the model's [-1, 1]. Every input is checked before anything is "
@@ -113,7 +114,11 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
     parser.add_argument("--n", type=positive_int, default=1, metavar="K", help="samples per mask (default 1)")
     parser.add_argument(
-        "--weights", default=None, metavar="W", help="weights folder or org/name[@revision] (default: bundled demo)"
+        "--weights",
+        default=None,
+        metavar="W",
+        help="weights folder or org/name[@revision] (default: the bundled local-mode demo weights "
+        f"{BUNDLED_WEIGHTS.name}; the whole-image ones: samraug/weights/{BUNDLED_WHOLE_WEIGHTS.name})",
     )
     parser.add_argument(
         "--scheme",
@@ -140,7 +145,8 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         choices=("whole", "local"),
         default=None,
         help="whole: paint whole brains on the atlas grid; local: repaint only the edited lesion's neighbourhood "
-        "inside the case's own images (any grid; needs the images next to each mask). Default: the weights' mode",
+        "inside the case's own images (any grid; needs the images next to each mask). Default: the weights' mode "
+        "(local for the default bundled weights)",
     )
     parser.add_argument(
         "--margin-mm", type=float, default=8.0, metavar="MM", help="local mode: margin around the edit (default 8)"
@@ -430,7 +436,8 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"mask {path}: local mode repaints the case's own images, but {', '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} missing next to it; put {case}-<sequence>.nii.gz files "
-                "beside the mask (see --sequence-map for other names) or use whole-image weights"
+                "beside the mask (see --sequence-map for other names) or use whole-image weights (e.g. --weights "
+                f"samraug/weights/{BUNDLED_WHOLE_WEIGHTS.name}, on their atlas grid)"
             )
         if args.brain is not None:
             brain = _read_image_like(args.brain, case, path, img, "--brain") != 0
@@ -529,7 +536,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                     meta = {
                         "source_mask": str(c.path),
                         "scheme": scheme.name,
-                        "weights": synth.key if synth.key is not None else "bundled",
+                        "weights": synth.key if synth.key is not None else f"bundled ({BUNDLED_WEIGHTS.name})",
                         "mode": painter.mode,
                         "seed": args.seed,
                         "sample": j,
@@ -565,10 +572,15 @@ def _register_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
         help="print a summary of a weights folder or Hub repo (model card)",
-        description="Load WEIGHTS strictly and print its configuration and model-card summary.",
+        description="Load WEIGHTS strictly and print its configuration and model-card summary (without WEIGHTS: "
+        f"the default bundled demo weights {BUNDLED_WEIGHTS.name}, local mode).",
     )
     parser.add_argument(
-        "weights", nargs="?", default=None, metavar="WEIGHTS", help="folder or org/name[@revision] (default: bundled)"
+        "weights",
+        nargs="?",
+        default=None,
+        metavar="WEIGHTS",
+        help=f"folder or org/name[@revision] (default: the bundled {BUNDLED_WEIGHTS.name})",
     )
     parser.set_defaults(func=_run_info)
 
@@ -594,16 +606,27 @@ def _run_info(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in w.generator.parameters())
     scheme = cfg.get("label_scheme", "samr")
     atlas = w.atlas
-    spacing = [round(float(v), 4) for v in (atlas.affine[:3, :3] ** 2).sum(0) ** 0.5]
+    if atlas is not None:
+        spacing = [round(float(v), 4) for v in (atlas.affine[:3, :3] ** 2).sum(0) ** 0.5]
+        atlas_row = f"shape {list(atlas.shape)}, spacing {spacing} mm, {atlas.n_sequences} sequences"
+    else:
+        voxel = cfg.get("voxel_size")
+        atlas_row = "none (local mode paints on the subject's own grid" + (
+            f"; training voxel size {voxel} mm)" if voxel else ")"
+        )
+    where = str(w.path)
+    if args.weights is None:
+        where += f" (the default: bundled demo weights {BUNDLED_WEIGHTS.name}, {w.mode} mode)"
     rows = [
-        ("weights", str(w.path)),
+        ("weights", where),
+        ("mode", w.mode),
         ("model_type", str(cfg.get("model_type"))),
         ("preset", preset),
         ("architecture", ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(arch.items()))),
         ("sequences", ", ".join(w.sequences)),
         ("label scheme", scheme if isinstance(scheme, str) else scheme.get("name", "custom")),
         ("normalization", json.dumps(cfg.get("normalization", {}), sort_keys=True)),
-        ("atlas", f"shape {list(atlas.shape)}, spacing {spacing} mm, {atlas.n_sequences} sequences"),
+        ("atlas", atlas_row),
         ("parameters", f"{n_params:,}"),
         ("samraug version", str(cfg.get("samraug_version", "unknown"))),
     ]

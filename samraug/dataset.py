@@ -78,7 +78,15 @@ from samraug.augment.core import (
 from samraug.augment.donors import DonorPool, label_array, track
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
 from samraug.augment.pipeline import CarveEdit, augment_view
-from samraug.augment.views import ItemView, as_tensor, check_sequence_map, output_item, plain_view, spatial
+from samraug.augment.views import (
+    ItemView,
+    affine_of,
+    as_tensor,
+    check_sequence_map,
+    output_item,
+    plain_view,
+    spatial,
+)
 from samraug.labels import LabelScheme, get_scheme
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.transforms import SAMRSynthesizeFixed, _on_atlas_grid, _plan_subject, read_subject
@@ -136,7 +144,7 @@ class SAMRAugmentedDataset(Dataset):
         ratio: Synthetic fraction of the mixed dataset, in [0, 1); ``len = round(len(real_ds) / (1 - ratio))``.
             0 gives the real dataset unchanged. Default 0.5 (unless ``n_synthetic`` is given).
         n_synthetic: The number of synthetic items instead of a ratio: ``len = len(real_ds) + n_synthetic``.
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: Label scheme of the items (default: a subject's ``scheme`` attribute / a dict's ``"scheme"``
             entry; ``"samr"`` for samraug 2D instances). Required otherwise.
@@ -357,13 +365,17 @@ class SAMRAugmentedDataset(Dataset):
         if ndim == 2:
             self._z_of(item, layout)  # raises if the atlas slice of 2D items cannot be known
         elif ndim == 3:
-            self._grid_painter(tuple(label.shape), item, "real_ds[0]")
+            self._grid_painter(tuple(label.shape), item, "real_ds[0]", label_key=layout.label_key)
         return layout
 
-    def _grid_painter(self, shape: tuple[int, ...], item: Any, what: str) -> Any:
+    def _grid_painter(self, shape: tuple[int, ...], item: Any, what: str, label_key: Any = None) -> Any:
         """None for a 3D item on the atlas grid (or painted by another painter than whole-image SAMR, which checks
         its own grid); for an item off the grid, the whole-image painter that resamples it, if the item is declared
-        in the atlas's space (``space=``) and has an affine; otherwise the error naming the way out."""
+        in the atlas's space (``space=``) and has an affine; otherwise the error naming the way out. Local-mode
+        weights have no atlas grid: any grid is fine (None)."""
+        if self.synthesizer.config.get("mode", "whole") == "local":
+            self._affine_of(item, label_key)  # local painting needs the item's own voxel grid
+            return None
         if self.painter is not None:
             self.synthesizer.atlas.check_grid(shape, self._affine_of(item), what)
             return None
@@ -421,9 +433,21 @@ class SAMRAugmentedDataset(Dataset):
         available: list[Any] = list(range(n_channels or 0)) + [k for k in keys if k != image_key]
         return check_sequence_map(sequence_map, sequences, available, "item's images/channels")
 
-    def _affine_of(self, item: Any) -> np.ndarray:
+    def _affine_of(self, item: Any, label_key: Any = None) -> np.ndarray:
         if isinstance(item, Mapping) and "affine" in item:
             return np.asarray(as_tensor(item["affine"]).double().numpy())
+        if self.synthesizer.config.get("mode", "whole") == "local":
+            key = label_key if label_key is not None else (self.layout.label_key if self.layout else None)
+            carried = affine_of(item[key]) if isinstance(item, Mapping) and key in item else None
+            if carried is not None:  # e.g. a MONAI MetaTensor label map
+                return carried
+            raise ValueError(
+                "3D items without an affine cannot be painted with local-mode weights (they have no atlas grid to "
+                "assume, and the voxel spacing sets the painted region): give dict items an 'affine' (4x4) or a "
+                "label MetaTensor with its affine, or use tio.Subject items; or pass whole-image weights (e.g. "
+                "weights=samraug.hub.BUNDLED_WHOLE_WEIGHTS) "
+                "for items on their atlas grid"
+            )
         return self.synthesizer.atlas.affine  # unknown: only the shape is checked
 
     def _z_of(self, item: Any, layout: _Layout) -> int | None:

@@ -14,8 +14,9 @@ A *weights folder* is exactly what :func:`push_to_hub` uploads:
   local generator has none);
 - ``README.md``: the model card.
 
-:func:`resolve_weights` turns ``None`` (the bundled demo weights), a local folder, ``"org/name"`` or
-``"org/name@revision"`` into a local folder (through ``huggingface_hub.snapshot_download``, honouring
+:func:`resolve_weights` turns ``None`` (the bundled demo weights :data:`BUNDLED_WEIGHTS`, which are the local-mode
+:data:`BUNDLED_LOCAL_WEIGHTS`; the whole-image demo weights are :data:`BUNDLED_WHOLE_WEIGHTS`), a local folder,
+``"org/name"`` or ``"org/name@revision"`` into a local folder (through ``huggingface_hub.snapshot_download``, honouring
 ``HF_HUB_OFFLINE``); :func:`load_weights` loads it strictly. No pickle anywhere: safetensors and JSON only. The
 low-level safetensors helpers live in :mod:`samraug.serialization` (re-exported here).
 
@@ -72,7 +73,9 @@ from samraug.serialization import (
 __all__ = [
     "ARCHITECTURE_LIMITS",
     "ATLAS_NAME",
+    "BUNDLED_LOCAL_WEIGHTS",
     "BUNDLED_WEIGHTS",
+    "BUNDLED_WHOLE_WEIGHTS",
     "CARD_NAME",
     "CHECKSUM_FILES",
     "CONFIG_NAME",
@@ -102,8 +105,14 @@ __all__ = [
     "verify_checksums",
 ]
 
-#: The demo weights shipped inside the package (trained on the simulated phantom only).
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-phantom"
+#: The bundled whole-image demo weights (mode ``"whole"``, with their MNI152 2 mm atlas; simulated phantom only).
+#: Not the default: pass them explicitly, e.g. ``Synthesizer(BUNDLED_WHOLE_WEIGHTS)``.
+BUNDLED_WHOLE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-phantom"
+#: The bundled local-mode demo weights (mode ``"local"``, no atlas: they repaint the edited region inside the
+#: subject's own images, on any grid; simulated phantom only).
+BUNDLED_LOCAL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "samr-tiny-local"
+#: What ``weights=None`` means everywhere (:func:`resolve_weights`): the bundled local weights.
+BUNDLED_WEIGHTS = BUNDLED_LOCAL_WEIGHTS
 #: Files whose SHA-256 ``config.json`` records under ``"checksums"`` (a folder mixing two saves is refused).
 CHECKSUM_FILES: tuple[str, ...] = (MODEL_NAME, ATLAS_NAME)
 #: Names a sequence may not take: they are the label map and side files of every synthesized sample.
@@ -304,13 +313,16 @@ def resolve_weights(
 ) -> Path:
     """The local folder of ``weights``: a local folder (returned as is), ``"org/name"`` or ``"org/name@revision"``
     (downloaded to / found in the Hugging Face cache with ``huggingface_hub.snapshot_download``; with
-    ``HF_HUB_OFFLINE=1`` only the cache is used), or ``None`` for the bundled demo weights.
+    ``HF_HUB_OFFLINE=1`` only the cache is used), or ``None`` for the bundled demo weights :data:`BUNDLED_WEIGHTS`
+    (the local-mode :data:`BUNDLED_LOCAL_WEIGHTS`; pass :data:`BUNDLED_WHOLE_WEIGHTS` for the whole-image ones).
 
     Example:
         >>> resolve_weights("/data/my-samr-weights")  # doctest: +SKIP
         PosixPath('/data/my-samr-weights')
         >>> resolve_weights("my-org/samr-lite@v1.0")  # doctest: +SKIP
         PosixPath('/home/me/.cache/huggingface/hub/models--my-org--samr-lite/snapshots/3f2a...')
+        >>> resolve_weights(None).name  # doctest: +SKIP
+        'samr-tiny-local'
     """
     global _bundled_warned
     if weights is None:
@@ -323,8 +335,8 @@ def resolve_weights(
             )
         if not _bundled_warned:
             warnings.warn(
-                f"using the bundled demo weights {BUNDLED_WEIGHTS.name!r}: they were trained on SIMULATED phantom "
-                "data, not on real MRI; pass weights=... for real use",
+                f"using the bundled demo weights {BUNDLED_WEIGHTS.name!r} ({BUNDLED_WEIGHTS}): they were trained on "
+                "SIMULATED phantom data, not on real MRI; pass weights=... for real use",
                 UserWarning,
                 stacklevel=2,
             )

@@ -51,7 +51,7 @@ class SAMRSynthesized(Randomizable, MapTransform):
         keys: The image keys (one per sequence, or one stacked key).
         label_key: The lesion label map (``(1, X, Y, Z)``, in ``scheme``).
         ratio: Probability that an item is made synthetic.
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"`` or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"`` or a
             :class:`~samraug.synthesis.Synthesizer` (cloned: never shared).
         scheme: Label scheme of the items (``"brats2021"``, ``"brats2023"``, ``"brats2024"``, ``"samr"``, ...).
         sequence_map: ``{model_sequence: key}`` (per-sequence keys) or ``{model_sequence: channel}`` (stacked).
@@ -149,8 +149,14 @@ class SAMRSynthesized(Randomizable, MapTransform):
             ndim=3,
             affine=label_affine,
         )
-        grid_affine = label_affine if label_affine is not None else synth.atlas.affine  # unknown: the shape only
-        synth.atlas.check_grid(view.label.shape, grid_affine, "item")
+        if synth.config.get("mode", "whole") == "local" and label_affine is None:
+            raise ValueError(
+                f"item {self.label_key!r} has no affine, which local-mode weights need (the voxel spacing sets the "
+                "painted region): load it as a MetaTensor with its affine (LoadImaged), or pass whole-image weights"
+            )
+        if synth.config.get("mode", "whole") == "whole":  # local-mode weights have no atlas: any grid
+            grid_affine = label_affine if label_affine is not None else synth.atlas.affine  # unknown: the shape only
+            synth.atlas.check_grid(view.label.shape, grid_affine, "item")
         done = augment_view(
             view,
             item=output_item(d, view),

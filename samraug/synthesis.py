@@ -23,7 +23,8 @@ synthesizer in a worker raises a ``RuntimeError`` that points to the main-proces
 (``SAMRAugmentedDataset(..., batched=True)`` with :class:`samraug.dataset.SynthesizingLoader`).
 
 Example:
-    >>> synth = Synthesizer()  # bundled demo weights, CPU or CUDA  # doctest: +SKIP
+    >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS
+    >>> synth = Synthesizer(BUNDLED_WHOLE_WEIGHTS)  # the whole-image demo weights, CPU or CUDA  # doctest: +SKIP
     >>> volumes = synth.synthesize_volume(samr_labels, stats=stats)  # doctest: +SKIP
     >>> volumes["t1c"].shape  # doctest: +SKIP
     (99, 117, 95)
@@ -147,7 +148,8 @@ class Synthesizer:
     """Runs a SAMR generator on 2D slices or whole 3D subjects.
 
     Args:
-        weights: ``None`` (bundled demo weights), a local weights folder, or ``"org/name"`` /
+        weights: ``None`` (the bundled demo weights :data:`samraug.hub.BUNDLED_WEIGHTS`: local mode, no atlas), a
+            local weights folder, or ``"org/name"`` /
             ``"org/name@revision"`` on the Hugging Face Hub; resolved by :func:`samraug.hub.load_weights`.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         dtype: Compute precision: ``"auto"`` (CUDA: bf16 autocast where supported else fp16; CPU: float32), or
@@ -310,6 +312,12 @@ class Synthesizer:
         if self._memory is not None:
             return self._memory[1]
         if self._atlas is None:  # without the model: workers need the atlas grid, never the (CUDA) model
+            if self.config.get("mode", "whole") == "local":
+                raise ValueError(
+                    f"the weights {self.weights or 'bundled by default (samraug.hub.BUNDLED_WEIGHTS)'} are local-mode "
+                    "weights: they carry no atlas and paint inside the subject's own images on any grid; for atlas "
+                    "painting pass whole-image weights, e.g. samraug.hub.BUNDLED_WHOLE_WEIGHTS"
+                )
             self._atlas = Atlas.load(resolve_weights(self.weights))
         return self._atlas
 

@@ -175,7 +175,8 @@ class SAMRSynthesizeFixed(Transform):
         edit: The editor's record of the edit (a dict), or None for no edit (synthesis of the unedited mask).
         seed: The sample's seed (recorded for reference; the record alone reproduces the edit).
         synthesize: Whether the sample was synthesized at all.
-        weights: The weights (None: bundled; a folder; ``org/name[@rev]``; a ``"memory:..."`` key).
+        weights: The weights (None: the bundled demo weights, local mode; a folder; ``org/name[@rev]``; a
+            ``"memory:..."`` key).
         scheme: Label scheme name (or a plain scheme dict).
         label_key, brain_key: Keys of the label map and the brain mask (None: non-zero voxels of the images).
         sequence_map: ``{model_sequence: subject_key}`` of the replaced images.
@@ -249,7 +250,7 @@ class SAMRSynthesizeFixed(Transform):
         if not self.synthesize:
             return subject
         synth = self._synth()
-        plan = _plan_for(self, subject, synth)
+        plan = _plan_for(self, subject, synth, whole_image=synth.config.get("mode", "whole") == "whole")
         editor = _make_editor(plan.scheme, None, self.editor)
         donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
         view = read_subject(subject, synth, plan)
@@ -269,7 +270,7 @@ class SAMRSynthesize(RandomTransform):
 
     Args:
         ratio: Probability that a subject is made synthetic (the synthetic fraction of the samples).
-        weights: None (bundled demo weights), a weights folder, ``"org/name[@revision]"``, or a
+        weights: None (the bundled demo weights, local mode), a weights folder, ``"org/name[@revision]"``, or a
             :class:`~samraug.synthesis.Synthesizer`.
         scheme: The label scheme of the subjects (``"brats2021"``, ``"brats2023"``, ``"brats2024"``, ``"samr"`` or a
             :class:`~samraug.labels.LabelScheme`); default: each subject's ``scheme`` attribute.
@@ -285,7 +286,8 @@ class SAMRSynthesize(RandomTransform):
         device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
             ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
         painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance); samples made by another
-            painter than whole-image SAMR carry no replay record in the history.
+            painter than SAMR built from ``weights`` (whole-image, or local with the default margins) carry no
+            replay record in the history.
         mode: SAMR only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole). A
             deforming transform before whole-image synthesis is refused; local mode keeps the subject's anatomy.
         space: Whole-image mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject
@@ -353,7 +355,8 @@ class SAMRSynthesize(RandomTransform):
         self.args_names = ["ratio", "scheme", "label_key", "brain_key", "sequence_map"]
 
     def _resolve_painter(self) -> Any:
-        """None for whole-image SAMR (recorded in the history, replayable), else the painter (no replay record)."""
+        """None for whole-image SAMR, else the painter (recorded in the history, replayable: whole-image SAMR and
+        the weights' own local painter; other painters leave no replay record)."""
         if not self._painter_known:
             painter, mode = self._painter_spec
             if painter == "samr":
@@ -368,6 +371,18 @@ class SAMRSynthesize(RandomTransform):
             self._painter = None if isinstance(chosen, SAMRPainter) and chosen.mode == "whole" else chosen
             self._painter_known = True
         return self._painter
+
+    def _replayable(self, painter: Any) -> bool:
+        """Whether :class:`SAMRSynthesizeFixed` repaints ``painter``'s sample exactly: the local SAMR painter this
+        transform built from its own weights with the default settings (what the replay builds too; local painting
+        is deterministic)."""
+        return (
+            painter is self._painter
+            and self._painter_spec[0] == "samr"
+            and isinstance(painter, SAMRPainter)
+            and painter.mode == "local"
+            and self.synthesizer.config.get("mode", "whole") == "local"
+        )
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:
@@ -425,7 +440,7 @@ class SAMRSynthesize(RandomTransform):
             painter=painter,
             paint_seed=seed + 1,
         )
-        if painter is not None:  # no replay record: the painter's sample is not a SAMRSynthesizeFixed
+        if painter is not None and not self._replayable(painter):  # not what a SAMRSynthesizeFixed repaints
             return done.item
         fixed = self._fixed(
             edit=done.record["edit"],

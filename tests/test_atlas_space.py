@@ -15,7 +15,7 @@ from tiny_model import AFFINE, SEQS, save_tiny_weights
 from samraug.atlas_space import check_space, normalize_space, weights_space
 from samraug.augment.painters import SAMRPainter
 from samraug.grid import crop_affine, resample
-from samraug.hub import BUNDLED_WEIGHTS, read_config
+from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, read_config
 from samraug.labels import get_scheme
 from samraug.synthesis import Synthesizer
 
@@ -52,7 +52,13 @@ def test_config_names_the_space_and_legacy_folders_are_unknown_unless_bundled(mn
     assert weights_space(mni.config, mni.key) == "MNI152"
     assert "atlas_space" not in read_config(tiny_weights)
     assert weights_space(read_config(tiny_weights), tiny_weights) is None
-    assert weights_space({}, None) == "MNI152" and weights_space({}, BUNDLED_WEIGHTS) == "MNI152"
+    # the legacy special case is the bundled WHOLE-image folder; None means the default, the local weights (no atlas)
+    assert (
+        weights_space({}, BUNDLED_WHOLE_WEIGHTS) == "MNI152"
+        and weights_space({}, str(BUNDLED_WHOLE_WEIGHTS)) == "MNI152"
+    )
+    assert BUNDLED_WEIGHTS == BUNDLED_LOCAL_WEIGHTS
+    assert weights_space({}, None) is None and weights_space({}, BUNDLED_LOCAL_WEIGHTS) is None
     assert weights_space({}, "memory:abc") is None
     assert normalize_space(" sri24") == "SRI24"
     with pytest.raises(ValueError, match="non-empty string"):

@@ -580,3 +580,20 @@ def test_merging_runs_equals_one_run_with_every_arm() -> None:
         bench.merge_results([a, d])
     with pytest.raises(ValueError, match="at least two"):
         bench.merge_results([a])
+
+
+def test_samr_variant_defaults_to_the_bundled_whole_weights_not_the_library_default() -> None:
+    """weights=None is the library's local default; the paper's samr arm loads the whole-image folder by name, the
+    samr_local arm the hub's local folder."""
+    from samraug import hub
+
+    assert bench.BUNDLED_LOCAL_WEIGHTS == hub.BUNDLED_LOCAL_WEIGHTS
+    config = bench.BenchmarkConfig(device="cpu")
+    assert config.weights is None and config.local_weights is None
+    painters = bench.resolve_painters(config, ["samr", bench.LOCAL_VARIANT], log=lambda m: None)
+    whole, local = painters["samr"], painters[bench.LOCAL_VARIANT]
+    assert whole.synthesizer.config.get("mode", "whole") == "whole" and tuple(whole.synthesizer.atlas.shape)
+    assert whole.synthesizer.weights == str(hub.BUNDLED_WHOLE_WEIGHTS)
+    assert whole.source == "bundled demo weights samr-tiny-phantom (whole)"
+    assert local.synthesizer.config["mode"] == "local" and local.source.endswith("samr-tiny-local (local)")
+    assert whole.info["model_sha256"] != local.info["model_sha256"]

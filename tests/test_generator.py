@@ -319,11 +319,11 @@ def test_upsample_option_default_legacy_and_errors() -> None:
 def test_bundled_weights_are_legacy_samr_transposed() -> None:
     import warnings
 
-    from samraug.hub import load_weights
+    from samraug.hub import BUNDLED_WHOLE_WEIGHTS, load_weights
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        w = load_weights(None)
+        warnings.simplefilter("error", UserWarning)  # named explicitly: no "bundled default" warning
+        w = load_weights(BUNDLED_WHOLE_WEIGHTS)
     assert "conditioning" not in w.config and "upsample" not in w.config
     assert w.conditioning == "samr" and w.mode == "whole"
     assert w.generator.n_labels == len(w.label_scheme.classes("samr")) == 5

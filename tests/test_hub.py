@@ -556,3 +556,22 @@ def test_legacy_folder_without_conditioning_means_samr(weights: tuple[Path, torc
     loaded = load_weights(folder)
     assert loaded.conditioning == "samr" and loaded.generator.n_labels == 5
     torch.testing.assert_close(_out(loaded.generator), _out(g))
+
+
+# ---------------------------------------------------------------------------------------------- the default
+def test_default_weights_are_the_bundled_local_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights=None is the bundled local-mode folder (no atlas); the whole-image folder stays loadable by name."""
+    assert hub.BUNDLED_WEIGHTS == hub.BUNDLED_LOCAL_WEIGHTS != hub.BUNDLED_WHOLE_WEIGHTS
+    assert {"BUNDLED_WEIGHTS", "BUNDLED_LOCAL_WEIGHTS", "BUNDLED_WHOLE_WEIGHTS"} <= set(hub.__all__)
+    monkeypatch.setattr(hub, "_bundled_warned", False)
+    with pytest.warns(UserWarning, match=r"'samr-tiny-local' .*SIMULATED phantom") as record:
+        assert resolve_weights(None) == hub.BUNDLED_LOCAL_WEIGHTS
+    assert str(hub.BUNDLED_LOCAL_WEIGHTS) in str(record[0].message)  # names the folder actually used
+    default = load_weights(None)
+    assert default.mode == "local" and default.atlas is None and default.path == hub.BUNDLED_LOCAL_WEIGHTS
+    assert default.conditioning == "native" and default.config["voxel_size"] == [2.0, 2.0, 2.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a folder named explicitly is no "bundled default" warning
+        whole = load_weights(hub.BUNDLED_WHOLE_WEIGHTS)
+    assert whole.mode == "whole" and whole.atlas is not None and tuple(whole.atlas.shape) == (99, 117, 95)
+    assert whole.sequences == default.sequences

@@ -240,6 +240,7 @@ def test_config_architecture_sizes_are_capped(tmp_path: Path, tiny_weights: str)
         read_config(folder)
     read_config(tiny_weights)
     read_config(hub.BUNDLED_WEIGHTS)
+    read_config(hub.BUNDLED_WHOLE_WEIGHTS)
 
 
 def _lesion() -> tuple[np.ndarray, np.ndarray]:

@@ -111,7 +111,7 @@ class SAMRPainter(Painter):
 
     Args:
         synthesizer: A :class:`~samraug.synthesis.Synthesizer` (cloned), weights (folder / hub id), or None for the
-            bundled demo weights.
+            bundled demo weights (:data:`samraug.hub.BUNDLED_WEIGHTS`: local mode).
         mode: ``"whole"`` or ``"local"``.
         device, dtype: For weights given by name.
         margin_mm, feather_mm: Local mode: margin around the edited region and blending width.
@@ -121,7 +121,8 @@ class SAMRPainter(Painter):
             back (:mod:`samraug.atlas_space`). None: subjects must sit on the atlas grid.
 
     Example:
-        >>> painter = SAMRPainter(space="MNI152")  # bundled demo weights: MNI152, 2 mm  # doctest: +SKIP
+        >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS  # the whole-image demo weights: MNI152, 2 mm
+        >>> painter = SAMRPainter(BUNDLED_WHOLE_WEIGHTS, space="MNI152")  # doctest: +SKIP
         >>> out, record = painter.paint(images_1mm, label, edited, brain, affine_1mm, scheme)  # doctest: +SKIP
         >>> record["resampled"]["space"]  # doctest: +SKIP
         'MNI152'

@@ -2,15 +2,13 @@
 dataset, the MONAI transform). A front-end only reads its item into an :class:`~samraug.augment.views.ItemView`
 (:mod:`samraug.augment.views`) and gets the item back in its own format and types.
 
-Example (the bundled demo weights; an item on their atlas grid with a brain in two slices):
-    >>> import warnings
+Example (the bundled whole-image demo weights; an item on their atlas grid with a brain in two slices):
     >>> from samraug.augment.views import output_item, plain_view
     >>> from samraug.editing import LesionEditor
+    >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS
     >>> from samraug.synthesis import get_synthesizer
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")  # the demo weights were trained on simulated data: they say so
-    ...     synth = get_synthesizer(None, device="cpu")
-    ...     X, Y, Z = synth.atlas.shape
+    >>> synth = get_synthesizer(BUNDLED_WHOLE_WEIGHTS, device="cpu")
+    >>> X, Y, Z = synth.atlas.shape
     >>> images = torch.zeros(len(synth.sequences), X, Y, Z); images[:, 30:60, 30:60, 40:42] = 100.0
     >>> label = torch.zeros(X, Y, Z, dtype=torch.uint8); label[40:48, 40:48, 40:42] = 2
     >>> item = {"image": images, "label": label}
@@ -110,8 +108,9 @@ class CarveEdit:
 
 
 def _resolve_painter(painter: str | Painter | None, mode: str | None, synthesizer: Synthesizer) -> Painter | None:
-    """None for the whole-image SAMR generator path (batched generator calls), else the painter."""
-    if painter is None and mode is None:
+    """None for the whole-image SAMR generator path (batched generator calls), else the painter (local-mode weights:
+    the local SAMR painter)."""
+    if painter is None and mode is None and synthesizer.config.get("mode", "whole") == "whole":
         return None
     if isinstance(painter, Painter):
         return get_painter(painter, mode=mode)  # refuses mode= for another painter than SAMR

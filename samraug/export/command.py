@@ -82,7 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     count.add_argument("--n-synthetic", type=non_negative_int, default=None, metavar="N", help="synthetic in total")
     parser.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed of folds and edits")
-    parser.add_argument("--weights", metavar="W", help="SAMR weights: folder or org/name[@rev] (default: bundled)")
+    parser.add_argument(
+        "--weights", metavar="W", help="SAMR weights: folder or org/name[@rev] (default: bundled, local mode)"
+    )
     parser.add_argument("--sequences", type=_names, metavar="A,B", help="channels in order (default: all images)")
     parser.add_argument("--sequence-map", type=_pairs, metavar="M=K,...", help="model sequence=subject key pairs")
     parser.add_argument("--donors", type=non_negative_int, default=4, metavar="N", help="donor pool per fold (4)")

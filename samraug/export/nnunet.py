@@ -448,8 +448,8 @@ def export_nnunet(
         sequences: Channels, in order (subject keys); default: the first subject's scalar images in its order.
         per_case / n_synthetic: Synthetic cases per real case, or in total (not both).
         folds, seed: Number of cross-validation folds; seed of the fold draw and of every synthetic case.
-        weights: SAMR weights for :class:`~samraug.transforms.SAMRSynthesize` (None: bundled demo weights; a
-            folder; ``org/name[@rev]``; a :class:`~samraug.synthesis.Synthesizer`).
+        weights: SAMR weights for :class:`~samraug.transforms.SAMRSynthesize` (None: the bundled demo weights, local
+            mode; a folder; ``org/name[@rev]``; a :class:`~samraug.synthesis.Synthesizer`).
         policy: An :class:`~samraug.editing.EditPolicy` (edit probabilities and ranges) for the transform.
         donors_per_case: Size of the donor pool of lesion swaps: real cases from the source's own fold (0: none).
         sequence_map: ``{model_sequence: subject_key}``; default: same names, or BraTS 2021's ``t1, t1ce, t2,
@@ -510,7 +510,8 @@ def export_nnunet(
         synth = weights if isinstance(weights, Synthesizer) else get_synthesizer(weights, device=device)
         mapping = _sequence_map(channels, synth.sequences, sequence_map)
         first = subjects[0][label_key]
-        synth.atlas.check_grid(first.shape, first.affine, f"subject {case_ids[0]!r}")
+        if synth.config.get("mode", "whole") == "whole":  # local-mode weights have no atlas: any grid
+            synth.atlas.check_grid(first.shape, first.affine, f"subject {case_ids[0]!r}")
         weights_info = {"weights": synth.key, "sha256": _weights_digest(synth), "sequences": list(synth.sequences)}
     policy_plain = dataclasses.asdict(policy) if dataclasses.is_dataclass(policy) else policy
     manifest = {

@@ -6,13 +6,14 @@ original grid (un-cropped and un-transposed with nnU-Net's own case properties),
 the export's label scheme, the lesion mask is edited (lesion swaps take donors from this fold's *training* cases
 only) and every channel is painted in the case's (normalised) intensity scale; the result is cropped again, its
 foreground locations recomputed, and nnU-Net's own augmentation and loss take it from there. Validation cases are
-never touched. The subjects must be on the atlas grid of the weights (as in a :func:`~samraug.export.export_nnunet`
-dataset); configurations that resample (spacing differs from the data's) keep their cases real, with a warning.
+never touched. With whole-image weights the subjects must be on the atlas grid of the weights (as in a
+:func:`~samraug.export.export_nnunet` dataset; local-mode weights, the default, paint on any grid); configurations
+that resample (spacing differs from the data's) keep their cases real, with a warning.
 
 Settings come from the environment, because nnU-Net builds trainers from fixed arguments:
 
 - ``SAMRAUG_NNUNET_RATIO``: probability that a training case is synthetic (default 0.5);
-- ``SAMRAUG_NNUNET_WEIGHTS``: SAMR weights (folder or ``org/name[@rev]``; default: bundled demo weights);
+- ``SAMRAUG_NNUNET_WEIGHTS``: SAMR weights (folder or ``org/name[@rev]``; default: the bundled local-mode demo weights);
 - ``SAMRAUG_NNUNET_DONORS``: donor masks for lesion swaps (default 4; 0: no swaps);
 - ``SAMRAUG_NNUNET_SCHEME``: label scheme (default: ``dataset.json``'s ``samraug.label_scheme``);
 - ``SAMRAUG_NNUNET_DEVICE``: where the generator runs (default ``cpu``, inside nnU-Net's augmentation workers;
@@ -134,7 +135,7 @@ class SAMRCaseSynthesizer:
         scheme: The label scheme of the dataset (consecutive labels map back to it).
         transpose_forward: The plans' ``transpose_forward``.
         label_manager: nnU-Net's label manager (for the foreground locations of edited cases).
-        weights: SAMR weights (None: bundled demo weights).
+        weights: SAMR weights (None: the bundled demo weights, local mode).
         donors: Donor label maps in the scheme (``(X, Y, Z)``), or None.
         device: Where the generator runs (``"cpu"`` inside nnU-Net's augmentation workers).
 
