@@ -661,13 +661,11 @@ def weights_training_identities(synthesizer: Any, weights: str | None) -> tuple[
 
 def _weights_digest(weights: str | None) -> str | None:
     """SHA-256 of the weights' ``model.safetensors`` (which exact generator produced the numbers)."""
-    import hashlib
-
     from samraug.hub import MODEL_NAME, resolve_weights
+    from samraug.serialization import sha256_file
 
     try:
-        path = resolve_weights(weights) / MODEL_NAME
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(resolve_weights(weights) / MODEL_NAME)
     except (OSError, ValueError):
         return None
 

@@ -58,11 +58,11 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.quality import ssim
 from benchmarks.throughput_local import machine_state, standin_synthesizer
+from samraug.augment.painters import SAMRPainter
 from samraug.data.phantom import PhantomSubject, dataset_subject, subject_seed
 from samraug.grid import bounding_box, voxel_spacing
 from samraug.image_stats import contrast, slice_consistency
 from samraug.labels import get_scheme
-from samraug.local_synthesis import paint_local
 from samraug.outputs import write_atomic
 from samraug.region import dilate_mm, edit_region
 
@@ -171,21 +171,13 @@ def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing:
 
 
 # ---------------------------------------------------------------------------------------------------- run
-def _paint(synth: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray, margin: float):
-    images = {k: torch.from_numpy(v) for k, v in subject.images.items()}
-    brain = subject.brain | (before > 0) | (after > 0)
-    out, rec = paint_local(
-        images, before, after, brain, subject.affine, SCHEME, synth, margin_mm=margin, feather_mm=0.0
-    )
-    return {k: v.numpy() for k, v in out.items()}, rec
-
-
-def _paint_whole(painter: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray):
-    """The whole-image mode's painting of the subject from its edited mask (every voxel of the brain repainted)."""
+def _paint(painter: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray):
+    """The subject's images painted by ``painter`` (a :class:`~samraug.augment.painters.SAMRPainter`, local or
+    whole mode) for the edit ``before`` -> ``after``, with the painter's record."""
     images = {k: torch.from_numpy(v) for k, v in subject.images.items() if k in painter.synthesizer.sequences}
     brain = subject.brain | (before > 0) | (after > 0)
-    out, _ = painter.paint(images, before, after, brain, subject.affine, SCHEME)
-    return {k: v.numpy() for k, v in out.items()}
+    out, rec = painter.paint(images, before, after, brain, subject.affine, SCHEME)
+    return {k: v.numpy() for k, v in out.items()}, rec
 
 
 def _score(
@@ -228,9 +220,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         synth = standin_synthesizer(args.device)
         model_source = "random-initialised contract-shaped stand-in (smoke test only, not a result)"
     sequences = tuple(synth.sequences) if synth is not None else ("t1n", "t1c", "t2w", "t2f")
+    # feather 0: the region holds the model's own output; inpainting regions get no margin, lesions --margin-mm
+    inpaint = lesion = None
+    if synth is not None:
+        inpaint = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0)
+        lesion = SAMRPainter(synth, mode="local", margin_mm=args.margin_mm, feather_mm=0.0)
     whole = None
     if not args.no_whole:
-        from samraug.augment.painters import SAMRPainter
         from samraug.hub import BUNDLED_WHOLE_WEIGHTS  # weights=None would be the bundled LOCAL weights
 
         whole_weights = args.whole_weights or str(BUNDLED_WHOLE_WEIGHTS)
@@ -263,13 +259,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             preds: dict[str, dict[str, np.ndarray] | None] = {r: None for r in ROWS}
             if synth is not None:
                 before = np.where(region & (subj.seg == 0), np.uint8(2), subj.seg)
-                painted, rec = _paint(synth, subj, before, subj.seg, 0.0)
+                painted, rec = _paint(inpaint, subj, before, subj.seg)
                 if rec["skipped"] is None:
                     preds["local model"] = painted
                 else:
                     skipped.append({"subject": subj.subject_id, "task": "inpainting", "reason": rec["skipped"]})
             if whole is not None:
-                preds["whole-image mode"] = _paint_whole(whole, subj, before, subj.seg)
+                preds["whole-image mode"] = _paint(whole, subj, before, subj.seg)[0]
             preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
             mirrored = mirror_region(subj, region)
             if mirrored is not None:
@@ -299,13 +295,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) & (subj.brain | (subj.seg > 0))
         preds = {r: None for r in ROWS}
         if synth is not None:
-            painted, rec = _paint(synth, subj, subj.seg, subj.seg, args.margin_mm)
+            painted, rec = _paint(lesion, subj, subj.seg, subj.seg)
             if rec["skipped"] is None:
                 preds["local model"] = painted
             else:
                 skipped.append({"subject": subj.subject_id, "task": "lesion", "reason": rec["skipped"]})
         if whole is not None:
-            preds["whole-image mode"] = _paint_whole(whole, subj, subj.seg, subj.seg)
+            preds["whole-image mode"] = _paint(whole, subj, subj.seg, subj.seg)[0]
         preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
         preds["noise reference"] = {s: ref.images[s] for s in sequences}
         _score(raw["lesion"], preds, subj, region, sequences)

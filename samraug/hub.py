@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -64,10 +63,12 @@ from samraug.serialization import (
     check_format_version,
     check_safetensors_header,
     corrupt_message,
+    fsync_file,
     is_offline,
     load_state_dict_strict,
     read_safetensors,
     save_state_dict,
+    sha256_file,
 )
 
 __all__ = [
@@ -479,14 +480,6 @@ def load_weights(
     return LoadedWeights(generator=generator, atlas=atlas, config=config, path=path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_checksums(folder: str | Path, config: Mapping[str, Any]) -> None:
     """Check the files of a weights folder against the SHA-256 digests its ``config.json`` records.
 
@@ -498,7 +491,7 @@ def verify_checksums(folder: str | Path, config: Mapping[str, Any]) -> None:
         path = folder / name
         if not path.is_file():
             raise FileNotFoundError(f"{name!r} not found in {folder}; the weights folder is incomplete")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise WeightsError(
                 f"{path} does not match the SHA-256 recorded in {folder / CONFIG_NAME}: the folder mixes files of "
                 "different saves (or the file was damaged); re-export all files together with save_weights or "
@@ -703,21 +696,16 @@ def save_weights(
                 raise RuntimeError(f"Atlas.save did not write {ATLAS_NAME} in {tmp}")
             if atlas_dtype is not None:
                 cast_safetensors(tmp / ATLAS_NAME, atlas_dtype)
-        config["checksums"] = {name: _sha256(tmp / name) for name in CHECKSUM_FILES if (tmp / name).is_file()}
+        config["checksums"] = {name: sha256_file(tmp / name) for name in CHECKSUM_FILES if (tmp / name).is_file()}
         (tmp / CARD_NAME).write_text(model_card(config, card, dtype=stored), encoding="utf-8")
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for name in WEIGHT_FILES:
             if (tmp / name).is_file():
-                _fsync(tmp / name)
+                fsync_file(tmp / name)
         _install(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _install(tmp: Path, folder: Path) -> None:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -42,10 +43,12 @@ __all__ = [
     "check_format_version",
     "check_safetensors_header",
     "corrupt_message",
+    "fsync_file",
     "is_offline",
     "load_state_dict_strict",
     "read_safetensors",
     "save_state_dict",
+    "sha256_file",
 ]
 
 CONFIG_NAME = "config.json"
@@ -75,6 +78,29 @@ CONDITIONING_KEY = "conditioning"
 LEGACY_CONDITIONING = "samr"
 #: What a generator config without ``upsample`` means: decoders before the option used transposed convolutions.
 LEGACY_UPSAMPLE = "transposed"
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks (the checksums of weights folders and checkpoints).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+        ...     _ = f.write(b"abc")
+        >>> sha256_file(f.name)[:16]
+        'ba7816bf8f01cfea'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file to disk (before the rename that publishes it)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def is_offline() -> bool:

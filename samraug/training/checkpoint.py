@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from samraug.serialization import fsync_file, sha256_file
 
 __all__ = [
     "CheckpointError",
@@ -150,11 +151,6 @@ def unflatten_state(structure: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------- file I/O
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -166,14 +162,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -201,12 +189,12 @@ def save_checkpoint(state: Any, folder: str | os.PathLike) -> Path:
     try:
         tensors, structure = flatten_state(state)
         _write_tensors(tensors, tmp / TENSORS_FILE)
-        _fsync_file(tmp / TENSORS_FILE)
+        fsync_file(tmp / TENSORS_FILE)
         meta = {
             "format": FORMAT,
             "version": VERSION,
             "files": {
-                TENSORS_FILE: {"sha256": _sha256(tmp / TENSORS_FILE), "bytes": (tmp / TENSORS_FILE).stat().st_size}
+                TENSORS_FILE: {"sha256": sha256_file(tmp / TENSORS_FILE), "bytes": (tmp / TENSORS_FILE).stat().st_size}
             },
             "structure": structure,
         }
@@ -234,7 +222,7 @@ def verify_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{folder} is not a {FORMAT} v{VERSION} checkpoint (found {meta.get('format')!r})")
     for name, info in meta.get("files", {}).items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
             raise CheckpointError(f"{path} is missing or its checksum does not match; the checkpoint is corrupt")
     return meta
 
