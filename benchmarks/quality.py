@@ -25,7 +25,14 @@ generator given or trained on the training split only):
   smooth image, 0.23 for white noise; synthetic vs real and their ratio.
 - **Inter-slice consistency.** Mean |v(z+1) - v(z)| over axially adjacent brain voxels of whole subjects
   (:func:`samraug.image_stats.slice_consistency`), synthetic vs real and their ratio (a slice-wise generator that
-  ignores its neighbours shows a larger value than real).
+  ignores its neighbours shows a larger value than real). The real images carry acquisition noise, which adds to
+  their change and which a generator does not paint; on the phantom, each test subject is simulated a second time
+  with another noise seed, and the root-mean-square change of the real anatomy with the noise's share removed
+  (:func:`samraug.image_stats.slice_change_rms`) is the reference for the synthetic images' RMS change.
+- **Intensity-matched synthetic.** The atlas-alone row is given each subject's brain mean and SD; the generator is
+  not (its global level per subject is a guess: on the phantom, e.g., the T1c brain level depends on the subject's
+  gadolinium dose through the percentile normalisation). The same match applied to the synthetic images compares
+  the two on the same footing (the unmatched figures stay in the table).
 - A PNG grid: for a few test subjects, a lesion slice of each real sequence above the synthetic one, with the mask.
 
 Outputs (``--out DIR``): ``quality.md``, ``quality.json``, ``quality.png``.
@@ -61,11 +68,19 @@ from benchmarks.augmentation import (
     Painter,
     machine_info,
     prepare_context,
+    prepare_volume,
     report_footer,
     torch_threads,
 )
 from samraug.augment.painters import SAMRPainter
-from samraug.image_stats import checkerboard_index, contrast_table, match_intensity, slice_consistency
+from samraug.data.phantom import dataset_subject
+from samraug.image_stats import (
+    checkerboard_index,
+    contrast_table,
+    match_intensity,
+    slice_change_rms,
+    slice_consistency,
+)
 from samraug.labels import get_scheme
 from samraug.training.segmentation import EvalVolume, evaluate_segmenter, train_segmenter
 
@@ -76,7 +91,9 @@ __all__ = [
     "image_structure",
     "mae",
     "main",
+    "matched",
     "model_classes",
+    "noise_reference",
     "plot_grid",
     "psnr",
     "run_quality",
@@ -167,22 +184,66 @@ def image_similarity(
 
 
 def image_structure(
-    fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor, sequences: Sequence[str]
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    brain: torch.Tensor,
+    sequences: Sequence[str],
+    noise_ref: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{sequence: {"checkerboard", "checkerboard_real", "dz", "dz_real"}}`` of ``(n, X, Y, Z)`` volumes inside
-    ``brain``: the checkerboard index and the inter-slice change (:mod:`samraug.image_stats`)."""
+    """``{sequence: {"checkerboard", "checkerboard_real", "dz", "dz_real", "dz_rms", "dz_rms_real"[,
+    "dz_rms_real_signal"]}}`` of ``(n, X, Y, Z)`` volumes inside ``brain``: the checkerboard index, the mean and
+    the RMS inter-slice change (:mod:`samraug.image_stats`); with ``noise_ref`` (the real subject with another noise
+    realisation) also the real RMS change with the noise's share removed."""
     if fake.shape[0] != len(sequences) or real.shape[0] != len(sequences):
         raise ValueError(f"{fake.shape[0]} / {real.shape[0]} image channels for sequences {list(sequences)}")
     b = brain.bool().numpy()
-    return {
-        seq: {
+    out = {}
+    for i, seq in enumerate(sequences):
+        m = {
             "checkerboard": checkerboard_index(fake[i], b),
             "checkerboard_real": checkerboard_index(real[i], b),
             "dz": slice_consistency(fake[i], b),
             "dz_real": slice_consistency(real[i], b),
+            "dz_rms": slice_change_rms(fake[i], b),
+            "dz_rms_real": slice_change_rms(real[i], b),
         }
-        for i, seq in enumerate(sequences)
-    }
+        if noise_ref is not None:
+            m["dz_rms_real_signal"] = slice_change_rms(real[i], b, noise_ref[i])
+        out[seq] = m
+    return out
+
+
+def matched(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """``fake`` ``(n, X, Y, Z)`` mapped per sequence to the real subject's brain mean and SD (the atlas-alone
+    row's match); -1 outside the brain.
+
+    Example:
+        >>> real = torch.tensor([[[[0.0, 0.5, -1.0]]]]); fake = torch.tensor([[[[-0.5, 0.5, -1.0]]]])
+        >>> matched(fake, real, torch.tensor([[[True, True, False]]])).tolist()
+        [[[[0.0, 0.5, -1.0]]]]
+    """
+    b = brain.bool()
+    out = torch.full_like(real, -1.0)
+    for i in range(real.shape[0]):
+        m = torch.from_numpy(match_intensity(fake[i].numpy(), real[i].numpy(), b.numpy())).to(real.dtype)
+        out[i] = torch.where(b, m, out[i])
+    return out
+
+
+def noise_reference(config: BenchmarkConfig, vol: EvalVolume, sequences: Sequence[str], scheme: str) -> torch.Tensor:
+    """The phantom test subject ``vol`` simulated again with another noise seed (same anatomy, lesions, bias and
+    scale), normalised like the benchmark's own volumes: ``(n, X, Y, Z)``. Phantom data only."""
+    if config.data is not None:
+        raise ValueError("a noise reference exists for the digital phantom only")
+    index = int(vol.subject_id.split("-")[2])
+    subject = dataset_subject(index, seed=config.phantom_seed, resolution=config.resolution, noise_seed=1)
+    if subject.subject_id != vol.subject_id:
+        raise RuntimeError(f"phantom case {subject.subject_id!r} is not the test subject {vol.subject_id!r}")
+    mapping = {q: subject.images[q] for q in sequences} | {"seg": subject.seg, "brain": subject.brain}
+    ref, _ = prepare_volume(mapping | {"subject_id": subject.subject_id}, sequences, scheme)
+    if ref.image.shape != vol.image.shape or not torch.equal(ref.label, vol.label):
+        raise RuntimeError(f"noise reference of {vol.subject_id!r} differs from the test subject's grid or labels")
+    return ref.image
 
 
 def atlas_alone(atlas_data: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
@@ -331,12 +392,17 @@ def _run_quality(
     real_scores = evaluate_segmenter(trained.model, ctx.test, regions=REGIONS)
     native = native_labels(config, ctx)
     classes = model_classes(ctx.scheme, "native")
+    noise_refs = (
+        {v.subject_id: noise_reference(config, v, ctx.sequences, ctx.scheme) for v in ctx.test}
+        if config.data is None
+        else {}
+    )
     out_variants: dict[str, Any] = {}
     synthetic_examples: dict[str, torch.Tensor] = {}
     for variant in variants:
         painter = ctx.painters[variant]
         t0 = time.perf_counter()
-        synth_vols, similarity, structure, atlas_sim, atlas_struct = [], {}, {}, {}, {}
+        synth_vols, similarity, similarity_matched, structure, atlas_sim, atlas_struct = [], {}, {}, {}, {}, {}
         conditioning = str(getattr(painter.synthesizer, "config", {}).get("conditioning", "samr"))
         contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
         local = is_local(painter)
@@ -347,7 +413,12 @@ def _run_quality(
                 painter, vol, ctx.affines[vol.subject_id], native.get(vol.subject_id), ctx.scheme
             )
             similarity[vol.subject_id] = image_similarity(fake, vol.image, brain, ctx.sequences)
-            structure[vol.subject_id] = image_structure(fake, vol.image, brain, ctx.sequences)
+            similarity_matched[vol.subject_id] = image_similarity(
+                matched(fake, vol.image, brain), vol.image, brain, ctx.sequences
+            )
+            structure[vol.subject_id] = image_structure(
+                fake, vol.image, brain, ctx.sequences, noise_refs.get(vol.subject_id)
+            )
             if atlas is not None:
                 alone = atlas_alone(atlas, vol.image, brain)
                 atlas_sim[vol.subject_id] = image_similarity(alone, vol.image, brain, ctx.sequences)
@@ -381,14 +452,18 @@ def _run_quality(
         per_seq = _per_sequence(similarity, ctx.sequences)
         struct = _per_sequence(structure, ctx.sequences)
         for m in struct.values():
-            for k in ("checkerboard", "dz"):
+            for k in ("checkerboard", "dz", "dz_rms"):
                 m[f"{k}_ratio"] = m[k] / m[f"{k}_real"] if m[f"{k}_real"] > 0 else float("nan")
+            if "dz_rms_real_signal" in m:  # the anatomy's own change (noise removed) is the reference
+                ref = m["dz_rms_real_signal"]
+                m["dz_rms_signal_ratio"] = m["dz_rms"] / ref if ref > 0 else float("nan")
         out_variants[variant] = {
             "source": painter.source,
             "mode": "local" if local else "whole",
             "conditioning": conditioning,
             "label_fidelity": fidelity,
             "image_similarity": per_seq,
+            "image_similarity_matched": _per_sequence(similarity_matched, ctx.sequences),
             "atlas_alone": _per_sequence(atlas_sim, ctx.sequences) if atlas_sim else None,
             "atlas_alone_structure": _per_sequence(atlas_struct, ctx.sequences) if atlas_struct else None,
             "structure": struct,
@@ -399,6 +474,7 @@ def _run_quality(
             "per_subject": {
                 s: {
                     "similarity": similarity[s],
+                    "similarity_matched": similarity_matched[s],
                     "structure": structure[s],
                     "atlas_alone": atlas_sim.get(s),
                     "dice_synthetic": synth_scores[s],
@@ -508,13 +584,19 @@ def format_report(results: Mapping[str, Any]) -> str:
         lines += [
             "",
             "Image similarity to the paired real images (inside the brain); *atlas alone*: the generator's atlas "
-            "matched per sequence to the subject's brain mean and SD.",
+            "matched per sequence to the subject's brain mean and SD; *synthetic, matched*: the synthetic images "
+            "given the same match (the atlas row knows each subject's level, the generator does not).",
             "",
             "| Sequence | Row | SSIM | PSNR (dB) | MAE |",
             "|---|---|---:|---:|---:|",
         ]
         for seq, m in res["image_similarity"].items():
-            for row, q in (("synthetic", m), ("atlas alone", (res.get("atlas_alone") or {}).get(seq))):
+            rows = (
+                ("synthetic", m),
+                ("synthetic, matched", (res.get("image_similarity_matched") or {}).get(seq)),
+                ("atlas alone", (res.get("atlas_alone") or {}).get(seq)),
+            )
+            for row, q in rows:
                 if q is None:
                     continue
                 lines.append(
@@ -537,6 +619,21 @@ def format_report(results: Mapping[str, Any]) -> str:
                     f"| {seq} | {m['checkerboard']:.3f} | {m['checkerboard_real']:.3f} | {m['checkerboard_ratio']:.2f} "
                     f"| {m['dz']:.3f} | {m['dz_real']:.3f} | {m['dz_ratio']:.2f} |"
                 )
+            if any("dz_rms_real_signal" in m for m in res["structure"].values()):
+                lines += [
+                    "",
+                    "RMS inter-slice change: synthetic vs real, and vs the real anatomy's own change (the real "
+                    "subject simulated again with another noise seed removes the acquisition noise's share, which a "
+                    "generator does not paint); ratio = synthetic / real anatomy.",
+                    "",
+                    "| Sequence | RMS dz synthetic | real (with noise) | real anatomy (noise removed) | ratio |",
+                    "|---|---:|---:|---:|---:|",
+                ]
+                for seq, m in res["structure"].items():
+                    lines.append(
+                        f"| {seq} | {m['dz_rms']:.3f} | {m['dz_rms_real']:.3f} | {m['dz_rms_real_signal']:.3f} "
+                        f"| {m['dz_rms_signal_ratio']:.2f} |"
+                    )
         if res.get("contrast_sd"):
             lines += [
                 "",

@@ -39,8 +39,10 @@ from samraug.training.checkpoint import CheckpointError
 from samraug.training.config import LOCAL_DEFAULTS, MODEL_TYPES, TASKS, TRAINING_PRESETS
 from samraug.training.data import prepare_gan_data
 from samraug.training.distributed import barrier, cleanup_distributed
+from samraug.training.gan import locate_init_source
 from samraug.training.local import LocalGANTrainer
 from samraug.training.local_data import prepare_local_data
+from samraug.training.logging import validation_curve
 
 WHOLE_NOTES = (
     "Validation on the held-out patients of the split: L1 / PSNR / SSIM between synthetic and real slices inside "
@@ -129,6 +131,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lr", type=float, help="Adam learning rate for G, D and U (default 2e-4)")
     g.add_argument("--lambda-l1", type=float, help="weight of the L1 reconstruction term (default: per model)")
     g.add_argument("--lambda-fm", type=float, help="weight of the feature-matching term (default: per model)")
+    g.add_argument(
+        "--l1-class-balance",
+        action="store_true",
+        help="local task: every class in the regions gets the same total weight in the L1 term (rare, thin "
+        "classes such as enhancing tumour count as much as the normal brain around them)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
     g = p.add_argument_group("runtime and outputs")
     g.add_argument("--out", required=True, help="weights folder to write (config, safetensors, atlas, card)")
@@ -209,6 +217,10 @@ def build_config(args: argparse.Namespace):
             overrides[field] = getattr(args, arg)
     if args.gan_mode:
         overrides["gan_mode"] = args.gan_mode
+    if args.l1_class_balance:
+        if args.task != "local":
+            raise SystemExit("--l1-class-balance weights the local task's region by class (--task local)")
+        overrides["l1_class_balance"] = True
     generator: dict[str, Any] = {}
     if args.upsample:
         generator["upsample"] = args.upsample
@@ -232,7 +244,31 @@ def atlas_space_of(args: argparse.Namespace, atlas: Any) -> str | None:
 
 
 #: What a run writes into --log-dir (an earlier run is recognised by any of them).
-RUN_ENTRIES = ("checkpoints", "log.csv", "grids", "split.json", "validation.json", "tensorboard")
+RUN_ENTRIES = ("checkpoints", "log.csv", "grids", "split.json", "validation.json", "tensorboard", "exports.json")
+#: The weights folders a run has exported (resolved paths): a resumed run may replace only those.
+EXPORTS_FILE = "exports.json"
+
+
+def exported_by(log_dir: Path) -> list[str]:
+    """The weights folders the run in ``log_dir`` has written (none recorded: an empty list)."""
+    path = log_dir / EXPORTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [str(p) for p in json.loads(path.read_text(encoding="utf-8"))]
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(
+            f"{path} is corrupt ({err}); it lists the weights this run exported: fix or delete it"
+        ) from err
+
+
+def record_export(log_dir: Path, out: Path) -> None:
+    """Add ``out`` to the run's export record (written atomically)."""
+    done = exported_by(log_dir)
+    if str(out.resolve()) not in done:
+        tmp = log_dir / f".{EXPORTS_FILE}.tmp"
+        tmp.write_text(json.dumps([*done, str(out.resolve())], indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, log_dir / EXPORTS_FILE)
 
 
 def check_outputs(args: argparse.Namespace, out: Path, log_dir: Path) -> list[Path]:
@@ -247,10 +283,16 @@ def check_outputs(args: argparse.Namespace, out: Path, log_dir: Path) -> list[Pa
     for path, arg in ((out, "--out"), (log_dir, "--log-dir")):
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(f"{arg} {path} is a file, not a folder; pass a folder path")
+    weights = [out / f for f in WEIGHT_FILES if (out / f).exists()]
     if args.resume:
+        if weights and str(out.resolve()) not in exported_by(log_dir):
+            raise FileExistsError(
+                f"--out {out} holds weights ({', '.join(p.name for p in weights)}) that the run in --log-dir {log_dir} "
+                f"did not write (its exports: {exported_by(log_dir) or 'none'}); the resumed run would replace them. "
+                "Choose another --out, or move those weights away first. Nothing was deleted"
+            )
         return []
     run = [log_dir / e for e in RUN_ENTRIES if (log_dir / e).exists()]
-    weights = [out / f for f in WEIGHT_FILES if (out / f).exists()]
     if (run or weights) and not args.overwrite:
         found = []
         if run:
@@ -276,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}-run"
     replaced = check_outputs(args, out, log_dir)  # before anything is read or written
+    if args.init_from and not args.resume:  # a bad source is refused before the run folder is touched
+        args.init_from = locate_init_source(args.init_from)
     env = init_distributed(args.device)
     if replaced and env.is_main:  # --overwrite: the earlier run's checkpoints and logs go; weights at export
         for path in replaced:
@@ -354,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{config.batch_size} x {env.world_size} process(es))",
             "command": command,
             "validation": validation or None,
+            "training curve": validation_curve(log_dir / "log.csv"),
             "simulated": data.simulated,
             "notes": LOCAL_NOTES if args.task == "local" else WHOLE_NOTES,
             "training config": json.dumps(config.to_dict(), sort_keys=True),
@@ -361,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         atlas = getattr(data, "atlas", None)
         trainer.export(out, atlas, card=card, fp16=args.fp16_weights, atlas_space=atlas_space_of(args, atlas))
         if env.is_main:
+            record_export(log_dir, out)
             print(f"weights: {out}\nlogs: {log_dir}\nvalidation: {json.dumps(validation)}", file=sys.stderr)
             if args.push_to_hub:
                 from samraug.hub import push_to_hub

@@ -737,7 +737,18 @@ def _install(tmp: Path, folder: Path) -> None:
             (folder / name).unlink(missing_ok=True)  # no atlas in this save (local weights): none may linger
 
 
-_CARD_KEYS = ("title", "data", "preset", "steps", "command", "validation", "simulated", "notes", "license")
+_CARD_KEYS = (
+    "title",
+    "data",
+    "preset",
+    "steps",
+    "command",
+    "validation",
+    "training curve",
+    "simulated",
+    "notes",
+    "license",
+)
 
 
 def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None, *, dtype: str = "float32") -> str:
@@ -840,6 +851,14 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
         lines.append(str(validation))
     else:
         lines.append("No validation numbers recorded.")
+    curve = card.get("training curve")
+    if isinstance(curve, Mapping) and curve.get("rows"):
+        columns = [str(c).removeprefix("val/") for c in curve["columns"]]
+        lines += ["", "## Training curve", "", "Periodic validation of this run (`log.csv`):", ""]
+        lines += ["| step | " + " | ".join(columns) + " |", "| ---: |" + " ---: |" * len(columns)]
+        for row in curve["rows"]:
+            cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else "" for v in row[1:]]
+            lines.append(f"| {int(row[0])} | " + " | ".join(cells) + " |")
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]
     extra = {k: v for k, v in card.items() if k not in _CARD_KEYS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -182,6 +183,27 @@ def test_model_card_content(tmp_path: Path) -> None:
     assert "seed: 7" in text and "`t1n`, `t1c`, `t2w`, `t2f`" in text
     real = model_card({"model_type": "samr", "sequences": ["t1n"]}, {"data": "BraTS 2024"})
     assert "simulated data" not in real.split("## Training")[0] and "No validation numbers" in real
+    assert "## Training curve" not in text and "## Training curve" not in real
+
+
+def test_model_card_training_curve_from_the_runs_log(tmp_path: Path) -> None:
+    from samraug.training.logging import TrainLogger, validation_curve
+
+    log = TrainLogger(tmp_path / "run", tensorboard=False)
+    log.log(10, {"loss_g": 1.0})
+    log.log(250, {"val/psnr/t1n": 15.0, "val/psnr/mean": 16.25, "val/ssim/mean": 0.4, "val/dice_synth/lesion": 0.6})
+    log.log(500, {"val/psnr/mean": 17.5, "val/ssim/mean": 0.45})
+    log.close()
+    curve = validation_curve(log.path)
+    assert curve["columns"] == ["val/psnr/mean", "val/ssim/mean", "val/dice_synth/lesion"]
+    assert curve["rows"][0] == [250, 16.25, 0.4, 0.6] and curve["rows"][1][:3] == [500, 17.5, 0.45]
+    assert math.isnan(curve["rows"][1][3])
+    text = model_card({"model_type": "samr", "sequences": ["t1n"]}, {"training curve": curve})
+    table = text.split("## Training curve")[1]
+    assert "| step | psnr/mean | ssim/mean | dice_synth/lesion |" in table
+    assert "| 250 | 16.25 | 0.4 | 0.6 |" in table and "| 500 | 17.5 | 0.45 |  |" in table
+    assert "training curve:" not in text  # not repeated under further details
+    assert validation_curve(tmp_path / "missing.csv") == {"columns": [], "rows": []}
 
 
 def test_save_weights_unwraps_data_parallel(tmp_path: Path) -> None:

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samraug.image_stats import checkerboard_index, contrast, contrast_table, match_intensity, slice_consistency
+from samraug.image_stats import (
+    checkerboard_index,
+    contrast,
+    contrast_table,
+    match_intensity,
+    slice_change_rms,
+    slice_consistency,
+)
 
 
 def _ones(shape: tuple[int, ...]) -> np.ndarray:
@@ -91,6 +98,30 @@ def test_slice_consistency_counts_only_pairs_inside_the_brain() -> None:
     assert slice_consistency(vol, brain) == pytest.approx(10.0 / n_pairs)
     with pytest.raises(ValueError, match="adjacent"):
         slice_consistency(vol, np.zeros(vol.shape, bool))
+
+
+def test_slice_change_rms_golden_and_noise_removal() -> None:
+    x, _, z = np.indices((5, 4, 6), dtype=float)
+    steps = np.where(z % 2 == 0, 0.0, 1.0) * 0.6 + 0.3 * x  # alternating 0 / 0.6: every step is 0.6
+    assert slice_change_rms(steps, _ones(steps.shape)) == pytest.approx(0.6)
+    # a rising then flat profile: steps 2, 0 -> RMS sqrt(2) (mean |dz| would be 1)
+    v = np.zeros((2, 2, 3))
+    v[..., 1:] = 2.0
+    assert slice_change_rms(v, _ones(v.shape)) == pytest.approx(np.sqrt(2.0))
+    assert slice_consistency(v, _ones(v.shape)) == pytest.approx(1.0)
+    # the same anatomy with independent noise twice: the reference removes the noise's 2 sigma^2
+    rng = np.random.default_rng(1)
+    anatomy = np.broadcast_to(np.sin(np.arange(40) / 3.0), (40, 40, 40)).transpose(1, 2, 0) * 0.5
+    true = slice_change_rms(anatomy, _ones(anatomy.shape))
+    noisy = [anatomy + rng.normal(0.0, 0.2, anatomy.shape) for _ in range(2)]
+    assert slice_change_rms(noisy[0], _ones(anatomy.shape)) > 1.5 * true  # the noise dominates the raw change
+    assert slice_change_rms(noisy[0], _ones(anatomy.shape), noisy[1]) == pytest.approx(true, rel=0.05)
+    # the reference of a noise-free image is itself: nothing is removed
+    assert slice_change_rms(anatomy, _ones(anatomy.shape), anatomy) == pytest.approx(true)
+    with pytest.raises(ValueError, match="noise reference"):
+        slice_change_rms(anatomy, _ones(anatomy.shape), anatomy[:-1])
+    with pytest.raises(ValueError, match="adjacent"):
+        slice_change_rms(anatomy, np.zeros(anatomy.shape, bool))
 
 
 def test_contrast_golden_and_errors() -> None:

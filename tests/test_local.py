@@ -17,7 +17,7 @@ from samraug.labels import get_scheme
 from samraug.models.generator import generator_from_config
 from samraug.models.local import LocalGenerator, build_local_generator, build_local_inputs
 from samraug.training import preset_config
-from samraug.training.local import LocalGANTrainer, region_metrics
+from samraug.training.local import LocalGANTrainer, class_balanced_weight, region_metrics
 from samraug.training.local_data import BLOB_KIND, LESION_KIND, LocalCropDataset
 
 SEQ = ("t1n", "t2f")
@@ -274,6 +274,27 @@ def test_l1_counts_only_inside_the_region() -> None:
     assert torch.equal(inputs.l1_weight[:, 0], batch["region"][:, 1])
     assert torch.equal(inputs.real, batch["images"][:, :, 1])
     assert torch.equal(inputs.mask.argmax(1), batch["classes"][:, 1])
+
+
+def test_l1_class_balance_gives_every_class_in_the_region_the_same_weight() -> None:
+    trainer = _trainer(max_steps=1, l1_class_balance=True)
+    batch = default_collate([_crops()[i] for i in range(4)])
+    w = trainer._inputs(batch).l1_weight[:, 0]
+    region, centre = batch["region"][:, 1], batch["classes"][:, 1]
+    assert (w[~region] == 0).all() and w.sum() == pytest.approx(float(region.sum()), rel=1e-5)
+    present = [int(k) for k in centre[region].unique()]
+    assert len(present) >= 2  # the toy crops hold lesion and normal brain in their regions
+    totals = [float(w[region & (centre == k)].sum()) for k in present]
+    assert totals == pytest.approx([totals[0]] * len(totals), rel=1e-5)
+    # a hand-made case: 3 pixels of class 1, 1 of class 4, one outside the region
+    cls = torch.tensor([[[1, 1, 1, 4, 4]]])
+    reg = torch.tensor([[[True, True, True, True, False]]])
+    assert class_balanced_weight(cls, reg, 6).flatten().tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0, 0.0])
+    assert torch.equal(class_balanced_weight(cls, torch.zeros_like(reg), 6), torch.zeros(1, 1, 5))
+    with pytest.raises(ValueError, match="differ"):
+        class_balanced_weight(cls, reg[..., :4], 6)
+    with pytest.raises(ValueError, match="task='local'"):
+        preset_config("tiny", l1_class_balance=True)
 
 
 def test_in_region_loss_falls_on_a_fixed_batch() -> None:

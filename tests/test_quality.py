@@ -136,6 +136,12 @@ def test_quality_end_to_end_on_the_phantom(tmp_path: Path) -> None:
     assert sorted(res["atlas_alone"]) == sorted(data["data"]["sequences"])
     for m in res["structure"].values():
         assert 0 <= m["checkerboard"] <= 1 and 0 <= m["checkerboard_real"] <= 1 and m["dz_real"] > 0
+    # the phantom's second noise realisation: the anatomy's own RMS change is below the noisy image's
+    for m in res["structure"].values():
+        assert 0 <= m["dz_rms_real_signal"] < m["dz_rms_real"] and m["dz_rms"] >= 0
+        assert m["dz_rms_signal_ratio"] == pytest.approx(m["dz_rms"] / m["dz_rms_real_signal"])
+    assert "RMS inter-slice change" in md and "synthetic, matched" in md
+    assert sorted(res["image_similarity_matched"]) == sorted(data["data"]["sequences"])
     assert set(res["contrast_sd"]) <= {"NETC", "SNFH", "ET", "RC"} and res["contrast_sd"]  # the phantom: brats2024
     for per in res["contrast_sd"].values():
         for c in per.values():
@@ -158,6 +164,40 @@ def test_atlas_alone_matches_each_sequence_to_the_subject() -> None:
         )
     with pytest.raises(ValueError, match="atlas grid"):
         quality.atlas_alone(atlas[:1], real, brain)
+
+
+def test_matched_gives_the_synthetic_images_the_subjects_mean_and_sd() -> None:
+    g = torch.Generator().manual_seed(2)
+    real = torch.rand(2, 8, 8, 3, generator=g) * 2 - 1
+    fake = torch.rand(2, 8, 8, 3, generator=g) * 0.3 - 0.9
+    brain = torch.zeros(8, 8, 3, dtype=torch.bool)
+    brain[2:7, 1:6] = True
+    out = quality.matched(fake, real, brain)
+    assert (out[:, ~brain] == -1).all()
+    for i in range(2):
+        assert float(out[i][brain].mean()) == pytest.approx(float(real[i][brain].mean()), abs=1e-5)
+        # a linear map: the structure (correlation with the real image) is unchanged
+        r0 = torch.corrcoef(torch.stack([fake[i][brain], real[i][brain]]))[0, 1]
+        r1 = torch.corrcoef(torch.stack([out[i][brain], real[i][brain]]))[0, 1]
+        assert float(r1) == pytest.approx(float(r0), abs=1e-5)
+
+
+def test_noise_reference_is_the_same_phantom_subject_with_other_noise(tmp_path: Path) -> None:
+    from benchmarks import augmentation as bench
+    from samraug.data.phantom import dataset_subject
+
+    config = bench.BenchmarkConfig.from_preset("quick", phantom_seed=78, resolution=2.0, arms=("real",), seeds=(0,))
+    subject = dataset_subject(1, seed=78, resolution=2.0)
+    mapping = {q: subject.images[q] for q in ("t1n", "t2f")} | {"seg": subject.seg, "brain": subject.brain}
+    vol, _ = bench.prepare_volume(mapping | {"subject_id": subject.subject_id}, ("t1n", "t2f"), "brats2024")
+    ref = quality.noise_reference(config, vol, ("t1n", "t2f"), "brats2024")
+    brain = vol.label > 0
+    assert ref.shape == vol.image.shape and not torch.equal(ref, vol.image)
+    diff = (ref - vol.image)[:, brain]
+    assert float(diff.abs().mean()) < 0.1 and abs(float(diff.mean())) < 0.01  # noise: small and zero-mean
+    other = bench.EvalVolume("BraTS-GLI-00002-000", vol.image, vol.label, vol.spacing)
+    with pytest.raises(RuntimeError, match="differs"):
+        quality.noise_reference(config, other, ("t1n", "t2f"), "brats2024")
 
 
 def test_image_structure_of_a_checkerboard_and_of_a_ramp() -> None:

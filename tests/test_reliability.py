@@ -79,6 +79,23 @@ def test_recipe_refuses_an_existing_weights_folder(tmp_path: Path, tiny_weights:
     assert _snapshot(out) == before and not (tmp_path / "fresh-run").exists()
     args = recipe.parse_args(["--out", str(out), "--overwrite"])
     assert recipe.check_outputs(args, out, tmp_path / "fresh-run") == []  # weights are replaced at export
+    # --resume may replace only the weights its own run exported (recorded in the run's exports.json)
+    run = tmp_path / "run"
+    _earlier_run(run)
+    args = recipe.parse_args(["--out", str(out), "--log-dir", str(run), "--resume"])
+    with pytest.raises(FileExistsError, match=r"--out .*weights holds weights .*did not write"):
+        recipe.check_outputs(args, out, run)
+    with pytest.raises(FileExistsError, match="did not write"):
+        recipe.main(["--out", str(out), "--log-dir", str(run), "--resume", "--steps", "1"])
+    assert _snapshot(out) == before
+    recipe.record_export(run, out)
+    recipe.record_export(run, out)  # recorded once
+    assert recipe.exported_by(run) == [str(out.resolve())]
+    assert recipe.check_outputs(args, out, run) == []
+    assert recipe.check_outputs(args, tmp_path / "empty", run) == []  # nothing there to replace
+    (run / "exports.json").write_text("{not json")
+    with pytest.raises(ValueError, match="exports.json is corrupt"):
+        recipe.check_outputs(args, out, run)
 
 
 def test_recipe_prints_a_clean_error(tmp_path: Path) -> None:

@@ -514,6 +514,44 @@ def test_init_from_checkpoint_restores_all_networks_and_optimisers(tmp_path):
         no_unet.init_from(tmp_path / "run" / "checkpoints" / "step-000000002")
 
 
+def test_init_from_source_is_checked_before_the_run_folder_is_written(tmp_path):
+    """--init-from: the checkpoints root's ``latest`` pointer file names that root; a path that is neither a
+    checkpoint nor a weights folder is refused by the recipe before its log dir or output exist."""
+    from samraug.training.gan import locate_init_source
+
+    ds = _native_dataset()
+    a = _native_trainer(max_steps=1)
+    a.fit(ds, out_dir=tmp_path / "run", progress=False, validate=False, grids=False)
+    root = tmp_path / "run" / "checkpoints"
+    assert locate_init_source(root / "latest") == root
+    assert locate_init_source(root / "step-000000001") == root / "step-000000001"
+    b = _native_trainer(max_steps=1)
+    assert b.init_from(root / "latest")[0] == str(root / "latest")
+    assert torch.equal(
+        b.generator.state_dict()["mask_encoder.0.0.weight"], a.generator.state_dict()["mask_encoder.0.0.weight"]
+    )
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, err in (
+        (tmp_path / "missing", "no such file or folder"),
+        (tmp_path / "notes.txt", "is a file"),
+        (tmp_path / "run", "config.json"),  # a run's log dir is no weights folder
+    ):
+        with pytest.raises((FileNotFoundError, ValueError), match=err):
+            locate_init_source(bad)
+    recipe = _recipe()
+    argv = [
+        "--out",
+        str(tmp_path / "w"),
+        "--log-dir",
+        str(tmp_path / "new-run"),
+        "--init-from",
+        str(tmp_path / "missing"),
+    ]
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        recipe.main(argv + ["--cache-dir", str(tmp_path / "cache"), "--n-subjects", "3"])
+    assert not (tmp_path / "new-run").exists() and not (tmp_path / "w").exists() and not (tmp_path / "cache").exists()
+
+
 def test_recipe_new_flags_map_onto_the_config():
     recipe = _recipe()
     args = recipe.parse_args(["--out", "/tmp/x", "--init-from", "org/w@v1", "--lambda-l1", "10", "--threads", "1"])

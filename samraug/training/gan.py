@@ -76,7 +76,7 @@ from samraug.serialization import (
     load_state_dict_strict,
     read_safetensors,
 )
-from samraug.training.checkpoint import STATE_FILE, CheckpointManager, load_checkpoint
+from samraug.training.checkpoint import LATEST, STATE_FILE, CheckpointManager, load_checkpoint
 from samraug.training.config import TrainConfig
 from samraug.training.data import GANData, SyntheticSliceDataset, prepare_gan_data
 from samraug.training.distributed import (
@@ -99,6 +99,8 @@ __all__ = [
     "SyntheticSliceDataset",
     "TrainResult",
     "image_metrics",
+    "is_checkpoint_source",
+    "locate_init_source",
     "prepare_gan_data",
     "seed_everything",
     "seed_worker",
@@ -130,6 +132,41 @@ ARCHITECTURE_FIELDS = (
     "n_scales",
     "conditioning",
 )
+
+
+def is_checkpoint_source(path: Path) -> bool:
+    """Whether ``path`` is a run's checkpoint (``step-XXXXXXXXX``) or a checkpoints root holding some."""
+    return path.is_dir() and ((path / STATE_FILE).is_file() or bool(CheckpointManager(path).checkpoints()))
+
+
+def locate_init_source(source: str | Path) -> str | Path:
+    """Check an ``--init-from`` source before anything is read or written; returns what to load from.
+
+    A checkpoint (``step-XXXXXXXXX``), a checkpoints root or its ``latest`` pointer file give that checkpoint's
+    folder (the root: itself, its newest verified one is taken at load time); a weights folder or
+    ``"org/name[@revision]"`` is returned as given (resolved by :func:`samraug.hub.resolve_weights`, which
+    downloads a Hub repository once).
+
+    Raises:
+        FileNotFoundError / ValueError: a path that is neither (the message names it and what was expected).
+
+    Example:
+        >>> locate_init_source("/nonexistent/run")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        FileNotFoundError: --init-from /nonexistent/run: no such file or folder; ...
+    """
+    path = Path(str(source)).expanduser()
+    if path.is_file() and path.name == LATEST:  # the checkpoints root's pointer file
+        return path.parent
+    if is_checkpoint_source(path):
+        return path
+    if not path.exists() and (str(source).startswith((".", "/", "~")) or str(source).count("/") != 1):
+        raise FileNotFoundError(
+            f"--init-from {source}: no such file or folder; pass a weights folder (config.json, model.safetensors), "
+            "a run's checkpoint (step-XXXXXXXXX, its checkpoints folder or latest file) or org/name[@rev]"
+        )
+    read_config(resolve_weights(source))  # a weights folder or Hub repository: its own clear error if not
+    return source
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -886,11 +923,11 @@ class GANTrainer:
             >>> trainer.init_from("my-org/samr-tiny@v1")  # doctest: +SKIP
             ['my-org/samr-tiny@v1']
         """
-        path = Path(str(source)).expanduser()
-        if path.is_dir() and ((path / STATE_FILE).is_file() or CheckpointManager(path).checkpoints()):
-            lineage = self._init_from_checkpoint(path)
+        located = locate_init_source(source)
+        if isinstance(located, Path) and is_checkpoint_source(located):
+            lineage = self._init_from_checkpoint(located)
         else:
-            lineage = self._init_from_weights(source)
+            lineage = self._init_from_weights(located)
         self.lineage = [str(source), *lineage]
         return list(self.lineage)
 

@@ -44,10 +44,32 @@ from samraug.training.distributed import DistEnv
 from samraug.training.gan import GANTrainer, StepInputs, batch_to_device
 from samraug.training.local_data import BLOB_KIND, LESION_KIND
 
-__all__ = ["LocalGANTrainer", "region_metrics"]
+__all__ = ["LocalGANTrainer", "class_balanced_weight", "region_metrics"]
 
 #: Generator kwargs of the whole-slice model that have no meaning for the local generator.
 _WHOLE_ONLY = ("stretch_out", "use_atlas", "atlas_slices", "decoder_res_blocks")
+
+
+def class_balanced_weight(classes: torch.Tensor, region: torch.Tensor, n_labels: int) -> torch.Tensor:
+    """Per-pixel L1 weights inside ``region`` that give every class present there the same total weight.
+
+    ``classes`` ``(B, H, W)`` long, ``region`` ``(B, H, W)`` bool. A pixel of class ``k`` gets
+    ``n / (K * n_k)`` (``n`` region pixels of the batch, ``n_k`` of them of class ``k``, ``K`` classes present), 0
+    outside the region: the weights sum to ``n`` like the plain region mask, so the L1 term keeps its scale.
+
+    Example:
+        >>> cls = torch.tensor([[[1, 1, 1, 4]]]); reg = torch.ones(1, 1, 4, dtype=torch.bool)
+        >>> (class_balanced_weight(cls, reg, 6) * 3).round().tolist()  # 3 normal-brain pixels share what 1 ET has
+        [[[2.0, 2.0, 2.0, 6.0]]]
+    """
+    if classes.shape != region.shape:
+        raise ValueError(f"classes {tuple(classes.shape)} and region {tuple(region.shape)} differ")
+    counts = torch.bincount(classes[region].flatten(), minlength=n_labels).to(torch.float32)
+    present = int((counts > 0).sum())
+    if present == 0:
+        return region.to(torch.float32)
+    per_class = torch.where(counts > 0, counts.sum() / (present * counts.clamp_min(1.0)), torch.zeros_like(counts))
+    return per_class[classes] * region.to(torch.float32)
 
 
 def region_metrics(
@@ -171,7 +193,9 @@ class LocalGANTrainer(GANTrainer):
             generator_args=(mask, context),
             mask=onehot.contiguous(),
             real=images[:, :, c].contiguous(),
-            l1_weight=region[:, c : c + 1],
+            l1_weight=class_balanced_weight(centre, region[:, c], self.n_labels)[:, None]
+            if self.config.l1_class_balance
+            else region[:, c : c + 1],
         )
 
     def export_extras(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SAMR_COLORS", "TrainLogger", "sample_grid", "save_sample_grid", "write_png"]
+__all__ = ["SAMR_COLORS", "TrainLogger", "sample_grid", "save_sample_grid", "validation_curve", "write_png"]
 
 #: RGB colour of each SAMR class: background, normal brain, edema, cavity, tumor.
 SAMR_COLORS = np.array([[0, 0, 0], [128, 128, 128], [40, 200, 40], [40, 90, 230], [240, 220, 30]], dtype=np.uint8)
@@ -241,3 +241,31 @@ class TrainLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def validation_curve(path: str | os.PathLike, suffixes: tuple[str, ...] = ("/mean", "/lesion")) -> dict[str, Any]:
+    """The periodic validation rows of a run's ``log.csv``: ``{"columns": [...], "rows": [[step, ...], ...]}``.
+
+    Columns are the ``val/...`` scalars whose names end with one of ``suffixes`` (the per-sequence means and the
+    lesion Dice), in the log's order; rows are in logged order (a final validation of all held-out data after the
+    last periodic one repeats its step). Empty cells are NaN. A missing log gives no rows.
+
+    Example:
+        >>> import tempfile
+        >>> log = TrainLogger(tempfile.mkdtemp(), tensorboard=False)
+        >>> log.log(10, {"loss": 1.0}); log.log(10, {"val/psnr/t1n": 17.0, "val/psnr/mean": 18.0}); log.close()
+        >>> validation_curve(log.path)
+        {'columns': ['val/psnr/mean'], 'rows': [[10, 18.0]]}
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {"columns": [], "rows": []}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = [c for c in (reader.fieldnames or []) if c.startswith("val/") and c.endswith(suffixes)]
+        rows = []
+        for r in reader:
+            if not any(r.get(c) for c in columns):
+                continue
+            rows.append([int(float(r["step"]))] + [float(r[c]) if r.get(c) else float("nan") for c in columns])
+    return {"columns": columns, "rows": rows}
