@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torchio as tio
 from safetensors import safe_open
-from safetensors.torch import save_file
 from scipy import ndimage
 
 from .intensity import BACKGROUND_VALUE, DEFAULT_NORMALIZATION, robust_normalize_sequences
 from .labels import EDEMA, LabelScheme, get_scheme
+from .serialization import write_safetensors
 from .subjects import AFFINE_ATOL, affines_match, format_affine, subject_arrays
 
 __all__ = ["ATLAS_FILENAME", "Atlas", "build_atlas"]
@@ -183,7 +183,7 @@ class Atlas:
             "brain": self.brain.detach().cpu().contiguous(),
         }
         metadata = {"format": _FORMAT, "sequences": json.dumps(list(self.sequences)), "info": json.dumps(self.info)}
-        save_file(tensors, str(path), metadata=metadata)
+        write_safetensors(tensors, path, metadata)
         return path
 
     @classmethod

@@ -10,8 +10,8 @@ and brain mask nearest), painted there, and the painted brain is resampled back;
 subject's brain voxels that the atlas-grid brain covers, the others keep their real values. A subject of unknown
 or another space is refused with an error naming the ways out (local mode, or registration to the atlas).
 
-Legacy weights folders without ``atlas_space`` are of unknown space, except the bundled whole-image demo weights
-(:data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`: the digital phantom on MNI152 at 2 mm).
+Legacy weights folders without ``atlas_space`` are of unknown space (the bundled whole-image demo weights,
+:data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`, name ``MNI152``: the digital phantom on MNI152 at 2 mm).
 
 Example:
     >>> weights_space({"atlas_space": "mni152"})
@@ -26,17 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from samraug.grid import check_affine, resample
-from samraug.hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 
 __all__ = [
-    "BUNDLED_SPACE",
     "OnAtlasGrid",
     "check_space",
     "from_atlas_grid",
@@ -45,8 +42,6 @@ __all__ = [
     "weights_space",
 ]
 
-#: The space of the bundled whole-image demo weights (their config predates ``atlas_space``): MNI152 at 2 mm.
-BUNDLED_SPACE = "MNI152"
 
 _WAY_OUT = (
     "use local mode (weights trained with mode='local' paint inside the subject's own anatomy on any grid), or "
@@ -68,28 +63,19 @@ def normalize_space(space: str | None) -> str | None:
     return space.strip().upper()
 
 
-def weights_space(config: Mapping[str, Any], weights: str | Path | None = None) -> str | None:
-    """The atlas space of a weights config (``config["atlas_space"]``); a legacy config without the key is unknown
-    (None) unless ``weights`` is the bundled whole-image folder :data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`, which is
-    :data:`BUNDLED_SPACE`. ``weights=None`` means the default :data:`samraug.hub.BUNDLED_WEIGHTS` (the local-mode
-    weights: no atlas, so no space).
+def weights_space(config: Mapping[str, Any]) -> str | None:
+    """The atlas space of a weights config (``config["atlas_space"]``, normalised); a legacy config without the key,
+    or local-mode weights (no atlas), are of unknown space (None).
 
     Example:
-        >>> weights_space({}, "/some/folder") is None
+        >>> weights_space({}) is None
         True
-        >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS
-        >>> weights_space({}, BUNDLED_WHOLE_WEIGHTS), weights_space({}, None)
-        ('MNI152', None)
+        >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS, read_config
+        >>> weights_space(read_config(BUNDLED_WHOLE_WEIGHTS))
+        'MNI152'
     """
     if config.get("atlas_space") is not None:
         return normalize_space(str(config["atlas_space"]))
-    if weights is None:
-        weights = BUNDLED_WEIGHTS
-    try:
-        if Path(weights).resolve() == BUNDLED_WHOLE_WEIGHTS.resolve():
-            return BUNDLED_SPACE
-    except (OSError, ValueError):
-        return None
     return None
 
 

@@ -388,7 +388,7 @@ class SAMRAugmentedDataset(Dataset):
 
     def _off_grid_painter(self, what: str, has_affine: bool = True) -> Any:
         synth = self.synthesizer
-        check_space(self.space, weights_space(synth.config, synth.key), what)
+        check_space(self.space, weights_space(synth.config), what)
         if not has_affine:
             raise ValueError(
                 f"{what} is not on the atlas grid and has no affine to resample it with; give the items an "

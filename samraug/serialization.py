@@ -49,6 +49,7 @@ __all__ = [
     "read_safetensors",
     "save_state_dict",
     "sha256_file",
+    "write_safetensors",
 ]
 
 CONFIG_NAME = "config.json"
@@ -126,6 +127,17 @@ def check_format_version(config: Mapping[str, Any], source: str = "config") -> N
         )
 
 
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> Path:
+    """``safetensors.torch.save_file`` with the file mode any other new file gets (the user's umask, e.g. 0644):
+    safetensors alone creates 0600 files, unreadable to the other users of a shared weights folder."""
+    path = Path(path)
+    path.touch()
+    mode = path.stat().st_mode & 0o777
+    save_file(dict(tensors), str(path), metadata=dict(metadata))
+    os.chmod(path, mode)
+    return path
+
+
 def save_state_dict(
     module: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, metadata: Mapping[str, str] | None = None
 ) -> Path:
@@ -143,7 +155,7 @@ def save_state_dict(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors(tensors, tmp, meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -247,7 +259,7 @@ def cast_safetensors(path: str | Path, dtype: torch.dtype) -> Path:
     cast = {k: (v.to(dtype) if v.dtype == torch.float32 else v).contiguous() for k, v in tensors.items()}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file(cast, str(tmp), metadata=meta)
+        write_safetensors(cast, tmp, meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -420,7 +420,7 @@ class SAMRSynthesize(RandomTransform):
         whole = painter is None
         off_grid = whole and not _on_atlas_grid(subject, synth)
         if off_grid:  # whole-image mode off the atlas grid: only for a subject declared in the atlas's space
-            check_space(self.space, weights_space(synth.config, synth.key), "subject")
+            check_space(self.space, weights_space(synth.config), "subject")
             if self._space_painter is None:
                 self._space_painter = SAMRPainter(synth, mode="whole", space=self.space)
             painter = self._space_painter

@@ -47,19 +47,15 @@ def _to_1mm(images, before, after, brain):
     return {k: img(v) for k, v in images.items()}, lab(before), lab(after), lab(brain)
 
 
-def test_config_names_the_space_and_legacy_folders_are_unknown_unless_bundled(mni: Synthesizer, tiny_weights) -> None:
+def test_config_names_the_space_and_legacy_folders_are_unknown(mni: Synthesizer, tiny_weights) -> None:
     assert read_config(mni.weights)["atlas_space"] == "MNI152"
-    assert weights_space(mni.config, mni.key) == "MNI152"
+    assert weights_space(mni.config) == "MNI152"
     assert "atlas_space" not in read_config(tiny_weights)
-    assert weights_space(read_config(tiny_weights), tiny_weights) is None
-    # the legacy special case is the bundled WHOLE-image folder; None means the default, the local weights (no atlas)
-    assert (
-        weights_space({}, BUNDLED_WHOLE_WEIGHTS) == "MNI152"
-        and weights_space({}, str(BUNDLED_WHOLE_WEIGHTS)) == "MNI152"
-    )
+    assert weights_space(read_config(tiny_weights)) is None
+    # the bundled whole-image folder names its space; the default (local weights) has no atlas, so no space
+    assert weights_space(read_config(BUNDLED_WHOLE_WEIGHTS)) == "MNI152"
     assert BUNDLED_WEIGHTS == BUNDLED_LOCAL_WEIGHTS
-    assert weights_space({}, None) is None and weights_space({}, BUNDLED_LOCAL_WEIGHTS) is None
-    assert weights_space({}, "memory:abc") is None
+    assert weights_space(read_config(BUNDLED_LOCAL_WEIGHTS)) is None and weights_space({}) is None
     assert normalize_space(" sri24") == "SRI24"
     with pytest.raises(ValueError, match="non-empty string"):
         normalize_space("  ")

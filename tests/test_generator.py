@@ -316,7 +316,11 @@ def test_upsample_option_default_legacy_and_errors() -> None:
         build_generator("tiny", model_type="pix2pix", upsample="pixelshuffle")
 
 
-def test_bundled_weights_are_legacy_samr_transposed() -> None:
+def test_bundled_whole_weights_are_native_resize_conv_with_skips() -> None:
+    """The bundled whole-image folder: scheme-native classes, resize-conv decoders (no transposed convolution),
+    U-Net skips, and its atlas space recorded. Legacy folders (no ``conditioning``/``upsample`` keys: the paper's 5
+    classes and transposed convolutions) still load: see ``test_upsample_option_default_legacy_and_errors`` and
+    ``tests/test_hub.py::test_legacy_folder_without_conditioning_means_samr``."""
     import warnings
 
     from samraug.hub import BUNDLED_WHOLE_WEIGHTS, load_weights
@@ -324,11 +328,11 @@ def test_bundled_weights_are_legacy_samr_transposed() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # named explicitly: no "bundled default" warning
         w = load_weights(BUNDLED_WHOLE_WEIGHTS)
-    assert "conditioning" not in w.config and "upsample" not in w.config
-    assert w.conditioning == "samr" and w.mode == "whole"
-    assert w.generator.n_labels == len(w.label_scheme.classes("samr")) == 5
-    assert w.generator.config["upsample"] == "transposed"
-    assert any(isinstance(m, nn.ConvTranspose2d) for m in w.generator.modules())
+    assert w.conditioning == "native" and w.mode == "whole" and w.config["atlas_space"] == "MNI152"
+    assert w.label_scheme.name == "brats2024"
+    assert w.generator.n_labels == len(w.label_scheme.classes("native")) == 6
+    assert w.generator.config["upsample"] == "resize_conv" and w.generator.config["skips"] is True
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in w.generator.modules())
 
 
 def test_models_do_not_import_the_hub() -> None:

@@ -193,10 +193,12 @@ def test_model_card_training_curve_from_the_runs_log(tmp_path: Path) -> None:
     log.log(10, {"loss_g": 1.0})
     log.log(250, {"val/psnr/t1n": 15.0, "val/psnr/mean": 16.25, "val/ssim/mean": 0.4, "val/dice_synth/lesion": 0.6})
     log.log(500, {"val/psnr/mean": 17.5, "val/ssim/mean": 0.45})
+    log.log(500, {"val/psnr/mean": 17.5, "val/ssim/mean": 0.45})  # the same export run again: shown once
     log.close()
     curve = validation_curve(log.path)
     assert curve["columns"] == ["val/psnr/mean", "val/ssim/mean", "val/dice_synth/lesion"]
-    assert curve["rows"][0] == [250, 16.25, 0.4, 0.6] and curve["rows"][1][:3] == [500, 17.5, 0.45]
+    assert len(curve["rows"]) == 2 and curve["rows"][0] == [250, 16.25, 0.4, 0.6]
+    assert curve["rows"][1][:3] == [500, 17.5, 0.45]
     assert math.isnan(curve["rows"][1][3])
     text = model_card({"model_type": "samr", "sequences": ["t1n"]}, {"training curve": curve})
     table = text.split("## Training curve")[1]
@@ -204,6 +206,14 @@ def test_model_card_training_curve_from_the_runs_log(tmp_path: Path) -> None:
     assert "| 250 | 16.25 | 0.4 | 0.6 |" in table and "| 500 | 17.5 | 0.45 |  |" in table
     assert "training curve:" not in text  # not repeated under further details
     assert validation_curve(tmp_path / "missing.csv") == {"columns": [], "rows": []}
+
+
+def test_weights_files_get_the_users_umask_not_0600(tmp_path: Path) -> None:
+    save_weights(tmp_path / "w", _generator(), _atlas())
+    (tmp_path / "plain").write_text("x")
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    for name in ("model.safetensors", "atlas.safetensors", "config.json"):
+        assert (tmp_path / "w" / name).stat().st_mode & 0o777 == expected, name
 
 
 def test_save_weights_unwraps_data_parallel(tmp_path: Path) -> None:

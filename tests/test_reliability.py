@@ -94,7 +94,7 @@ def test_recipe_refuses_an_existing_weights_folder(tmp_path: Path, tiny_weights:
     assert recipe.check_outputs(args, out, run) == []
     assert recipe.check_outputs(args, tmp_path / "empty", run) == []  # nothing there to replace
     (run / "exports.json").write_text("{not json")
-    with pytest.raises(ValueError, match="exports.json is corrupt"):
+    with pytest.raises(ValueError, match=r"exports\.json is corrupt"):
         recipe.check_outputs(args, out, run)
 
 

@@ -548,7 +548,7 @@ def test_init_from_source_is_checked_before_the_run_folder_is_written(tmp_path):
         str(tmp_path / "missing"),
     ]
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
-        recipe.main(argv + ["--cache-dir", str(tmp_path / "cache"), "--n-subjects", "3"])
+        recipe.main([*argv, "--cache-dir", str(tmp_path / "cache"), "--n-subjects", "3"])
     assert not (tmp_path / "new-run").exists() and not (tmp_path / "w").exists() and not (tmp_path / "cache").exists()
 
 
@@ -560,6 +560,24 @@ def test_recipe_new_flags_map_onto_the_config():
     args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
     cfg = recipe.build_config(args)
     assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}
+
+
+def test_checkpoints_written_before_a_config_field_existed_still_resume(tmp_path):
+    """A field added to TrainConfig later (e.g. l1_class_balance) is absent from older checkpoints: its default
+    (the behaviour before it existed) is assumed, so they resume and initialise; a real difference is still refused."""
+    from samraug.training.checkpoint import CheckpointManager, load_checkpoint
+    from samraug.training.gan import saved_config
+
+    ds = _native_dataset()
+    a = _native_trainer(max_steps=1)
+    a.fit(ds, out_dir=tmp_path / "run", progress=False, validate=False, grids=False)
+    state = load_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").latest())
+    del state["config"]["l1_class_balance"]  # as written before the field existed
+    assert saved_config(state)["l1_class_balance"] is False
+    _native_trainer(max_steps=1).load_state_dict(state)
+    state["config"]["lambda_l1"] = 55.0
+    with pytest.raises(ValueError, match=r"lambda_l1: checkpoint 55.0"):
+        _native_trainer(max_steps=1).load_state_dict(state)
 
 
 def test_stop_at_step_validates_and_resume_at_that_step_trains_nothing(tmp_path):

@@ -189,7 +189,7 @@ class SAMRPainter(Painter):
             synth.atlas.check_grid(label_after.shape, affine, "subject")
         except ValueError as off_grid:
             try:
-                space = check_space(self.space, weights_space(synth.config, synth.key), "subject")
+                space = check_space(self.space, weights_space(synth.config), "subject")
             except ValueError as e:
                 raise ValueError(f"{e} ({off_grid})") from None
             on = to_atlas_grid(images, label_before, label_after, brain, affine, synth.atlas.shape, synth.atlas.affine)

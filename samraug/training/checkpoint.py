@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from samraug.serialization import fsync_file, sha256_file
+from samraug.serialization import fsync_file, sha256_file, write_safetensors
 
 __all__ = [
     "CheckpointError",
@@ -165,7 +165,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file(tensors, str(path), metadata={"format": FORMAT})
+    write_safetensors(tensors, path, {"format": FORMAT})
 
 
 def _write_json(obj: Any, path: Path) -> None:

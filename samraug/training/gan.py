@@ -102,6 +102,7 @@ __all__ = [
     "is_checkpoint_source",
     "locate_init_source",
     "prepare_gan_data",
+    "saved_config",
     "seed_everything",
     "seed_worker",
     "ssim_map",
@@ -132,6 +133,12 @@ ARCHITECTURE_FIELDS = (
     "n_scales",
     "conditioning",
 )
+
+
+def saved_config(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's training config, with the defaults of fields added since it was written (a field's default is
+    the behaviour before it existed), so that older checkpoints resume and initialise unchanged."""
+    return {**TrainConfig().to_dict(), **dict(state["config"])}
 
 
 def is_checkpoint_source(path: Path) -> bool:
@@ -538,7 +545,7 @@ class GANTrainer:
         """Restore a :meth:`state_dict` (checked against this trainer's config and sequences)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a GANTrainer checkpoint (format {state.get('format')!r}, expected {STATE_FORMAT!r})")
-        saved = dict(state["config"])
+        saved = saved_config(state)
         mine = self.config.to_dict()
         diff = sorted(k for k in set(saved) | set(mine) if k not in RESUME_FREE_FIELDS and saved.get(k) != mine.get(k))
         if diff:
@@ -969,7 +976,7 @@ class GANTrainer:
         state = load_checkpoint(path)
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"--init-from {path}: not a GANTrainer checkpoint (format {state.get('format')!r})")
-        saved, mine = dict(state["config"]), self.config.to_dict()
+        saved, mine = saved_config(state), self.config.to_dict()
         diff = sorted(k for k in ARCHITECTURE_FIELDS if saved.get(k) != mine.get(k))
         what = [f"{k}: checkpoint {saved.get(k)!r} vs this run {mine.get(k)!r}" for k in diff]
         if tuple(state["sequences"]) != self.sequences:

@@ -248,7 +248,8 @@ def validation_curve(path: str | os.PathLike, suffixes: tuple[str, ...] = ("/mea
 
     Columns are the ``val/...`` scalars whose names end with one of ``suffixes`` (the per-sequence means and the
     lesion Dice), in the log's order; rows are in logged order (a final validation of all held-out data after the
-    last periodic one repeats its step). Empty cells are NaN. A missing log gives no rows.
+    last periodic one repeats its step; an identical repeated row, from exporting the run again, is shown once).
+    Empty cells are NaN. A missing log gives no rows.
 
     Example:
         >>> import tempfile
@@ -267,5 +268,7 @@ def validation_curve(path: str | os.PathLike, suffixes: tuple[str, ...] = ("/mea
         for r in reader:
             if not any(r.get(c) for c in columns):
                 continue
-            rows.append([int(float(r["step"]))] + [float(r[c]) if r.get(c) else float("nan") for c in columns])
+            row = [int(float(r["step"]))] + [float(r[c]) if r.get(c) else float("nan") for c in columns]
+            if not rows or repr(row) != repr(rows[-1]):  # an export re-run at the same step logs the same row again
+                rows.append(row)
     return {"columns": columns, "rows": rows}
