@@ -30,9 +30,9 @@ generator given or trained on the training split only):
   with another noise seed, and the root-mean-square change of the real anatomy with the noise's share removed
   (:func:`samraug.image_stats.slice_change_rms`) is the reference for the synthetic images' RMS change.
 - **Intensity-matched synthetic.** The atlas-alone row is given each subject's brain mean and SD; the generator is
-  not (its global level per subject is a guess: on the phantom, e.g., the T1c brain level depends on the subject's
-  gadolinium dose through the percentile normalisation). The same match applied to the synthetic images compares
-  the two on the same footing (the unmatched figures stay in the table).
+  not (its global level per subject is a guess: on the phantom, e.g., the T1c brain level depends on the enhancing
+  tumour's share of the brain through the percentile normalisation). The same match applied to the synthetic
+  images compares the two on the same footing (the unmatched figures stay in the table).
 - A PNG grid: for a few test subjects, a lesion slice of each real sequence above the synthetic one, with the mask.
 
 Outputs (``--out DIR``): ``quality.md``, ``quality.json``, ``quality.png``.
@@ -259,12 +259,7 @@ def atlas_alone(atlas_data: torch.Tensor, real: torch.Tensor, brain: torch.Tenso
             f"atlas {tuple(atlas_data.shape)} and subject {tuple(real.shape)} differ: the subject must be on the "
             "atlas grid with the atlas's sequences"
         )
-    b = brain.bool().numpy()
-    out = torch.full_like(real, -1.0)
-    for i in range(real.shape[0]):
-        matched = match_intensity(atlas_data[i].numpy(), real[i].numpy(), b)
-        out[i] = torch.where(brain.bool(), torch.from_numpy(matched).to(real.dtype), out[i])
-    return out
+    return matched(atlas_data, real, brain)
 
 
 def model_classes(scheme: str | None, conditioning: str) -> dict[str, tuple[int, ...]]:

@@ -191,6 +191,19 @@ def checkerboard_index(image: Any, brain: Any, *, tile: int = 8) -> float:
     return float(nyquist) / total
 
 
+def _axial_pairs(volume: Any, brain: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The checked volume ``(X, Y, Z)`` and the mask ``(X, Y, Z-1)`` of axially adjacent voxel pairs both in the
+    brain (``what`` names the caller in the errors)."""
+    a = _array(volume, "volume")
+    if a.ndim != 3:
+        raise ValueError(f"{what} expects a volume (X, Y, Z), got {a.shape}")
+    b = _mask(brain, a.shape, "brain mask")
+    pairs = b[..., 1:] & b[..., :-1]
+    if not pairs.any():
+        raise ValueError("no two axially adjacent brain voxels: the brain mask is empty or a single slice")
+    return a, pairs
+
+
 def slice_consistency(volume: Any, brain: Any) -> float:
     """Mean ``|v[x, y, z+1] - v[x, y, z]|`` over the pairs of axially adjacent voxels that are both in the brain.
 
@@ -200,13 +213,7 @@ def slice_consistency(volume: Any, brain: Any) -> float:
         >>> slice_consistency(v, np.ones(v.shape, bool))
         1.0
     """
-    a = _array(volume, "volume")
-    if a.ndim != 3:
-        raise ValueError(f"slice_consistency expects a volume (X, Y, Z), got {a.shape}")
-    b = _mask(brain, a.shape, "brain mask")
-    pairs = b[..., 1:] & b[..., :-1]
-    if not pairs.any():
-        raise ValueError("no two axially adjacent brain voxels: the brain mask is empty or a single slice")
+    a, pairs = _axial_pairs(volume, brain, "slice_consistency")
     return float(np.abs(np.diff(a, axis=2))[pairs].mean())
 
 
@@ -227,13 +234,7 @@ def slice_change_rms(volume: Any, brain: Any, noise_reference: Any | None = None
         >>> slice_change_rms(ramp, np.ones(ramp.shape, bool), noise_reference=ramp)  # no noise: nothing removed
         0.5
     """
-    a = _array(volume, "volume")
-    if a.ndim != 3:
-        raise ValueError(f"slice_change_rms expects a volume (X, Y, Z), got {a.shape}")
-    b = _mask(brain, a.shape, "brain mask")
-    pairs = b[..., 1:] & b[..., :-1]
-    if not pairs.any():
-        raise ValueError("no two axially adjacent brain voxels: the brain mask is empty or a single slice")
+    a, pairs = _axial_pairs(volume, brain, "slice_change_rms")
     change = float((np.diff(a, axis=2)[pairs] ** 2).mean())
     if noise_reference is not None:
         r = _array(noise_reference, "noise reference")
