@@ -222,6 +222,11 @@ def matched(fake: torch.Tensor, real: torch.Tensor, brain: torch.Tensor) -> torc
         >>> matched(fake, real, torch.tensor([[[True, True, False]]])).tolist()
         [[[[0.0, 0.5, -1.0]]]]
     """
+    if fake.shape != real.shape or brain.shape != real.shape[1:]:
+        raise ValueError(
+            f"synthetic {tuple(fake.shape)}, real {tuple(real.shape)} and brain {tuple(brain.shape)} differ: pass "
+            "volumes (n, X, Y, Z) of one grid and sequence order, and the brain (X, Y, Z)"
+        )
     b = brain.bool()
     out = torch.full_like(real, -1.0)
     for i in range(real.shape[0]):

@@ -180,6 +180,10 @@ def test_matched_gives_the_synthetic_images_the_subjects_mean_and_sd() -> None:
         r0 = torch.corrcoef(torch.stack([fake[i][brain], real[i][brain]]))[0, 1]
         r1 = torch.corrcoef(torch.stack([out[i][brain], real[i][brain]]))[0, 1]
         assert float(r1) == pytest.approx(float(r0), abs=1e-5)
+    with pytest.raises(ValueError, match="differ"):
+        quality.matched(fake[:1], real, brain)
+    with pytest.raises(ValueError, match="differ"):
+        quality.matched(fake, real, brain[:-1])
 
 
 def test_noise_reference_is_the_same_phantom_subject_with_other_noise(tmp_path: Path) -> None:
