@@ -106,6 +106,10 @@ def world_corners(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     return idx @ a[:3, :3].T + a[:3, 3]
 
 
+#: Distance (mm) within which a box edge counts as lying on a grid point of :func:`ras_grid`.
+_SNAP_MM = 5e-7
+
+
 def ras_grid(
     world_min: np.ndarray,
     world_max: np.ndarray,
@@ -131,8 +135,10 @@ def ras_grid(
     lo, hi = np.asarray(world_min, dtype=np.float64), np.asarray(world_max, dtype=np.float64)
     # Origin on the world lattice of the voxel size: the grid depends on the box only, never on the subject's
     # orientation (an LPS and a RAS copy of one subject sample the same points).
-    first = np.floor(lo / vs + 1e-6)
-    n = (np.ceil(hi / vs - 1e-6) - first).astype(np.int64) + 1
+    # A box edge within _SNAP_MM of a lattice point counts as on it (absorbs rounding in world coordinates); the
+    # tolerance is in mm, so the grid covers the box to within it whatever the voxel size.
+    first = np.floor((lo + _SNAP_MM) / vs)
+    n = (np.ceil((hi - _SNAP_MM) / vs) - first).astype(np.int64) + 1
     want = np.maximum(n, np.asarray(min_shape, dtype=np.int64))
     m = max(1, int(multiple))
     want[:2] = -(-want[:2] // m) * m

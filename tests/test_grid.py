@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from samraug.grid import (
@@ -58,6 +58,7 @@ def test_bounding_box_and_crop_affine_agree():
     size=st.tuples(*[st.floats(0, 40)] * 3),
     mult=st.sampled_from([1, 4, 8]),
 )
+@example(vs=(0.7, 2.0, 0.7), lo=(0.0, 1e-6, 0.0), size=(0.0, 1e-6, 0.0), mult=1)  # edge 2e-6 mm past a grid point
 def test_ras_grid_covers_the_box_and_is_snapped(vs, lo, size, mult):
     lo = np.array(lo)
     hi = lo + np.array(size)
