@@ -39,7 +39,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from samraug.intensity import Normalization
 from samraug.labels import BACKGROUND, LESION_CLASSES
+
+#: How the benchmark's segmenter sees every image, real or painted: whole-brain percentiles to [-1, 1] (what every
+#: earlier run used, so real-only arms stay identical across runs and pairs across runs stay exact). Independent of
+#: the normalisation the SAMR weights use internally: painted images are mapped back to the subject's scale first.
+SEGMENTER_NORMALIZATION = Normalization.legacy()
 
 __all__ = [
     "ARMS",
@@ -463,7 +469,7 @@ def painted_pool(
         edit = record.get("edit") or {}
         if edit.get("op") == "carve" and isinstance(edit.get("donor"), int):
             entry["donor_subject"] = ids[int(edit["donor"])]
-        p = prepare_subject(item, real.sequences, scheme=scheme, selection="all")
+        p = prepare_subject(item, real.sequences, scheme=scheme, selection="all", normalization=SEGMENTER_NORMALIZATION)
         keep = [k for k, z in enumerate(p.z) if int(z) in changed][: n - have]
         entry["slices"] = len(keep)
         what["edits"].append(entry)

@@ -78,6 +78,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks.arms` importa
 from benchmarks.arms import (
     ARMS,
     PAINTER_OF_KIND,
+    SEGMENTER_NORMALIZATION,
     ArmSpec,
     ConventionalDataset,
     MixedDataset,
@@ -533,7 +534,9 @@ def prepare_slices(
 
     parts = []
     for subject in subjects:
-        p = prepare_subject(subject, sequences, scheme=scheme, selection=selection)  # type: ignore[arg-type]
+        p = prepare_subject(
+            subject, sequences, scheme=scheme, selection=selection, normalization=SEGMENTER_NORMALIZATION
+        )  # type: ignore[arg-type]
         for atlas in atlases:
             atlas.check_grid(p.shape, p.affine, f"subject {p.subject_id!r}")
         size = padded_size(p.shape[:2], multiple)
@@ -558,7 +561,7 @@ def prepare_volume(
     """A held-out subject as a whole normalised volume with its SAMR ground truth and spacing, and its affine."""
     from samraug.data.slices import prepare_subject
 
-    p = prepare_subject(subject, sequences, scheme=scheme, selection="all")  # type: ignore[arg-type]
+    p = prepare_subject(subject, sequences, scheme=scheme, selection="all", normalization=SEGMENTER_NORMALIZATION)  # type: ignore[arg-type]
     for atlas in atlases:
         atlas.check_grid(p.shape, p.affine, f"subject {p.subject_id!r}")
     return EvalVolume(p.subject_id, p.images.contiguous(), p.label.long(), _spacing(p.affine)), p.affine

@@ -300,7 +300,7 @@ def synthesize_test_volume(
     native: np.ndarray | None = None,
     scheme: str | None = None,
 ) -> torch.Tensor:
-    """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the model's range, background -1.
+    """G(real mask) of a held-out subject, ``(n, X, Y, Z)`` in the benchmark's normalised range, background -1.
 
     ``vol.label`` holds SAMR classes; a natively conditioned generator gets the subject's own classes instead
     (``native``: the data scheme's native classes, re-encoded for the weights' scheme and conditioning)."""
@@ -324,8 +324,13 @@ def synthesize_test_volume(
             raise ValueError("a natively conditioned generator needs the subject's native labels and scheme")
         data_scheme = get_scheme(scheme)
         classes = synth.encode(data_scheme.decode(native), brain, data_scheme)
-    out = synth.synthesize_volume(classes, affine=affine, brain=brain, output="model")
-    return torch.stack([out[s] for s in painter.synthesizer.sequences])
+    # G's output goes back to the subject's scale with the weights' own normalisation (stats of the real images,
+    # the real lesion left out where the weights say so) -- here the subject's scale is the benchmark's normalised
+    # one, so the result is comparable voxel for voxel; clipped to [-1, 1] like the real volumes.
+    seqs = painter.synthesizer.sequences
+    stats = synth.subject_stats({q: vol.image[i] for i, q in enumerate(seqs)}, brain, vol.label > 1)
+    out = synth.synthesize_volume(classes, affine=affine, brain=brain, stats=stats, output="subject")
+    return torch.stack([torch.where(brain, out[q].float().clamp(-1.0, 1.0), torch.tensor(-1.0)) for q in seqs])
 
 
 def is_local(painter: Painter) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from samraug.data.phantom import PHANTOM_SPACE
+from samraug.intensity import NORMALIZATIONS, Normalization
 from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
 from samraug.training.checkpoint import CheckpointError
@@ -74,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=CONDITIONINGS,
         default="native",
         help="mask classes: the data scheme's own lesion labels (native) or the paper's 5 SAMR classes",
+    )
+    g.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default="normal-brain",
+        help="intensity normalisation, recorded in the weights: percentiles of the normal-appearing brain to "
+        "-0.8/-0.2 (normal-brain: the brain's level does not depend on the lesion, bright lesions are not clipped) or "
+        "whole-brain percentiles to -1/+1 (brain: weights and checkpoints from before the option)",
     )
     g.add_argument(
         "--upsample",
@@ -183,6 +192,7 @@ def build_config(args: argparse.Namespace):
         "sync_bn": args.sync_bn,
         "log_every": args.log_every,
         "conditioning": args.conditioning,
+        "normalization": args.normalization,
         "task": args.task,
         "context_slices": args.context_slices,
         "crop_size": tuple(args.crop_size),
@@ -343,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "split_file": args.split_file,
             "workers": max(1, args.workers),
             "conditioning": args.conditioning,
+            "normalization": Normalization.named(args.normalization),
         }
         if not env.is_main:  # rank 0 generates the phantom cache first
             barrier(env)

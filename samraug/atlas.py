@@ -5,8 +5,9 @@ atlas (paper section 2), so it knows what healthy tissue looks like at that posi
 
 **Building** (:func:`build_atlas`), one subject at a time (streaming: only running sums are kept):
 
-1. each sequence of each subject is normalised inside the subject's brain (:func:`~samraug.intensity.robust_normalize`:
-   p0.5 -> -1, p99.5 -> +1, clipped);
+1. each sequence of each subject is normalised inside the subject's brain with the weights' normalisation
+   (:class:`~samraug.intensity.Normalization`; default: p0.5 / p99.5 of the normal-appearing brain -> -0.8 / -0.2,
+   clipped to [-1, 1]);
 2. the atlas value of a voxel is the mean over the subjects in whose brain it lies and where it is *not*
    lesion (SAMR edema, cavity or tumor), so lesions do not leak into the healthy prior;
 3. the atlas brain is the voxels inside the brain of at least half of the subjects (``min_brain_fraction``);
@@ -37,7 +38,7 @@ import torchio as tio
 from safetensors import safe_open
 from scipy import ndimage
 
-from .intensity import BACKGROUND_VALUE, DEFAULT_NORMALIZATION, robust_normalize_sequences
+from .intensity import BACKGROUND_VALUE, Normalization
 from .labels import EDEMA, LabelScheme, get_scheme
 from .serialization import write_safetensors
 from .subjects import AFFINE_ATOL, affines_match, format_affine, subject_arrays
@@ -231,6 +232,7 @@ def build_atlas(
     low: float = 0.5,
     high: float = 99.5,
     affine: np.ndarray | None = None,
+    normalization: Normalization | None = None,
 ) -> Atlas:
     """Build an :class:`Atlas` from co-registered subjects (see the module docstring for the rules).
 
@@ -243,7 +245,9 @@ def build_atlas(
             ``lesion_key`` count as lesion-free.
         lesion_key, brain_key: Keys of the label map and of the brain mask (missing brain: non-zero voxels).
         min_brain_fraction: Share of subjects whose brain must cover a voxel for it to be atlas brain.
-        low, high: Normalisation percentiles.
+        low, high: Normalisation percentiles (of the default ``normalization``).
+        normalization: How each subject is normalised (default ``Normalization(low, high)``: percentiles of the
+            normal-appearing brain, :class:`samraug.intensity.Normalization`); recorded in ``info``.
         affine: Affine of mapping subjects that carry none (default identity).
 
     Example:
@@ -253,6 +257,7 @@ def build_atlas(
     if not 0.0 < min_brain_fraction <= 1.0:
         raise ValueError(f"min_brain_fraction must be in (0, 1], got {min_brain_fraction}")
     sequences = tuple(sequences)
+    spec = Normalization(low=low, high=high) if normalization is None else normalization
     fixed_scheme = get_scheme(scheme) if scheme is not None else None
     ref: Atlas | None = None  # grid holder for check_grid
     total = healthy = brain_count = None
@@ -280,7 +285,7 @@ def build_atlas(
             lesion = samr >= EDEMA
             brain = samr > 0  # lesion voxels count as brain
         try:
-            norm, _ = robust_normalize_sequences(arrays.images, brain, low=low, high=high)
+            norm, _ = spec.normalize_sequences(arrays.images, brain, lesion)
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
         keep = brain & ~lesion
@@ -311,7 +316,7 @@ def build_atlas(
     data = np.where(atlas_brain, mean, BACKGROUND_VALUE).astype(np.float32)
     info = {
         "n_subjects": n,
-        "normalization": {**DEFAULT_NORMALIZATION, "low": low, "high": high},
+        "normalization": spec.to_config(),
         "min_brain_fraction": min_brain_fraction,
         "n_filled_voxels": n_filled,
         "lesion_excluded": True,

@@ -45,7 +45,7 @@ from .data.brats import (
 from .editing import LesionEditor
 from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
-from .intensity import denormalize, robust_normalize
+from .intensity import denormalize
 from .labels import get_scheme
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
@@ -471,7 +471,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                 "the mask and the brain do not belong together (check orientation/registration) -- nothing painted"
             )
         brain = brain | (label != 0)
-        stats = {seq: robust_normalize(vol, brain)[1] for seq, vol in sources.items()}
+        stats = synth.subject_stats(sources, brain, lesion)
         cases.append(_Case(path, case, label, img, brain, stats, sources if local else {}))
     if not cases:
         raise ValueError(

@@ -46,7 +46,7 @@ from torch import nn
 
 from samraug import __version__
 from samraug.atlas import Atlas
-from samraug.intensity import DEFAULT_NORMALIZATION
+from samraug.intensity import DEFAULT_NORMALIZATION, Normalization
 from samraug.labels import CONDITIONINGS, SCHEMES, LabelScheme, get_scheme
 from samraug.models.generator import GENERATOR_PRESETS, MODEL_TYPES, generator_class, generator_from_config
 from samraug.serialization import (
@@ -668,7 +668,9 @@ def save_weights(
         "conditioning": conditioning,
         **generator.config,
         "label_scheme": scheme_to_config(label_scheme),
-        "normalization": json.loads(json.dumps(dict(normalization))) if normalization else default_normalization(),
+        "normalization": Normalization.from_config(normalization).to_config()
+        if normalization
+        else default_normalization(),
         **({"atlas": geometry} if geometry is not None else {}),
         **({"voxel_size": [float(v) for v in voxel_size]} if voxel_size is not None else {}),
         **({"crop_size": [int(v) for v in crop_size]} if crop_size is not None else {}),

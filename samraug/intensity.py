@@ -8,6 +8,14 @@ background value (0) outside it. Voxels that were clipped do not come back (they
 
 Every function takes numpy arrays or torch tensors and returns the same type (on the same device).
 
+**What a model's weights use** is a :class:`Normalization` (recorded in the weights' ``config.json``): the
+percentiles are taken over the *normal-appearing* brain (brain minus lesion) and map to ``maps_to`` (default -0.8 and
+-0.2), so that the brain's level does not depend on how much of it is lesion, and lesions brighter or darker than
+normal tissue (enhancing tumour on T1c: up to 3x the normal range above its 0.5th percentile) keep their contrast
+instead of being clipped at +1. Its :class:`IntensityStats` are still the intensities that map to -1 and +1, so
+:func:`normalize_with` and :func:`denormalize` work unchanged. Weights written before it record the plain whole-brain
+percentiles (``Normalization.legacy()``) and keep working.
+
 Example:
     >>> import numpy as np
     >>> vol = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
@@ -22,7 +30,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +40,10 @@ import torch
 __all__ = [
     "BACKGROUND_VALUE",
     "DEFAULT_NORMALIZATION",
+    "LEGACY_NORMALIZATION",
+    "NORMALIZATIONS",
     "IntensityStats",
+    "Normalization",
     "denormalize",
     "denormalize_sequences",
     "normalize_with",
@@ -44,14 +55,32 @@ __all__ = [
 #: Value of the background (outside the brain) in normalised images.
 BACKGROUND_VALUE = -1.0
 
-#: The normalisation recorded in model cards and configs (JSON-able).
+#: The normalisation recorded in model cards and configs of new weights (JSON-able): ``Normalization().to_config()``.
 DEFAULT_NORMALIZATION: dict[str, Any] = {
     "method": "percentile",
+    "region": "normal-brain",
     "low": 0.5,
     "high": 99.5,
+    "maps_to": [-0.8, -0.2],
     "range": [-1.0, 1.0],
     "background": BACKGROUND_VALUE,
 }
+
+#: What weights written before :class:`Normalization` existed used (their config has no ``region``).
+LEGACY_NORMALIZATION: dict[str, Any] = {
+    "method": "percentile",
+    "region": "brain",
+    "low": 0.5,
+    "high": 99.5,
+    "maps_to": [-1.0, 1.0],
+    "range": [-1.0, 1.0],
+    "background": BACKGROUND_VALUE,
+}
+
+_REGIONS = ("brain", "normal-brain")
+
+#: Names of :meth:`Normalization.named` (the recipe's ``--normalization``).
+NORMALIZATIONS = ("normal-brain", "brain")
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -191,20 +220,7 @@ def robust_normalize(
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
     mask = _check_inputs(volume, brain)
-    values = volume[mask]
-    n_values = values.numel() if _is_torch(values) else values.size
-    if n_values == 0:
-        raise ValueError(
-            f"brain mask is empty: no brain voxel in an image of shape {tuple(volume.shape)}; "
-            "pass brain= or check the images are skull-stripped (background 0)"
-        )
-    finite = torch.isfinite(values).all() if _is_torch(values) else np.isfinite(values).all()
-    if not bool(finite):
-        n_bad = int((~torch.isfinite(values)).sum()) if _is_torch(values) else int((~np.isfinite(values)).sum())
-        raise ValueError(
-            f"image has {n_bad} NaN/inf voxels inside the brain; fix or replace them (e.g. np.nan_to_num) first"
-        )
-    lo, hi = _percentiles(values, low, high)
+    _, (lo, hi) = _percentile_pair(volume, mask, mask, low, high)
     stats = IntensityStats(lo, max(hi, lo))
     return normalize_with(volume, stats, mask), stats
 
@@ -322,3 +338,194 @@ def denormalize_sequences(
         b = np.expand_dims(_as_bool_mask(brain, x), s.ndim - 2)
         y = np.where(b, y, dtype(background)).astype(dtype, copy=False)
     return y
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a model's images are normalised: percentiles ``low`` / ``high`` of ``region`` map to ``maps_to``.
+
+    ``region="normal-brain"`` takes the percentiles over the brain minus the lesion (when a lesion mask is given and
+    at least ``min_normal_fraction`` of the brain is left; otherwise over the whole brain), ``"brain"`` over the whole
+    brain (what weights written before this class used: :meth:`legacy`). Values are then clipped to [-1, 1] and the
+    background is -1, as everywhere in samraug. :meth:`stats` returns the :class:`IntensityStats` (the intensities at
+    -1 and +1), so :func:`normalize_with` / :func:`denormalize` apply and invert it.
+
+    Example:
+        >>> import numpy as np
+        >>> vol = np.concatenate([np.linspace(100, 200, 1000), np.full(50, 600.0)])  # normal brain + a bright lesion
+        >>> brain, lesion = np.ones(1050, bool), np.arange(1050) >= 1000
+        >>> spec = Normalization()
+        >>> x, stats = spec.normalize(vol, brain, lesion)
+        >>> round(float(x[:1000].min()), 2), round(float(x[:1000].max()), 2), round(float(x[-1]), 2)
+        (-0.8, -0.2, 1.0)
+        >>> Normalization.from_config(spec.to_config()) == spec
+        True
+    """
+
+    low: float = 0.5
+    high: float = 99.5
+    maps_to: tuple[float, float] = (-0.8, -0.2)
+    region: str = "normal-brain"
+    min_normal_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        low, high = float(self.low), float(self.high)
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"normalization percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+        a, b = (float(v) for v in self.maps_to)
+        if not -1.0 <= a < b <= 1.0:
+            raise ValueError(f"normalization maps_to must satisfy -1 <= a < b <= 1, got {list(self.maps_to)}")
+        if self.region not in _REGIONS:
+            raise ValueError(f"normalization region must be one of {list(_REGIONS)}, got {self.region!r}")
+        if not 0.0 <= float(self.min_normal_fraction) <= 1.0:
+            raise ValueError(f"min_normal_fraction must be in [0, 1], got {self.min_normal_fraction}")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+        object.__setattr__(self, "maps_to", (a, b))
+        object.__setattr__(self, "min_normal_fraction", float(self.min_normal_fraction))
+
+    @classmethod
+    def named(cls, name: str) -> Normalization:
+        """``"normal-brain"``: the default (:class:`Normalization()`); ``"brain"``: :meth:`legacy`.
+
+        Example:
+            >>> Normalization.named("brain").maps_to
+            (-1.0, 1.0)
+        """
+        if name == "normal-brain":
+            return cls()
+        if name == "brain":
+            return cls.legacy()
+        raise ValueError(f"unknown normalization {name!r}; use one of {list(NORMALIZATIONS)}")
+
+    @classmethod
+    def legacy(cls) -> Normalization:
+        """Whole-brain percentiles 0.5 / 99.5 to -1 / +1: what weights without ``region`` in their config used."""
+        return cls.from_config(LEGACY_NORMALIZATION)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> Normalization:
+        """The normalisation a weights config records (``config["normalization"]``); a config without ``region``
+        (written before it existed) is the legacy whole-brain one; None is the legacy one too.
+
+        Example:
+            >>> Normalization.from_config({"method": "percentile", "low": 0.5, "high": 99.5}).region
+            'brain'
+        """
+        cfg = dict(config or {})
+        method = cfg.get("method", "percentile")
+        if method != "percentile":
+            raise ValueError(
+                f"normalization method {method!r} is not known to this samraug version (only 'percentile'); "
+                "upgrade samraug or re-export the weights"
+            )
+        rng = [float(v) for v in cfg.get("range", [-1.0, 1.0])]
+        background = float(cfg.get("background", BACKGROUND_VALUE))
+        if rng != [-1.0, 1.0] or background != BACKGROUND_VALUE:
+            raise ValueError(
+                f"normalization range {rng} / background {background} is not samraug's [-1, 1] / -1; "
+                "re-export the weights with this samraug version"
+            )
+        legacy = "region" not in cfg
+        maps_to = cfg.get("maps_to", rng if legacy else DEFAULT_NORMALIZATION["maps_to"])
+        return cls(
+            low=float(cfg.get("low", 0.5)),
+            high=float(cfg.get("high", 99.5)),
+            maps_to=(float(maps_to[0]), float(maps_to[1])),
+            region="brain" if legacy else str(cfg["region"]),
+            min_normal_fraction=float(cfg.get("min_normal_fraction", 0.05)),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The JSON-able record written to weights configs (:meth:`from_config` reads it back)."""
+        out = {
+            "method": "percentile",
+            "region": self.region,
+            "low": self.low,
+            "high": self.high,
+            "maps_to": list(self.maps_to),
+            "range": [-1.0, 1.0],
+            "background": BACKGROUND_VALUE,
+        }
+        if self.min_normal_fraction != 0.05:
+            out["min_normal_fraction"] = self.min_normal_fraction
+        return out
+
+    def reference(self, brain: Any, lesion: Any | None) -> Any:
+        """The voxels whose percentiles are taken: the brain, minus ``lesion`` for ``region="normal-brain"`` when
+        enough of the brain is left (``min_normal_fraction``)."""
+        if self.region == "brain" or lesion is None:
+            return brain
+        if tuple(lesion.shape) != tuple(brain.shape):
+            raise ValueError(
+                f"lesion mask shape {tuple(lesion.shape)} does not match the brain mask {tuple(brain.shape)}"
+            )
+        if _is_torch(brain):
+            normal = brain & ~torch.as_tensor(lesion, device=brain.device).bool()
+            n_normal, n_brain = int(normal.sum()), int(brain.sum())
+        else:
+            normal = brain & ~np.asarray(lesion, dtype=bool)
+            n_normal, n_brain = int(normal.sum()), int(brain.sum())
+        return normal if n_normal > 0 and n_normal >= self.min_normal_fraction * n_brain else brain
+
+    def stats(self, volume: Array, brain: Any | None, lesion: Any | None = None) -> IntensityStats:
+        """The :class:`IntensityStats` of one sequence (intensities at -1 and +1).
+
+        Raises:
+            ValueError: empty brain, NaN/inf inside the brain, shape mismatch.
+        """
+        mask = _check_inputs(volume, brain)
+        ref = self.reference(mask, lesion)
+        _, (p_lo, p_hi) = _percentile_pair(volume, mask, ref, self.low, self.high)
+        a, b = self.maps_to
+        if p_hi <= p_lo:
+            return IntensityStats(p_lo, p_lo)
+        per_unit = (p_hi - p_lo) / (b - a)  # intensity per normalised unit
+        return IntensityStats(p_lo - (a + 1.0) * per_unit, p_lo + (1.0 - a) * per_unit)
+
+    def normalize(self, volume: Array, brain: Any | None, lesion: Any | None = None) -> tuple[Array, IntensityStats]:
+        """``volume`` normalised (clipped to [-1, 1], background -1) and its stats."""
+        stats = self.stats(volume, brain, lesion)
+        return normalize_with(volume, stats, brain), stats
+
+    def normalize_sequences(
+        self, volumes: Array, brain: Any | None, lesion: Any | None = None
+    ) -> tuple[Array, list[IntensityStats]]:
+        """:meth:`normalize` for each sequence of a ``(n, *spatial)`` stack (one brain and lesion mask for all)."""
+        if volumes.ndim < 2:
+            raise ValueError(f"expected a (n_sequences, *spatial) stack, got shape {tuple(volumes.shape)}")
+        for name, m in (("brain", brain), ("lesion", lesion)):
+            if m is not None and tuple(m.shape) != tuple(volumes.shape[1:]):
+                raise ValueError(
+                    f"{name} mask shape {tuple(m.shape)} does not match the spatial shape "
+                    f"{tuple(volumes.shape[1:])} of the sequences"
+                )
+        outs, stats = [], []
+        for i in range(volumes.shape[0]):
+            try:
+                y, s = self.normalize(volumes[i], brain, lesion)
+            except ValueError as e:
+                raise ValueError(f"sequence {i}: {e}") from None
+            outs.append(y)
+            stats.append(s)
+        out = torch.stack(outs) if _is_torch(volumes) else np.stack(outs)
+        return out, stats
+
+
+def _percentile_pair(volume: Any, mask: Any, ref: Any, low: float, high: float) -> tuple[Any, tuple[float, float]]:
+    """Check the brain voxels of ``volume`` (non-empty, finite) and return the percentiles of its ``ref`` voxels."""
+    values = volume[mask]
+    n_values = values.numel() if _is_torch(values) else values.size
+    if n_values == 0:
+        raise ValueError(
+            f"brain mask is empty: no brain voxel in an image of shape {tuple(volume.shape)}; "
+            "pass brain= or check the images are skull-stripped (background 0)"
+        )
+    finite = torch.isfinite(values) if _is_torch(values) else np.isfinite(values)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise ValueError(
+            f"image has {n_bad} NaN/inf voxels inside the brain; fix or replace them (e.g. np.nan_to_num) first"
+        )
+    ref_values = values if ref is mask else volume[ref]
+    return values, _percentiles(ref_values, low, high)

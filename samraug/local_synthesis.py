@@ -36,7 +36,7 @@ import torch
 from scipy import ndimage
 
 from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
-from samraug.intensity import DEFAULT_NORMALIZATION, IntensityStats, denormalize, normalize_with
+from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
 from samraug.region import edit_region, feather_weights
@@ -85,11 +85,6 @@ def _local_config(synthesizer: Any) -> dict[str, Any]:
 def _skip(images: Mapping[str, torch.Tensor], record: dict[str, Any], reason: str) -> tuple[dict, dict]:
     record["skipped"] = reason
     return dict(images), record
-
-
-def _subject_stats(volume: np.ndarray, brain: np.ndarray, low: float, high: float) -> IntensityStats:
-    lo, hi = np.percentile(volume[brain].astype(np.float64), [low, high])
-    return IntensityStats(float(lo), float(max(hi, lo)))
 
 
 def _write_back(image: torch.Tensor, flat: np.ndarray, values: np.ndarray) -> torch.Tensor:
@@ -240,11 +235,8 @@ def paint_local(
             f"local model has n_labels={k} but scheme {w_scheme.name!r} with conditioning {conditioning!r} has "
             f"{len(w_scheme.classes(conditioning))} classes; the weights folder is inconsistent"
         )
-    norm = dict(DEFAULT_NORMALIZATION) | dict(cfg.get("normalization") or {})
-    stats = {
-        name: _subject_stats(_array(images[name], name), brain_np, float(norm["low"]), float(norm["high"]))
-        for name in seqs
-    }
+    # the weights' normalisation, its percentiles over the subject's brain without the lesion in the images
+    stats = synthesizer.subject_stats({name: _array(images[name], name) for name in seqs}, brain_np, lesion_before)
     classes_w = w_scheme.encode(after_w, brain_eff, conditioning)
     synthetic = np.empty((len(seqs), int(region.sum())), dtype=np.float64)
     flat = np.flatnonzero(region)

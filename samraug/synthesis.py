@@ -51,7 +51,7 @@ from samraug.atlas import Atlas
 from samraug.batching import default_batch_size, preset_of
 from samraug.device import resolve_device
 from samraug.hub import load_weights, read_config, resolve_weights, scheme_from_config
-from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize
+from samraug.intensity import BACKGROUND_VALUE, IntensityStats, Normalization, denormalize
 from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
 from samraug.padding import pad_or_crop
 
@@ -334,6 +334,38 @@ class Synthesizer:
     def sequences(self) -> tuple[str, ...]:
         """The model's output sequences, in output order."""
         return tuple(self.config["sequences"])
+
+    @property
+    def normalization(self) -> Normalization:
+        """How the weights' images are normalised (``config["normalization"]``; weights written before
+        :class:`~samraug.intensity.Normalization` existed: :meth:`~samraug.intensity.Normalization.legacy`).
+        Subjects are normalised with it before painting and mapped back with its stats after."""
+        return Normalization.from_config(self.config.get("normalization"))
+
+    def subject_stats(
+        self, images: Mapping[str, Any], brain: Any, lesion: Any | None = None
+    ) -> dict[str, IntensityStats]:
+        """Per-sequence :class:`~samraug.intensity.IntensityStats` of a real subject under the weights'
+        :attr:`normalization` (what ``synthesize_volume(stats=...)`` maps back with).
+
+        Args:
+            images: ``{sequence: (X, Y, Z) array}`` (numpy or torch), the subject's real images.
+            brain: Boolean brain mask on their grid.
+            lesion: Boolean mask of the lesion *in these images* (the real one, before any edit), left out of the
+                percentiles by ``region="normal-brain"`` normalisations; None: the whole brain.
+
+        Example:
+            >>> synth.subject_stats({"t1n": t1n}, brain, lesion=label > 0)  # doctest: +SKIP
+            {'t1n': IntensityStats(low=..., high=...)}
+        """
+        spec = self.normalization
+        out = {}
+        for name, volume in images.items():
+            try:
+                out[name] = spec.stats(volume, brain, lesion)
+            except ValueError as e:
+                raise ValueError(f"image {name!r}: {e}") from None
+        return out
 
     @property
     def n_labels(self) -> int:

@@ -12,6 +12,7 @@ import torchio as tio
 from safetensors.torch import save_file
 
 from samraug.atlas import Atlas, build_atlas
+from samraug.intensity import Normalization
 
 SHAPE = (10, 12, 6)
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2.0, 0, -12], [0, 0, 2.0, -6], [0, 0, 0, 1]])
@@ -46,13 +47,19 @@ def _tio_subject(arrays: dict[str, np.ndarray], sid: str, affine: np.ndarray = A
     )
 
 
-def _normalised(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Independent re-implementation of the contract: p0.5 -> -1, p99.5 -> 1, clip, background -1."""
-    lo, hi = np.percentile(img[brain].astype(np.float64), [0.5, 99.5])
-    return np.where(brain, np.clip((img - lo) / (hi - lo) * 2 - 1, -1, 1), -1.0)
+def _normalised(img: np.ndarray, brain: np.ndarray, normal: np.ndarray | None = None) -> np.ndarray:
+    """Independent re-implementation of the contract. Default: p0.5 / p99.5 of the normal-appearing brain
+    (``normal``) -> -0.8 / -0.2; legacy (``normal=None``): of the whole brain -> -1 / +1. Clip, background -1."""
+    if normal is None:
+        lo, hi = np.percentile(img[brain].astype(np.float64), [0.5, 99.5])
+        return np.where(brain, np.clip((img - lo) / (hi - lo) * 2 - 1, -1, 1), -1.0)
+    lo, hi = np.percentile(img[normal].astype(np.float64), [0.5, 99.5])
+    return np.where(brain, np.clip((img - lo) / (hi - lo) * 0.6 - 0.8, -1, 1), -1.0)
 
 
-def _golden(subjects: list[dict[str, np.ndarray]], min_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def _golden(
+    subjects: list[dict[str, np.ndarray]], min_fraction: float = 0.5, legacy: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(subjects)
     total = np.zeros((len(SEQS), *SHAPE))
     count = np.zeros(SHAPE)
@@ -60,7 +67,8 @@ def _golden(subjects: list[dict[str, np.ndarray]], min_fraction: float = 0.5) ->
     for a in subjects:
         healthy = a["brain"] & (a["seg"] == 0)
         for k, s in enumerate(SEQS):
-            total[k] += np.where(healthy, _normalised(a[s], a["brain"]), 0.0)
+            norm = _normalised(a[s], a["brain"], None if legacy else healthy)
+            total[k] += np.where(healthy, norm, 0.0)
         count += healthy
         brain_count += a["brain"]
     with np.errstate(invalid="ignore"):
@@ -91,6 +99,17 @@ def test_atlas_is_the_mean_of_its_inputs_where_no_lesion_is(atlas: Atlas, inputs
     assert torch.all(atlas.data[:, ~atlas.brain] == -1.0)
     assert atlas.data.min() >= -1 and atlas.data.max() <= 1
     assert atlas.info["n_subjects"] == 4 and atlas.info["normalization"]["high"] == 99.5
+    assert atlas.info["normalization"]["region"] == "normal-brain"
+
+
+def test_atlas_with_the_legacy_normalisation_matches_the_old_contract(inputs: list[dict[str, np.ndarray]]) -> None:
+    legacy = build_atlas(
+        [_tio_subject(a, f"s{i}") for i, a in enumerate(inputs)], SEQS, normalization=Normalization.legacy()
+    )
+    mean, atlas_brain = _golden(inputs, legacy=True)
+    defined = atlas_brain & np.isfinite(mean[0])
+    np.testing.assert_allclose(legacy.data.numpy()[:, defined], mean[:, defined], atol=1e-5)
+    assert legacy.info["normalization"]["region"] == "brain"
 
 
 def test_lesion_voxels_are_excluded(atlas: Atlas, inputs: list[dict[str, np.ndarray]]) -> None:
@@ -98,8 +117,8 @@ def test_lesion_voxels_are_excluded(atlas: Atlas, inputs: list[dict[str, np.ndar
     v = (3, 4, 2)
     assert inputs[0]["seg"][v] > 0 and inputs[1]["seg"][v] == 0 and inputs[2]["seg"][v] == 0
     healthy = [a for a in inputs if a["seg"][v] == 0 and a["brain"][v]]
-    expected = np.mean([_normalised(a["t1"], a["brain"])[v] for a in healthy])
-    with_lesion = np.mean([_normalised(a["t1"], a["brain"])[v] for a in inputs])
+    expected = np.mean([_normalised(a["t1"], a["brain"], a["brain"] & (a["seg"] == 0))[v] for a in healthy])
+    with_lesion = np.mean([_normalised(a["t1"], a["brain"], a["brain"] & (a["seg"] == 0))[v] for a in inputs])
     assert float(atlas.data[0][v]) == pytest.approx(expected, abs=1e-5)
     assert abs(with_lesion - expected) > 0.1  # the lesions are bright: including them would show
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from samraug.intensity import (
     DEFAULT_NORMALIZATION,
     IntensityStats,
+    Normalization,
     denormalize,
     denormalize_sequences,
     normalize_with,
@@ -33,11 +34,78 @@ def _volume(seed: int = 0, shape: tuple[int, ...] = (12, 10, 8)) -> tuple[np.nda
 def test_default_normalization_is_json_and_matches_the_contract() -> None:
     assert json.loads(json.dumps(DEFAULT_NORMALIZATION)) == {
         "method": "percentile",
+        "region": "normal-brain",
         "low": 0.5,
         "high": 99.5,
+        "maps_to": [-0.8, -0.2],
         "range": [-1.0, 1.0],
         "background": -1.0,
     }
+    assert Normalization().to_config() == DEFAULT_NORMALIZATION
+    assert Normalization.from_config(DEFAULT_NORMALIZATION) == Normalization()
+
+
+def test_configs_without_region_are_the_legacy_whole_brain_normalisation() -> None:
+    old = {"method": "percentile", "low": 0.5, "high": 99.5, "range": [-1.0, 1.0], "background": -1.0}
+    spec = Normalization.from_config(old)
+    assert spec == Normalization.legacy() == Normalization.named("brain")
+    assert spec.region == "brain" and spec.maps_to == (-1.0, 1.0)
+    assert Normalization.from_config(None) == spec
+    vol, brain = _volume(3)
+    x_old, s_old = robust_normalize(vol, brain)  # the function every earlier weights folder was trained with
+    x_new, s_new = spec.normalize(vol, brain, lesion=vol > 300)  # a "lesion" changes nothing for legacy
+    np.testing.assert_array_equal(x_new, x_old)
+    assert s_new == s_old
+
+
+def _golden_normal_brain(vol: np.ndarray, brain: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """Independent re-implementation: p0.5 / p99.5 of brain & ~lesion -> -0.8 / -0.2, clip, background -1."""
+    lo, hi = np.percentile(vol[brain & ~lesion].astype(np.float64), [0.5, 99.5])
+    return np.where(brain, np.clip(-0.8 + 0.6 * (vol - lo) / (hi - lo), -1, 1), -1.0)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_normal_brain_normalisation_ignores_the_lesion_and_keeps_bright_lesions(as_torch: bool) -> None:
+    vol, brain = _volume(4)
+    lesion = np.zeros_like(brain)
+    lesion[3:6, 3:6, 2:5] = True
+    vol = np.where(lesion, vol + 600.0, vol).astype(np.float32)  # a bright lesion, above the brain's range
+    spec = Normalization()
+    v, b, le = (torch.from_numpy(a) for a in (vol, brain, lesion)) if as_torch else (vol, brain, lesion)
+    x, stats = spec.normalize(v, b, le)
+    x = x.numpy() if as_torch else x
+    np.testing.assert_allclose(x, _golden_normal_brain(vol, brain, lesion), atol=1e-5)
+    # the lesion does not move the brain: same stats as the image without it
+    clean = np.where(lesion, vol - 600.0, vol).astype(np.float32)
+    _, clean_stats = spec.normalize(clean, brain, lesion)
+    assert stats == clean_stats
+    # round trip inside [-1, 1]: denormalize gives the intensities back
+    inside = brain & (np.abs(x) < 1)
+    back = denormalize(x, stats, brain)
+    np.testing.assert_allclose(back[inside], vol[inside], rtol=1e-4)
+    # the normal tissue's p0.5 / p99.5 sit at -0.8 / -0.2, the lesion is not clipped away; background -1
+    normal = brain & ~lesion
+    np.testing.assert_allclose(np.percentile(x[normal], [0.5, 99.5]), [-0.8, -0.2], atol=1e-4)
+    assert x[lesion].mean() > 0.0 and (x[lesion] < 1.0).mean() > 0.9
+    assert np.all(x[~brain] == -1.0)
+
+
+def test_normal_brain_normalisation_falls_back_to_the_brain_when_little_is_left() -> None:
+    vol, brain = _volume(5)
+    lesion = brain.copy()
+    lesion[2, 2, 1] = False  # one normal voxel: below min_normal_fraction, the whole brain is used
+    spec = Normalization()
+    assert spec.stats(vol, brain, lesion) == spec.stats(vol, brain, None)
+    with pytest.raises(ValueError, match="maps_to"):
+        Normalization(maps_to=(0.5, 0.0))
+    with pytest.raises(ValueError, match="region"):
+        Normalization(region="white-matter")
+    with pytest.raises(ValueError, match="not known"):
+        Normalization.from_config({"method": "zscore"})
+    with pytest.raises(ValueError, match="unknown normalization"):
+        Normalization.named("zscore")
+    with pytest.raises(ValueError, match="lesion mask shape"):
+        spec.stats(vol, brain, lesion[..., :2])
 
 
 def test_percentiles_map_to_minus_one_and_one() -> None:

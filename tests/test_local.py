@@ -336,6 +336,7 @@ def test_recipe_local_task_end_to_end_on_the_phantom(tmp_path) -> None:
     assert w.mode == "local" and w.conditioning == "native" and w.atlas is None
     assert w.config["voxel_size"] == [2.0, 2.0, 2.0] and w.config["crop_size"] == [64, 64]
     assert w.generator.n_labels == 6 and w.config["context_slices"] == 1
+    assert w.config["normalization"]["region"] == "normal-brain"
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert "val/psnr/mean" in rows[0] and "val/psnr_meanfill/mean" in rows[0]
     card = (out / "README.md").read_text()

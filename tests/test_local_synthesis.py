@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from samraug.intensity import IntensityStats
+from samraug.intensity import DEFAULT_NORMALIZATION, IntensityStats
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.synthesis import Synthesizer
@@ -46,7 +46,11 @@ class TinyLocal(nn.Module):
 
 
 def make_synth(
-    mode: str = "conv", voxel_size=(2.0, 2.0, 2.0), weights_mode: str = "local", crop_size=(32, 32)
+    mode: str = "conv",
+    voxel_size=(2.0, 2.0, 2.0),
+    weights_mode: str = "local",
+    crop_size=(32, 32),
+    normalization: dict | None = None,
 ) -> Synthesizer:
     torch.manual_seed(0)
     model = TinyLocal(mode=mode)
@@ -60,6 +64,8 @@ def make_synth(
         "crop_size": list(crop_size),
         "use_atlas": False,
     }
+    if normalization is not None:
+        cfg["normalization"] = normalization
     return Synthesizer.from_model(model, None, cfg, device="cpu", dtype="float32")
 
 
@@ -177,6 +183,25 @@ def test_const_model_paints_its_value_deep_inside_on_any_grid(grid):
         expected = IntensityStats(lo, hi).low + 0.75 * (hi - lo)
         np.testing.assert_allclose(new[name].numpy()[deep], expected, rtol=1e-4)
         assert torch.equal(new[name][torch.from_numpy(~region)], images[name][torch.from_numpy(~region)])
+
+
+def test_const_model_paints_with_the_weights_normalisation_of_the_normal_brain():
+    """Weights that record the default normalisation: the subject's stats leave its real lesion out (p0.5 / p99.5
+    of the normal-appearing brain -> -0.8 / -0.2), so the constant 0.5 lands at 2.2 normal ranges above p0.5."""
+    shape, spacing = GRIDS["2mm"]
+    images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
+    synth = make_synth("const", normalization=dict(DEFAULT_NORMALIZATION))
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=2.0)
+    assert rec["skipped"] is None, rec
+    from samraug.region import edit_region, feather_weights
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=spacing) & (brain | (seg > 0))
+    deep = feather_weights(region, spacing, 2.0 + 2 * max(spacing)) == 1.0
+    normal = brain & (seg == 0)
+    for name in SEQS:
+        lo, hi = np.percentile(images[name].numpy()[normal].astype(np.float64), [0.5, 99.5])
+        expected = lo + (0.5 + 0.8) / 0.6 * (hi - lo)
+        np.testing.assert_allclose(new[name].numpy()[deep], expected, rtol=1e-4)
 
 
 def _flip(arr, axes):

@@ -26,6 +26,7 @@ from samraug.data.slices import (
     to_subject_scale,
     unpad,
 )
+from samraug.intensity import Normalization
 from samraug.labels import get_scheme
 
 SHAPE = (10, 12, 7)
@@ -149,9 +150,19 @@ def test_instance_shapes_one_hot_and_padding(atlas: Atlas) -> None:
     assert slice_instances(_subject(0), atlas, sequences=SEQS, size=(8, 8))[0]["image"].shape == (2, 8, 8)
 
 
-def test_stats_are_the_whole_brain_percentiles_and_round_trip() -> None:
+def test_default_stats_leave_the_lesion_out() -> None:
     a = _arrays(1)
     inst = slice_instances(_subject(1), None, sequences=SEQS, multiple=16)
+    normal = a["brain"] & (a["seg"] == 0)
+    for k, s in enumerate(SEQS):  # p0.5 / p99.5 of the normal-appearing brain -> -0.8 / -0.2
+        lo, hi = np.percentile(a[s][normal].astype(np.float64), [0.5, 99.5])
+        unit = (hi - lo) / 0.6
+        np.testing.assert_allclose(inst[0]["stats"][k].numpy(), [lo - 0.2 * unit, lo + 1.8 * unit], rtol=1e-5)
+
+
+def test_stats_are_the_whole_brain_percentiles_and_round_trip() -> None:
+    a = _arrays(1)
+    inst = slice_instances(_subject(1), None, sequences=SEQS, multiple=16, normalization=Normalization.legacy())
     assert "atlas" not in inst[0]
     for k, s in enumerate(SEQS):
         lo, hi = np.percentile(a[s][a["brain"]].astype(np.float64), [0.5, 99.5])

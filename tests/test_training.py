@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from samraug.intensity import Normalization
 from samraug.training import GANTrainer, TrainConfig, preset_config
 from samraug.training.config import PRESETS, model_defaults
 from samraug.training.gan import SyntheticSliceDataset, image_metrics, ssim_map
@@ -413,6 +414,8 @@ def test_recipe_end_to_end_on_the_phantom(tmp_path):
     w = load_weights(out)
     assert w.sequences == ("t1n", "t1c", "t2w", "t2f", "aptw") and w.atlas.shape == (99, 117, 95)
     assert json.loads((out / "config.json").read_text())["atlas_space"] == "MNI152"
+    assert w.config["normalization"] == Normalization().to_config()  # what the data and atlas were built with
+    assert w.atlas.info["normalization"] == Normalization().to_config()
     declared = w.atlas.info["training_data"]  # the weights say which (simulated) subjects they saw
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert declared["subjects"] == split["train"] and len(declared["phantom_subject_seeds"]) == len(split["train"])
@@ -560,6 +563,12 @@ def test_recipe_new_flags_map_onto_the_config():
     args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
     cfg = recipe.build_config(args)
     assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}
+    # the recipe trains on the normal-brain normalisation; TrainConfig's own default is what old checkpoints used
+    assert cfg.normalization == "normal-brain" and TrainConfig().normalization == "brain"
+    cfg = recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--normalization", "brain"]))
+    assert cfg.normalization == "brain"
+    with pytest.raises(ValueError, match="unknown normalization"):
+        TrainConfig(normalization="zscore")
 
 
 def test_checkpoints_written_before_a_config_field_existed_still_resume(tmp_path):
@@ -574,6 +583,8 @@ def test_checkpoints_written_before_a_config_field_existed_still_resume(tmp_path
     state = load_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").latest())
     del state["config"]["l1_class_balance"]  # as written before the field existed
     assert saved_config(state)["l1_class_balance"] is False
+    del state["config"]["normalization"]  # likewise: checkpoints before the field were trained on the legacy one
+    assert saved_config(state)["normalization"] == "brain"
     _native_trainer(max_steps=1).load_state_dict(state)
     state["config"]["lambda_l1"] = 55.0
     with pytest.raises(ValueError, match=r"lambda_l1: checkpoint 55.0"):

@@ -61,3 +61,15 @@ def save_tiny_local_weights(folder: Path, scheme: str = "brats2021") -> str:
     )
     save_weights(folder, gen, None, label_scheme=scheme, voxel_size=(2.0, 2.0, 2.0), crop_size=(32, 32))
     return str(folder)
+
+
+def subject_range(image: np.ndarray, brain: np.ndarray, lesion: np.ndarray | None = None) -> tuple[float, float]:
+    """Independent re-implementation of the default normalisation's contract: the intensities a painted sequence
+    can span in the subject's scale (the ones at -1 and +1), given the real image, its brain and its real lesion.
+
+    p0.5 / p99.5 of the normal-appearing brain (brain minus lesion) map to -0.8 / -0.2, linearly."""
+    image, brain = np.asarray(image, dtype=np.float64), np.asarray(brain, dtype=bool)
+    normal = brain if lesion is None else brain & ~np.asarray(lesion, dtype=bool)
+    lo, hi = np.percentile(image[normal], [0.5, 99.5])
+    per_unit = (hi - lo) / 0.6
+    return float(lo - 0.2 * per_unit), float(lo + 1.8 * per_unit)

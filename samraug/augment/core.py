@@ -22,7 +22,7 @@ from samraug.augment.donors import DonorPool, donors_key, label_array
 from samraug.augment.views import ItemView, as_tensor, check_lesion_in_brain
 from samraug.editing import LesionEditor
 from samraug.hub import scheme_from_config, scheme_to_config
-from samraug.intensity import BACKGROUND_VALUE, IntensityStats, denormalize, robust_normalize
+from samraug.intensity import BACKGROUND_VALUE, IntensityStats, Normalization, denormalize
 from samraug.labels import LabelScheme, get_scheme, one_hot
 
 if TYPE_CHECKING:
@@ -261,12 +261,13 @@ def _float_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float32
 
 
-def _stats_for(image: torch.Tensor, brain: np.ndarray, what: str) -> IntensityStats:
+def _stats_for(
+    image: torch.Tensor, brain: np.ndarray, lesion: np.ndarray, spec: Normalization, what: str
+) -> IntensityStats:
     try:
-        _, stats = robust_normalize(image.float(), torch.from_numpy(brain))
+        return spec.stats(image.float(), torch.from_numpy(brain), torch.from_numpy(lesion))
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
-    return stats
 
 
 def _background_of(image: torch.Tensor, brain: np.ndarray) -> float:
@@ -298,10 +299,14 @@ def _make_pending(
     else:
         samr = scheme.to_samr(edited, brain).astype(np.uint8)
     brain_t = torch.from_numpy(brain)
+    # the weights' normalisation (legacy whole-brain percentiles without weights); the real lesion is left out
+    spec = synth.normalization if synth is not None else Normalization.legacy()
+    real_lesion = np.isin(view.label, scheme.lesion_values)
     targets = []
     for seq, (key, channel, image) in view.images.items():
         if intensity == "match":
-            stats = _stats_for(image, view.brain, f"image {key!r}" + (f" channel {channel}" if channel else ""))
+            what = f"image {key!r}" + (f" channel {channel}" if channel else "")
+            stats = _stats_for(image, view.brain, real_lesion, spec, what)
             bg = _background_of(image, view.brain)
             targets.append(_Target(seq, key, channel, stats.low, stats.high, bg))
         elif intensity == "model":

@@ -38,7 +38,7 @@ import torch
 import torchio as tio
 from torch.utils.data import Dataset
 
-from ..intensity import BACKGROUND_VALUE, denormalize_sequences, robust_normalize_sequences, stats_to_array
+from ..intensity import BACKGROUND_VALUE, Normalization, denormalize_sequences, stats_to_array
 from ..labels import BACKGROUND, BRAIN, EDEMA, N_CLASSES, SCHEMES, LabelScheme, get_scheme, one_hot
 from ..padding import Array, pad_or_crop, padded_size, unpad
 from .brats import subject_arrays
@@ -147,9 +147,11 @@ def prepare_subject(
     seg_key: str = "seg",
     brain_key: str = "brain",
     conditioning: str = "samr",
+    normalization: Normalization | None = None,
 ) -> PreparedSubject:
     """Read, check and normalise one subject and keep its selected slices (see :func:`slice_instances`); labels
-    become model classes of ``conditioning`` (``scheme.encode``)."""
+    become model classes of ``conditioning`` (``scheme.encode``). ``normalization`` (default ``Normalization()``)
+    takes its percentiles over the normal-appearing brain (classes above normal brain excluded)."""
     arrays = subject_arrays(subject, sequences, seg_key=seg_key, brain_key=brain_key)
     what = f"subject {arrays.subject_id!r}"
     if atlas is not None:
@@ -170,8 +172,9 @@ def prepare_subject(
     else:
         samr = np.where(arrays.brain, BRAIN, BACKGROUND)
     brain = samr > BACKGROUND
+    spec = Normalization() if normalization is None else normalization
     try:
-        norm, stats = robust_normalize_sequences(arrays.images, brain)
+        norm, stats = spec.normalize_sequences(arrays.images, brain, samr > BRAIN)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
     depth = arrays.shape[2]
@@ -240,6 +243,7 @@ def slice_instances(
     multiple: int = 32,
     size: Sequence[int] | None = None,
     conditioning: str = "samr",
+    normalization: Normalization | None = None,
 ) -> list[dict[str, Any]]:
     """All training instances of one subject (normalised once), in increasing ``z``.
 
@@ -255,6 +259,8 @@ def slice_instances(
         min_brain_voxels: Minimum brain voxels of a ``"brain"``/``"lesion"`` slice.
         multiple: Pad (centred) H and W up to a multiple of this; ``size`` overrides with an explicit (H, W).
         conditioning: ``"samr"`` (5 SAMR classes) or ``"native"`` (the scheme's classes): the mask's classes.
+        normalization: How the sequences are normalised (:class:`samraug.intensity.Normalization`; default
+            ``Normalization()``: percentiles of the normal-appearing brain).
 
     Example:
         >>> inst = slice_instances(subject, atlas, sequences=["t1n", "t2f"], scheme="brats2024")  # doctest: +SKIP
@@ -271,6 +277,7 @@ def slice_instances(
         selection=selection,
         min_brain_voxels=min_brain_voxels,
         conditioning=conditioning,
+        normalization=normalization,
     )
     hw = _instance_size(prepared.shape, multiple, size)
     return [make_instance(prepared, z, atl, hw) for z in prepared.z]
@@ -290,7 +297,7 @@ class SliceDataset(Dataset):
     Args:
         subjects: ``tio.Subject``s or mappings (see :func:`slice_instances`).
         atlas: The atlas, or None (instances then have no ``"atlas"``).
-        sequences, scheme, selection, min_brain_voxels, multiple, size, conditioning: as in
+        sequences, scheme, selection, min_brain_voxels, multiple, size, conditioning, normalization: as in
             :func:`slice_instances`. Without
             ``size`` all subjects must share the in-plane shape (they do on an atlas grid).
         cache: Keep the normalised slices in memory.
@@ -316,9 +323,11 @@ class SliceDataset(Dataset):
         cache: bool = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         conditioning: str = "samr",
+        normalization: Normalization | None = None,
     ) -> None:
         self.subjects = list(subjects)
         self.conditioning = conditioning
+        self.normalization = Normalization() if normalization is None else normalization
         self.sequences = tuple(sequences)
         self.atlas = _atlas_for(atlas, self.sequences)
         if isinstance(scheme, LabelScheme) and SCHEMES.get(scheme.name) == scheme:
@@ -358,6 +367,7 @@ class SliceDataset(Dataset):
             selection=self.selection,
             min_brain_voxels=self.min_brain_voxels,
             conditioning=self.conditioning,
+            normalization=self.normalization,
         )
 
     def _get(self, i: int) -> PreparedSubject:

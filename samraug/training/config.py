@@ -46,6 +46,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from samraug.intensity import NORMALIZATIONS
 from samraug.labels import CONDITIONINGS
 
 __all__ = [
@@ -144,6 +145,11 @@ class TrainConfig:
             :mod:`samraug.training.local`; ``generator_preset`` then names a local preset, ``tiny`` or ``lite``).
         context_slices: Local task: slices on each side of the painted one (2.5D context).
         crop_size: Local task: training crop (H, W) in voxels.
+        normalization: How the images are normalised (:meth:`samraug.intensity.Normalization.named`):
+            ``"normal-brain"`` (percentiles of the normal-appearing brain to -0.8 / -0.2, so the brain's level does
+            not depend on the lesion and bright lesions are not clipped; what the recipe uses) or ``"brain"``
+            (whole-brain percentiles to -1 / +1: the default, what checkpoints written before the field used).
+            Recorded in the exported weights' config; painting reads it from there.
     """
 
     preset: str = "custom"
@@ -184,6 +190,7 @@ class TrainConfig:
     task: str = "whole"
     context_slices: int = 1
     crop_size: tuple[int, int] = (64, 64)
+    normalization: str = "brain"
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -200,6 +207,8 @@ class TrainConfig:
             raise ValueError(
                 f"context_slices must be >= 0 and crop_size positive, got {self.context_slices}, {self.crop_size}"
             )
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; use one of {list(NORMALIZATIONS)}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {self.conditioning!r}; use one of {list(CONDITIONINGS)}")
         if self.amp not in AMP_MODES:

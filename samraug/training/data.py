@@ -24,6 +24,7 @@ from samraug.data.brats import load_brats
 from samraug.data.phantom import PHANTOM_SEQUENCES, ensure_phantom_dataset
 from samraug.data.slices import SliceDataset
 from samraug.data.splits import load_split, patient_split, save_split, select_subjects
+from samraug.intensity import Normalization
 from samraug.labels import CAVITY, CONDITIONINGS, EDEMA, N_CLASSES, TUMOR, get_scheme
 
 __all__ = ["GANData", "SyntheticSliceDataset", "TrainingSubjects", "load_training_subjects", "prepare_gan_data"]
@@ -145,6 +146,7 @@ def prepare_gan_data(
     out_dir: str | Path | None = None,
     workers: int = 1,
     conditioning: str = "native",
+    normalization: Normalization | None = None,
 ) -> GANData:
     """Subjects -> patient-level split -> atlas from the TRAINING split only -> 2D slice data sets.
 
@@ -162,6 +164,8 @@ def prepare_gan_data(
         selection, min_brain_voxels: Which axial slices become instances (:func:`samraug.data.slices.select_slices`).
         conditioning: The masks' classes: ``"native"`` (the scheme's own lesion labels; phantom brats2024: 6
             classes) or ``"samr"`` (the paper's 5).
+        normalization: How the atlas and the slices are normalised (default ``Normalization()``: percentiles of
+            the normal-appearing brain, :class:`samraug.intensity.Normalization`).
 
     The atlas is built from the training subjects only, and records them in ``atlas.info["training_data"]``
     (``subjects``: case ids; phantom: also ``phantom_subject_seeds``), so exported weights declare their training
@@ -191,7 +195,7 @@ def prepare_gan_data(
     )
     scheme, sequences, split, simulated = loaded.scheme, loaded.sequences, loaded.split, loaded.simulated
     train_subjects, val_subjects, description = loaded.train, loaded.val, loaded.description
-    atlas = build_atlas(train_subjects, sequences, scheme=scheme)
+    atlas = build_atlas(train_subjects, sequences, scheme=scheme, normalization=normalization)
     # the weights declare what they were trained on (the atlas travels with them): lets a benchmark verify that
     # none of its test subjects was seen (phantom subjects by their per-subject seed, case names repeat)
     training_data: dict[str, Any] = {"subjects": list(split["train"])}
@@ -206,6 +210,7 @@ def prepare_gan_data(
         "selection": selection,
         "min_brain_voxels": min_brain_voxels,
         "multiple": multiple,
+        "normalization": normalization,
     }
     train = SliceDataset(train_subjects, atlas, **common)
     val = SliceDataset(val_subjects, atlas, **common) if val_subjects else None

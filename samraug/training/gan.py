@@ -65,6 +65,7 @@ from samraug.hub import (
     save_weights,
     scheme_from_config,
 )
+from samraug.intensity import Normalization
 from samraug.labels import EDEMA, LabelScheme, get_scheme
 from samraug.losses import discriminator_objective, generalized_dice_loss, generator_objective
 from samraug.metrics import image_metrics, ssim_map
@@ -906,6 +907,7 @@ class GANTrainer:
                 atlas_dtype=torch.float16 if fp16 and atlas is not None else None,
                 lineage=self.lineage or None,
                 atlas_space=atlas_space,
+                normalization=Normalization.named(self.config.normalization).to_config(),
                 **self.export_extras(),
             )
         barrier(self.env)

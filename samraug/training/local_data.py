@@ -39,6 +39,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from samraug.data.slices import prepare_subject
+from samraug.intensity import Normalization
 from samraug.labels import BRAIN, EDEMA, SCHEMES, LabelScheme, get_scheme
 from samraug.training.data import load_training_subjects
 
@@ -91,6 +92,8 @@ class LocalCropDataset(Dataset):
         margin_mm: Dilation of the lesion for the lesion-painting region.
         blob_mm: ``(min, max)`` blob diameter in mm.
         seed: Seed of the draws (item ``i`` uses ``(seed, i)``).
+        normalization: How each subject's sequences are normalised (default ``Normalization()``: percentiles of
+            the normal-appearing brain); the weights record it and painting uses the same.
 
     Example:
         >>> ds = LocalCropDataset(subjects, sequences=["t1n"], scheme="brats2024", crop_size=(64, 64))  # doctest: +SKIP
@@ -110,6 +113,7 @@ class LocalCropDataset(Dataset):
         margin_mm: float = 4.0,
         blob_mm: tuple[float, float] = (10.0, 40.0),
         seed: int = 0,
+        normalization: Normalization | None = None,
     ) -> None:
         if not subjects:
             raise ValueError("subjects is empty; pass at least one subject with a label map")
@@ -135,12 +139,18 @@ class LocalCropDataset(Dataset):
         self.margin_mm = float(margin_mm)
         self.blob_mm = (float(blob_mm[0]), float(blob_mm[1]))
         self.seed = int(seed)
+        self.normalization = Normalization() if normalization is None else normalization
         self.voxel_size: tuple[float, float, float] | None = None
         self._subjects = [self._prepare(subject) for subject in subjects]
 
     def _prepare(self, subject: tio.Subject | Mapping[str, Any]) -> _Subject:
         p = prepare_subject(
-            subject, self.sequences, scheme=self.scheme, selection="all", conditioning=self.conditioning
+            subject,
+            self.sequences,
+            scheme=self.scheme,
+            selection="all",
+            conditioning=self.conditioning,
+            normalization=self.normalization,
         )
         what = f"subject {p.subject_id!r}"
         if not _is_ras(p.affine):
@@ -282,6 +292,7 @@ def prepare_local_data(
     blob_mm: tuple[float, float] = (10.0, 40.0),
     conditioning: str = "native",
     seed: int = 0,
+    normalization: Normalization | None = None,
     **subject_kwargs: Any,
 ) -> LocalData:
     """Subjects (:func:`samraug.training.data.load_training_subjects`; ``subject_kwargs`` as there: ``scheme``,
@@ -302,6 +313,7 @@ def prepare_local_data(
         "lesion_fraction": lesion_fraction,
         "margin_mm": margin_mm,
         "blob_mm": blob_mm,
+        "normalization": normalization,
     }
     train = LocalCropDataset(loaded.train, crops_per_subject=crops_per_subject, seed=seed, **common)
     val = (
