@@ -47,13 +47,17 @@ from samraug.training.logging import validation_curve
 
 WHOLE_NOTES = (
     "Validation on the held-out patients of the split: L1 / PSNR / SSIM between synthetic and real slices inside "
-    "the brain (intensities normalised to [-1, 1]); dice_synth: Dice of the shape-consistency U-Net's "
+    "the brain, in the model's normalised range [-1, 1] (config normalization; with normal-brain the normal tissue "
+    "spans 0.6 of it, so these numbers are not comparable with those of whole-brain-normalised weights); "
+    "dice_synth: Dice of the shape-consistency U-Net's "
     "segmentation of the SYNTHETIC images against the input mask, dice_real: the same U-Net on the real images "
     "(reference)."
 )
 LOCAL_NOTES = (
     "Validation on fixed crops of the held-out patients of the split: L1 / PSNR / SSIM inside the painted region, "
-    "intensities scaled to [0, 1] per subject and sequence; psnr_meanfill: the same PSNR when the region is filled "
+    "the model's normalised intensities scaled linearly to [0, 1] (config normalization: with normal-brain the "
+    "normal tissue spans 0.3 of that scale, so these numbers are not comparable with those of whole-brain-normalised "
+    "weights); psnr_meanfill: the same PSNR when the region is filled "
     "with the mean of the known brain voxels of the crop (baseline); psnr_lesion / psnr_blob: lesion painting / "
     "pseudo-healthy inpainting crops."
 )
