@@ -36,7 +36,7 @@ from samraug.data.phantom import PHANTOM_SPACE
 from samraug.intensity import NORMALIZATIONS, Normalization
 from samraug.labels import CONDITIONINGS
 from samraug.training import GANTrainer, init_distributed, preset_config
-from samraug.training.checkpoint import CheckpointError
+from samraug.training.checkpoint import CheckpointError, step_of
 from samraug.training.config import LOCAL_DEFAULTS, MODEL_TYPES, TASKS, TRAINING_PRESETS
 from samraug.training.data import prepare_gan_data
 from samraug.training.distributed import barrier, cleanup_distributed
@@ -156,7 +156,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--log-dir", help="logs, grids, checkpoints, split (default: <out>-run)")
     g.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --log-dir")
+    g.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also keep every checkpoint at a multiple of N steps (e.g. --validate-every), so the one the validation "
+        "curve favours can be exported later (--resume CHECKPOINT --stop-at ITS_STEP)",
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue from the latest checkpoint in --log-dir; with a checkpoint of that run (its step-XXXXXXXXX "
+        "folder) and --stop-at at or below its step: export that checkpoint without training (the run's log is "
+        "kept whole)",
+    )
     g.add_argument(
         "--stop-at",
         type=int,
@@ -192,6 +209,7 @@ def build_config(args: argparse.Namespace):
         "num_workers": args.workers,
         "checkpoint_every": args.checkpoint_every,
         "keep_last": args.keep_last,
+        "keep_every": args.keep_every,
         "amp": args.amp,
         "sync_bn": args.sync_bn,
         "log_every": args.log_every,
@@ -285,6 +303,26 @@ def record_export(log_dir: Path, out: Path) -> None:
         os.replace(tmp, log_dir / EXPORTS_FILE)
 
 
+def resume_checkpoint(checkpoint: str, log_dir: Path, stop_at: int | None) -> Path:
+    """Check ``--resume CHECKPOINT``: a checkpoint of the run in ``--log-dir``, exported as it is (``--stop-at`` at
+    or below its step). Continuing training from an older checkpoint is refused: its new checkpoints would rotate
+    among the run's later ones."""
+    path = Path(checkpoint).expanduser()
+    root = log_dir / "checkpoints"
+    if not path.is_dir() or path.resolve().parent != root.resolve():
+        raise FileNotFoundError(
+            f"--resume {checkpoint}: not a checkpoint folder of the run in --log-dir {log_dir} (expected "
+            f"{root}/step-XXXXXXXXX); pass --resume alone for its latest checkpoint"
+        )
+    step = step_of(path)
+    if stop_at is None or stop_at > step:
+        raise ValueError(
+            f"--resume {checkpoint} exports that checkpoint (step {step}) and needs --stop-at {step}; to continue "
+            "training from it, copy it into a new --log-dir's checkpoints folder and resume there"
+        )
+    return path
+
+
 def check_outputs(args: argparse.Namespace, out: Path, log_dir: Path) -> list[Path]:
     """Refuse to write into an earlier run or weights folder unless --resume or --overwrite says so.
 
@@ -332,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     log_dir = Path(args.log_dir) if args.log_dir else out.parent / f"{out.name}-run"
     replaced = check_outputs(args, out, log_dir)  # before anything is read or written
+    if args.resume is not True and args.resume:
+        args.resume = str(resume_checkpoint(args.resume, log_dir, args.stop_at))
     if args.init_from and not args.resume:  # a bad source is refused before the run folder is touched
         args.init_from = locate_init_source(args.init_from)
     env = init_distributed(args.device)

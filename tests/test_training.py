@@ -15,6 +15,7 @@ from torch.utils.data import default_collate
 
 from samraug.intensity import Normalization
 from samraug.training import GANTrainer, TrainConfig, preset_config
+from samraug.training.checkpoint import load_checkpoint
 from samraug.training.config import PRESETS, model_defaults
 from samraug.training.gan import SyntheticSliceDataset, image_metrics, ssim_map
 from samraug.training.logging import SAMR_COLORS, TrainLogger, sample_grid, write_png
@@ -569,6 +570,25 @@ def test_recipe_new_flags_map_onto_the_config():
     assert cfg.normalization == "brain"
     with pytest.raises(ValueError, match="unknown normalization"):
         TrainConfig(normalization="zscore")
+    args = recipe.parse_args(["--out", "/tmp/x", "--keep-every", "500", "--resume"])
+    assert recipe.build_config(args).keep_every == 500 and args.resume is True
+    with pytest.raises(ValueError, match="keep_every must be >= 0"):
+        TrainConfig(keep_every=-1)
+
+
+def test_recipe_resume_from_a_given_checkpoint_only_exports_it(tmp_path):
+    recipe = _recipe()
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000000500"
+    ckpt.mkdir(parents=True)
+    assert recipe.resume_checkpoint(str(ckpt), tmp_path / "run", 500) == ckpt
+    with pytest.raises(ValueError, match="needs --stop-at 500"):
+        recipe.resume_checkpoint(str(ckpt), tmp_path / "run", None)
+    with pytest.raises(ValueError, match="copy it into a new --log-dir"):
+        recipe.resume_checkpoint(str(ckpt), tmp_path / "run", 700)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder of the run"):
+        recipe.resume_checkpoint(str(ckpt), tmp_path / "other-run", 500)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        recipe.resume_checkpoint(str(tmp_path / "missing"), tmp_path / "run", 500)
 
 
 def test_checkpoints_written_before_a_config_field_existed_still_resume(tmp_path):
@@ -589,6 +609,28 @@ def test_checkpoints_written_before_a_config_field_existed_still_resume(tmp_path
     state["config"]["lambda_l1"] = 55.0
     with pytest.raises(ValueError, match=r"lambda_l1: checkpoint 55.0"):
         _native_trainer(max_steps=1).load_state_dict(state)
+
+
+def test_an_older_kept_checkpoint_exports_as_it_is_and_the_log_stays_whole(tmp_path):
+    """keep_every keeps the checkpoints at its multiples beyond keep_last; resuming from one of them with a stop at
+    its step trains nothing, gives that checkpoint's weights, and leaves the later rows of the run's log in place."""
+    import csv
+
+    torch.manual_seed(0)
+    a, ds = _trainer(max_steps=6, checkpoint_every=1, keep_last=1, keep_every=2)
+    a.fit(ds, out_dir=tmp_path, progress=False, validate=False)
+    names = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert sorted(names) == ["step-000000002", "step-000000004", "step-000000006"]
+    older = tmp_path / "checkpoints" / "step-000000002"
+    b, _ = _trainer(max_steps=6, checkpoint_every=1, keep_last=1, keep_every=2)
+    result = b.fit(ds, val_dataset=ds, out_dir=tmp_path, resume=older, progress=False, stop_at_step=2)
+    assert result.steps == 2 and b.step == 2
+    c, _ = _trainer(max_steps=6, checkpoint_every=1, keep_last=1, keep_every=2)
+    c.load_state_dict(load_checkpoint(older))
+    assert all(torch.equal(v, _params(c.generator)[k]) for k, v in _params(b.generator).items())
+    with open(tmp_path / "log.csv", newline="") as f:
+        steps = [int(float(r["step"])) for r in csv.DictReader(f)]
+    assert max(steps) == 6 and steps[-1] == 2  # the run's rows kept, the export's validation appended
 
 
 def test_stop_at_step_validates_and_resume_at_that_step_trains_nothing(tmp_path):

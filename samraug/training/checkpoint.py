@@ -49,6 +49,7 @@ __all__ = [
     "flatten_state",
     "load_checkpoint",
     "save_checkpoint",
+    "step_of",
     "unflatten_state",
     "verify_checkpoint",
 ]
@@ -236,12 +237,27 @@ def load_checkpoint(folder: str | os.PathLike, map_location: str | torch.device 
 
 
 # ------------------------------------------------------------------------------------------------------ manager
+def step_of(folder: str | os.PathLike) -> int:
+    """The training step of a checkpoint folder ``step-XXXXXXXXX``.
+
+    Example:
+        >>> step_of("/runs/a/checkpoints/step-000001200")
+        1200
+    """
+    name = Path(folder).name
+    if not (name.startswith(_PREFIX) and name[len(_PREFIX) :].isdigit()):
+        raise ValueError(f"{folder} is not a checkpoint folder (step-XXXXXXXXX)")
+    return int(name[len(_PREFIX) :])
+
+
 class CheckpointManager:
     """Numbered, rotated, atomically written checkpoints under one root folder.
 
     Args:
         root: Folder holding ``step-XXXXXXXXX/`` checkpoints and the ``latest`` pointer (created on demand).
         keep_last: How many of the newest checkpoints to keep (>= 1).
+        keep_every: Also keep every checkpoint whose step is a multiple of this (0: none), e.g. the validation
+            interval, so that the checkpoint a validation curve favours is still there to export.
 
     Example:
         >>> import tempfile, torch
@@ -249,13 +265,21 @@ class CheckpointManager:
         >>> _ = m.save({"x": torch.zeros(1)}, step=1); _ = m.save({"x": torch.ones(1)}, step=2)
         >>> [p.name for p in m.checkpoints()], m.load()["x"].item()
         (['step-000000002'], 1.0)
+        >>> m = CheckpointManager(tempfile.mkdtemp(), keep_last=1, keep_every=2)
+        >>> for step in (1, 2, 3, 4, 5):
+        ...     _ = m.save({"x": torch.zeros(1)}, step=step)
+        >>> [p.name for p in m.checkpoints()]
+        ['step-000000002', 'step-000000004', 'step-000000005']
     """
 
-    def __init__(self, root: str | os.PathLike, keep_last: int = 3) -> None:
+    def __init__(self, root: str | os.PathLike, keep_last: int = 3, keep_every: int = 0) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        if keep_every < 0:
+            raise ValueError(f"keep_every must be >= 0 (0: keep only the last keep_last), got {keep_every}")
         self.root = Path(root)
         self.keep_last = int(keep_last)
+        self.keep_every = int(keep_every)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoint folders (by name; not verified), oldest first."""
@@ -290,7 +314,7 @@ class CheckpointManager:
         self._point_latest(final.name)
         keep = self.checkpoints()[-self.keep_last :]
         for p in self.checkpoints():
-            if p not in keep:
+            if p not in keep and not (self.keep_every and step_of(p) % self.keep_every == 0):
                 shutil.rmtree(p, ignore_errors=True)
         return final
 

@@ -133,7 +133,8 @@ class TrainConfig:
         channels_last: Use the channels-last memory format on CUDA.
         seed: Seeds torch / numpy / random, the sampler and the DataLoader workers.
         num_workers: DataLoader workers.
-        checkpoint_every: Checkpoint every N steps (0: only at the end); ``keep_last`` checkpoints are kept.
+        checkpoint_every: Checkpoint every N steps (0: only at the end); ``keep_last`` checkpoints are kept, plus
+            every one at a multiple of ``keep_every`` steps (0: none; e.g. ``validate_every``).
         log_every: Log scalars every N steps.
         grid_samples: Samples in the per-epoch PNG grid.
         sync_bn: Convert BatchNorm to SyncBatchNorm under DDP.
@@ -182,6 +183,7 @@ class TrainConfig:
     num_workers: int = 2
     checkpoint_every: int = 1000
     keep_last: int = 3
+    keep_every: int = 0
     log_every: int = 10
     grid_samples: int = 4
     sync_bn: bool = False
@@ -220,7 +222,14 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "n_scales", "keep_last", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "checkpoint_every", "grid_samples", "validate_every", "val_max_batches"):
+        for name in (
+            "num_workers",
+            "checkpoint_every",
+            "keep_every",
+            "grid_samples",
+            "validate_every",
+            "val_max_batches",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -651,7 +651,11 @@ class GANTrainer:
         steps_per_epoch, total_steps = self.plan(train_dataset)
         out = Path(out_dir) if out_dir is not None else None
         ckpt_root = Path(checkpoint_dir) if checkpoint_dir is not None else (out / "checkpoints" if out else None)
-        manager = CheckpointManager(ckpt_root, keep_last=cfg.keep_last) if ckpt_root is not None else None
+        manager = (
+            CheckpointManager(ckpt_root, keep_last=cfg.keep_last, keep_every=cfg.keep_every)
+            if ckpt_root is not None
+            else None
+        )
         self.setup_schedule(total_steps, steps_per_epoch)
         if resume:
             if manager is None:
@@ -663,8 +667,12 @@ class GANTrainer:
                     f"data/config gives {total_steps} of {steps_per_epoch}; resume with the same data and arguments"
                 )
         is_main = self.env.is_main
+        # Resumed only to stop at or before the checkpoint (an export): nothing is trained, so the run's log keeps
+        # every row (a later checkpoint's rows included) and only the final validation is appended.
+        export_only = bool(resume) and stop_at_step is not None and stop_at_step <= self.step
+        keep_rows = sys.maxsize if export_only else self.step
         logger = (
-            TrainLogger(out, enabled=is_main, resume_step=self.step if resume else None) if out is not None else None
+            TrainLogger(out, enabled=is_main, resume_step=keep_rows if resume else None) if out is not None else None
         )
         grid_batch = self._grid_batch(val_dataset if val_dataset is not None else train_dataset)
         bar = None
