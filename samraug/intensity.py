@@ -30,7 +30,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -220,7 +220,7 @@ def robust_normalize(
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
     mask = _check_inputs(volume, brain)
-    _, (lo, hi) = _percentile_pair(volume, mask, mask, low, high)
+    lo, hi = _percentile_pair(volume, mask, mask, low, high)
     stats = IntensityStats(lo, max(hi, lo))
     return normalize_with(volume, stats, mask), stats
 
@@ -263,17 +263,26 @@ def robust_normalize_sequences(
         >>> x.shape, len(stats)
         ((2, 4, 4, 4), 2)
     """
+    return _normalize_stack(volumes, {"brain": brain}, lambda v: robust_normalize(v, brain, low=low, high=high))
+
+
+def _normalize_stack(
+    volumes: Array, masks: Mapping[str, Any], normalize_one: Callable[[Array], tuple[Array, IntensityStats]]
+) -> tuple[Array, list[IntensityStats]]:
+    """Check a ``(n, *spatial)`` stack and its spatial ``masks`` (None: absent), normalise each sequence with
+    ``normalize_one`` (errors name the sequence) and stack the results."""
     if volumes.ndim < 2:
         raise ValueError(f"expected a (n_sequences, *spatial) stack, got shape {tuple(volumes.shape)}")
-    if brain is not None and tuple(brain.shape) != tuple(volumes.shape[1:]):
-        raise ValueError(
-            f"brain mask shape {tuple(brain.shape)} does not match the spatial shape {tuple(volumes.shape[1:])} "
-            "of the sequences"
-        )
+    for name, m in masks.items():
+        if m is not None and tuple(m.shape) != tuple(volumes.shape[1:]):
+            raise ValueError(
+                f"{name} mask shape {tuple(m.shape)} does not match the spatial shape {tuple(volumes.shape[1:])} "
+                "of the sequences"
+            )
     outs, stats = [], []
     for i in range(volumes.shape[0]):
         try:
-            y, s = robust_normalize(volumes[i], brain, low=low, high=high)
+            y, s = normalize_one(volumes[i])
         except ValueError as e:
             raise ValueError(f"sequence {i}: {e}") from None
         outs.append(y)
@@ -462,10 +471,9 @@ class Normalization:
             )
         if _is_torch(brain):
             normal = brain & ~torch.as_tensor(lesion, device=brain.device).bool()
-            n_normal, n_brain = int(normal.sum()), int(brain.sum())
         else:
             normal = brain & ~np.asarray(lesion, dtype=bool)
-            n_normal, n_brain = int(normal.sum()), int(brain.sum())
+        n_normal, n_brain = int(normal.sum()), int(brain.sum())
         return normal if n_normal > 0 and n_normal >= self.min_normal_fraction * n_brain else brain
 
     def stats(self, volume: Array, brain: Any | None, lesion: Any | None = None) -> IntensityStats:
@@ -476,7 +484,7 @@ class Normalization:
         """
         mask = _check_inputs(volume, brain)
         ref = self.reference(mask, lesion)
-        _, (p_lo, p_hi) = _percentile_pair(volume, mask, ref, self.low, self.high)
+        p_lo, p_hi = _percentile_pair(volume, mask, ref, self.low, self.high)
         a, b = self.maps_to
         if p_hi <= p_lo:
             return IntensityStats(p_lo, p_lo)
@@ -492,27 +500,11 @@ class Normalization:
         self, volumes: Array, brain: Any | None, lesion: Any | None = None
     ) -> tuple[Array, list[IntensityStats]]:
         """:meth:`normalize` for each sequence of a ``(n, *spatial)`` stack (one brain and lesion mask for all)."""
-        if volumes.ndim < 2:
-            raise ValueError(f"expected a (n_sequences, *spatial) stack, got shape {tuple(volumes.shape)}")
-        for name, m in (("brain", brain), ("lesion", lesion)):
-            if m is not None and tuple(m.shape) != tuple(volumes.shape[1:]):
-                raise ValueError(
-                    f"{name} mask shape {tuple(m.shape)} does not match the spatial shape "
-                    f"{tuple(volumes.shape[1:])} of the sequences"
-                )
-        outs, stats = [], []
-        for i in range(volumes.shape[0]):
-            try:
-                y, s = self.normalize(volumes[i], brain, lesion)
-            except ValueError as e:
-                raise ValueError(f"sequence {i}: {e}") from None
-            outs.append(y)
-            stats.append(s)
-        out = torch.stack(outs) if _is_torch(volumes) else np.stack(outs)
-        return out, stats
+        masks = {"brain": brain, "lesion": lesion}
+        return _normalize_stack(volumes, masks, lambda v: self.normalize(v, brain, lesion))
 
 
-def _percentile_pair(volume: Any, mask: Any, ref: Any, low: float, high: float) -> tuple[Any, tuple[float, float]]:
+def _percentile_pair(volume: Any, mask: Any, ref: Any, low: float, high: float) -> tuple[float, float]:
     """Check the brain voxels of ``volume`` (non-empty, finite) and return the percentiles of its ``ref`` voxels."""
     values = volume[mask]
     n_values = values.numel() if _is_torch(values) else values.size
@@ -527,5 +519,4 @@ def _percentile_pair(volume: Any, mask: Any, ref: Any, low: float, high: float) 
         raise ValueError(
             f"image has {n_bad} NaN/inf voxels inside the brain; fix or replace them (e.g. np.nan_to_num) first"
         )
-    ref_values = values if ref is mask else volume[ref]
-    return values, _percentiles(ref_values, low, high)
+    return _percentiles(values if ref is mask else volume[ref], low, high)

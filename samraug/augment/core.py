@@ -301,7 +301,7 @@ def _make_pending(
     brain_t = torch.from_numpy(brain)
     # the weights' normalisation (legacy whole-brain percentiles without weights); the real lesion is left out
     spec = synth.normalization if synth is not None else Normalization.legacy()
-    real_lesion = np.isin(view.label, scheme.lesion_values)
+    real_lesion = np.isin(view.label, scheme.lesion_values) if intensity == "match" else None
     targets = []
     for seq, (key, channel, image) in view.images.items():
         if intensity == "match":

@@ -244,10 +244,16 @@ def step_of(folder: str | os.PathLike) -> int:
         >>> step_of("/runs/a/checkpoints/step-000001200")
         1200
     """
-    name = Path(folder).name
-    if not (name.startswith(_PREFIX) and name[len(_PREFIX) :].isdigit()):
+    step = _parse_step(Path(folder).name)
+    if step is None:
         raise ValueError(f"{folder} is not a checkpoint folder (step-XXXXXXXXX)")
-    return int(name[len(_PREFIX) :])
+    return step
+
+
+def _parse_step(name: str) -> int | None:
+    """The step of a checkpoint folder name ``step-XXXXXXXXX``; None for any other name."""
+    digits = name[len(_PREFIX) :]
+    return int(digits) if name.startswith(_PREFIX) and digits.isdigit() else None
 
 
 class CheckpointManager:
@@ -285,10 +291,7 @@ class CheckpointManager:
         """Complete checkpoint folders (by name; not verified), oldest first."""
         if not self.root.is_dir():
             return []
-        found = []
-        for p in self.root.iterdir():
-            if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit():
-                found.append((int(p.name[len(_PREFIX) :]), p))
+        found = [(step, p) for p in self.root.iterdir() if p.is_dir() and (step := _parse_step(p.name)) is not None]
         return [p for _, p in sorted(found)]
 
     def save(self, state: Any, step: int) -> Path:
