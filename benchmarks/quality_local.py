@@ -15,16 +15,23 @@ Two tasks, with regions fixed by ``--seed`` and identical for every row:
   mask; the truth is the real image.
 
 Rows on the same regions: the local model (``--weights``: a local weights folder or hub id; ``--standin``: a
-random-initialised contract-shaped model, a smoke test of the pipeline, NOT a result), **mean fill** (each
-sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste** (inpainting
-only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the mirror touches
-a lesion or leaves the brain), the **whole-image mode** (``--whole-weights``, default the bundled whole-image demo
-weights; the whole subject painted from the edited mask, scored in the same region; ``--no-whole`` leaves it out) and
-the **noise reference**. Metrics inside the region: SSIM (Gaussian window, per axial slice, averaged over region
-voxels), PSNR and MSE, with intensities scaled to [0, 1] per subject and sequence (0.5 / 99.5 brain percentiles of
-the real image, clipped), and the inter-slice consistency: mean |v(z+1) - v(z)| over axially adjacent voxel pairs
-inside the region, of the row and (in brackets) of the real image. The painting uses ``feather_mm=0`` so the region
-holds the model's own output.
+random-initialised contract-shaped model, a smoke test of the pipeline, NOT a result) as it paints
+(``noise="none"``: the prediction the challenge scores), **+ matched noise** (the painters' default
+``noise="match"``: the region's noise topped up to the subject's own around it, :mod:`samraug.texture`) and **no
+seam correction** (``seam="none"``: without the Poisson blending of :mod:`samraug.seam`, noise none), **harmonic
+fill** (classical Laplace inpainting: the harmonic function that meets the real image across the region's border,
+:func:`samraug.seam.poisson_correction` of an empty painting), **mean
+fill** (each sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste**
+(inpainting only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the
+mirror touches a lesion or leaves the brain), the **whole-image mode** (``--whole-weights``, default the bundled
+whole-image demo weights; the whole subject painted from the edited mask, scored in the same region; ``--no-whole``
+leaves it out), the **noise reference** and the **noise-free ceiling** (the mean of ``--ceiling-seeds`` noise
+realisations of the same subject: close to the expected image given the anatomy, the best any prediction can score;
+its residual noise costs about ``10 log10(1 + 1/N)`` dB of the true ceiling). Metrics inside the region: SSIM
+(Gaussian window, per axial slice, averaged over region voxels), PSNR and MSE, with intensities scaled to [0, 1] per
+subject and sequence (0.5 / 99.5 brain percentiles of the real image, clipped), and the inter-slice consistency:
+mean |v(z+1) - v(z)| over axially adjacent voxel pairs inside the region, of the row and (in brackets) of the real
+image. The painting uses ``feather_mm=0`` so the region holds the model's own output.
 
 Also: the per-class contrast table (lesion class vs normal brain, in SD of normal brain, per sequence; real vs
 synthetic, lesion task) and a PNG grid (real, region, synthetic) for three subjects. Label fidelity of the local
@@ -65,12 +72,23 @@ from samraug.image_stats import contrast, slice_consistency
 from samraug.labels import get_scheme
 from samraug.outputs import write_atomic
 from samraug.region import dilate_mm, edit_region
+from samraug.seam import poisson_correction
 
-__all__ = ["donor_shapes", "main", "place_region", "region_metrics", "scale01"]
+__all__ = ["donor_shapes", "harmonic_fill", "main", "place_region", "region_metrics", "scale01"]
 
 SCHEME = get_scheme("brats2024")
 TASKS = ("inpainting", "lesion")
-ROWS = ("local model", "whole-image mode", "mean fill", "copy-paste", "noise reference")
+ROWS = (
+    "local model",
+    "local model + matched noise",
+    "local model, no seam correction",
+    "whole-image mode",
+    "harmonic fill",
+    "mean fill",
+    "copy-paste",
+    "noise reference",
+    "noise-free ceiling",
+)
 METRICS = ("ssim", "psnr", "mse", "dz", "dz_real")
 MIN_MM, MAX_MM = 10.0, 40.0
 LESION_GAP_MM = 4.0
@@ -170,14 +188,53 @@ def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing:
     return out
 
 
+def harmonic_fill(
+    images: Mapping[str, np.ndarray], sequences: Sequence[str], region: np.ndarray, brain: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Classical Laplace inpainting: each image with the region replaced by the harmonic function that meets the
+    image on the one-voxel shell around the region (face neighbours in the brain; :func:`poisson_correction` of an
+    empty painting anchored on that shell).
+
+    Example:
+        >>> img = np.full((9, 9, 9), 4.0, np.float32); r = np.zeros(img.shape, bool); r[3:6, 3:6, 3:6] = True
+        >>> out = harmonic_fill({"t1n": np.where(r, 0.0, img)}, ["t1n"], r, np.ones(r.shape, bool))
+        >>> bool(np.allclose(out["t1n"], 4.0))
+        True
+    """
+    shell = ndimage.binary_dilation(region, ndimage.generate_binary_structure(3, 1)) & ~region & brain
+    support = region | shell
+    stack = np.stack([np.asarray(images[s], dtype=np.float64) for s in sequences])
+    values = poisson_correction(np.zeros_like(stack), stack, support, shell)
+    inside = region[support]
+    out = {}
+    for i, s in enumerate(sequences):
+        img = np.asarray(images[s]).copy()
+        img[region] = values[i][inside]
+        out[s] = img
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- run
-def _paint(painter: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray):
+def _paint(painter: Any, subject: PhantomSubject, before: np.ndarray, after: np.ndarray, seed: int = 0):
     """The subject's images painted by ``painter`` (a :class:`~samraug.augment.painters.SAMRPainter`, local or
-    whole mode) for the edit ``before`` -> ``after``, with the painter's record."""
+    whole mode) for the edit ``before`` -> ``after``, with the painter's record (``seed``: the matched noise's)."""
     images = {k: torch.from_numpy(v) for k, v in subject.images.items() if k in painter.synthesizer.sequences}
     brain = subject.brain | (before > 0) | (after > 0)
-    out, rec = painter.paint(images, before, after, brain, subject.affine, SCHEME)
+    generator = torch.Generator().manual_seed(int(seed))
+    out, rec = painter.paint(images, before, after, brain, subject.affine, SCHEME, generator=generator)
     return {k: v.numpy() for k, v in out.items()}, rec
+
+
+def _ceiling(index: int, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The mean of ``args.ceiling_seeds`` noise realisations of phantom subject ``index`` (noise seeds after the
+    noise reference's), per sequence: nearly the expected image given the anatomy."""
+    first = args.noise_seed + 1
+    total: dict[str, np.ndarray] = {}
+    for n in range(first, first + args.ceiling_seeds):
+        s = dataset_subject(index, seed=args.data_seed, resolution=args.resolution, noise_seed=n)
+        for key, image in s.images.items():
+            total[key] = total.get(key, 0.0) + image.astype(np.float64)
+    return {key: (v / args.ceiling_seeds).astype(np.float32) for key, v in total.items()}
 
 
 def _score(
@@ -221,10 +278,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_source = "random-initialised contract-shaped stand-in (smoke test only, not a result)"
     sequences = tuple(synth.sequences) if synth is not None else ("t1n", "t1c", "t2w", "t2f")
     # feather 0: the region holds the model's own output; inpainting regions get no margin, lesions --margin-mm
-    inpaint = lesion = None
+    inpaint: dict[str, SAMRPainter] = {}
+    lesion: dict[str, SAMRPainter] = {}
     if synth is not None:
-        inpaint = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0)
-        lesion = SAMRPainter(synth, mode="local", margin_mm=args.margin_mm, feather_mm=0.0)
+        variants = {
+            "local model": {"noise": "none"},
+            "local model + matched noise": {"noise": "match"},
+            "local model, no seam correction": {"noise": "none", "seam": "none"},
+        }
+        for row, kw in variants.items():
+            inpaint[row] = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0, **kw)
+            lesion[row] = SAMRPainter(synth, mode="local", margin_mm=args.margin_mm, feather_mm=0.0, **kw)
     whole = None
     if not args.no_whole:
         from samraug.hub import BUNDLED_WHOLE_WEIGHTS  # weights=None would be the bundled LOCAL weights
@@ -239,6 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     noise = [
         dataset_subject(i, seed=args.data_seed, resolution=args.resolution, noise_seed=args.noise_seed) for i in indices
     ]
+    ceiling = [_ceiling(i, args) for i in indices]
     shapes = donor_shapes(real)
     rng = np.random.default_rng(args.seed)
     raw: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {
@@ -247,7 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     contrasts: dict[str, dict[str, dict[str, list[float]]]] = {}
     skipped: list[dict[str, Any]] = []
     grid: list[dict[str, Any]] = []
-    for k, (subj, ref) in enumerate(zip(real, noise, strict=True)):
+    for k, (subj, ref, top) in enumerate(zip(real, noise, ceiling, strict=True)):
         spacing = voxel_spacing(subj.affine)
         others = [sh for j, sh in shapes if j != k] or [sh for _, sh in shapes]
         # Task 1: healthy-tissue inpainting.
@@ -259,14 +324,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             preds: dict[str, dict[str, np.ndarray] | None] = {r: None for r in ROWS}
             if synth is not None:
                 before = np.where(region & (subj.seg == 0), np.uint8(2), subj.seg)
-                painted, rec = _paint(inpaint, subj, before, subj.seg)
+                painted, rec = _paint(inpaint["local model"], subj, before, subj.seg)
                 if rec["skipped"] is None:
-                    preds["local model"] = painted
+                    for row, painter in inpaint.items():
+                        preds[row] = painted if row == "local model" else _paint(painter, subj, before, subj.seg, k)[0]
                 else:
                     skipped.append({"subject": subj.subject_id, "task": "inpainting", "reason": rec["skipped"]})
             if whole is not None:
                 preds["whole-image mode"] = _paint(whole, subj, before, subj.seg)[0]
             preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
+            preds["harmonic fill"] = harmonic_fill(subj.images, sequences, region, subj.brain)
             mirrored = mirror_region(subj, region)
             if mirrored is not None:
                 cp = {}
@@ -276,15 +343,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cp[s] = img
                 preds["copy-paste"] = cp
             preds["noise reference"] = {s: ref.images[s] for s in sequences}
+            preds["noise-free ceiling"] = top
             _score(raw["inpainting"], preds, subj, region, sequences)
             if r_i == 0 and len(grid) < 3:
-                best = preds["local model"] or preds["mean fill"]
+                shown = "local model + matched noise" if preds["local model"] is not None else "mean fill"
                 grid.append(
                     {
                         "subject": subj,
                         "region": region,
-                        "pred": best,
-                        "row": "local model" if preds["local model"] is not None else "mean fill",
+                        "pred": preds[shown],
+                        "row": shown,
                     }
                 )
         # Task 2: lesion painting from its own mask.
@@ -295,15 +363,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) & (subj.brain | (subj.seg > 0))
         preds = {r: None for r in ROWS}
         if synth is not None:
-            painted, rec = _paint(lesion, subj, subj.seg, subj.seg)
+            painted, rec = _paint(lesion["local model"], subj, subj.seg, subj.seg)
             if rec["skipped"] is None:
-                preds["local model"] = painted
+                for row, painter in lesion.items():
+                    preds[row] = painted if row == "local model" else _paint(painter, subj, subj.seg, subj.seg, k)[0]
             else:
                 skipped.append({"subject": subj.subject_id, "task": "lesion", "reason": rec["skipped"]})
         if whole is not None:
             preds["whole-image mode"] = _paint(whole, subj, subj.seg, subj.seg)[0]
         preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
         preds["noise reference"] = {s: ref.images[s] for s in sequences}
+        preds["noise-free ceiling"] = top
         _score(raw["lesion"], preds, subj, region, sequences)
         normal = subj.brain & (subj.seg == 0) & ~region
         for value in SCHEME.lesion_values:
@@ -443,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--first-index", type=int, default=900, help="first held-out phantom subject index")
     p.add_argument("--data-seed", type=int, default=0, help="phantom data-set seed")
     p.add_argument("--noise-seed", type=int, default=1, help="noise seed of the noise reference")
+    p.add_argument(
+        "--ceiling-seeds", type=int, default=8, help="noise realisations averaged for the noise-free ceiling row"
+    )
     p.add_argument("--resolution", type=float, default=2.0)
     p.add_argument("--regions", type=int, default=2, help="inpainting regions per subject")
     p.add_argument("--margin-mm", type=float, default=4.0, help="lesion-painting region margin")
@@ -454,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.weights and args.standin:
         p.error("give --weights or --standin, not both")
+    if args.ceiling_seeds < 1:
+        p.error("--ceiling-seeds must be >= 1")
     if args.n_subjects < 2:
         p.error("--n-subjects must be >= 2 (regions come from other subjects' lesions)")
     target = args.out / "quality_local.json"

@@ -143,6 +143,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--batch-size", type=int, help="per-process batch size (default 8)")
     g.add_argument("--lr", type=float, help="Adam learning rate for G, D and U (default 2e-4)")
     g.add_argument("--lambda-l1", type=float, help="weight of the L1 reconstruction term (default: per model)")
+    g.add_argument(
+        "--lambda-l2",
+        type=float,
+        help="weight of a squared-error reconstruction term (default 0): the mean, not the median, of what the "
+        "context allows (what in-region PSNR/SSIM reward)",
+    )
     g.add_argument("--lambda-fm", type=float, help="weight of the feature-matching term (default: per model)")
     g.add_argument(
         "--l1-class-balance",
@@ -243,6 +249,7 @@ def build_config(args: argparse.Namespace):
         ("batch_size", "batch_size"),
         ("lr", "lr"),
         ("lambda_l1", "lambda_l1"),
+        ("lambda_l2", "lambda_l2"),
         ("lambda_fm", "lambda_fm"),
     ):
         if getattr(args, arg) is not None:

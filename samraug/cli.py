@@ -151,6 +151,20 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--margin-mm", type=float, default=8.0, metavar="MM", help="local mode: margin around the edit (default 8)"
     )
+    parser.add_argument(
+        "--noise",
+        choices=("match", "none"),
+        default="match",
+        help="local mode: 'match' (default) tops the repainted region's noise up to the case's own noise around it; "
+        "'none' keeps the model's painting as it is",
+    )
+    parser.add_argument(
+        "--seam",
+        choices=("poisson", "none"),
+        default="poisson",
+        help="local mode: 'poisson' (default) corrects the painting to continue the case's image across the "
+        "region's border; 'none' keeps the model's painting as it is",
+    )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
     parser.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -407,7 +421,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
-    painter = SAMRPainter(synth, mode=args.mode, margin_mm=args.margin_mm)  # --mode must match the weights
+    painter = SAMRPainter(synth, mode=args.mode, margin_mm=args.margin_mm, noise=args.noise, seam=args.seam)
     local = painter.mode == "local"
     atlas = None if local else synth.atlas
 
@@ -505,7 +519,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                 if local:  # the region around the edit repainted inside the case's own images, in their scale
                     images = {s: torch.from_numpy(np.asarray(v, dtype=np.float32)) for s, v in c.images.items()}
                     painted, paint_record = painter.paint(
-                        images, c.label, np.asarray(edited), c.brain, c.header.affine, scheme
+                        images, c.label, np.asarray(edited), c.brain, c.header.affine, scheme, generator=generator
                     )
                     if paint_record.get("skipped"):
                         local_skips.append(f"{sample}: {paint_record['skipped']}")

@@ -165,6 +165,7 @@ class SAMRSynthesized(Randomizable, MapTransform):
             editor=self.editor,
             generator=torch.Generator().manual_seed(self._seed),
             donors=self.donors,
+            paint_seed=self._seed + 1,
         )
         self.last_record = {"seed": self._seed, "edit": done.record["edit"]}
         return done.item

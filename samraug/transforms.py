@@ -173,7 +173,8 @@ class SAMRSynthesizeFixed(Transform):
 
     Args:
         edit: The editor's record of the edit (a dict), or None for no edit (synthesis of the unedited mask).
-        seed: The sample's seed (recorded for reference; the record alone reproduces the edit).
+        seed: The sample's seed (the record alone reproduces the edit; local painting's matched noise is drawn
+            from ``seed + 1``, as in the original sample).
         synthesize: Whether the sample was synthesized at all.
         weights: The weights (None: the bundled demo weights, local mode; a folder; ``org/name[@rev]``; a
             ``"memory:..."`` key).
@@ -262,6 +263,7 @@ class SAMRSynthesizeFixed(Transform):
             editor=None if self.edit is None else editor,
             replay=self.edit,
             donors=donors,
+            paint_seed=None if self.seed is None else self.seed + 1,  # the painter's noise, as in the original
         ).item
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -341,3 +342,24 @@ def test_recipe_local_task_end_to_end_on_the_phantom(tmp_path) -> None:
     assert "val/psnr/mean" in rows[0] and "val/psnr_meanfill/mean" in rows[0]
     card = (out / "README.md").read_text()
     assert "--task local" in card and "psnr_meanfill" in card
+
+
+def test_l2_term_is_the_region_mean_squared_error() -> None:
+    """lambda_l2 adds lambda_l2 * mean((fake - real)^2) over the region's pixels (all sequences) to G's loss: the
+    logged l2 equals that mean computed from G's output before the step, and the total grows by lambda_l2 * l2."""
+    batch = default_collate([_crops()[i] for i in range(4)])
+    base = _trainer(max_steps=1, seed=3)
+    with_l2 = _trainer(max_steps=1, seed=3, lambda_l2=7.0)
+    base.setup_schedule(1)
+    with_l2.setup_schedule(1)
+    inputs = with_l2._inputs(batch)
+    with torch.no_grad():
+        fake = copy.deepcopy(with_l2.generator).train()(*inputs.generator_args)
+    region = batch["region"][:, 1][:, None].expand_as(fake)
+    expected = float(((fake - inputs.real) ** 2)[region].mean())
+    a, b = base.train_step(batch), with_l2.train_step(batch)
+    assert float(b["l2"]) == pytest.approx(expected, rel=1e-4)
+    assert float(a["l2"]) == pytest.approx(expected, rel=1e-4)  # logged even when it is not in the loss
+    assert float(b["g_total"]) - float(a["g_total"]) == pytest.approx(7.0 * expected, rel=1e-3)
+    with pytest.raises(ValueError, match="lambda_l2 must be >= 0"):
+        preset_config("tiny", task="local", lambda_l2=-1.0)

@@ -170,7 +170,9 @@ GRIDS = {
 def test_const_model_paints_its_value_deep_inside_on_any_grid(grid):
     shape, spacing = GRIDS[grid]
     images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
-    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, make_synth("const"), feather_mm=2.0)
+    new, rec = paint_local(
+        images, seg, edited, brain, affine, SCHEME, make_synth("const"), feather_mm=2.0, noise="none", seam="none"
+    )
     assert rec["skipped"] is None, rec
     from samraug.region import edit_region, feather_weights
 
@@ -191,7 +193,7 @@ def test_const_model_paints_with_the_weights_normalisation_of_the_normal_brain()
     shape, spacing = GRIDS["2mm"]
     images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
     synth = make_synth("const", normalization=dict(DEFAULT_NORMALIZATION))
-    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=2.0)
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=2.0, noise="none", seam="none")
     assert rec["skipped"] is None, rec
     from samraug.region import edit_region, feather_weights
 
@@ -215,7 +217,7 @@ def test_lesion_model_follows_the_edit_on_flipped_and_lps_grids(grid):
     shape, spacing = GRIDS[grid]
     images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
     synth = make_synth("lesion", voxel_size=(2.0, 2.0, 2.0))
-    ras, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=0.0)
+    ras, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, feather_mm=0.0, noise="none")
     assert rec["skipped"] is None
     from scipy import ndimage
 
@@ -232,7 +234,15 @@ def test_lesion_model_follows_the_edit_on_flipped_and_lps_grids(grid):
     lps_affine = affine @ flip
     lps_images = {k: torch.from_numpy(_flip(v.numpy(), axes)) for k, v in images.items()}
     lps, rec2 = paint_local(
-        lps_images, _flip(seg, axes), _flip(edited, axes), _flip(brain, axes), lps_affine, SCHEME, synth, feather_mm=0.0
+        lps_images,
+        _flip(seg, axes),
+        _flip(edited, axes),
+        _flip(brain, axes),
+        lps_affine,
+        SCHEME,
+        synth,
+        feather_mm=0.0,
+        noise="none",
     )
     assert rec2["skipped"] is None and rec2["region_voxels"] == rec["region_voxels"]
     for name in SEQS:

@@ -558,9 +558,12 @@ def test_init_from_source_is_checked_before_the_run_folder_is_written(tmp_path):
 
 def test_recipe_new_flags_map_onto_the_config():
     recipe = _recipe()
-    args = recipe.parse_args(["--out", "/tmp/x", "--init-from", "org/w@v1", "--lambda-l1", "10", "--threads", "1"])
+    args = recipe.parse_args(
+        ["--out", "/tmp/x", "--init-from", "org/w@v1", "--lambda-l1", "10", "--lambda-l2", "500", "--threads", "1"]
+    )
     cfg = recipe.build_config(args)
     assert (cfg.conditioning, cfg.lambda_l1, args.init_from, args.threads) == ("native", 10.0, "org/w@v1", 1)
+    assert cfg.lambda_l2 == 500.0 and TrainConfig().lambda_l2 == 0.0
     args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
     cfg = recipe.build_config(args)
     assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}

@@ -45,7 +45,9 @@ from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
 from samraug.local_synthesis import paint_local
+from samraug.seam import SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
+from samraug.texture import NOISE_MODES
 
 __all__ = [
     "PAINTERS",
@@ -115,6 +117,11 @@ class SAMRPainter(Painter):
         mode: ``"whole"`` or ``"local"``.
         device, dtype: For weights given by name.
         margin_mm, feather_mm: Local mode: margin around the edited region and blending width.
+        noise: Local mode: ``"match"`` (default) tops the region's noise up to the real image's around it (drawn
+            from the painting's ``generator``; :mod:`samraug.texture`), ``"none"`` keeps the model's painting as
+            it is.
+        seam: Local mode: ``"poisson"`` (default) corrects the painting so it continues the real image across the
+            region's border (:mod:`samraug.seam`), ``"none"`` keeps it as painted.
         space: Whole mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject off
             the atlas grid is painted only when this equals the weights' atlas space
             (:func:`samraug.atlas_space.weights_space`): it is resampled to the atlas grid, painted and resampled
@@ -140,6 +147,8 @@ class SAMRPainter(Painter):
         margin_mm: float = 8.0,
         feather_mm: float = 3.0,
         space: str | None = None,
+        noise: str = "match",
+        seam: str = "poisson",
     ) -> None:
         if isinstance(synthesizer, Synthesizer):
             self.synthesizer = synthesizer.clone()
@@ -156,6 +165,12 @@ class SAMRPainter(Painter):
             )
         self.mode = resolved
         self.margin_mm, self.feather_mm = float(margin_mm), float(feather_mm)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        self.noise = noise
+        if seam not in SEAM_MODES:
+            raise ValueError(f"seam must be one of {SEAM_MODES}, got {seam!r}")
+        self.seam = seam
         self.space = normalize_space(space)
 
     def paint(
@@ -182,6 +197,9 @@ class SAMRPainter(Painter):
                 self.synthesizer,
                 margin_mm=self.margin_mm,
                 feather_mm=self.feather_mm,
+                noise=self.noise,
+                generator=generator,
+                seam=self.seam,
             )
             return out, {"painter": self.name, "mode": "local", **record}
         synth = self.synthesizer

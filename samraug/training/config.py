@@ -118,6 +118,10 @@ class TrainConfig:
         lambda_fm, fm_norm: Feature-matching weight and norm (``l2`` = eq. 2, ``l1`` = pix2pixHD).
         lambda_lc: Weight of GDL(x, U(G(x))) in the generator loss.
         lambda_l1: Weight of an L1 reconstruction term (0 for SAMR; 100 for pix2pix).
+        lambda_l2: Weight of a squared-error reconstruction term (same pixels and weights as the L1 term; 0 by
+            default). L1 pulls each pixel to the median of what the context allows -- for tissue that may be grey
+            or white matter, one of the two, crisp but often wrong; the squared error pulls it to the mean, which
+            is what in-region PSNR and SSIM reward (the local task's healthy inpainting).
         l1_class_balance: Local task: every class present in a batch's regions gets the same total weight in the
             L1 term (inverse-frequency weights), so thin, rare classes such as enhancing tumour count as much as
             the normal brain around them; off (plain mean over the region) by default.
@@ -170,6 +174,7 @@ class TrainConfig:
     fm_norm: Literal["l2", "l1"] = "l2"
     lambda_lc: float = 1.0
     lambda_l1: float = 0.0
+    lambda_l2: float = 0.0
     l1_class_balance: bool = False
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -240,7 +245,7 @@ class TrainConfig:
             raise ValueError(f"decay_start is a fraction of the steps in [0, 1], got {self.decay_start}")
         if self.l1_class_balance and self.task != "local":
             raise ValueError("l1_class_balance weights the local task's region by class; use it with task='local'")
-        for name in ("lambda_fm", "lambda_lc", "lambda_l1"):
+        for name in ("lambda_fm", "lambda_lc", "lambda_l1", "lambda_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -10,9 +10,10 @@ under ``config.conditioning`` (``native``: the scheme's own lesion labels; ``sam
 2. **U-Net** (shape consistency on): ``GDL(x, softmax(U(y)))`` on REAL images; Adam step on U.
 3. **Generator**: ``generator_objective``: ``GAN(D(x, fake)) + lambda_fm * FM(D(x, y), D(x, fake)) +
    lambda_lc * GDL(x, softmax(U(fake)))`` (+ ``lambda_l1 * |fake - y|``, an L1 reconstruction term: 100 for
-   pix2pix; the local task (:mod:`samraug.training.local`) counts it inside the painted region only). D and U
-   are frozen for this step (``requires_grad_(False)`` on their parameters, and their plain modules are
-   called, not their DDP wrappers), so no gradient accumulates into them; only G's optimizer steps. D's real
+   pix2pix, and ``lambda_l2 * (fake - y)^2``, a squared-error one; the local task
+   (:mod:`samraug.training.local`) counts both inside the painted region only). D and U are frozen for this
+   step (``requires_grad_(False)`` on their parameters, and their plain modules are called, not their DDP
+   wrappers), so no gradient accumulates into them; only G's optimizer steps. D's real
    features are taken with the D of step 1 after its update, the same D that scores the fake. U stays in
    train mode (batch statistics, as it was trained), so its BatchNorm running statistics also see the
    synthetic batch.
@@ -450,13 +451,19 @@ class GANTrainer:
                 gan_mode=cfg.gan_mode,
                 fm_norm=cfg.fm_norm,
             )
-            err = (fake.float() - real).abs()
+            diff = fake.float() - real
+            err, sq = diff.abs(), diff.square()
             if inputs.l1_weight is None:
-                l1 = err.mean()
+                l1, l2 = err.mean(), sq.mean()
             else:  # mean over the weighted pixels (the region), all sequences
                 w = inputs.l1_weight.to(err.dtype).expand_as(err)
                 l1 = (err * w).sum() / w.sum().clamp_min(1.0)
-            total = lg["total"] + cfg.lambda_l1 * l1 if cfg.lambda_l1 > 0 else lg["total"]
+                l2 = (sq * w).sum() / w.sum().clamp_min(1.0)
+            total = lg["total"]
+            if cfg.lambda_l1 > 0:
+                total = total + cfg.lambda_l1 * l1
+            if cfg.lambda_l2 > 0:
+                total = total + cfg.lambda_l2 * l2
             self.optimizers["G"].zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             self.scaler.step(self.optimizers["G"])
@@ -467,7 +474,7 @@ class GANTrainer:
         for sched in self.schedulers.values():
             sched.step()
         self.step += 1
-        out.update(g_gan=lg["gan"], g_fm=lg["fm"], g_lc=lg["lc"], g_total=total, l1=l1)
+        out.update(g_gan=lg["gan"], g_fm=lg["fm"], g_lc=lg["lc"], g_total=total, l1=l1, l2=l2)
         return {k: v.detach().float() for k, v in out.items()}
 
     # ------------------------------------------------------------------ data

@@ -1,0 +1,135 @@
+"""Seam correction: make a repainted region continue the real image around it (a Poisson-style blend).
+
+A painter that fills a region from its surroundings can get the region's overall level wrong by a few percent of
+the tissue range even when its structure is right (measured on held-out phantom subjects: the local generator's
+per-region offsets made up most of its in-region error, and were larger than those of filling with the mean of
+the ring around the region). The fix keeps the painting's structure and corrects its level: the painter paints
+a region a little larger than the one it must replace (an *anchor* band of voxels whose real values are known,
+hidden from the model like the region), and the correction ``c`` is the smoothest field over the painted voxels
+that makes ``painted + c`` meet the real image on the anchor band:
+
+    minimise  sum over face-neighbour pairs (i, j) of painted voxels of (c_i - c_j)^2
+            + sum over anchor voxels a of (painted_a + c_a - real_a)^2
+
+so ``c`` is harmonic (``Laplace(c) = 0``) away from the anchors -- as in seamless cloning (Pérez, Gangnet & Blake
+2003), the painting's voxel-to-voxel differences are kept -- and a constant offset or a smooth drift across the
+region is removed exactly. The real values of the region itself are never read.
+
+:func:`poisson_correction` solves the sparse symmetric positive definite system by conjugate gradients, for
+several images at once.
+
+Example:
+    >>> import numpy as np
+    >>> real = np.full((12, 12, 12), 5.0)
+    >>> painted = np.zeros((12, 12, 12), bool); painted[3:9, 3:9, 3:9] = True   # region + a 1-voxel anchor band
+    >>> anchor = painted.copy(); anchor[4:8, 4:8, 4:8] = False
+    >>> c = poisson_correction(np.where(painted, 3.0, real)[None], real[None], painted, anchor)
+    >>> bool(np.allclose(c[0], 2.0))
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import linalg
+
+__all__ = ["ANCHOR_WEIGHT", "MAX_ITERATIONS", "REGULARISATION", "SEAM_MODES", "TOLERANCE", "poisson_correction"]
+
+#: The painters' ``seam`` options: ``"poisson"`` corrects the painting to meet the real image around the region,
+#: ``"none"`` leaves it as painted.
+SEAM_MODES = ("poisson", "none")
+#: Weight of an anchor voxel's data term against one neighbour pair's smoothness term: high, so the painting meets
+#: the anchors nearly exactly (on held-out phantom regions 1 -> 100 gained 0.6-1.2 dB; 100 -> 1000 nothing).
+ANCHOR_WEIGHT = 100.0
+#: Relative residual at which the conjugate-gradient solve stops, and its iteration cap.
+TOLERANCE = 1e-8
+MAX_ITERATIONS = 5000
+#: Weight of a pull of the correction towards 0 (keeps a painted part without anchor voxels solvable: c = 0).
+REGULARISATION = 1e-9
+
+
+def poisson_correction(
+    painted: np.ndarray,
+    real: np.ndarray,
+    region: np.ndarray,
+    anchor: np.ndarray,
+    anchor_weight: float | None = None,
+) -> np.ndarray:
+    """The smooth corrections ``c`` (one per image, at the ``region`` voxels in ``np.flatnonzero(region)`` order)
+    that make ``painted + c`` meet ``real`` on the ``anchor`` voxels (see the module docstring).
+
+    Args:
+        painted: ``(N, X, Y, Z)`` paintings (only their region voxels are read).
+        real: ``(N, X, Y, Z)`` the real images (only their anchor voxels are read).
+        region: ``(X, Y, Z)`` bool, the painted voxels (the correction's support).
+        anchor: ``(X, Y, Z)`` bool, painted voxels whose real value is known and trusted (outside the part that
+            must be replaced); anchor voxels outside ``region`` are ignored.
+        anchor_weight: Weight of the anchor term against the smoothness term (default :data:`ANCHOR_WEIGHT`).
+
+    Returns:
+        ``(N, region.sum())`` float64 corrections (zeros when the region is empty).
+
+    Example:
+        >>> c = poisson_correction(painted[None], real[None], painted_mask, band)  # doctest: +SKIP
+    """
+    painted = np.asarray(painted, dtype=np.float64)
+    real = np.asarray(real, dtype=np.float64)
+    region = np.asarray(region, dtype=bool)
+    if region.ndim != 3:
+        raise ValueError(f"region must be 3D (X, Y, Z), got shape {region.shape}")
+    anchor = np.asarray(anchor, dtype=bool)
+    if painted.shape[1:] != region.shape or real.shape != painted.shape or anchor.shape != region.shape:
+        raise ValueError(
+            f"painted {painted.shape} and real {real.shape} must be (N, *{region.shape}) and anchor {anchor.shape} "
+            "like region"
+        )
+    anchor = anchor & region
+    n_images = painted.shape[0]
+    coords = np.argwhere(region)
+    n = len(coords)
+    if n == 0:
+        return np.zeros((n_images, 0))
+    index = np.full(region.shape, -1, dtype=np.int64)
+    index[tuple(coords.T)] = np.arange(n)
+    shape = np.asarray(region.shape)
+    is_anchor = anchor[region]
+    weight = ANCHOR_WEIGHT if anchor_weight is None else float(anchor_weight)
+    if not weight > 0:
+        raise ValueError(f"anchor_weight must be > 0, got {anchor_weight!r}")
+    diag = np.full(n, REGULARISATION) + weight * is_anchor
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for axis in range(3):
+        nb = coords.copy()
+        nb[:, axis] += 1  # each pair once, from its lower voxel
+        inside = nb[:, axis] < shape[axis]
+        i = np.flatnonzero(inside)
+        j = index[tuple(nb[i].T)]
+        keep = j >= 0
+        rows.append(i[keep])
+        cols.append(j[keep])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    np.add.at(diag, r, 1.0)
+    np.add.at(diag, c, 1.0)
+    ones = -np.ones(len(r))
+    matrix = sparse.csr_matrix(
+        (
+            np.concatenate([diag, ones, ones]),
+            (np.concatenate([np.arange(n), r, c]), np.concatenate([np.arange(n), c, r])),
+        ),
+        shape=(n, n),
+    )
+    residual = (real[:, region] - painted[:, region]) * is_anchor  # (N, n): 0 off the anchors
+    rhs = weight * residual
+    precond = linalg.LinearOperator((n, n), matvec=lambda x: x / diag, dtype=np.float64)
+    out = np.empty((n_images, n))
+    n_anchor = int(is_anchor.sum())
+    for k in range(n_images):
+        # start from the mean anchor residual: a constant offset is then solved at once
+        start = np.full(n, residual[k].sum() / n_anchor if n_anchor else 0.0)
+        solution, info = linalg.cg(matrix, rhs[k], x0=start, rtol=TOLERANCE, maxiter=MAX_ITERATIONS, M=precond)
+        if info != 0:  # pragma: no cover - the system is SPD; only a pathological region could stall it
+            raise RuntimeError(f"seam correction did not converge ({info}) on a region of {n} voxels")
+        out[k] = solution
+    return out
