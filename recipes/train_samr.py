@@ -131,6 +131,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--min-brain-voxels", type=int, default=1, help="skip axial slices with fewer brain voxels")
     g = p.add_argument_group("local task (--task local)")
     g.add_argument("--context-slices", type=int, default=1, help="slices on each side of the painted one (2.5D)")
+    g.add_argument(
+        "--residual",
+        action="store_true",
+        help="local task: the generator paints a residual over what the context shows in the region (with "
+        "--context-fill harmonic: over the harmonic fill); no parameters of its own, so --init-from weights without it",
+    )
+    g.add_argument(
+        "--context-fill",
+        choices=("zero", "harmonic"),
+        default="zero",
+        help="what the context shows inside the hidden region: zero (blanked) or harmonic (each slice's region "
+        "filled by harmonic interpolation from the tissue around it; the model paints a residual over it)",
+    )
     g.add_argument("--crop-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="crop in voxels")
     g.add_argument("--crops-per-subject", type=int, default=64, help="training crops per subject and epoch")
     g.add_argument("--val-crops-per-subject", type=int, default=16, help="fixed validation crops per subject")
@@ -224,6 +237,7 @@ def build_config(args: argparse.Namespace):
         "task": args.task,
         "context_slices": args.context_slices,
         "crop_size": tuple(args.crop_size),
+        "context_fill": args.context_fill,
         "validate_every": args.validate_every,
         "val_max_batches": args.val_batches,
     }
@@ -267,6 +281,10 @@ def build_config(args: argparse.Namespace):
         if args.task == "local" or args.model != "samr":
             raise SystemExit("--skips is an option of the whole-image SAMR generator (--task whole --model samr)")
         generator["skips"] = True
+    if args.residual:
+        if args.task != "local":
+            raise SystemExit("--residual is an option of the local generator (--task local)")
+        generator["residual"] = True
     if generator:
         overrides["generator"] = generator
     return preset_config(args.preset, model_type=args.model, **overrides)
@@ -420,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 lesion_fraction=args.lesion_fraction,
                 margin_mm=args.margin_mm,
                 blob_mm=tuple(args.blob_mm),
+                context_fill=args.context_fill,
                 seed=args.seed,
                 **data_kwargs,
             )

@@ -579,6 +579,7 @@ def save_weights(
     lineage: Sequence[str] | None = None,
     voxel_size: Sequence[float] | None = None,
     crop_size: Sequence[int] | None = None,
+    context_fill: str | None = None,
     atlas_dtype: torch.dtype | None = None,
     atlas_space: str | None = None,
 ) -> Path:
@@ -604,6 +605,8 @@ def save_weights(
         lineage: Where the weights were initialised from, newest first (``--init-from`` source, then its own
             lineage); recorded in the config and the model card.
         voxel_size, crop_size: Local generators: the training grid (mm, RAS) and crop (voxels).
+        context_fill: Local generators: ``"zero"`` or ``"harmonic"`` (what their context shows inside the region;
+            absent means ``"zero"``, the contract before the option).
         atlas_dtype: Storage dtype of the atlas images, e.g. ``torch.float16`` (default float32).
         atlas_space: Whole-image generators: the template space of the atlas (e.g. ``"MNI152"``, ``"SRI24"``); subjects
             declared in that space on another grid are resampled to the atlas grid (:mod:`samraug.atlas_space`).
@@ -651,6 +654,8 @@ def save_weights(
         raise ValueError(f"lineage must be a list of strings (newest first), got {lineage!r}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype (e.g. torch.float16), got {dtype}")
+    if context_fill not in (None, "zero", "harmonic"):
+        raise ValueError(f"context_fill must be 'zero' or 'harmonic', got {context_fill!r}")
     if atlas_space is not None:
         if atlas is None:
             raise ValueError("atlas_space names the space of the atlas, but this generator has none; leave it unset")
@@ -674,6 +679,7 @@ def save_weights(
         **({"atlas": geometry} if geometry is not None else {}),
         **({"voxel_size": [float(v) for v in voxel_size]} if voxel_size is not None else {}),
         **({"crop_size": [int(v) for v in crop_size]} if crop_size is not None else {}),
+        **({"context_fill": str(context_fill)} if context_fill not in (None, "zero") else {}),
         **({"lineage": list(lineage)} if lineage else {}),
         **({"atlas_space": str(atlas_space).strip().upper()} if atlas_space else {}),
         "samraug_version": __version__,
@@ -842,6 +848,11 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
         lines.append("- initialised from: random initialisation")
     if config.get("voxel_size"):
         lines.append(f"- training grid: voxel size {config['voxel_size']} mm (RAS), crop {config.get('crop_size')}")
+    if config.get("context_fill", "zero") != "zero":
+        lines.append(
+            f"- context fill: `{config['context_fill']}` (each slice's hidden region is shown to the model filled by "
+            "harmonic interpolation from the tissue around it; it paints a residual over that)"
+        )
     if card.get("command"):
         lines += ["", "Exact command:", "", "```bash", str(card["command"]), "```"]
     validation = card.get("validation")

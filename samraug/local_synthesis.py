@@ -48,7 +48,7 @@ from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
 from samraug.region import edit_region, feather_weights
-from samraug.seam import SEAM_MODES, poisson_correction
+from samraug.seam import CONTEXT_FILLS, SEAM_MODES, harmonic_fill_slices, poisson_correction
 from samraug.texture import NOISE_MODES, match_noise
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -86,6 +86,10 @@ def _local_config(synthesizer: Any) -> dict[str, Any]:
     for key in ("label_scheme", "sequences", "voxel_size"):
         if key not in cfg:
             raise ValueError(f"local weights config lacks {key!r}; re-export the weights with it")
+    if cfg.get("context_fill", "zero") not in CONTEXT_FILLS:
+        raise ValueError(
+            f"local weights config has context_fill {cfg['context_fill']!r}; this samraug knows {CONTEXT_FILLS}"
+        )
     vs = np.asarray(cfg["voxel_size"], dtype=np.float64).reshape(-1)
     if vs.size != 3 or not (np.isfinite(vs).all() and (vs > 0).all()):
         raise ValueError(f"config voxel_size must be 3 positive numbers (mm), got {cfg['voxel_size']!r}")
@@ -359,7 +363,12 @@ def _paint_part(
     classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
     images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
     region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
-    mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist())
+    fill_t = None
+    if cfg.get("context_fill", "zero") == "harmonic":  # the context the weights were trained with
+        known = np.ascontiguousarray((brain_m & ~region_m).transpose(2, 0, 1))
+        fill = harmonic_fill_slices(images_t[0].numpy(), region_t[0].numpy() > 0, known)
+        fill_t = torch.from_numpy(fill)[None]
+    mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist(), fill=fill_t)
     painted = synthesizer.paint_local_slices(mask_in, context_in).numpy()  # P, S, X, Y
     syn_m = norm_m.copy()
     syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)

@@ -31,10 +31,19 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.sparse import linalg
 
-__all__ = ["ANCHOR_WEIGHT", "MAX_ITERATIONS", "REGULARISATION", "SEAM_MODES", "TOLERANCE", "poisson_correction"]
+__all__ = [
+    "ANCHOR_WEIGHT",
+    "CONTEXT_FILLS",
+    "MAX_ITERATIONS",
+    "REGULARISATION",
+    "SEAM_MODES",
+    "TOLERANCE",
+    "harmonic_fill_slices",
+    "poisson_correction",
+]
 
 #: The painters' ``seam`` options: ``"poisson"`` corrects the painting to meet the real image around the region,
 #: ``"none"`` leaves it as painted.
@@ -133,3 +142,54 @@ def poisson_correction(
             raise RuntimeError(f"seam correction did not converge ({info}) on a region of {n} voxels")
         out[k] = solution
     return out
+
+
+#: How the local generator's context shows the hidden region: ``"zero"`` (blanked, the original contract) or
+#: ``"harmonic"`` (filled per axial slice by :func:`harmonic_fill_slices`, so the model paints a residual over the
+#: classical inpainting).
+CONTEXT_FILLS = ("zero", "harmonic")
+_CROSS_2D = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+
+def harmonic_fill_slices(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per axial slice, the harmonic (Laplace) interpolation of each image into ``region`` from the ring of
+    ``known`` pixels around it (4-neighbours in the slice; :func:`poisson_correction` of an empty painting anchored
+    on that ring). The same function builds the local generator's context in training and in painting.
+
+    Args:
+        images: ``(S, D, H, W)`` images (slices along ``D``).
+        region: ``(D, H, W)`` bool, the pixels to fill.
+        known: ``(D, H, W)`` bool, pixels whose values may anchor the fill (e.g. the brain outside the region).
+
+    Returns:
+        ``(S, D, H, W)`` float32: the fill inside ``region`` (0 where a slice's region part has no known pixel
+        next to it), 0 outside it.
+
+    Example:
+        >>> img = np.full((1, 1, 6, 6), 2.0); reg = np.zeros((1, 6, 6), bool); reg[0, 2:4, 2:4] = True
+        >>> harmonic_fill_slices(img, reg, ~reg)[0, 0, 2:4, 2:4].round(4).tolist()
+        [[2.0, 2.0], [2.0, 2.0]]
+    """
+    images = np.asarray(images)
+    region = np.asarray(region, dtype=bool)
+    known = np.asarray(known, dtype=bool) & ~region
+    if images.ndim != 4 or images.shape[1:] != region.shape or known.shape != region.shape:
+        raise ValueError(
+            f"images must be (S, D, H, W) and region/known (D, H, W) alike, got {images.shape}, {region.shape}, "
+            f"{known.shape}"
+        )
+    out = np.zeros(images.shape, dtype=np.float32)
+    for d in np.flatnonzero(region.any(axis=(1, 2))):
+        reg = region[d]
+        shell = _dilate_2d(reg) & known[d]
+        if not shell.any():
+            continue
+        support = (reg | shell)[..., None]
+        stack = images[:, d, :, :, None].astype(np.float64)
+        values = poisson_correction(np.zeros_like(stack), stack, support, shell[..., None])
+        out[:, d][:, reg] = values[:, reg[support[..., 0]]].astype(np.float32)
+    return out
+
+
+def _dilate_2d(mask: np.ndarray) -> np.ndarray:
+    return ndimage.binary_dilation(mask, structure=_CROSS_2D)

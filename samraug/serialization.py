@@ -69,6 +69,7 @@ META_KEYS: tuple[str, ...] = (
     "atlas_space",
     "voxel_size",
     "crop_size",
+    "context_fill",
     "lineage",
     "samraug_version",
     "format_version",

@@ -182,8 +182,8 @@ def test_low_modules_do_not_import_upper_ones() -> None:
 #: The layers of docs/architecture.md (second component of the module name); a module imports only its own layer
 #: or lower ones.
 LAYERS: dict[int, tuple[str, ...]] = {
-    0: ("labels", "intensity", "padding", "subjects", "grid", "region", "device", "serialization", "argtypes",
-        "image_stats"),
+    0: ("labels", "intensity", "padding", "subjects", "grid", "region", "seam", "texture", "device", "serialization",
+        "argtypes", "image_stats"),
     1: ("atlas", "editing", "data", "metrics", "losses"),
     2: ("models", "hub", "atlas_space", "batching", "synthesis", "local_synthesis"),
     3: ("augment", "transforms", "dataset", "monai"),

@@ -26,8 +26,9 @@ SCHEME = get_scheme("brats2024")
 K = len(SCHEME.classes("native"))  # 6
 
 
-def _naive_inputs(classes, images, region, n_labels, c, z):
-    """The contract written as loops: slice-major channels, clamped neighbours, region zeroed, region last."""
+def _naive_inputs(classes, images, region, n_labels, c, z, fill=None):
+    """The contract written as loops: slice-major channels, clamped neighbours, region zeroed (or showing
+    ``fill``), region last."""
     b, d = classes.shape[:2]
     masks, contexts = [], []
     for bi in range(b):
@@ -38,7 +39,8 @@ def _naive_inputs(classes, images, region, n_labels, c, z):
                 for k in range(n_labels):
                     m.append((classes[bi, zz] == k).float())
                 for s in range(images.shape[1]):
-                    ctx.append(torch.where(region[bi, zz], 0.0, images[bi, s, zz]))
+                    shown = 0.0 if fill is None else fill[bi, s, zz]
+                    ctx.append(torch.where(region[bi, zz], shown, images[bi, s, zz]))
                 ctx.append(region[bi, zz].float())
             masks.append(torch.stack(m))
             contexts.append(torch.stack(ctx))
@@ -63,6 +65,11 @@ def test_build_local_inputs_matches_the_contract(b: int, d: int, s: int, c: int,
     want_mask, want_context = _naive_inputs(classes, images, region, 4, c, z)
     assert mask.shape == (b * d, 4 * (2 * c + 1), 5, 6) and context.shape == (b * d, (s + 1) * (2 * c + 1), 5, 6)
     assert torch.equal(mask, want_mask) and torch.equal(context, want_context)
+    fill = torch.rand(images.shape, generator=g)
+    _, filled = build_local_inputs(classes, images, region, n_labels=4, c=c, z=z, fill=fill)
+    assert torch.equal(filled, _naive_inputs(classes, images, region, 4, c, z, fill)[1])
+    with pytest.raises(ValueError, match="fill must be shaped like images"):
+        build_local_inputs(classes, images, region, n_labels=4, c=c, z=z, fill=fill[..., :-1])
 
 
 def test_build_local_inputs_errors() -> None:
@@ -363,3 +370,87 @@ def test_l2_term_is_the_region_mean_squared_error() -> None:
     assert float(b["g_total"]) - float(a["g_total"]) == pytest.approx(7.0 * expected, rel=1e-3)
     with pytest.raises(ValueError, match="lambda_l2 must be >= 0"):
         preset_config("tiny", task="local", lambda_l2=-1.0)
+
+
+def test_harmonic_context_fill_dataset_trainer_and_export(tmp_path) -> None:
+    """context_fill='harmonic': items carry each slice's harmonic fill of the region (the brain around it anchors
+    it; a linear ramp is filled with the ramp), the trainer feeds it to the generator, and the weights record it."""
+    from samraug.seam import harmonic_fill_slices
+
+    x = np.arange(12, dtype=np.float64)
+    ramp = np.broadcast_to(0.1 * x[:, None] - 0.05 * x[None, :], (1, 2, 12, 12)).copy()
+    reg = np.zeros((2, 12, 12), bool)
+    reg[:, 3:8, 4:9] = True
+    fill = harmonic_fill_slices(ramp, reg, np.ones_like(reg))
+    np.testing.assert_allclose(fill[:, reg], ramp[:, reg], atol=2e-3)
+    assert (fill[:, ~reg] == 0).all()
+    isolated = harmonic_fill_slices(ramp, reg, np.zeros_like(reg))  # nothing known: nothing filled
+    assert not isolated.any()
+    with pytest.raises(ValueError, match="images must be"):
+        harmonic_fill_slices(ramp[0], reg, reg)
+
+    ds = _crops(context_fill="harmonic")
+    item = ds[3]
+    assert item["fill"].shape == item["images"].shape
+    region = item["region"]
+    assert (item["fill"][:, ~region] == 0).all() and bool(item["fill"][:, region].abs().sum() > 0)
+    assert "fill" not in _crops()[3]
+    with pytest.raises(ValueError, match="context_fill must be one of"):
+        _crops(context_fill="mean")
+    with pytest.raises(ValueError, match="unknown context_fill"):
+        preset_config("tiny", task="local", context_fill="mean")
+
+    trainer = _trainer(max_steps=1, context_fill="harmonic")
+    batch = default_collate([ds[i] for i in range(4)])
+    _, context = trainer._inputs(batch).generator_args
+    n_seq = len(SEQ)
+    centre = context[:, (n_seq + 1) : 2 * (n_seq + 1)]  # slice z (c = 1): its sequences, then its region
+    shown = centre[:, :n_seq].permute(1, 0, 2, 3)[:, batch["region"][:, 1]]
+    want = batch["fill"][:, :, 1].permute(1, 0, 2, 3)[:, batch["region"][:, 1]]
+    assert torch.equal(shown, want)
+    with pytest.raises(KeyError, match="context_fill='harmonic'"):
+        trainer._inputs(default_collate([_crops()[i] for i in range(2)]))
+    trainer.fit(ds, progress=False)
+    folder = trainer.export(tmp_path / "w", None, card={"data": "toy"})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["context_fill"] == "harmonic" and "context fill" in (folder / "README.md").read_text()
+    zero = _trainer(max_steps=1)
+    zero.fit(_crops(), progress=False)
+    assert "context_fill" not in json.loads((zero.export(tmp_path / "z", None).joinpath("config.json")).read_text())
+
+
+def test_residual_generator_paints_over_the_fill_and_init_from_starts_at_it(tmp_path) -> None:
+    """residual=True: the region gets clamp(shown + decoder output); --init-from non-residual weights loads their
+    parameters and zeroes the output convolutions, so the generator starts by painting the context's fill."""
+    ds = _crops(context_fill="harmonic")
+    plain = _trainer(max_steps=1)
+    plain.fit(_crops(), progress=False)
+    folder = plain.export(tmp_path / "plain", None)
+    res = _trainer(
+        max_steps=1, context_fill="harmonic", generator={"base_channels": 8, "max_channels": 16, "residual": True}
+    )
+    assert res.generator.residual and res.generator.config["residual"] is True
+    assert res.init_from(folder) == [str(folder)]
+    loaded = dict(plain.generator.named_parameters())
+    for name, p in res.generator.named_parameters():
+        if ".out.0." in name:
+            assert not p.any(), name  # zeroed
+        else:
+            assert torch.equal(p, loaded[name]), name
+    batch = default_collate([ds[i] for i in range(4)])
+    inputs = res._inputs(batch)
+    with torch.no_grad():
+        out = res.generator.eval()(*inputs.generator_args)
+    region = batch["region"][:, 1][:, None].expand_as(out)
+    shown = batch["fill"][:, :, 1]
+    assert torch.allclose(out[region], shown.clamp(-1, 1)[region], atol=1e-6)
+    assert torch.equal(out[~region], inputs.real[~region])
+    # a residual generator's own weights load as they are (no zeroing)
+    res.fit(ds, progress=False)
+    w = res.export(tmp_path / "res", None)
+    again = _trainer(
+        max_steps=1, context_fill="harmonic", generator={"base_channels": 8, "max_channels": 16, "residual": True}
+    )
+    again.init_from(w)
+    assert all(torch.equal(a, b) for a, b in zip(again.generator.parameters(), res.generator.parameters(), strict=True))
+    assert json.loads((w / "config.json").read_text())["residual"] is True

@@ -51,6 +51,7 @@ def make_synth(
     weights_mode: str = "local",
     crop_size=(32, 32),
     normalization: dict | None = None,
+    **extra,
 ) -> Synthesizer:
     torch.manual_seed(0)
     model = TinyLocal(mode=mode)
@@ -66,6 +67,7 @@ def make_synth(
     }
     if normalization is not None:
         cfg["normalization"] = normalization
+    cfg.update(extra)
     return Synthesizer.from_model(model, None, cfg, device="cpu", dtype="float32")
 
 
@@ -444,3 +446,28 @@ def test_paint_local_slices_batches_and_checks_shapes():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="context contains"):
         synth.paint_local_slices(mask, bad)
+
+
+def test_harmonic_context_fill_is_what_the_model_sees():
+    """Weights recording context_fill='harmonic' see each slice's region filled from the tissue around it (smooth
+    images: close to the real values there); default weights see 0; an unknown fill is refused."""
+    images, seg, edited, brain, affine = subject(shift=(6, 0, 0))
+    smooth = {k: torch.full_like(v, 700.0) * torch.from_numpy(brain) for k, v in images.items()}
+    seen = {}
+    for fill in ("zero", "harmonic"):
+        synth = make_synth(context_fill=fill)
+        synth.model.register_forward_hook(lambda m, args, out, f=fill: seen.update({f: args[1].clone()}))
+        _, rec = paint_local(smooth, seg, edited, brain, affine, SCHEME, synth, noise="none", seam="none")
+        assert rec["skipped"] is None
+    n = len(SEQS) + 1
+    for fill, context in seen.items():
+        centre = context[:, n : 2 * n]  # c = 1: the painted slice's sequences, then its region
+        region = centre[:, -1] > 0
+        values = centre[:, :-1].permute(1, 0, 2, 3)[:, region]
+        if fill == "zero":
+            assert (values == 0).all()
+        else:  # the normalised brain level of a constant image, filled in
+            outside = centre[:, :-1].permute(1, 0, 2, 3)[:, ~region & (centre[:, 0] != -1)]
+            assert float((values - outside.mean()).abs().max()) < 0.05
+    with pytest.raises(ValueError, match="context_fill"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(context_fill="mean"))

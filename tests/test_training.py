@@ -564,6 +564,12 @@ def test_recipe_new_flags_map_onto_the_config():
     cfg = recipe.build_config(args)
     assert (cfg.conditioning, cfg.lambda_l1, args.init_from, args.threads) == ("native", 10.0, "org/w@v1", 1)
     assert cfg.lambda_l2 == 500.0 and TrainConfig().lambda_l2 == 0.0
+    cfg = recipe.build_config(
+        recipe.parse_args(["--out", "/tmp/x", "--task", "local", "--residual", "--context-fill", "harmonic"])
+    )
+    assert cfg.generator == {"residual": True} and cfg.context_fill == "harmonic"
+    with pytest.raises(SystemExit, match="local generator"):
+        recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--residual"]))
     args = recipe.parse_args(["--out", "/tmp/x", "--conditioning", "samr", "--upsample", "transposed"])
     cfg = recipe.build_config(args)
     assert cfg.conditioning == "samr" and cfg.generator == {"upsample": "transposed"}

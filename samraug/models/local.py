@@ -70,6 +70,7 @@ def build_local_inputs(
     n_labels: int,
     c: int,
     z: Sequence[int] | None = None,
+    fill: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slice ``(mask, context)`` batches of the local generator from volumes (see the module docstring).
 
@@ -81,6 +82,8 @@ def build_local_inputs(
         c: Context slices on each side (``>= 0``).
         z: The slices to build, in this order (default: all ``D``). Neighbours beyond the volume edge repeat the
             edge slice (clamped index).
+        fill: ``(B, S, D, H, W)`` values shown inside the region instead of 0 (weights with ``context_fill:
+            "harmonic"``: :func:`samraug.seam.harmonic_fill_slices`); None: the region is blanked (0).
 
     Returns:
         ``mask (B * len(z), K * (2c+1), H, W)`` float and ``context (B * len(z), (S+1) * (2c+1), H, W)`` in
@@ -102,6 +105,8 @@ def build_local_inputs(
         )
     if tuple(region.shape) != (b, d, h, w):
         raise ValueError(f"region must be (B, D, H, W) = {(b, d, h, w)} like classes, got {tuple(region.shape)}")
+    if fill is not None and tuple(fill.shape) != tuple(images.shape):
+        raise ValueError(f"fill must be shaped like images {tuple(images.shape)}, got {tuple(fill.shape)}")
     if not isinstance(c, int) or isinstance(c, bool) or c < 0:
         raise ValueError(f"c (context slices on each side) must be an integer >= 0, got {c!r}")
     if classes.is_floating_point():
@@ -124,6 +129,8 @@ def build_local_inputs(
     reg = region[:, index].to(images.dtype)  # (B, n, 2c+1, H, W)
     img = images[:, :, index]  # (B, S, n, 2c+1, H, W)
     img = img.permute(0, 2, 3, 1, 4, 5) * (1 - reg[:, :, :, None])  # (B, n, 2c+1, S, H, W), region zeroed
+    if fill is not None:  # the region shows the fill instead
+        img = img + fill.to(images.dtype)[:, :, index].permute(0, 2, 3, 1, 4, 5) * reg[:, :, :, None]
     context = torch.cat([img, reg[:, :, :, None]], dim=3).reshape(b * n, k * (images.shape[1] + 1), h, w)
     return mask.contiguous(), context.contiguous()
 
@@ -142,6 +149,10 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         norm: ``"instance"`` (default: crops with little background), ``"batch"`` or ``"none"``.
         upsample: ``"resize_conv"`` (default) or ``"transposed"``.
         use_atlas: Always False (recorded in the config so readers see there is no atlas).
+        residual: Paint ``clamp(shown + decoder output, -1, 1)`` inside the region, where ``shown`` is what the
+            context shows there (the harmonic fill of weights with ``context_fill: "harmonic"``, else 0): the
+            decoders paint a residual over the fill, whose absolute level instance normalisation would otherwise
+            wash out. No parameters of its own, so ``--init-from`` weights without it is allowed.
 
     Example:
         >>> g = LocalGenerator(sequences=("t1n",), n_labels=5, context_slices=0, base_channels=4, n_down=2)
@@ -152,6 +163,8 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
     model_type = "samr"
     mode = "local"
     use_atlas = False
+    #: Options that change no parameter: ``--init-from`` may start from weights that differ in them.
+    parameter_free_options = ("residual",)
 
     def __init__(
         self,
@@ -166,6 +179,7 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         norm: Literal["batch", "instance", "none"] = "instance",
         upsample: Literal["transposed", "resize_conv"] = "resize_conv",
         use_atlas: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if use_atlas:
@@ -194,6 +208,7 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         self.context_slices = context_slices
         self.n_down = n_down
         self.skips = bool(skips)
+        self.residual = bool(residual)
         self._config = {
             "sequences": list(seq),
             "n_labels": n_labels,
@@ -206,6 +221,7 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
             "norm": norm,
             "upsample": upsample,
             "use_atlas": False,
+            "residual": self.residual,
         }
         k = 2 * context_slices + 1
         chans = channel_plan(base_channels, max_channels, n_down + 1)
@@ -214,6 +230,24 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         width = 2 * chans[-1]
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
         self.decoders = nn.ModuleList(SkipDecoder(width, chans, norm, upsample, 2 if self.skips else 0) for _ in seq)
+
+    @torch.no_grad()
+    def zero_output_(self) -> LocalGenerator:
+        """Zero every decoder's output convolution, so a residual generator starts by painting exactly what the
+        context shows (how :meth:`~samraug.training.gan.GANTrainer.init_from` turns weights trained without
+        ``residual`` into a residual generator). Returns ``self``.
+
+        Example:
+            >>> g = LocalGenerator(sequences=("t1n",), n_labels=3, context_slices=0, base_channels=4, n_down=1,
+            ...                    residual=True).zero_output_()
+            >>> ctx = torch.zeros(1, 2, 4, 4); ctx[:, 0] = 0.3; ctx[:, 1, :2] = 1.0  # region: the top half
+            >>> g(torch.zeros(1, 3, 4, 4), ctx).unique().tolist()
+            [0.30000001192092896]
+        """
+        for decoder in self.decoders:
+            for p in decoder.out[0].parameters():
+                p.zero_()
+        return self
 
     def forward(self, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``mask (B, K*(2c+1), H, W)``, ``context (B, (S+1)*(2c+1), H, W)`` -> ``(B, S, H, W)`` in [-1, 1]."""
@@ -244,6 +278,8 @@ class LocalGenerator(ArchitectureConfig, nn.Module):
         centre = self.context_slices * (s + 1)
         known = context[:, centre : centre + s]
         region = context[:, centre + s : centre + s + 1]
+        if self.residual:  # over what the context shows in the region (its fill, or 0)
+            painted = (known + painted).clamp(-1.0, 1.0)
         return region * painted + (1 - region) * known
 
 

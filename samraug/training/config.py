@@ -150,6 +150,10 @@ class TrainConfig:
             :mod:`samraug.training.local`; ``generator_preset`` then names a local preset, ``tiny`` or ``lite``).
         context_slices: Local task: slices on each side of the painted one (2.5D context).
         crop_size: Local task: training crop (H, W) in voxels.
+        context_fill: Local task: what the context shows inside the hidden region: ``"zero"`` (blanked, the
+            original contract) or ``"harmonic"`` (each slice's region filled by harmonic interpolation from the
+            pixels around it, :func:`samraug.seam.harmonic_fill_slices`: the model paints a residual over classical
+            inpainting). Recorded in the weights; painting builds the same context.
         normalization: How the images are normalised (:meth:`samraug.intensity.Normalization.named`):
             ``"normal-brain"`` (percentiles of the normal-appearing brain to -0.8 / -0.2, so the brain's level does
             not depend on the lesion and bright lesions are not clipped; what the recipe uses) or ``"brain"``
@@ -197,6 +201,7 @@ class TrainConfig:
     task: str = "whole"
     context_slices: int = 1
     crop_size: tuple[int, int] = (64, 64)
+    context_fill: Literal["zero", "harmonic"] = "zero"
     normalization: str = "brain"
 
     def __post_init__(self) -> None:
@@ -210,6 +215,10 @@ class TrainConfig:
             raise ValueError(f"unknown model_type {self.model_type!r}; use one of {list(MODEL_TYPES)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; use one of {list(TASKS)}")
+        if self.context_fill not in ("zero", "harmonic"):
+            raise ValueError(f"unknown context_fill {self.context_fill!r}; use 'zero' or 'harmonic'")
+        if self.context_fill != "zero" and self.task != "local":
+            raise ValueError("context_fill is the local task's context (task='local')")
         if int(self.context_slices) < 0 or min(self.crop_size) < 1:
             raise ValueError(
                 f"context_slices must be >= 0 and crop_size positive, got {self.context_slices}, {self.crop_size}"

@@ -960,7 +960,8 @@ class GANTrainer:
         config = read_config(folder)
         mine = {"model_type": self.generator.model_type, **self.generator.config}
         theirs = {"model_type": config["model_type"], **generator_from_config(config).config}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        free = set(getattr(self.generator, "parameter_free_options", ()))
+        diff = sorted(k for k in (set(mine) | set(theirs)) - free if mine.get(k) != theirs.get(k))
         what = []
         if diff:
             what.append(", ".join(f"{k}: weights {theirs.get(k)!r} vs this run {mine.get(k)!r}" for k in diff))
@@ -982,6 +983,9 @@ class GANTrainer:
             )
         tensors, _ = read_safetensors(folder / MODEL_NAME, "generator weights")
         load_state_dict_strict(self.generator, tensors, source=str(folder / MODEL_NAME))
+        if getattr(self.generator, "residual", False) and not theirs.get("residual", False):
+            # weights that painted absolute values become a residual generator that starts at the context's fill
+            self.generator.zero_output_()
         return list(config.get("lineage") or [])
 
     def _init_from_checkpoint(self, path: Path) -> list[str]:

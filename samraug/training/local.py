@@ -183,7 +183,15 @@ class LocalGANTrainer(GANTrainer):
                 f"batch images have {images.shape[1]} sequences but the trainer was built for {len(self.sequences)} "
                 f"{self.sequences}; build the data set with the same sequences"
             )
-        mask, context = build_local_inputs(classes, images, region, self.n_labels, c, z=[c])
+        fill = None
+        if self.config.context_fill == "harmonic":
+            if "fill" not in batch:
+                raise KeyError(
+                    "batch has no 'fill' but config.context_fill is 'harmonic'; build the LocalCropDataset with "
+                    "context_fill='harmonic'"
+                )
+            fill = batch["fill"].to(self.device).float()
+        mask, context = build_local_inputs(classes, images, region, self.n_labels, c, z=[c], fill=fill)
         if self.channels_last:
             mask = mask.contiguous(memory_format=torch.channels_last)
             context = context.contiguous(memory_format=torch.channels_last)
@@ -199,7 +207,11 @@ class LocalGANTrainer(GANTrainer):
         )
 
     def export_extras(self) -> dict[str, Any]:
-        return {"voxel_size": list(self.voxel_size), "crop_size": list(self.config.crop_size)}
+        return {
+            "voxel_size": list(self.voxel_size),
+            "crop_size": list(self.config.crop_size),
+            "context_fill": self.config.context_fill,
+        }
 
     @torch.inference_mode()
     def evaluate(

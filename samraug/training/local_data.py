@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from samraug.data.slices import prepare_subject
 from samraug.intensity import Normalization
 from samraug.labels import BRAIN, EDEMA, SCHEMES, LabelScheme, get_scheme
+from samraug.seam import CONTEXT_FILLS, harmonic_fill_slices
 from samraug.training.data import load_training_subjects
 
 __all__ = ["BLOB_KIND", "LESION_KIND", "LocalCropDataset", "LocalData", "prepare_local_data", "voxel_size_of"]
@@ -92,6 +93,9 @@ class LocalCropDataset(Dataset):
         margin_mm: Dilation of the lesion for the lesion-painting region.
         blob_mm: ``(min, max)`` blob diameter in mm.
         seed: Seed of the draws (item ``i`` uses ``(seed, i)``).
+        context_fill: ``"zero"`` or ``"harmonic"``: items also hold ``fill`` ``(S, 2c+1, H, W)``, each slice's
+            region filled by :func:`samraug.seam.harmonic_fill_slices` from the brain around it (the context the
+            weights with that ``context_fill`` see).
         normalization: How each subject's sequences are normalised (default ``Normalization()``: percentiles of
             the normal-appearing brain); the weights record it and painting uses the same.
 
@@ -114,7 +118,11 @@ class LocalCropDataset(Dataset):
         blob_mm: tuple[float, float] = (10.0, 40.0),
         seed: int = 0,
         normalization: Normalization | None = None,
+        context_fill: str = "zero",
     ) -> None:
+        if context_fill not in CONTEXT_FILLS:
+            raise ValueError(f"context_fill must be one of {CONTEXT_FILLS}, got {context_fill!r}")
+        self.context_fill = context_fill
         if not subjects:
             raise ValueError("subjects is empty; pass at least one subject with a label map")
         if int(context_slices) < 0:
@@ -235,7 +243,12 @@ class LocalCropDataset(Dataset):
             blob = gz[:, None, None] ** 2 + gx[None, :, None] ** 2 + gy[None, None, :] ** 2 <= 1.0
             region = torch.from_numpy(blob) & (classes > 0)
         c = self.context_slices
+        extra = {}
+        if self.context_fill == "harmonic":
+            known = classes > 0
+            extra["fill"] = torch.from_numpy(harmonic_fill_slices(images.numpy(), region.numpy(), known.numpy()))
         return {
+            **extra,
             "classes": classes,
             "images": images.float(),
             "region": region,
@@ -293,6 +306,7 @@ def prepare_local_data(
     conditioning: str = "native",
     seed: int = 0,
     normalization: Normalization | None = None,
+    context_fill: str = "zero",
     **subject_kwargs: Any,
 ) -> LocalData:
     """Subjects (:func:`samraug.training.data.load_training_subjects`; ``subject_kwargs`` as there: ``scheme``,
@@ -314,6 +328,7 @@ def prepare_local_data(
         "margin_mm": margin_mm,
         "blob_mm": blob_mm,
         "normalization": normalization,
+        "context_fill": context_fill,
     }
     train = LocalCropDataset(loaded.train, crops_per_subject=crops_per_subject, seed=seed, **common)
     val = (
@@ -327,7 +342,7 @@ def prepare_local_data(
         f"{loaded.description}; split by patient: {len(split['train'])} train / {len(split['val'])} val / "
         f"{len(split['test'])} test; local crops {train.crop_size[0]}x{train.crop_size[1]}, context {context_slices} "
         f"slice(s) each side, {crops_per_subject} per subject, {lesion_fraction:.0%} lesion painting, blobs "
-        f"{blob_mm[0]:g}-{blob_mm[1]:g} mm; {conditioning} conditioning"
+        f"{blob_mm[0]:g}-{blob_mm[1]:g} mm; {conditioning} conditioning; context fill {context_fill}"
     )
     return LocalData(
         train,
