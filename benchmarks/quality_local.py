@@ -20,7 +20,7 @@ random-initialised contract-shaped model, a smoke test of the pipeline, NOT a re
 ``noise="match"``: the region's noise topped up to the subject's own around it, :mod:`samraug.texture`) and **no
 seam correction** (``seam="none"``: without the Poisson blending of :mod:`samraug.seam`, noise none), **harmonic
 fill** (classical Laplace inpainting: the harmonic function that meets the real image across the region's border,
-:func:`samraug.seam.poisson_correction` of an empty painting), **mean
+:func:`samraug.seam.harmonic_fill`), **mean
 fill** (each sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste**
 (inpainting only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the
 mirror touches a lesion or leaves the brain), the **whole-image mode** (``--whole-weights``, default the bundled
@@ -72,9 +72,9 @@ from samraug.image_stats import contrast, slice_consistency
 from samraug.labels import get_scheme
 from samraug.outputs import write_atomic
 from samraug.region import dilate_mm, edit_region
-from samraug.seam import poisson_correction
+from samraug.seam import harmonic_fill
 
-__all__ = ["donor_shapes", "harmonic_fill", "main", "place_region", "region_metrics", "scale01"]
+__all__ = ["donor_shapes", "harmonic_fill_row", "main", "place_region", "region_metrics", "scale01"]
 
 SCHEME = get_scheme("brats2024")
 TASKS = ("inpainting", "lesion")
@@ -188,28 +188,24 @@ def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing:
     return out
 
 
-def harmonic_fill(
+def harmonic_fill_row(
     images: Mapping[str, np.ndarray], sequences: Sequence[str], region: np.ndarray, brain: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Classical Laplace inpainting: each image with the region replaced by the harmonic function that meets the
-    image on the one-voxel shell around the region (face neighbours in the brain; :func:`poisson_correction` of an
-    empty painting anchored on that shell).
+    """The harmonic fill reference row: each image with the region replaced by its 3D harmonic interpolation from
+    the brain around it (:func:`samraug.seam.harmonic_fill`).
 
     Example:
         >>> img = np.full((9, 9, 9), 4.0, np.float32); r = np.zeros(img.shape, bool); r[3:6, 3:6, 3:6] = True
-        >>> out = harmonic_fill({"t1n": np.where(r, 0.0, img)}, ["t1n"], r, np.ones(r.shape, bool))
+        >>> out = harmonic_fill_row({"t1n": np.where(r, 0.0, img)}, ["t1n"], r, np.ones(r.shape, bool))
         >>> bool(np.allclose(out["t1n"], 4.0))
         True
     """
-    shell = ndimage.binary_dilation(region, ndimage.generate_binary_structure(3, 1)) & ~region & brain
-    support = region | shell
     stack = np.stack([np.asarray(images[s], dtype=np.float64) for s in sequences])
-    values = poisson_correction(np.zeros_like(stack), stack, support, shell)
-    inside = region[support]
+    fill = harmonic_fill(stack, region, brain)
     out = {}
     for i, s in enumerate(sequences):
         img = np.asarray(images[s]).copy()
-        img[region] = values[i][inside]
+        img[region] = fill[i][region]
         out[s] = img
     return out
 
@@ -333,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if whole is not None:
                 preds["whole-image mode"] = _paint(whole, subj, before, subj.seg)[0]
             preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
-            preds["harmonic fill"] = harmonic_fill(subj.images, sequences, region, subj.brain)
+            preds["harmonic fill"] = harmonic_fill_row(subj.images, sequences, region, subj.brain)
             mirrored = mirror_region(subj, region)
             if mirrored is not None:
                 cp = {}

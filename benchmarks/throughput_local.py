@@ -36,6 +36,7 @@ import torchio as tio
 from torch import nn
 
 from samraug.editing import LesionEditor
+from samraug.hub import BUNDLED_LOCAL_WEIGHTS, read_config
 from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.models.unet import UNet
@@ -88,9 +89,14 @@ class ContractUNet(nn.Module):
         return torch.tanh(self.net(torch.cat([mask, context], dim=1)))
 
 
-def local_config(sequences: Sequence[str] = SEQUENCES, voxel_size: Sequence[float] = (2.0, 2.0, 2.0)) -> dict:
-    """The config of a local weights folder for the stand-in (brats2024, native conditioning, 1 context slice)."""
+def local_config(
+    sequences: Sequence[str] = SEQUENCES, voxel_size: Sequence[float] = (2.0, 2.0, 2.0), context_fill: str = "zero"
+) -> dict:
+    """The config of a local weights folder for the stand-in (brats2024, native conditioning, 1 context slice;
+    ``context_fill``: what its context shows in the region, which costs a harmonic fill per slice when
+    ``"harmonic"``)."""
     return {
+        **({"context_fill": context_fill} if context_fill != "zero" else {}),
         "mode": "local",
         "conditioning": "native",
         "label_scheme": SCHEME,
@@ -102,12 +108,15 @@ def local_config(sequences: Sequence[str] = SEQUENCES, voxel_size: Sequence[floa
     }
 
 
-def standin_synthesizer(device: str = "cpu", voxel_size: Sequence[float] = (2.0, 2.0, 2.0), seed: int = 0):
+def standin_synthesizer(
+    device: str = "cpu", voxel_size: Sequence[float] = (2.0, 2.0, 2.0), seed: int = 0, context_fill: str = "zero"
+):
     """A :class:`Synthesizer` around a random-initialised :class:`ContractUNet` (timing, smoke runs)."""
     torch.manual_seed(seed)
     k = len(get_scheme(SCHEME).classes("native"))
     model = ContractUNet(n_labels=k, sequences=SEQUENCES).eval()
-    return Synthesizer.from_model(model, None, local_config(SEQUENCES, voxel_size), device=device)
+    config = local_config(SEQUENCES, voxel_size, context_fill)
+    return Synthesizer.from_model(model, None, config, device=device)
 
 
 def _phantom_subject_2mm() -> dict[str, Any]:
@@ -151,9 +160,11 @@ def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) 
     return statistics.median(times)
 
 
-def bench_subject(subject: dict[str, Any], device: torch.device, repeats: int) -> dict[str, Any]:
+def bench_subject(
+    subject: dict[str, Any], device: torch.device, repeats: int, context_fill: str = "zero"
+) -> dict[str, Any]:
     scheme = get_scheme(SCHEME)
-    synth = standin_synthesizer(str(device))
+    synth = standin_synthesizer(str(device), context_fill=context_fill)
     editor = LesionEditor(scheme)
     records: list[dict] = []
     counter = iter(range(10**9))
@@ -233,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--out", type=Path, default=Path("outputs/throughput_local.json"), help="JSON output path")
     p.add_argument("--no-cuda", action="store_true", help="CPU only even when CUDA is present")
+    p.add_argument(
+        "--context-fill",
+        choices=("zero", "harmonic"),
+        default=None,
+        help="the stand-in weights' context fill (default: the bundled local weights')",
+    )
     p.add_argument("--only", nargs="+", choices=("2mm", "1mm"), default=("2mm", "1mm"), help="subjects to time")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -248,8 +265,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         subjects.append(_phantom_subject_2mm())
     if "1mm" in args.only:
         subjects.append(_brats_like_1mm())
-    rows = [bench_subject(s, d, args.repeats) for d in devices for s in subjects]
+    fill = args.context_fill
+    if fill is None:
+        fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
+    rows = [bench_subject(s, d, args.repeats, fill) for d in devices for s in subjects]
     result = {
+        "context_fill": fill,
         "machine": state,
         "machine_after": machine_state(args.threads),
         "repeats": args.repeats,

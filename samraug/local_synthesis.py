@@ -48,7 +48,7 @@ from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
 from samraug.region import edit_region, feather_weights
-from samraug.seam import CONTEXT_FILLS, SEAM_MODES, harmonic_fill_slices, poisson_correction
+from samraug.seam import CONTEXT_FILLS, SEAM_MODES, harmonic_fill, poisson_correction
 from samraug.texture import NOISE_MODES, match_noise
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -365,9 +365,8 @@ def _paint_part(
     region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
     fill_t = None
     if cfg.get("context_fill", "zero") == "harmonic":  # the context the weights were trained with
-        known = np.ascontiguousarray((brain_m & ~region_m).transpose(2, 0, 1))
-        fill = harmonic_fill_slices(images_t[0].numpy(), region_t[0].numpy() > 0, known)
-        fill_t = torch.from_numpy(fill)[None]
+        fill = harmonic_fill(norm_m, region_m, brain_m)
+        fill_t = torch.from_numpy(np.ascontiguousarray(fill.transpose(0, 3, 1, 2)))[None]
     mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist(), fill=fill_t)
     painted = synthesizer.paint_local_slices(mask_in, context_in).numpy()  # P, S, X, Y
     syn_m = norm_m.copy()

@@ -375,25 +375,34 @@ def test_l2_term_is_the_region_mean_squared_error() -> None:
 def test_harmonic_context_fill_dataset_trainer_and_export(tmp_path) -> None:
     """context_fill='harmonic': items carry each slice's harmonic fill of the region (the brain around it anchors
     it; a linear ramp is filled with the ramp), the trainer feeds it to the generator, and the weights record it."""
-    from samraug.seam import harmonic_fill_slices
+    from samraug.seam import harmonic_fill
 
-    x = np.arange(12, dtype=np.float64)
-    ramp = np.broadcast_to(0.1 * x[:, None] - 0.05 * x[None, :], (1, 2, 12, 12)).copy()
-    reg = np.zeros((2, 12, 12), bool)
-    reg[:, 3:8, 4:9] = True
-    fill = harmonic_fill_slices(ramp, reg, np.ones_like(reg))
-    np.testing.assert_allclose(fill[:, reg], ramp[:, reg], atol=2e-3)
+    x, y, z = np.indices((12, 11, 10), dtype=np.float64)
+    ramp = (0.1 * x - 0.05 * y + 0.2 * z)[None].repeat(2, 0)
+    reg = np.zeros((12, 11, 10), bool)
+    reg[3:8, 4:9, 2:7] = True
+    fill = harmonic_fill(ramp, reg, np.ones_like(reg))  # a linear function is harmonic: filled exactly
+    np.testing.assert_allclose(fill[:, reg], ramp[:, reg], atol=5e-3)  # anchors weigh 100: near-exact
     assert (fill[:, ~reg] == 0).all()
-    isolated = harmonic_fill_slices(ramp, reg, np.zeros_like(reg))  # nothing known: nothing filled
-    assert not isolated.any()
+    assert not harmonic_fill(ramp, reg, np.zeros_like(reg)).any()  # nothing known: nothing filled
     with pytest.raises(ValueError, match="images must be"):
-        harmonic_fill_slices(ramp[0], reg, reg)
+        harmonic_fill(ramp[0], reg, reg)
 
     ds = _crops(context_fill="harmonic")
-    item = ds[3]
-    assert item["fill"].shape == item["images"].shape
-    region = item["region"]
-    assert (item["fill"][:, ~region] == 0).all() and bool(item["fill"][:, region].abs().sum() > 0)
+    for kind in (0, 1):  # a lesion crop (the subject's lesion region filled in 3D) and a blob crop
+        item = next(ds[i] for i in range(len(ds)) if ds[i]["kind"] == kind)
+        assert item["fill"].shape == item["images"].shape
+        region = item["region"]
+        assert (item["fill"][:, ~region] == 0).all() and bool(item["fill"][:, region].abs().sum() > 0)
+        # a harmonic fill stays within the range of the brain it is anchored on (maximum principle), per sequence
+        subject = ds._subjects[item["subject_index"]]
+        brain = subject.classes > 0
+        for k in range(len(SEQ)):
+            values = subject.images[k][brain]
+            inside = item["fill"][k][region]
+            assert (
+                float(inside.max()) <= float(values.max()) + 1e-2 and float(inside.min()) >= float(values.min()) - 1e-2
+            )
     assert "fill" not in _crops()[3]
     with pytest.raises(ValueError, match="context_fill must be one of"):
         _crops(context_fill="mean")

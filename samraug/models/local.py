@@ -83,7 +83,7 @@ def build_local_inputs(
         z: The slices to build, in this order (default: all ``D``). Neighbours beyond the volume edge repeat the
             edge slice (clamped index).
         fill: ``(B, S, D, H, W)`` values shown inside the region instead of 0 (weights with ``context_fill:
-            "harmonic"``: :func:`samraug.seam.harmonic_fill_slices`); None: the region is blanked (0).
+            "harmonic"``: :func:`samraug.seam.harmonic_fill`); None: the region is blanked (0).
 
     Returns:
         ``mask (B * len(z), K * (2c+1), H, W)`` float and ``context (B * len(z), (S+1) * (2c+1), H, W)`` in

@@ -151,9 +151,9 @@ class TrainConfig:
         context_slices: Local task: slices on each side of the painted one (2.5D context).
         crop_size: Local task: training crop (H, W) in voxels.
         context_fill: Local task: what the context shows inside the hidden region: ``"zero"`` (blanked, the
-            original contract) or ``"harmonic"`` (each slice's region filled by harmonic interpolation from the
-            pixels around it, :func:`samraug.seam.harmonic_fill_slices`: the model paints a residual over classical
-            inpainting). Recorded in the weights; painting builds the same context.
+            original contract) or ``"harmonic"`` (the region filled in 3D by harmonic interpolation from the brain
+            around it, :func:`samraug.seam.harmonic_fill`: with ``residual`` generators the model paints a residual
+            over classical inpainting). Recorded in the weights; painting builds the same context.
         normalization: How the images are normalised (:meth:`samraug.intensity.Normalization.named`):
             ``"normal-brain"`` (percentiles of the normal-appearing brain to -0.8 / -0.2, so the brain's level does
             not depend on the lesion and bright lesions are not clipped; what the recipe uses) or ``"brain"``

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from samraug.data.slices import prepare_subject
 from samraug.intensity import Normalization
 from samraug.labels import BRAIN, EDEMA, SCHEMES, LabelScheme, get_scheme
-from samraug.seam import CONTEXT_FILLS, harmonic_fill_slices
+from samraug.seam import CONTEXT_FILLS, harmonic_fill
 from samraug.training.data import load_training_subjects
 
 __all__ = ["BLOB_KIND", "LESION_KIND", "LocalCropDataset", "LocalData", "prepare_local_data", "voxel_size_of"]
@@ -75,6 +75,7 @@ class _Subject:
     region: np.ndarray  # (X, Y, Z) bool: lesion dilated by the margin, inside the brain
     lesion_voxels: np.ndarray  # (n, 3) int
     healthy_voxels: np.ndarray  # (m, 3) int: normal brain far enough from lesion for a blob centre
+    fill: torch.Tensor | None = None  # (S, X, Y, Z) float16: harmonic fill of ``region`` (context_fill harmonic)
 
 
 class LocalCropDataset(Dataset):
@@ -93,9 +94,9 @@ class LocalCropDataset(Dataset):
         margin_mm: Dilation of the lesion for the lesion-painting region.
         blob_mm: ``(min, max)`` blob diameter in mm.
         seed: Seed of the draws (item ``i`` uses ``(seed, i)``).
-        context_fill: ``"zero"`` or ``"harmonic"``: items also hold ``fill`` ``(S, 2c+1, H, W)``, each slice's
-            region filled by :func:`samraug.seam.harmonic_fill_slices` from the brain around it (the context the
-            weights with that ``context_fill`` see).
+        context_fill: ``"zero"`` or ``"harmonic"``: items also hold ``fill`` ``(S, 2c+1, H, W)``, the region
+            filled in 3D by :func:`samraug.seam.harmonic_fill` from the brain around it (the whole lesion region of
+            the subject, or the whole blob), as painting fills it for weights with that ``context_fill``.
         normalization: How each subject's sequences are normalised (default ``Normalization()``: percentiles of
             the normal-appearing brain); the weights record it and painting uses the same.
 
@@ -190,6 +191,9 @@ class LocalCropDataset(Dataset):
                 healthy = healthy & far
         if not healthy.any() and not lesion.any():
             raise ValueError(f"{what} has no brain voxels; check its brain mask / labels")
+        fill = None
+        if self.context_fill == "harmonic":
+            fill = torch.from_numpy(harmonic_fill(p.images.numpy(), region, brain)).to(torch.float16)
         return _Subject(
             subject_id=p.subject_id,
             images=p.images,
@@ -197,7 +201,27 @@ class LocalCropDataset(Dataset):
             region=region,
             lesion_voxels=np.argwhere(lesion).astype(np.int32),
             healthy_voxels=np.argwhere(healthy).astype(np.int32),
+            fill=fill,
         )
+
+    @staticmethod
+    def _blob_fill(
+        subj: _Subject,
+        centre: np.ndarray,
+        radii: np.ndarray,
+        start: tuple[int, int],
+        size: tuple[int, int],
+        zs: np.ndarray,
+    ) -> np.ndarray:
+        """The blob's 3D harmonic fill on the crop's grid ``(S, len(zs), H, W)`` (0 off the blob)."""
+        values, lo, hi = _box_fill(subj, centre, radii)
+        axes = [np.arange(start[0], start[0] + size[0]), np.arange(start[1], start[1] + size[1]), np.asarray(zs)]
+        ok = [(a >= lo[k]) & (a < hi[k]) for k, a in enumerate(axes)]
+        out = np.zeros((values.shape[0], len(zs), size[0], size[1]), dtype=np.float32)
+        picked = values[:, axes[0][ok[0]] - lo[0]][:, :, axes[1][ok[1]] - lo[1]][..., axes[2][ok[2]] - lo[2]]
+        index = np.ix_(np.arange(values.shape[0]), np.flatnonzero(ok[2]), np.flatnonzero(ok[0]), np.flatnonzero(ok[1]))
+        out[index] = picked.transpose(0, 3, 1, 2)
+        return out
 
     @property
     def subject_ids(self) -> list[str]:
@@ -232,8 +256,11 @@ class LocalCropDataset(Dataset):
         classes[:, dst[0], dst[1]] = subj.classes[xs, ys][..., zs].permute(2, 0, 1).long()
         images[:, :, dst[0], dst[1]] = subj.images[:, xs, ys][..., zs].permute(0, 3, 1, 2)
         region = torch.zeros(len(zs), h, w, dtype=torch.bool)
+        fill = torch.zeros(images.shape) if self.context_fill == "harmonic" else None
         if kind == LESION_KIND:
             region[:, dst[0], dst[1]] = torch.from_numpy(subj.region[xs, ys][..., zs]).permute(2, 0, 1)
+            if fill is not None and subj.fill is not None:
+                fill[:, :, dst[0], dst[1]] = subj.fill[:, xs, ys][..., zs].permute(0, 3, 1, 2).float()
         else:
             diameter = rng.uniform(*self.blob_mm)
             radii = diameter / 2 * rng.uniform(0.8, 1.2, size=3) / np.asarray(vox)
@@ -242,13 +269,11 @@ class LocalCropDataset(Dataset):
             gz = (zs - centre[2]) / radii[2]
             blob = gz[:, None, None] ** 2 + gx[None, :, None] ** 2 + gy[None, None, :] ** 2 <= 1.0
             region = torch.from_numpy(blob) & (classes > 0)
+            if fill is not None:
+                fill[:] = torch.from_numpy(self._blob_fill(subj, centre, radii, (x0, y0), (h, w), zs))
         c = self.context_slices
-        extra = {}
-        if self.context_fill == "harmonic":
-            known = classes > 0
-            extra["fill"] = torch.from_numpy(harmonic_fill_slices(images.numpy(), region.numpy(), known.numpy()))
         return {
-            **extra,
+            **({"fill": torch.where(region[None], fill, torch.zeros(()))} if fill is not None else {}),
             "classes": classes,
             "images": images.float(),
             "region": region,
@@ -260,6 +285,20 @@ class LocalCropDataset(Dataset):
             "subject_id": subj.subject_id,
             "subject_index": si,
         }
+
+
+def _box_fill(subj: _Subject, centre: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 3D harmonic fill of a blob (ellipsoid ``centre``/``radii`` in voxels, inside the brain) on its bounding
+    box plus one voxel: ``(fill (S, bx, by, bz), box start, box stop)``."""
+    shape = np.asarray(subj.classes.shape)
+    reach = np.ceil(radii).astype(np.int64) + 1
+    lo = np.maximum(np.asarray(centre) - reach, 0)
+    hi = np.minimum(np.asarray(centre) + reach + 1, shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    grids = np.ogrid[box]
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii, strict=True)) <= 1.0
+    brain = subj.classes[box].numpy() > 0
+    return harmonic_fill(subj.images[(slice(None), *box)].numpy(), inside & brain, brain), lo, hi
 
 
 def _crop_start(centre: int, size: int, crop: int, rng: np.random.Generator) -> int:
