@@ -17,8 +17,9 @@ changed plus the old and the new lesion, dilated by ``margin_mm``. The steps:
 5. with ``seam="poisson"`` (default), the painting is corrected on the model grid by the smooth (harmonic) field
    that makes it meet the real image on a one-voxel band around the region, which the model paints too without
    seeing it (:func:`samraug.seam.poisson_correction`; it fixes the region's overall level, which the model gets
-   wrong by a few percent, and keeps its structure); the painted slices are mapped back to the subject's scale
-   and grid (trilinear, sampled at the region voxels only);
+   wrong by a few percent, and keeps its structure; residual generators, which paint over a harmonic fill anchored
+   on the real voxels right around the region, have no band and need no correction); the painted slices are mapped
+   back to the subject's scale and grid (trilinear, sampled at the region voxels only);
 6. with ``noise="match"`` (default), per sequence, Gaussian noise tops the region's noise level up to the real
    image's in a ring around it (:func:`samraug.texture.match_noise`; nothing is added where the painting is as
    textured as its surroundings), so a painter that predicts the expected tissue leaves no smooth patch behind;
@@ -352,7 +353,11 @@ def _paint_part(
     classes_m = resample(classes, aff, grid_shape, grid_aff, order=0)
     brain_m = resample(brain, aff, grid_shape, grid_aff, order=0)
     core_m = resample(part.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
-    region_m = ndimage.binary_dilation(core_m, iterations=1)  # painted (and hidden from the model): core + a band
+    residual = bool(getattr(model, "residual", False))
+    # painted (and hidden from the model): the part, plus a one-voxel band the seam correction anchors on -- not for
+    # residual generators, which paint over a fill anchored on the real voxels right around the part (a band would
+    # move the fill's anchors a voxel out and hide real tissue the fill needs)
+    region_m = core_m if residual else ndimage.binary_dilation(core_m, iterations=1)
     norm_m = np.empty((len(seqs), *grid_shape), dtype=np.float32)
     for i, name in enumerate(seqs):
         vol = resample(_array(images[name], name), aff, grid_shape, grid_aff, order=1)
@@ -373,7 +378,7 @@ def _paint_part(
     syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
     syn_m = np.where(region_m[None], syn_m, norm_m)
     offsets = None
-    if seam == "poisson" and region_m.any():
+    if seam == "poisson" and not residual and region_m.any():
         # the band's real values are known: they anchor the correction of the painting's level
         correction = poisson_correction(syn_m, norm_m, region_m, region_m & ~core_m & brain_m)
         syn_m[:, region_m] += correction.astype(syn_m.dtype)

@@ -463,3 +463,13 @@ def test_residual_generator_paints_over_the_fill_and_init_from_starts_at_it(tmp_
     again.init_from(w)
     assert all(torch.equal(a, b) for a, b in zip(again.generator.parameters(), res.generator.parameters(), strict=True))
     assert json.loads((w / "config.json").read_text())["residual"] is True
+
+
+def test_blob_crops_paint_any_slice_of_the_blob() -> None:
+    """Blob crops are taken at any height of the blob, not only its middle slice: painting paints every slice of
+    a region, the caps too. For an ellipsoid centred on the painted slice that slice would always have the largest
+    area of the three; here some crops have a neighbour slice with more region than the painted one."""
+    ds = _crops(lesion_fraction=0.0, crops_per_subject=40, blob_mm=(10.0, 16.0))
+    areas = [ds[i]["region"].flatten(1).sum(1) for i in range(len(ds))]
+    off_centre = sum(bool(a[1] < a.max()) for a in areas if a.sum() > 0)
+    assert off_centre >= 5

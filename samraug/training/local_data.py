@@ -7,7 +7,8 @@ two kinds, drawn with probability ``lesion_fraction`` / ``1 - lesion_fraction``:
   brain), centred on a random lesion voxel; the mask holds the real labels, so the model learns to paint lesions
   from their labels and the surrounding tissue;
 - **pseudo-healthy inpainting** (``kind = 1``): the region is a random ellipsoidal blob ``blob_mm`` across in
-  healthy tissue (centred at least ``blob / 2`` away from any lesion where possible); its labels are normal brain,
+  healthy tissue (centred at least ``blob / 2`` away from any lesion where possible), the crop's painted slice at
+  any height of the blob (painting paints every slice of a region, its thin caps too); its labels are normal brain,
   so the model learns to fill a region with healthy tissue.
 
 The target is always the real image; everything outside the region is given to the model (the context). Items are
@@ -245,8 +246,16 @@ class LocalCropDataset(Dataset):
             centre = subj.lesion_voxels[rng.integers(len(subj.lesion_voxels))]
         else:
             centre = subj.healthy_voxels[rng.integers(len(subj.healthy_voxels))]
+        painted_z = int(centre[2])
+        radii = None
+        if kind == BLOB_KIND:
+            diameter = rng.uniform(*self.blob_mm)
+            radii = diameter / 2 * rng.uniform(0.8, 1.2, size=3) / np.asarray(vox)
+            # any slice of the blob, not only its middle: painting paints every slice of a region, the thin caps too
+            reach = int(np.floor(0.9 * radii[2]))
+            painted_z = int(np.clip(painted_z + int(rng.integers(-reach, reach + 1)), 0, shape[2] - 1))
         x0, y0 = (_crop_start(int(centre[a]), shape[a], self.crop_size[a], rng) for a in (0, 1))
-        zs = np.clip(np.arange(-self.context_slices, self.context_slices + 1) + int(centre[2]), 0, shape[2] - 1)
+        zs = np.clip(np.arange(-self.context_slices, self.context_slices + 1) + painted_z, 0, shape[2] - 1)
         h, w = self.crop_size
         xs = slice(max(x0, 0), min(x0 + h, shape[0]))
         ys = slice(max(y0, 0), min(y0 + w, shape[1]))
@@ -262,8 +271,7 @@ class LocalCropDataset(Dataset):
             if fill is not None and subj.fill is not None:
                 fill[:, :, dst[0], dst[1]] = subj.fill[:, xs, ys][..., zs].permute(0, 3, 1, 2).float()
         else:
-            diameter = rng.uniform(*self.blob_mm)
-            radii = diameter / 2 * rng.uniform(0.8, 1.2, size=3) / np.asarray(vox)
+            assert radii is not None
             gx = (np.arange(x0, x0 + h) - centre[0]) / radii[0]
             gy = (np.arange(y0, y0 + w) - centre[1]) / radii[1]
             gz = (zs - centre[2]) / radii[2]
@@ -281,7 +289,7 @@ class LocalCropDataset(Dataset):
             "image": images[:, c].clone().float(),
             "brain": classes[c] > 0,
             "kind": kind,
-            "z": int(centre[2]),
+            "z": painted_z,
             "subject_id": subj.subject_id,
             "subject_index": si,
         }
