@@ -850,8 +850,8 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
         lines.append(f"- training grid: voxel size {config['voxel_size']} mm (RAS), crop {config.get('crop_size')}")
     if config.get("context_fill", "zero") != "zero":
         lines.append(
-            f"- context fill: `{config['context_fill']}` (each slice's hidden region is shown to the model filled by "
-            "harmonic interpolation from the tissue around it; it paints a residual over that)"
+            f"- context fill: `{config['context_fill']}` (the hidden region is shown to the model filled in 3D by "
+            "harmonic interpolation from the brain around it; a residual generator paints over that fill)"
         )
     if card.get("command"):
         lines += ["", "Exact command:", "", "```bash", str(card["command"]), "```"]
