@@ -297,11 +297,9 @@ def paint_local(
 
     if noise == "match":
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        record["noise_sd"] = {}
-        for i, name in enumerate(seqs):
-            added, info = match_noise(images[name], synthetic[i], region, brain_eff, spacing, gen)
-            synthetic[i] += added
-            record["noise_sd"][name] = round(float(info["sd"]), 6)
+        added, infos = match_noise([images[name] for name in seqs], synthetic, region, brain_eff, spacing, gen)
+        synthetic += added
+        record["noise_sd"] = {name: round(float(info["sd"]), 6) for name, info in zip(seqs, infos, strict=True)}
 
     # Blend with the feather weights, at the region voxels only.
     weights = feather_weights(region, spacing, feather).reshape(-1)[flat].astype(np.float64)

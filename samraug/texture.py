@@ -18,10 +18,10 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> image = 100 + rng.normal(0, 5, (24, 24, 24))
     >>> region = np.zeros(image.shape, bool); region[8:16, 8:16, 8:16] = True
-    >>> painted = np.full(int(region.sum()), 100.0)                   # a flat (noise-free) painting
+    >>> painted = np.full((1, int(region.sum())), 100.0)              # a flat (noise-free) painting
     >>> brain = np.ones(image.shape, bool)
-    >>> noise, info = match_noise(image, painted, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(0))
-    >>> noise.shape == (int(region.sum()),), 4.0 < info["sd"] < 6.0
+    >>> noise, infos = match_noise([image], painted, region, brain, (1.0,) * 3, torch.Generator().manual_seed(0))
+    >>> noise.shape == (1, int(region.sum())), 4.0 < infos[0]["sd"] < 6.0
     (True, True)
 """
 
@@ -90,7 +90,7 @@ def _filter_valid(mask: np.ndarray) -> np.ndarray:
 
 
 def match_noise(
-    image: np.ndarray | torch.Tensor,
+    images: Sequence[np.ndarray | torch.Tensor],
     painted: np.ndarray,
     region: np.ndarray,
     brain: np.ndarray,
@@ -98,58 +98,68 @@ def match_noise(
     generator: torch.Generator,
     *,
     ring_mm: float = 6.0,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Noise for the ``region`` voxels of ``painted`` that gives them the noise level of ``image`` around the region.
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Noise for the ``region`` voxels of each painting that gives it the noise level of its real image around the
+    region. The ring and the filter-valid voxels are found once for all images.
 
     Args:
-        image: The real image ``(X, Y, Z)`` (the ring's noise is measured on it; only the region's surroundings
-            are read).
-        painted: The painted values of the region voxels, ``(region.sum(),)`` in ``np.flatnonzero(region)`` order
-            (their own texture is measured).
+        images: The real images, each ``(X, Y, Z)`` (the ring's noise is measured on them; only the region's
+            surroundings are read).
+        painted: ``(len(images), region.sum())``: the painted values of the region voxels, in
+            ``np.flatnonzero(region)`` order (their own texture is measured).
         region: Boolean ``(X, Y, Z)``, the repainted voxels.
         brain: Boolean ``(X, Y, Z)`` brain mask (the ring is brain outside the region).
         spacing: Voxel size in mm (the ring is ``ring_mm`` wide, Euclidean).
-        generator: The ``torch.Generator`` the noise is drawn from (``region.sum()`` normal draws, float64).
+        generator: The ``torch.Generator`` the noise is drawn from (``region.sum()`` normal draws, float64, per image
+            that gets noise, in the images' order).
         ring_mm: Width of the ring around the region the noise level is measured in.
 
     Returns:
-        ``(noise, info)``: ``noise`` float64 of shape ``(region.sum(),)`` in ``np.flatnonzero(region)`` order (all
-        zero when nothing is to add), ``info`` ``{"sd", "sd_ring", "sd_painted"}`` (standard deviations in the
-        image's units; ``sd`` is the added noise's) and ``"reason"`` when no level could be measured.
+        ``(noise, infos)``: ``noise`` float64 ``(len(images), region.sum())`` (a row of zeros where nothing is to
+        add), and per image ``{"sd", "sd_ring", "sd_painted"}`` (standard deviations in the image's units; ``sd``
+        is the added noise's) with ``"reason"`` when no level could be measured.
 
     Example:
-        >>> noise, info = match_noise(img, painted, region, brain, (2.0, 2.0, 2.0), torch.Generator())  # doctest: +SKIP
+        >>> noise, infos = match_noise([t1n, t2f], painted, region, brain, (2.0,) * 3, gen)  # doctest: +SKIP
     """
-    shape = tuple(image.shape)
-    for name, arr in (("region", region), ("brain", brain)):
-        if np.shape(arr) != shape:
-            raise ValueError(f"{name} has shape {np.shape(arr)}, image {shape}; pass them on one grid")
     region = np.asarray(region, dtype=bool)
+    shape = region.shape
+    for k, image in enumerate(images):
+        if tuple(image.shape) != shape:
+            raise ValueError(f"images[{k}] has shape {tuple(image.shape)}, region {shape}; pass them on one grid")
+    if np.shape(brain) != shape:
+        raise ValueError(f"brain has shape {np.shape(brain)}, image {shape}; pass them on one grid")
     n = int(region.sum())
-    values = np.asarray(painted, dtype=np.float64).reshape(-1)
-    if values.size != n:
-        raise ValueError(f"painted holds {values.size} values but the region {n} voxels; pass the region's values")
-    info: dict[str, Any] = {"sd": 0.0, "sd_ring": 0.0, "sd_painted": 0.0}
+    values = np.asarray(painted, dtype=np.float64).reshape(len(images), -1)
+    if values.shape[1] != n:
+        raise ValueError(
+            f"painted holds {values.shape[1]} values per image but the region {n} voxels; pass the region's values"
+        )
+    noise = np.zeros((len(images), n))
+    blank: dict[str, Any] = {"sd": 0.0, "sd_ring": 0.0, "sd_painted": 0.0}
     if n == 0:
-        return np.zeros(0), info | {"reason": "empty region"}
+        return noise, [blank | {"reason": "empty region"} for _ in images]
     outer = dilate_mm(region, spacing, ring_mm)
     box = bounding_box(outer)
     assert box is not None  # the region is not empty
     sl = tuple(slice(max(lo - 1, 0), min(hi + 1, size)) for (lo, hi), size in zip(box, shape, strict=True))
-    reg, br, out = region[sl], np.asarray(brain, dtype=bool)[sl], outer[sl]
-    ring = _filter_valid(br & ~reg) & out
+    reg, br = region[sl], np.asarray(brain, dtype=bool)[sl]
+    ring = _filter_valid(br & ~reg) & outer[sl]
     inside = _filter_valid(reg)
     if int(ring.sum()) < MIN_VOXELS or int(inside.sum()) < MIN_VOXELS:
-        return np.zeros(n), info | {"reason": f"fewer than {MIN_VOXELS} filter-valid voxels in the ring or region"}
-    crop = image[sl]
-    crop = crop.detach().cpu().numpy() if isinstance(crop, torch.Tensor) else np.asarray(crop)
-    crop = crop.astype(np.float64)  # a copy: the caller's image is never written
-    sd_ring = robust_sd(high_pass(crop)[ring])
-    crop[reg] = values  # the box keeps the region's C order
-    sd_painted = robust_sd(high_pass(crop)[inside])
-    sd = float(np.sqrt(max(0.0, sd_ring**2 - sd_painted**2) / HIGH_PASS_GAIN))
-    info.update(sd=sd, sd_ring=sd_ring / np.sqrt(HIGH_PASS_GAIN), sd_painted=sd_painted / np.sqrt(HIGH_PASS_GAIN))
-    if sd == 0.0:
-        return np.zeros(n), info
-    draws = torch.randn(n, generator=generator, dtype=torch.float64).numpy()
-    return sd * draws, info
+        reason = f"fewer than {MIN_VOXELS} filter-valid voxels in the ring or region"
+        return noise, [blank | {"reason": reason} for _ in images]
+    infos = []
+    for k, image in enumerate(images):
+        crop = image[sl]
+        crop = crop.detach().cpu().numpy() if isinstance(crop, torch.Tensor) else np.asarray(crop)
+        crop = crop.astype(np.float64)  # a copy: the caller's image is never written
+        sd_ring = robust_sd(high_pass(crop)[ring])
+        crop[reg] = values[k]  # the box keeps the region's C order
+        sd_painted = robust_sd(high_pass(crop)[inside])
+        sd = float(np.sqrt(max(0.0, sd_ring**2 - sd_painted**2) / HIGH_PASS_GAIN))
+        gain = np.sqrt(HIGH_PASS_GAIN)
+        infos.append({"sd": sd, "sd_ring": sd_ring / gain, "sd_painted": sd_painted / gain})
+        if sd > 0.0:
+            noise[k] = sd * torch.randn(n, generator=generator, dtype=torch.float64).numpy()
+    return noise, infos

@@ -48,12 +48,18 @@ def test_high_pass_gain_on_white_noise_and_robust_sd():
     assert robust_sd(outliers) == pytest.approx(1.0, rel=0.1)  # 5 % edges do not count
 
 
+def _match_one(image, painted, region, brain, spacing, generator):
+    """match_noise for one image: its noise row and its info."""
+    noise, infos = match_noise([image], np.asarray(painted)[None], region, brain, spacing, generator)
+    return noise[0], infos[0]
+
+
 @pytest.mark.parametrize("sd", [2.0, 10.0])
 def test_flat_painting_gets_the_ring_noise_level(sd):
     image, region, brain = _noisy(sd)
     before = image.copy()
     painted = np.full(int(region.sum()), 300.0)
-    noise, info = match_noise(image, painted, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(0))
+    noise, info = _match_one(image, painted, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(image, before)  # the input is not written
     assert info["sd"] == pytest.approx(sd, rel=0.1) and info["sd_ring"] == pytest.approx(sd, rel=0.1)
     assert noise.std() == pytest.approx(info["sd"], rel=0.05)
@@ -68,32 +74,46 @@ def test_textured_painting_gets_little_and_noisier_painting_nothing():
     image, region, brain = _noisy(5.0)
     rng = np.random.default_rng(9)
     same = 300.0 + rng.normal(0.0, 5.0, int(region.sum()))
-    _, info = match_noise(image, same, region, brain, (1.0, 1.0, 1.0), torch.Generator())
+    _, info = _match_one(image, same, region, brain, (1.0, 1.0, 1.0), torch.Generator())
     assert info["sd"] < 2.0  # sqrt of a difference of two estimates of one level
     noisier = 300.0 + rng.normal(0.0, 8.0, int(region.sum()))
-    noise, info = match_noise(image, noisier, region, brain, (1.0, 1.0, 1.0), torch.Generator())
+    noise, info = _match_one(image, noisier, region, brain, (1.0, 1.0, 1.0), torch.Generator())
     assert info["sd"] == 0.0 and not noise.any()
 
 
 def test_seeded_draws_and_bad_input():
     image, region, brain = _noisy(4.0)
     flat = np.full(int(region.sum()), 300.0)
-    a, _ = match_noise(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(3))
-    b, _ = match_noise(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(3))
-    c, _ = match_noise(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(4))
+    a, _ = _match_one(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(3))
+    b, _ = _match_one(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(3))
+    c, _ = _match_one(image, flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(4))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     with pytest.raises(ValueError, match="region's values"):
-        match_noise(image, flat[:-1], region, brain, (1.0, 1.0, 1.0), torch.Generator())
+        _match_one(image, flat[:-1], region, brain, (1.0, 1.0, 1.0), torch.Generator())
     with pytest.raises(ValueError, match="brain has shape"):
-        match_noise(image, flat, region, brain[:-1], (1.0, 1.0, 1.0), torch.Generator())
+        _match_one(image, flat, region, brain[:-1], (1.0, 1.0, 1.0), torch.Generator())
     empty = np.zeros_like(region)
-    noise, info = match_noise(image, np.zeros(0), empty, brain, (1.0, 1.0, 1.0), torch.Generator())
+    noise, info = _match_one(image, np.zeros(0), empty, brain, (1.0, 1.0, 1.0), torch.Generator())
     assert noise.size == 0 and info["reason"] == "empty region"
     tiny = np.zeros_like(region)
     tiny[5, 5, 5] = True  # no filter-valid voxel inside: nothing measured, nothing added
-    noise, info = match_noise(image, np.zeros(1), tiny, brain, (1.0, 1.0, 1.0), torch.Generator())
+    noise, info = _match_one(image, np.zeros(1), tiny, brain, (1.0, 1.0, 1.0), torch.Generator())
     assert not noise.any() and "filter-valid" in info["reason"]
+
+
+def test_several_images_in_one_call_get_their_own_levels_in_order():
+    """One call for several sequences measures each image's own level on the same ring and draws their noise in
+    the images' order, as one call per image with the same generator would."""
+    (quiet, region, brain), (loud, _, _) = _noisy(2.0), _noisy(10.0, seed=1)
+    flat = np.full((2, int(region.sum())), 300.0)
+    both, infos = match_noise([quiet, loud], flat, region, brain, (1.0, 1.0, 1.0), torch.Generator().manual_seed(7))
+    assert infos[0]["sd"] == pytest.approx(2.0, rel=0.1) and infos[1]["sd"] == pytest.approx(10.0, rel=0.1)
+    g = torch.Generator().manual_seed(7)
+    one = [_match_one(img, flat[k], region, brain, (1.0, 1.0, 1.0), g)[0] for k, img in enumerate((quiet, loud))]
+    np.testing.assert_array_equal(both, np.stack(one))
+    with pytest.raises(ValueError, match=r"images\[1\] has shape"):
+        match_noise([quiet, loud[:-1]], flat, region, brain, (1.0, 1.0, 1.0), torch.Generator())
 
 
 def _deep_region(seg, edited, brain, spacing, feather):
