@@ -41,6 +41,7 @@ from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.models.unet import UNet
 from samraug.outputs import write_atomic
+from samraug.seam import CONTEXT_FILLS
 from samraug.synthesis import Synthesizer
 
 __all__ = ["ContractUNet", "local_config", "main", "standin_synthesizer"]
@@ -93,7 +94,7 @@ def local_config(
     sequences: Sequence[str] = SEQUENCES, voxel_size: Sequence[float] = (2.0, 2.0, 2.0), context_fill: str = "zero"
 ) -> dict:
     """The config of a local weights folder for the stand-in (brats2024, native conditioning, 1 context slice;
-    ``context_fill``: what its context shows in the region, which costs a harmonic fill per slice when
+    ``context_fill``: what its context shows in the region, which costs a 3D harmonic fill per painted part when
     ``"harmonic"``)."""
     return {
         **({"context_fill": context_fill} if context_fill != "zero" else {}),
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-cuda", action="store_true", help="CPU only even when CUDA is present")
     p.add_argument(
         "--context-fill",
-        choices=("zero", "harmonic"),
+        choices=CONTEXT_FILLS,
         default=None,
         help="the stand-in weights' context fill (default: the bundled local weights')",
     )

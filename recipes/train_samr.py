@@ -35,6 +35,7 @@ import torch
 from samraug.data.phantom import PHANTOM_SPACE
 from samraug.intensity import NORMALIZATIONS, Normalization
 from samraug.labels import CONDITIONINGS
+from samraug.seam import CONTEXT_FILLS
 from samraug.training import GANTrainer, init_distributed, preset_config
 from samraug.training.checkpoint import CheckpointError, step_of
 from samraug.training.config import LOCAL_DEFAULTS, MODEL_TYPES, TASKS, TRAINING_PRESETS
@@ -139,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument(
         "--context-fill",
-        choices=("zero", "harmonic"),
+        choices=CONTEXT_FILLS,
         default="zero",
         help="what the context shows inside the hidden region: zero (blanked) or harmonic (each slice's region "
         "filled by harmonic interpolation from the tissue around it; the model paints a residual over it)",

@@ -49,7 +49,9 @@ from .intensity import denormalize
 from .labels import get_scheme
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
+from .seam import SEAM_MODES
 from .synthesis import Synthesizer, resolve_device
+from .texture import NOISE_MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -153,14 +155,14 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--noise",
-        choices=("match", "none"),
+        choices=NOISE_MODES,
         default="match",
         help="local mode: 'match' (default) tops the repainted region's noise up to the case's own noise around it; "
         "'none' keeps the model's painting as it is",
     )
     parser.add_argument(
         "--seam",
-        choices=("poisson", "none"),
+        choices=SEAM_MODES,
         default="poisson",
         help="local mode: 'poisson' (default) corrects the painting to continue the case's image across the "
         "region's border; 'none' keeps the model's painting as it is",

@@ -49,6 +49,7 @@ from samraug.atlas import Atlas
 from samraug.intensity import DEFAULT_NORMALIZATION, Normalization
 from samraug.labels import CONDITIONINGS, SCHEMES, LabelScheme, get_scheme
 from samraug.models.generator import GENERATOR_PRESETS, MODEL_TYPES, generator_class, generator_from_config
+from samraug.seam import CONTEXT_FILLS
 from samraug.serialization import (
     ATLAS_NAME,
     CARD_NAME,
@@ -654,8 +655,8 @@ def save_weights(
         raise ValueError(f"lineage must be a list of strings (newest first), got {lineage!r}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype (e.g. torch.float16), got {dtype}")
-    if context_fill not in (None, "zero", "harmonic"):
-        raise ValueError(f"context_fill must be 'zero' or 'harmonic', got {context_fill!r}")
+    if context_fill is not None and context_fill not in CONTEXT_FILLS:
+        raise ValueError(f"context_fill must be one of {CONTEXT_FILLS}, got {context_fill!r}")
     if atlas_space is not None:
         if atlas is None:
             raise ValueError("atlas_space names the space of the atlas, but this generator has none; leave it unset")

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from samraug.intensity import NORMALIZATIONS
 from samraug.labels import CONDITIONINGS
+from samraug.seam import CONTEXT_FILLS
 
 __all__ = [
     "AMP_MODES",
@@ -215,8 +216,8 @@ class TrainConfig:
             raise ValueError(f"unknown model_type {self.model_type!r}; use one of {list(MODEL_TYPES)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; use one of {list(TASKS)}")
-        if self.context_fill not in ("zero", "harmonic"):
-            raise ValueError(f"unknown context_fill {self.context_fill!r}; use 'zero' or 'harmonic'")
+        if self.context_fill not in CONTEXT_FILLS:
+            raise ValueError(f"unknown context_fill {self.context_fill!r}; use one of {list(CONTEXT_FILLS)}")
         if self.context_fill != "zero" and self.task != "local":
             raise ValueError("context_fill is the local task's context (task='local')")
         if int(self.context_slices) < 0 or min(self.crop_size) < 1:
