@@ -272,10 +272,7 @@ class LocalCropDataset(Dataset):
                 fill[:, :, dst[0], dst[1]] = subj.fill[:, xs, ys][..., zs].permute(0, 3, 1, 2).float()
         else:
             assert radii is not None
-            gx = (np.arange(x0, x0 + h) - centre[0]) / radii[0]
-            gy = (np.arange(y0, y0 + w) - centre[1]) / radii[1]
-            gz = (zs - centre[2]) / radii[2]
-            blob = gz[:, None, None] ** 2 + gx[None, :, None] ** 2 + gy[None, None, :] ** 2 <= 1.0
+            blob = _blob_mask(np.arange(x0, x0 + h), np.arange(y0, y0 + w), zs, centre, radii)
             region = torch.from_numpy(blob) & (classes > 0)
             if fill is not None:
                 fill[:] = torch.from_numpy(self._blob_fill(subj, centre, radii, (x0, y0), (h, w), zs))
@@ -295,6 +292,15 @@ class LocalCropDataset(Dataset):
         }
 
 
+def _blob_mask(xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """The ellipsoidal blob (``centre``, ``radii`` in voxels) sampled at voxel indices ``xs``, ``ys``, ``zs``, as
+    ``(len(zs), len(xs), len(ys))`` bool: the one definition of a blob for its crop and its fill."""
+    gx = (np.asarray(xs) - centre[0]) / radii[0]
+    gy = (np.asarray(ys) - centre[1]) / radii[1]
+    gz = (np.asarray(zs) - centre[2]) / radii[2]
+    return gz[:, None, None] ** 2 + gx[None, :, None] ** 2 + gy[None, None, :] ** 2 <= 1.0
+
+
 def _box_fill(subj: _Subject, centre: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 3D harmonic fill of a blob (ellipsoid ``centre``/``radii`` in voxels, inside the brain) on its bounding
     box plus one voxel: ``(fill (S, bx, by, bz), box start, box stop)``."""
@@ -303,8 +309,7 @@ def _box_fill(subj: _Subject, centre: np.ndarray, radii: np.ndarray) -> tuple[np
     lo = np.maximum(np.asarray(centre) - reach, 0)
     hi = np.minimum(np.asarray(centre) + reach + 1, shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    grids = np.ogrid[box]
-    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii, strict=True)) <= 1.0
+    inside = _blob_mask(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), centre, radii).transpose(1, 2, 0)
     brain = subj.classes[box].numpy() > 0
     return harmonic_fill(subj.images[(slice(None), *box)].numpy(), inside & brain, brain), lo, hi
 
