@@ -65,7 +65,6 @@ def poisson_correction(
     region: np.ndarray,
     anchor: np.ndarray,
     anchor_weight: float | None = None,
-    axes: tuple[int, ...] = (0, 1, 2),
 ) -> np.ndarray:
     """The smooth corrections ``c`` (one per image, at the ``region`` voxels in ``np.flatnonzero(region)`` order)
     that make ``painted + c`` meet ``real`` on the ``anchor`` voxels (see the module docstring).
@@ -77,8 +76,6 @@ def poisson_correction(
         anchor: ``(X, Y, Z)`` bool, painted voxels whose real value is known and trusted (outside the part that
             must be replaced); anchor voxels outside ``region`` are ignored.
         anchor_weight: Weight of the anchor term against the smoothness term (default :data:`ANCHOR_WEIGHT`).
-        axes: The axes along which neighbouring voxels are tied (default all three; ``(1, 2)``: every plane
-            along axis 0 on its own, solved at once).
 
     Returns:
         ``(N, region.sum())`` float64 corrections (zeros when the region is empty).
@@ -97,33 +94,22 @@ def poisson_correction(
             f"painted {painted.shape} and real {real.shape} must be (N, *{region.shape}) and anchor {anchor.shape} "
             "like region"
         )
-    if not axes or any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"axes must be a non-empty subset of (0, 1, 2), got {axes!r}")
     weight = ANCHOR_WEIGHT if anchor_weight is None else float(anchor_weight)
     if not weight > 0:
         raise ValueError(f"anchor_weight must be > 0, got {anchor_weight!r}")
     anchor = anchor & region
     out = np.zeros((painted.shape[0], int(region.sum())))
-    # parts of the region (connected along ``axes``) without an anchor have nothing to meet: no correction there
-    # (and left out of the system, whose block for them would be singular but for the regularisation)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1, 1, 1] = True
-    for axis in axes:
-        for end in (0, 2):
-            at = [1, 1, 1]
-            at[axis] = end
-            structure[tuple(at)] = True
-    parts, _ = ndimage.label(region, structure=structure)
+    # parts of the region (face-connected) without an anchor have nothing to meet: no correction there (and left
+    # out of the system, whose block for them would be singular but for the regularisation)
+    parts, _ = ndimage.label(region, structure=_FACES)
     anchored = np.unique(parts[anchor])
     solvable = np.isin(parts, anchored[anchored > 0])
     if solvable.any():
-        out[:, solvable[region]] = _solve(painted, real, solvable, anchor, weight, tuple(sorted(set(axes))))
+        out[:, solvable[region]] = _solve(painted, real, solvable, anchor, weight)
     return out
 
 
-def _solve(
-    painted: np.ndarray, real: np.ndarray, region: np.ndarray, anchor: np.ndarray, weight: float, axes: tuple[int, ...]
-) -> np.ndarray:
+def _solve(painted: np.ndarray, real: np.ndarray, region: np.ndarray, anchor: np.ndarray, weight: float) -> np.ndarray:
     """:func:`poisson_correction` on a region whose every part holds an anchor voxel."""
     n_images = painted.shape[0]
     coords = np.argwhere(region)
@@ -135,7 +121,7 @@ def _solve(
     diag = np.full(n, REGULARISATION) + weight * is_anchor
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for axis in axes:
+    for axis in range(3):
         nb = coords.copy()
         nb[:, axis] += 1  # each pair once, from its lower voxel
         inside = nb[:, axis] < shape[axis]
@@ -147,22 +133,16 @@ def _solve(
     r, c = np.concatenate(rows), np.concatenate(cols)
     np.add.at(diag, r, 1.0)
     np.add.at(diag, c, 1.0)
-
-    def assemble(r: np.ndarray, c: np.ndarray) -> sparse.csc_matrix:
-        ones = -np.ones(len(r))
-        return sparse.csc_matrix(
-            (
-                np.concatenate([diag, ones, ones]),
-                (np.concatenate([np.arange(n), r, c]), np.concatenate([np.arange(n), c, r])),
-            ),
-            shape=(n, n),
-        )
-
-    matrix = assemble(r, c)
+    ones = -np.ones(len(r))
+    matrix = sparse.csr_matrix(
+        (
+            np.concatenate([diag, ones, ones]),
+            (np.concatenate([np.arange(n), r, c]), np.concatenate([np.arange(n), c, r])),
+        ),
+        shape=(n, n),
+    )
     residual = (real[:, region] - painted[:, region]) * is_anchor  # (N, n): 0 off the anchors
     rhs = weight * residual
-    if len(axes) < 3:  # stacked 2D planes: one cheap sparse factorisation serves every image
-        return linalg.splu(matrix.tocsc()).solve(np.ascontiguousarray(rhs.T)).T
     # conjugate gradients (the matrix is symmetric positive definite), Jacobi-preconditioned, from the mean anchor
     # residual: a 3D factorisation of a large region fills in and costs seconds
     precond = linalg.LinearOperator((n, n), matvec=lambda x: x / diag, dtype=np.float64)
