@@ -98,6 +98,8 @@ def poisson_correction(
     if not weight > 0:
         raise ValueError(f"anchor_weight must be > 0, got {anchor_weight!r}")
     anchor = anchor & region
+    if not (np.isfinite(painted[:, region]).all() and np.isfinite(real[:, anchor]).all()):
+        raise ValueError("painted (region) or real (anchor) values contain NaN/inf; replace them (np.nan_to_num) first")
     out = np.zeros((painted.shape[0], int(region.sum())))
     # parts of the region (face-connected) without an anchor have nothing to meet: no correction there (and left
     # out of the system, whose block for them would be singular but for the regularisation)

@@ -135,6 +135,8 @@ def match_noise(
         raise ValueError(
             f"painted holds {values.shape[1]} values per image but the region {n} voxels; pass the region's values"
         )
+    if not np.isfinite(values).all():
+        raise ValueError("painted values contain NaN/inf; replace them (np.nan_to_num) first")
     noise = np.zeros((len(images), n))
     blank: dict[str, Any] = {"sd": 0.0, "sd_ring": 0.0, "sd_painted": 0.0}
     if n == 0:
@@ -154,6 +156,8 @@ def match_noise(
         crop = image[sl]
         crop = crop.detach().cpu().numpy() if isinstance(crop, torch.Tensor) else np.asarray(crop)
         crop = crop.astype(np.float64)  # a copy: the caller's image is never written
+        if not np.isfinite(crop[ring]).all():
+            raise ValueError(f"images[{k}] contains NaN/inf around the region; replace them (np.nan_to_num) first")
         sd_ring = robust_sd(high_pass(crop)[ring])
         crop[reg] = values[k]  # the box keeps the region's C order
         sd_painted = robust_sd(high_pass(crop)[inside])

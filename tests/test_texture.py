@@ -236,3 +236,23 @@ def test_paint_local_seam_continues_the_surroundings():
         paint_local(images, seg, edited, brain, affine, SCHEME, synth, seam="feather")
     with pytest.raises(ValueError, match="seam must be one of"):
         SAMRPainter(synth, seam="laplace")
+
+
+def test_nan_inputs_are_refused_with_the_fix():
+    image, region, brain = _noisy(4.0)
+    flat = np.full((1, int(region.sum())), 300.0)
+    bad = image.copy()
+    bad[7, 12, 12] = np.nan  # in the ring
+    with pytest.raises(ValueError, match=r"images\[0\] contains NaN/inf around the region; replace them"):
+        match_noise([bad], flat, region, brain, (1.0, 1.0, 1.0), torch.Generator())
+    with pytest.raises(ValueError, match="painted values contain NaN/inf"):
+        match_noise([image], flat * np.nan, region, brain, (1.0, 1.0, 1.0), torch.Generator())
+    from scipy import ndimage
+
+    band = region & ~ndimage.binary_erosion(region)
+    with pytest.raises(ValueError, match="contain NaN/inf; replace them"):
+        poisson_correction(np.zeros((1, *image.shape)), bad[None] * 0 + np.nan, region, band)
+    from samraug.seam import harmonic_fill
+
+    with pytest.raises(ValueError, match="contain NaN/inf"):
+        harmonic_fill(np.full((1, *image.shape), np.nan), region, ~region)
