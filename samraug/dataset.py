@@ -114,7 +114,7 @@ class _DatasetDonors(Sequence):
         if not 0 <= i < len(self):
             raise IndexError(i)
         j = i + (i >= self.exclude)
-        return self.owner._label_of(self.owner.real_ds[j])
+        return self.owner._label_of(self.owner._real_item(j))
 
 
 @dataclass
@@ -159,7 +159,9 @@ class SAMRAugmentedDataset(Dataset):
         intensity: ``"auto"``, ``"match"`` (real item's scale) or ``"model"`` ([-1, 1]).
         seed: Seed of every synthetic choice (with the index).
         batched: Return :class:`~samraug.transforms.PendingSample`\\ s for :class:`SynthesizingLoader` instead of
-            synthesizing in ``__getitem__`` (GPU training).
+            synthesizing in ``__getitem__`` (GPU training): every item a SAMR generator paints (whole-image or
+            local mode) is finished in the main process; copy-paste and labels-to-image items, which run no model,
+            are painted in ``__getitem__`` (in the DataLoader workers).
         device, dtype: Of the generator (``"auto"``: CUDA when available).
         painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
             intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
@@ -513,14 +515,25 @@ class SAMRAugmentedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         i = self._index(index)
         if i < self.n_real:
-            item = self.real_ds[i]
+            item = self._real_item(i)
             return self.transform(item) if self.transform is not None else item
         pending = self._prepare(i, post=self.transform)
-        if pending.painter is not None:  # painted here (in the worker when there are workers)
+        if self.batched and (pending.painter is None or isinstance(pending.painter, SAMRPainter)):
+            return pending  # a generator runs: the main process paints it (SynthesizingLoader / synthesize_pending)
+        if pending.painter is not None:  # a model-free painter: here (in the worker when there are workers)
             return pending.complete(self.synthesizer)
-        if self.batched:
-            return pending
         return pending.synthesize(self.synthesizer)
+
+    def _real_item(self, j: int) -> Any:
+        """``real_ds[j]``; inside a DataLoader worker a deep copy of it.
+
+        PyTorch moves every tensor a worker returns into shared memory *in place*, in the queue's background thread,
+        and frees the tensor's old memory: a tensor the wrapped dataset keeps (an in-memory list of items) and that
+        this worker also reads for a later item (the source of a synthetic one) would be read from freed memory. A
+        copy keeps what the worker returns apart from what the wrapped dataset holds.
+        """
+        item = self.real_ds[j]
+        return copy.deepcopy(item) if torch.utils.data.get_worker_info() is not None else item
 
     def prepare(self, index: int) -> PendingSample:
         """Edit synthetic item ``index`` (no synthesis yet); its ``record`` attribute holds the edit."""
@@ -535,7 +548,7 @@ class SAMRAugmentedDataset(Dataset):
         src = int(torch.randint(self.n_real, (1,), generator=g).item())
         seed = int(torch.randint(0, 2**31, (1,), generator=g).item())
         edit_gen = torch.Generator().manual_seed(seed)
-        item = self.real_ds[src]
+        item = self._real_item(src)
         scheme = self.layout.scheme
         if self.layout.kind == "subject" and self.layout.scheme_arg is None and "scheme" in item:
             scheme = get_scheme(item["scheme"])
@@ -547,7 +560,7 @@ class SAMRAugmentedDataset(Dataset):
             j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
             j += j >= src
             try:
-                donor_view = self._view_of(self.real_ds[j])
+                donor_view = self._view_of(self._real_item(j))
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
             editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]")

@@ -119,6 +119,33 @@ def test_default_monai_transform_and_dataset_paint_locally(phantom_2mm) -> None:
         _quiet_default(lambda: SAMRAugmentedDataset([(stack, label)] * 2, n_synthetic=1, scheme="brats2024"))
 
 
+def test_batched_local_items_are_painted_in_the_main_process(phantom_2mm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``batched=True`` with local weights: a DataLoader worker only edits (no CUDA touched there, so the worker
+    guard is not hit); SynthesizingLoader paints in the main process, exactly as the unbatched dataset does."""
+    from torch.utils.data import DataLoader
+
+    from samraug.augment.core import PendingSample
+    from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+
+    p = phantom_2mm
+    stack = torch.from_numpy(np.stack([p.images[s] for s in SEQS]))
+    item = {"image": stack, "label": torch.from_numpy(p.seg.astype(np.int64)), "affine": torch.from_numpy(p.affine)}
+    kw = {"n_synthetic": 2, "scheme": "brats2024", "seed": 4}
+    plain = _quiet_default(lambda: SAMRAugmentedDataset([item, item], **kw))
+    batched = _quiet_default(lambda: SAMRAugmentedDataset([item, item], batched=True, **kw))
+    loader = SynthesizingLoader(DataLoader(batched, batch_size=2, num_workers=1, collate_fn=list))
+    made = [x for batch in loader for x in batch][2:]
+    for j, got in enumerate(made):
+        ref = plain[2 + j]
+        assert torch.equal(got["label"], ref["label"]) and torch.equal(got["image"], ref["image"])
+    _assert_local_paint(p.seg, made[0]["label"].numpy(), stack.numpy(), made[0]["image"].numpy(), 2.0)
+
+    on_gpu = _quiet_default(lambda: SAMRAugmentedDataset([item, item], batched=True, device="cuda", **kw))
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as if inside a worker
+    pending = on_gpu[3]
+    assert isinstance(pending, PendingSample) and pending.painter is not None
+
+
 def test_cli_info_names_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     from samraug.cli import main
 

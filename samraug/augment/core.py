@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,6 +164,25 @@ class PendingSample:
     painter: Any = None
     donor: Any = None
     paint_seed: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a DataLoader worker returning it): the view's numpy arrays become copies first.
+
+        They may view the memory of tensors this sample also holds (the item's affine, label). PyTorch pickles a
+        tensor by moving it into shared memory in place and freeing its old memory, so a view pickled after its
+        tensor would be read from freed memory.
+        """
+        state = dict(self.__dict__)
+        view = self.view
+        if view is not None:
+            copied = {
+                k: None if a is None else np.array(a, copy=True)
+                for k, a in (("label", view.label), ("brain", view.brain), ("affine", view.affine))
+            }
+            state["view"] = replace(view, **copied)
+        if self.edited is not None:
+            state["edited"] = np.array(self.edited, copy=True)
+        return state
 
     def paint(
         self, painter: Any, sequences: Sequence[str], *, generator: torch.Generator | None = None, donor: Any = None
