@@ -23,6 +23,16 @@ Checks (each independent: a failure is recorded, the next check still runs):
 - ``throughput``: batched vs per-slice eager synthesis (``benchmarks/throughput.py``'s ``bench_slices``, presets tiny
   and lite, 128 and 256) and the whole-subject path (``bench_subject``, lite), with the batch size
   :func:`samraug.batching.default_batch_size` picks for the device.
+- ``local_precision``: the bundled local weights (:data:`samraug.hub.BUNDLED_LOCAL_WEIGHTS`) paint one phantom edit
+  (:func:`samraug.local_synthesis.paint_local`) on the CPU in float32 and on the device in float32 and in the
+  default dtype (CUDA: bf16/fp16 autocast); largest difference in units of the subject's brain intensity range.
+- ``local_batched_main_process``: the default (local) weights through ``SAMRAugmentedDataset(batched=True)`` and
+  :class:`samraug.dataset.SynthesizingLoader` with 2 workers (workers edit, the main process paints on the device),
+  against the same data set unbatched on the CPU: same labels, images within 5 % of their range.
+- ``throughput_local``: ``benchmarks/throughput_local.py``'s per-subject timing on the device (2 mm phantom and
+  1 mm 240x240x155; RandomLabelsToImage + RandomBlur beside it on the CPU).
+- ``training_local``: ``recipes/train_samr.py --task local`` end to end on the device (workers, a checkpoint, fp16
+  export), then the exported weights paint a phantom edit.
 
 Example:
     python benchmarks/gpu_check.py --out /tmp/gpu_check.json
@@ -277,6 +287,144 @@ def check_throughput(ctx: CheckContext) -> dict[str, Any]:
     return out
 
 
+def _local_case(ctx: CheckContext) -> dict[str, Any]:
+    """A 2 mm phantom subject with a seeded random lesion edit (the local checks' input)."""
+    from samraug.data.phantom import generate_subject
+    from samraug.editing import LesionEditor
+    from samraug.labels import get_scheme
+
+    s = generate_subject(777, n_lesions=1, cavity_probability=0.0)
+    scheme = get_scheme("brats2024")
+    edited = LesionEditor(scheme).random_edit(s.seg, s.brain, generator=torch.Generator().manual_seed(3)).label
+    images = {k: torch.from_numpy(v) for k, v in s.images.items()}
+    return {"images": images, "seg": s.seg, "edited": edited, "brain": s.brain, "affine": s.affine, "scheme": scheme}
+
+
+def _paint_local_with(case: dict[str, Any], device: str, dtype: str) -> tuple[dict[str, torch.Tensor], dict]:
+    from samraug.hub import BUNDLED_LOCAL_WEIGHTS
+    from samraug.local_synthesis import paint_local
+    from samraug.synthesis import Synthesizer
+
+    synth = Synthesizer(BUNDLED_LOCAL_WEIGHTS, device=device, dtype=dtype)
+    args = (case["images"], case["seg"], case["edited"], case["brain"], case["affine"], case["scheme"], synth)
+    return paint_local(*args, noise="none")
+
+
+def check_local_precision(ctx: CheckContext) -> dict[str, Any]:
+    """The bundled local weights paint the same edit on the CPU (float32) and on the device in float32 and in the
+    default dtype (CUDA: bf16/fp16 autocast); differences in units of the subject's brain intensity range."""
+    case = _local_case(ctx)
+    ref, record = _paint_local_with(case, "cpu", "float32")
+    if record["skipped"] is not None:
+        return {"ok": False, "skipped": record["skipped"]}
+    out: dict[str, Any] = {"painted_slices": record["painted_slices"], "region_voxels": record["region_voxels"]}
+    ok = True
+    for dtype, tolerance in (("float32", 1e-3), ("auto", 0.05)):
+        got, _ = _paint_local_with(case, str(ctx.device), dtype)
+        rows = {}
+        for k, v in ref.items():
+            changed = v != case["images"][k]
+            brain = case["images"][k][torch.from_numpy(case["brain"])]
+            scale = float(brain.quantile(0.995) - brain.quantile(0.005))
+            diff = (got[k] - v).abs() / scale
+            finite = bool(torch.isfinite(got[k]).all())
+            rows[k] = {
+                "max_rel": float(diff.max()),
+                "mean_rel_in_region": float(diff[changed].mean()),
+                "finite": finite,
+            }
+            ok &= finite and rows[k]["max_rel"] <= tolerance
+        out[f"{ctx.device.type}_{dtype}_vs_cpu_float32"] = rows
+    out["tolerances"] = {"float32": 1e-3, "auto": 0.05}
+    return {"ok": ok, **out}
+
+
+def check_local_batched_main_process(ctx: CheckContext) -> dict[str, Any]:
+    """The default (local) weights through ``SAMRAugmentedDataset(batched=True)`` + :class:`SynthesizingLoader`
+    with 2 workers (workers edit, the main process paints on the device), against the same data set unbatched on
+    the CPU in this process: the same labels, images within tolerance."""
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+
+    subjects = _phantom_subjects(ctx, 2 if ctx.dry_run else 4)
+    kw = {"n_synthetic": len(subjects), "scheme": "brats2024", "seed": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the bundled weights say they are simulated
+        batched = SAMRAugmentedDataset(subjects, batched=True, device=str(ctx.device), **kw)
+        plain = SAMRAugmentedDataset(subjects, device="cpu", dtype="float32", **kw)
+    loader = SynthesizingLoader(DataLoader(batched, batch_size=2, num_workers=2, collate_fn=_as_list))
+    t0 = time.perf_counter()
+    made = [item for batch in loader for item in batch]
+    seconds = time.perf_counter() - t0
+    worst, same_labels, finite = 0.0, True, True
+    for i in range(len(subjects), len(made)):
+        ref = plain[i]
+        same_labels &= torch.equal(made[i]["seg"].data, ref["seg"].data)
+        for name, image in ref.get_images_dict(intensity_only=True).items():
+            got = made[i][name].data
+            finite &= bool(torch.isfinite(got).all())
+            scale = float(image.data.abs().max()) or 1.0
+            worst = max(worst, float((got - image.data).abs().max()) / scale)
+    ok = len(made) == len(batched) and same_labels and finite and worst <= 0.05
+    return {
+        "ok": ok,
+        "items": len(made),
+        "same_labels_as_unbatched_cpu": same_labels,
+        "max_rel_diff_vs_unbatched_cpu": worst,
+        "seconds_per_item": seconds / len(made),
+    }
+
+
+def check_throughput_local(ctx: CheckContext) -> dict[str, Any]:
+    """``benchmarks/throughput_local.py``'s per-subject timing (local painting vs RandomLabelsToImage + RandomBlur,
+    the latter on the CPU) on this device: 2 mm phantom, and the 1 mm 240x240x155 subject unless a dry run."""
+    from benchmarks.throughput_local import _brats_like_1mm, _phantom_subject_2mm, bench_subject
+
+    subjects = [_phantom_subject_2mm()] + ([] if ctx.dry_run else [_brats_like_1mm()])
+    rows = [bench_subject(s, ctx.device, ctx.repeats, "zero") for s in subjects]
+    return {"ok": all(r["painted_runs"] > 0 for r in rows), "rows": rows, "cpu_threads": torch.get_num_threads()}
+
+
+def check_training_local(ctx: CheckContext) -> dict[str, Any]:
+    """``recipes/train_samr.py --task local`` end to end on this device (phantom data, DataLoader workers,
+    checkpoint, fp16 export), then the exported weights paint; seconds per step after the first checkpoint."""
+    root = Path(__file__).resolve().parents[1]
+    out = ctx.work / "local-weights"
+    steps, batch = (4, 2) if ctx.dry_run else (60, 32)
+    cmd = [
+        sys.executable, str(root / "recipes" / "train_samr.py"), "--task", "local", "--preset", "tiny",
+        "--n-subjects", "4" if ctx.dry_run else "8", "--crops-per-subject", "8" if ctx.dry_run else "32",
+        "--batch-size", str(batch), "--steps", str(steps), "--checkpoint-every", str(steps // 2),
+        "--device", str(ctx.device), "--workers", "2", "--fp16-weights", "--no-progress", "--log-every", "1",
+        "--cache-dir", str(ctx.work / "phantom-train"), "--out", str(out), "--log-dir", str(ctx.work / "local-run"),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"ok": False, "returncode": proc.returncode, "stderr": proc.stderr[-2000:], "stdout": proc.stdout[-800:]}
+    from samraug.hub import read_config
+    from samraug.local_synthesis import paint_local
+    from samraug.synthesis import Synthesizer
+
+    case = _local_case(ctx)
+    synth = Synthesizer(str(out), device=str(ctx.device))
+    args = (case["images"], case["seg"], case["edited"], case["brain"], case["affine"], case["scheme"], synth)
+    painted, record = paint_local(*args)
+    finite = all(bool(torch.isfinite(v).all()) for v in painted.values())
+    return {
+        "ok": finite and record["skipped"] is None and read_config(out)["mode"] == "local",
+        "steps": steps,
+        "batch_size": batch,
+        "wall_seconds_incl_data": round(seconds, 1),
+        "stdout_tail": proc.stdout[-600:],
+    }
+
+
 #: (name, needs CUDA, check). CUDA-only checks are skipped in a dry run.
 CHECKS: tuple[tuple[str, bool, Callable[[CheckContext], dict[str, Any]]], ...] = (
     ("environment", False, check_environment),
@@ -288,6 +436,10 @@ CHECKS: tuple[tuple[str, bool, Callable[[CheckContext], dict[str, Any]]], ...] =
     ("ddp_one_gpu", False, check_ddp_one_gpu),
     ("training_speed_lite", False, check_training_speed),
     ("throughput", False, check_throughput),
+    ("local_precision", False, check_local_precision),
+    ("local_batched_main_process", False, check_local_batched_main_process),
+    ("throughput_local", False, check_throughput_local),
+    ("training_local", False, check_training_local),
 )
 
 
