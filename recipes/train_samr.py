@@ -165,6 +165,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--lambda-fm", type=float, help="weight of the feature-matching term (default: per model)")
     g.add_argument(
+        "--d-smooth",
+        nargs="+",
+        metavar="SEQ",
+        help="sequences the discriminators see smoothed in-plane (with --d-smooth-sigma), real and generated alike: "
+        "for a sequence acquired far coarser than its voxels (e.g. aptw), whose voxel-scale texture is noise",
+    )
+    g.add_argument("--d-smooth-sigma", type=float, help="Gaussian sigma of --d-smooth, voxels (default 1.5)")
+    g.add_argument(
         "--l1-class-balance",
         action="store_true",
         help="local task: every class in the regions gets the same total weight in the L1 term (rare, thin "
@@ -271,6 +279,11 @@ def build_config(args: argparse.Namespace):
             overrides[field] = getattr(args, arg)
     if args.gan_mode:
         overrides["gan_mode"] = args.gan_mode
+    if args.d_smooth_sigma is not None and not args.d_smooth:
+        raise SystemExit("--d-smooth-sigma sets the blur of --d-smooth SEQ ...: name the sequences too")
+    if args.d_smooth:
+        overrides["d_smooth_sequences"] = tuple(args.d_smooth)
+        overrides["d_smooth_sigma"] = 1.5 if args.d_smooth_sigma is None else args.d_smooth_sigma
     if args.l1_class_balance:
         if args.task != "local":
             raise SystemExit("--l1-class-balance weights the local task's region by class (--task local)")

@@ -12,6 +12,8 @@ intermediate feature tensors whose LAST element is the PatchGAN prediction map.
 - :func:`generalized_dice_loss` -- Sudre et al. 2017 (eq. 3 is its single-class form).
 - :func:`shape_consistency_loss` -- ``L_C`` (eq. 4) = GDL(x, U(y)) + GDL(x, U(G(x))).
 - :func:`generator_objective` (eq. 5) and :func:`discriminator_objective`.
+- :func:`smooth_channels` -- an in-plane Gaussian on some channels: what the discriminators see of a sequence
+  acquired far coarser than its voxels (``TrainConfig.d_smooth_sequences``).
 
 Training split of eq. 4 (what the trainer does): the U-Net is trained on real images with
 ``generalized_dice_loss(U(y), x)``; the generator gets ``GDL(x, U(G(x)))`` through ``generator_objective(...,
@@ -42,6 +44,7 @@ __all__ = [
     "generalized_dice_loss",
     "generator_objective",
     "shape_consistency_loss",
+    "smooth_channels",
 ]
 
 GanMode = Literal["lsgan", "bce", "hinge"]
@@ -320,3 +323,46 @@ def discriminator_objective(
     real = adversarial_loss(d_real, target_is_real=True, mode=gan_mode, for_discriminator=True)
     fake = adversarial_loss(d_fake, target_is_real=False, mode=gan_mode, for_discriminator=True)
     return {"real": real, "fake": fake, "total": 0.5 * (real + fake)}
+
+
+def smooth_channels(x: torch.Tensor, channels: Sequence[int], sigma: float) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` with ``channels`` blurred in-plane by a Gaussian of ``sigma`` pixels: separable,
+    truncated at ``int(3 sigma + 0.5)`` pixels like scipy's ``gaussian_filter``, whole-sample reflection at the
+    edges (a constant image stays constant). The other channels are returned as they are; gradients flow through
+    both. ``channels`` empty: ``x`` itself.
+
+    Example:
+        >>> x = torch.zeros(1, 2, 9, 9)
+        >>> x[0, :, 4, 4] = 1.0
+        >>> y = smooth_channels(x, [1], sigma=1.0)
+        >>> float(y[0, 0, 4, 4]), round(float(y[0, 1].sum()), 4), round(float(y[0, 1, 4, 4]), 3)
+        (1.0, 1.0, 0.159)
+    """
+    chans = sorted({int(c) for c in channels})
+    if not chans:
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"smooth_channels needs (B, C, H, W) images, got shape {tuple(x.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0 (pixels), got {sigma}")
+    if chans[0] < 0 or chans[-1] >= x.shape[1]:
+        raise ValueError(f"channels {chans} out of range for {x.shape[1]} channels")
+    radius = max(1, int(3.0 * sigma + 0.5))
+    radius = min(radius, x.shape[-2] - 1, x.shape[-1] - 1)  # reflect padding needs pad < size
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    g = torch.exp(-(t**2) / (2.0 * sigma**2))
+    g = (g / g.sum()).to(x.dtype)
+    sel = x[:, chans]
+    n = len(chans)
+    sel = F.conv2d(
+        F.pad(sel, (radius, radius, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n
+    )
+    sel = F.conv2d(
+        F.pad(sel, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n
+    )
+    keep = [c for c in range(x.shape[1]) if c not in set(chans)]
+    out = torch.empty_like(x)
+    out[:, chans] = sel
+    if keep:
+        out[:, keep] = x[:, keep]
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from samraug.losses import (
     generalized_dice_loss,
     generator_objective,
     shape_consistency_loss,
+    smooth_channels,
 )
 
 
@@ -295,3 +297,34 @@ def test_discriminator_objective_is_half_sum():
     hinge = discriminator_objective(real_pred, fake_pred, gan_mode="hinge")
     # real: relu(1-1) + relu(1-0.5) = 0.5 ; fake: relu(1+0) + relu(1+1) = 3
     assert hinge["total"].item() == pytest.approx(0.5 * (0.5 + 3.0))
+
+
+# ------------------------------------------------------------------------------------------------ smoothing
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 1.5, 2.2])
+def test_smooth_channels_matches_scipy_gaussian_filter(sigma: float) -> None:
+    """Golden values from scipy: an in-plane Gaussian truncated at 3 sigma, whole-sample reflection ('mirror');
+    channels not named are returned bit-identical."""
+    from scipy import ndimage
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 17, 23, dtype=torch.float64)
+    y = smooth_channels(x, [1, 3], sigma)
+    ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="mirror", truncate=3.0)
+    assert ndimage.gaussian_filter(x.numpy()[0, 1], sigma, mode="mirror", truncate=3.0).shape == (17, 23)
+    for c in (1, 3):
+        np.testing.assert_allclose(y[:, c].numpy(), ref[:, c], atol=1e-12)
+    for c in (0, 2):
+        assert torch.equal(y[:, c], x[:, c])
+
+
+def test_smooth_channels_properties_and_errors() -> None:
+    x = torch.full((1, 3, 8, 8), 0.25, requires_grad=True)
+    y = smooth_channels(x, [2], 1.5)
+    torch.testing.assert_close(y, torch.full_like(y, 0.25))  # a constant image stays constant
+    y[:, 2].sum().backward()
+    assert float(x.grad[:, :2].abs().sum()) == 0.0 and float(x.grad[:, 2].sum()) == pytest.approx(64.0)
+    assert smooth_channels(x, [], 1.0) is x
+    with pytest.raises(ValueError, match="out of range"):
+        smooth_channels(x, [3], 1.0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        smooth_channels(x, [0], 0.0)

@@ -657,3 +657,48 @@ def test_stop_at_step_validates_and_resume_at_that_step_trains_nothing(tmp_path)
     assert again.validation == pytest.approx(first.validation)
     c, _ = _trainer(max_steps=6, checkpoint_every=2)
     assert c.fit(ds, out_dir=tmp_path, resume=True, progress=False, validate=False).steps == 6
+
+
+def test_d_smooth_sequences_are_what_the_discriminators_see():
+    """With d_smooth_sequences the discriminators get real and generated images with those sequences blurred
+    (smooth_channels) and the others untouched; the reconstruction term still sees the raw images."""
+    from samraug.losses import smooth_channels
+
+    trainer, ds = _trainer(d_smooth_sequences=("t2f",), d_smooth_sigma=1.5, lambda_l1=1.0)
+    trainer.setup_schedule(10)
+    batch = default_collate([ds[0], ds[1]])
+    seen, made = [], []
+    d = trainer.discriminator
+    hooks = [
+        d.register_forward_pre_hook(lambda module, args: seen.append(args[1].detach().clone())),
+        trainer.generator.register_forward_hook(lambda module, args, out: made.append(out.detach().clone())),
+    ]
+    try:
+        losses = trainer.train_step(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    real = batch["image"].float()
+    assert len(made) == 1 and len(seen) == 4  # D(real), D(fake) for D's step; D(fake), D(real) for G's
+    fake = made[0]
+    for x, ref in zip(seen, (real, fake, fake, real), strict=True):
+        torch.testing.assert_close(x[:, 1], smooth_channels(ref, [1], 1.5)[:, 1])
+        assert torch.equal(x[:, 0], ref[:, 0])
+    assert not torch.allclose(seen[0][:, 1], real[:, 1])
+    assert math.isfinite(float(losses["l1"]))
+
+
+def test_d_smooth_config_errors_and_recipe_flags():
+    with pytest.raises(ValueError, match="go together"):
+        preset_config("tiny", d_smooth_sequences=("aptw",))
+    with pytest.raises(ValueError, match="go together"):
+        preset_config("tiny", d_smooth_sigma=1.0)
+    cfg = preset_config("tiny", d_smooth_sequences=("aptw",), d_smooth_sigma=2.0)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["d_smooth_sequences"] == ["aptw"]
+    with pytest.raises(ValueError, match=r"d_smooth_sequences \['aptw'\] are not among the data's sequences"):
+        GANTrainer(cfg, sequences=SEQ, device="cpu")
+    recipe = _recipe()
+    cfg = recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--d-smooth", "aptw"]))
+    assert cfg.d_smooth_sequences == ("aptw",) and cfg.d_smooth_sigma == 1.5
+    with pytest.raises(SystemExit, match="name the sequences too"):
+        recipe.build_config(recipe.parse_args(["--out", "/tmp/x", "--d-smooth-sigma", "2"]))

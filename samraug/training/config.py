@@ -123,6 +123,11 @@ class TrainConfig:
             default). L1 pulls each pixel to the median of what the context allows -- for tissue that may be grey
             or white matter, one of the two, crisp but often wrong; the squared error pulls it to the mean, which
             is what in-region PSNR and SSIM reward (the local task's healthy inpainting).
+        d_smooth_sequences, d_smooth_sigma: The discriminators (and the feature-matching term) see these sequences,
+            real and generated alike, through an in-plane Gaussian of ``d_smooth_sigma`` voxels: for a sequence
+            acquired far coarser than its voxels (APTw), whose voxel-scale texture is acquisition noise, so that the
+            adversarial terms stop rewarding painted noise (which changes from slice to slice) while the
+            reconstruction terms still see every voxel. Off (``()``) by default.
         l1_class_balance: Local task: every class present in a batch's regions gets the same total weight in the
             L1 term (inverse-frequency weights), so thin, rare classes such as enhancing tumour count as much as
             the normal brain around them; off (plain mean over the region) by default.
@@ -181,6 +186,8 @@ class TrainConfig:
     lambda_l1: float = 0.0
     lambda_l2: float = 0.0
     l1_class_balance: bool = False
+    d_smooth_sequences: tuple[str, ...] = ()
+    d_smooth_sigma: float = 0.0
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 8
@@ -208,6 +215,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+        self.d_smooth_sequences = tuple(str(x) for x in self.d_smooth_sequences)
         self.validate()
 
     def validate(self) -> None:
@@ -258,6 +266,12 @@ class TrainConfig:
         for name in ("lambda_fm", "lambda_lc", "lambda_l1", "lambda_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if bool(self.d_smooth_sequences) != (self.d_smooth_sigma > 0):
+            raise ValueError(
+                "d_smooth_sequences and d_smooth_sigma go together: name the sequences the discriminators see "
+                f"smoothed and a sigma > 0 (voxels), or neither; got {list(self.d_smooth_sequences)} and "
+                f"{self.d_smooth_sigma}"
+            )
 
     # ------------------------------------------------------------------ derived
     @property
@@ -283,6 +297,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["crop_size"] = list(self.crop_size)
+        d["d_smooth_sequences"] = list(self.d_smooth_sequences)
         return d
 
     @classmethod
@@ -297,6 +312,8 @@ class TrainConfig:
             data["betas"] = tuple(data["betas"])
         if "crop_size" in data:
             data["crop_size"] = tuple(data["crop_size"])
+        if "d_smooth_sequences" in data:
+            data["d_smooth_sequences"] = tuple(data["d_smooth_sequences"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:

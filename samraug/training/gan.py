@@ -68,7 +68,7 @@ from samraug.hub import (
 )
 from samraug.intensity import Normalization
 from samraug.labels import EDEMA, LabelScheme, get_scheme
-from samraug.losses import discriminator_objective, generalized_dice_loss, generator_objective
+from samraug.losses import discriminator_objective, generalized_dice_loss, generator_objective, smooth_channels
 from samraug.metrics import image_metrics, ssim_map
 from samraug.models.discriminator import LabelWiseDiscriminators
 from samraug.models.generator import build_generator, generator_from_config
@@ -257,6 +257,13 @@ class GANTrainer:
         self.sequences = tuple(sequences)
         if not self.sequences:
             raise ValueError("sequences is empty; pass the data's sequence names, e.g. ('t1n', 't1c', 't2w', 't2f')")
+        unknown = [s for s in config.d_smooth_sequences if s not in self.sequences]
+        if unknown:
+            raise ValueError(
+                f"d_smooth_sequences {unknown} are not among the data's sequences {list(self.sequences)}; "
+                "name sequences the model makes"
+            )
+        self._d_smooth_channels = [self.sequences.index(s) for s in config.d_smooth_sequences]
         self.scheme = get_scheme(label_scheme)
         self.classes: tuple[str, ...] = self.scheme.classes(config.conditioning)
         self.n_labels = len(self.classes)
@@ -393,6 +400,11 @@ class GANTrainer:
                 f"{self.sequences}; build the data set with the same sequences"
             )
 
+    def _d_view(self, images: torch.Tensor) -> torch.Tensor:
+        """What the discriminators see of ``images``: ``config.d_smooth_sequences`` blurred in-plane
+        (:func:`samraug.losses.smooth_channels`), the other sequences as they are."""
+        return smooth_channels(images, self._d_smooth_channels, self.config.d_smooth_sigma)
+
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One D, U and G update on ``batch``; returns detached scalar losses (see the module docstring)."""
         if not self.schedulers:
@@ -408,9 +420,10 @@ class GANTrainer:
             fake = G(*inputs.generator_args)
         out: dict[str, torch.Tensor] = {}
 
-        # (1) discriminators on real vs detached fake
+        # (1) discriminators on real vs detached fake (both smoothed on cfg.d_smooth_sequences)
+        real_d = self._d_view(real)
         with self._autocast():
-            ld = discriminator_objective(D(mask, real), D(mask, fake.detach()), gan_mode=cfg.gan_mode)
+            ld = discriminator_objective(D(mask, real_d), D(mask, self._d_view(fake.detach())), gan_mode=cfg.gan_mode)
         self.optimizers["D"].zero_grad(set_to_none=True)
         self.scaler.scale(ld["total"]).backward()
         self.scaler.step(self.optimizers["D"])
@@ -433,11 +446,11 @@ class GANTrainer:
         try:
             d_net = unwrap(D)
             with self._autocast():
-                d_fake = d_net(mask, fake)
+                d_fake = d_net(mask, self._d_view(fake))
                 d_real = None
                 if cfg.lambda_fm > 0:
                     with torch.no_grad():
-                        d_real = d_net(mask, real)
+                        d_real = d_net(mask, real_d)
                 seg_fake = None
                 if U is not None:
                     seg_fake = torch.softmax(unwrap(U)(fake).float(), 1)
