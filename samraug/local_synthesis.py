@@ -259,6 +259,9 @@ def paint_local(
                     f"min_context_mm={min_context:g}): too little context, e.g. a cropped patch",
                 )
     model = synthesizer.model
+    if seam == "poisson" and bool(getattr(model, "residual", False)):
+        record["seam"] = "none"  # a residual model paints over a fill that already meets the real image
+        record["seam_skipped"] = "residual weights: the fill they paint over is anchored on the real voxels"
     k = int(model.n_labels)
     if k != len(w_scheme.classes(conditioning)):
         raise ValueError(

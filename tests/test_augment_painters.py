@@ -113,11 +113,28 @@ def test_samr_local_goes_through_paint_local(tiny_local_weights: str) -> None:
     out, rec = painter.paint(images, label, after, brain, AFFINE, SCHEME)
     again, _ = painter.paint(images, label, after, brain, AFFINE, SCHEME)
     assert rec["painter"] == "samr" and rec["mode"] == "local" and rec.get("skipped") is None
+    assert rec["seam"] == "poisson" and "seam_skipped" not in rec
     assert set(out) == set(images)
     changed = torch.from_numpy(after != label)
     for k in SEQS:
         assert torch.equal(out[k], again[k])  # deterministic: replay is voxel-exact
         assert not torch.equal(out[k][changed], images[k][changed])
+
+
+def test_residual_local_weights_record_that_no_seam_correction_ran(tmp_path) -> None:
+    """Residual weights paint over a fill that already meets the real image: the Poisson seam correction is not
+    applied to them, and the record says so instead of naming the requested one."""
+    from tiny_model import save_tiny_local_weights
+
+    images, label, brain = _subject(2)
+    after = _moved(label, 1)
+    weights = save_tiny_local_weights(tmp_path / "res", residual=True)
+    painter = SAMRPainter(Synthesizer(weights, device="cpu"), margin_mm=0.5, feather_mm=1.0)
+    out, rec = painter.paint(images, label, after, brain, AFFINE, SCHEME)
+    assert rec.get("skipped") is None and rec["seam"] == "none" and "residual" in rec["seam_skipped"]
+    assert all(p["seam_offset"] is None for p in rec["parts"])
+    changed = torch.from_numpy(after != label)
+    assert any(not torch.equal(out[k][changed], images[k][changed]) for k in SEQS)
 
 
 def test_samr_mode_must_match_the_weights(synth: Synthesizer, tiny_local_weights: str) -> None:

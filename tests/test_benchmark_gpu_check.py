@@ -41,6 +41,10 @@ def test_full_dry_run_passes_every_cpu_check(tmp_path: Path) -> None:
     assert checks["batched_main_process"]["status"] == "ok" and checks["batched_main_process"]["items"] > 0
     assert checks["ddp_one_gpu"]["status"] == "ok" and checks["ddp_one_gpu"]["backend"] == "gloo"
     assert checks["training_speed_lite"]["status"] == "ok" and checks["training_speed_lite"]["preset"] == "tiny"
+    local = checks["local_batched_main_process"]
+    assert local["status"] == "ok" and local["same_labels_as_unbatched_cpu"] and local["items"] > 0
+    assert checks["local_precision"]["status"] == "ok" and checks["local_precision"]["painted_slices"] > 0
+    assert checks["throughput_local"]["status"] == "ok" and checks["training_local"]["status"] == "ok"
 
 
 def test_a_failing_check_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,8 +44,9 @@ def save_tiny_weights(folder: Path, card: dict | None = None, atlas_space: str |
     return str(folder)
 
 
-def save_tiny_local_weights(folder: Path, scheme: str = "brats2021") -> str:
-    """Save a random-initialised tiny local generator (mode "local", 2 mm RAS grid, c=1) with the real hub writer."""
+def save_tiny_local_weights(folder: Path, scheme: str = "brats2021", residual: bool = False) -> str:
+    """Save a random-initialised tiny local generator (mode "local", 2 mm RAS grid, c=1) with the real hub writer;
+    ``residual``: one that paints over a harmonic fill of the region."""
     from samraug.labels import get_scheme
     from samraug.models.local import LocalGenerator
 
@@ -58,8 +59,10 @@ def save_tiny_local_weights(folder: Path, scheme: str = "brats2021") -> str:
         max_channels=16,
         n_down=2,
         n_res_blocks=1,
+        residual=residual,
     )
-    save_weights(folder, gen, None, label_scheme=scheme, voxel_size=(2.0, 2.0, 2.0), crop_size=(32, 32))
+    fill = {"context_fill": "harmonic"} if residual else {}
+    save_weights(folder, gen, None, label_scheme=scheme, voxel_size=(2.0, 2.0, 2.0), crop_size=(32, 32), **fill)
     return str(folder)
 
 
