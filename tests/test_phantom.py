@@ -408,3 +408,31 @@ def test_noise_seed_changes_only_the_noise(s0: P.PhantomSubject) -> None:
     np.testing.assert_array_equal(again.images["t1c"], other.images["t1c"])
     with pytest.raises(ValueError, match="noise_seed"):
         P.generate_subject(0, noise_seed=-1)
+
+
+def test_noise_free_rendering_is_the_expected_image(s0: P.PhantomSubject) -> None:
+    """noise_free=True: the same subject and scale without acquisition noise. The noisy image minus it is zero-mean
+    noise of the recorded size (APTw: _APT_NOISE; magnitudes at high SNR: sigma = median clean signal / snr), and
+    the residuals of two noise realisations against it are uncorrelated."""
+    clean = P.generate_subject(0, noise_free=True)
+    other = P.generate_subject(0, noise_seed=1)
+    np.testing.assert_array_equal(clean.seg, s0.seg)
+    np.testing.assert_array_equal(clean.bias, s0.bias)
+    assert {**clean.parameters} == {**s0.parameters, "noise_free": True}
+    brain = s0.brain & (s0.seg == 0)
+    for name in P.PHANTOM_SEQUENCES:
+        c = clean.images[name][brain].astype(np.float64)
+        a, b = s0.images[name][brain].astype(np.float64), other.images[name][brain].astype(np.float64)
+        assert np.array_equal(clean.images[name] != 0, s0.images[name] != 0)
+        diff = a - c
+        if name == "aptw":
+            assert abs(diff.std() - P._APT_NOISE) < 0.1 * P._APT_NOISE and abs(diff.mean()) < 0.05 * P._APT_NOISE
+        else:
+            bright = c > np.median(c)  # chosen on the noise-free image: no selection bias on the noise
+            sigma, expected = diff[bright].std(), np.median(a) / s0.parameters["snr"][name]
+            assert 0.6 * expected < sigma < 1.6 * expected, (name, sigma, expected)
+            assert abs(diff[bright].mean()) < 0.1 * sigma
+        # what the two noisy realisations share is the noise-free image: their residuals are uncorrelated
+        assert abs(np.corrcoef(a - c, b - c)[0, 1]) < 0.05
+    with pytest.raises(ValueError, match="noise_free=True renders no noise"):
+        P.generate_subject(0, noise_free=True, noise_seed=1)

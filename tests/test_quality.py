@@ -7,12 +7,14 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of scripts, not installed
 
 from benchmarks import quality
+from samraug.image_stats import slice_change_rms
 
 
 def _brain(shape: tuple[int, ...]) -> torch.Tensor:
@@ -136,7 +138,7 @@ def test_quality_end_to_end_on_the_phantom(tmp_path: Path) -> None:
     assert sorted(res["atlas_alone"]) == sorted(data["data"]["sequences"])
     for m in res["structure"].values():
         assert 0 <= m["checkerboard"] <= 1 and 0 <= m["checkerboard_real"] <= 1 and m["dz_real"] > 0
-    # the phantom's second noise realisation: the anatomy's own RMS change is below the noisy image's
+    # the phantom rendered without noise: the anatomy's own RMS change is below the noisy image's
     for m in res["structure"].values():
         assert 0 <= m["dz_rms_real_signal"] < m["dz_rms_real"] and m["dz_rms"] >= 0
         assert m["dz_rms_signal_ratio"] == pytest.approx(m["dz_rms"] / m["dz_rms_real_signal"])
@@ -186,22 +188,36 @@ def test_matched_gives_the_synthetic_images_the_subjects_mean_and_sd() -> None:
         quality.matched(fake, real, brain[:-1])
 
 
-def test_noise_reference_is_the_same_phantom_subject_with_other_noise(tmp_path: Path) -> None:
+def test_anatomy_reference_is_the_noise_free_phantom_subject_in_its_normalisation(tmp_path: Path) -> None:
     from benchmarks import augmentation as bench
     from samraug.data.phantom import dataset_subject
 
     config = bench.BenchmarkConfig.from_preset("quick", phantom_seed=78, resolution=2.0, arms=("real",), seeds=(0,))
     subject = dataset_subject(1, seed=78, resolution=2.0)
-    mapping = {q: subject.images[q] for q in ("t1n", "t2f")} | {"seg": subject.seg, "brain": subject.brain}
-    vol, _ = bench.prepare_volume(mapping | {"subject_id": subject.subject_id}, ("t1n", "t2f"), "brats2024")
-    ref = quality.noise_reference(config, vol, ("t1n", "t2f"), "brats2024")
+    mapping = {q: subject.images[q] for q in ("t1n", "aptw")} | {"seg": subject.seg, "brain": subject.brain}
+    vol, _ = bench.prepare_volume(mapping | {"subject_id": subject.subject_id}, ("t1n", "aptw"), "brats2024")
+    ref = quality.anatomy_reference(config, vol, ("t1n", "aptw"), "brats2024")
     brain = vol.label > 0
-    assert ref.shape == vol.image.shape and not torch.equal(ref, vol.image)
-    diff = (ref - vol.image)[:, brain]
-    assert float(diff.abs().mean()) < 0.1 and abs(float(diff.mean())) < 0.01  # noise: small and zero-mean
+    assert ref.shape == vol.image.shape and torch.equal(ref[:, ~brain], vol.image[:, ~brain])
+    diff = (vol.image - ref)[:, brain]
+    assert abs(float(diff[0].mean())) < 0.01 and abs(float(diff[1].mean())) < 0.01  # noise: zero-mean
+    # the noisy image is the reference plus noise: its RMS slice change exceeds the reference's, for APTw by far
+    t1n_noisy, t1n_clean = (slice_change_rms(v[0], brain.numpy()) for v in (vol.image, ref))
+    aptw_noisy, aptw_clean = (slice_change_rms(v[1], brain.numpy()) for v in (vol.image, ref))
+    assert t1n_clean < t1n_noisy and aptw_clean < 0.2 * aptw_noisy
+    # independently: the noise-free APTw, normalised by hand with the noisy image's own percentiles
+    raw = subject.images["aptw"].astype(np.float64)
+    clean = dataset_subject(1, seed=78, resolution=2.0, noise_free=True).images["aptw"].astype(np.float64)
+    b = brain.numpy()
+    norm = vol.image[1].numpy()
+    sel = b & (np.abs(norm) < 0.999)
+    lo, hi = raw[sel].min(), raw[sel].max()
+    k = (norm[sel].max() - norm[sel].min()) / (hi - lo)
+    expected = np.clip(norm[sel].min() + k * (clean - lo), -1, 1)
+    np.testing.assert_allclose(ref[1].numpy()[b], expected[b], atol=2e-3)
     other = bench.EvalVolume("BraTS-GLI-00002-000", vol.image, vol.label, vol.spacing)
     with pytest.raises(RuntimeError, match="differs"):
-        quality.noise_reference(config, other, ("t1n", "t2f"), "brats2024")
+        quality.anatomy_reference(config, other, ("t1n", "aptw"), "brats2024")
 
 
 def test_image_structure_of_a_checkerboard_and_of_a_ramp() -> None:

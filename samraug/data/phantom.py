@@ -638,9 +638,10 @@ def _aptw(
     res: float,
     rng: np.random.Generator,
     noise_rng: np.random.Generator | None = None,
+    noise_free: bool = False,
 ) -> np.ndarray:
     """Simulate the coarse APTw acquisition: block average inside the brain, linear upsampling, Gaussian noise
-    (from ``noise_rng`` when given; ``rng`` advances the same either way)."""
+    (from ``noise_rng`` when given, none when ``noise_free``; ``rng`` advances the same either way)."""
     factors = tuple(max(1, round(v / res)) for v in _APT_VOXEL_MM)
     num = _block_mean(true_apt * brain, factors)
     den = _block_mean(brain.astype(np.float32), factors)
@@ -654,6 +655,8 @@ def _aptw(
     noise = rng.standard_normal(int(brain.sum()), dtype=np.float32)
     if noise_rng is not None:
         noise = noise_rng.standard_normal(noise.size, dtype=np.float32)
+    if noise_free:
+        return fine[brain]
     return fine[brain] + _APT_NOISE * noise
 
 
@@ -684,6 +687,7 @@ def generate_subject(
     scaling: float = 0.05,
     subject_id: str | None = None,
     noise_seed: int | None = None,
+    noise_free: bool = False,
 ) -> PhantomSubject:
     """Simulate one subject (see the module docstring for the model). Deterministic per ``seed``.
 
@@ -703,6 +707,9 @@ def generate_subject(
         noise_seed: None (the subject's own noise) or a non-negative integer: the same anatomy, lesions, contrasts,
             bias field and intensity scale, with another realisation of the acquisition noise (Rician and APTw)
             drawn from ``(seed, noise_seed)``: a noise reference for image-quality metrics.
+        noise_free: The same subject (anatomy, lesions, contrasts, bias field, intensity scale and APTw grid) with
+            no acquisition noise: the noiseless magnitude and APTw signal, for references such as the anatomy's own
+            slice-to-slice change. The intensity scale still comes from the subject's noisy images.
 
     Example:
         >>> s = generate_subject(3, cavity_probability=1.0)
@@ -717,6 +724,8 @@ def generate_subject(
         isinstance(noise_seed, bool) or not isinstance(noise_seed, int | np.integer) or noise_seed < 0
     ):
         raise ValueError(f"noise_seed must be None or a non-negative integer; got {noise_seed!r}")
+    if noise_free and noise_seed is not None:
+        raise ValueError("noise_free=True renders no noise: pass noise_seed=None with it")
     res = _check_resolution(resolution)
     if not 0.0 <= float(cavity_probability) <= 1.0:
         raise ValueError(f"cavity_probability must be in [0, 1]; got {cavity_probability}")
@@ -775,7 +784,7 @@ def generate_subject(
         if name == "aptw":
             true_apt = np.zeros(brain.size, dtype=np.float32)
             true_apt[flat] = signals[name] @ frac
-            values = _aptw(true_apt.reshape(shape), brain, res, rng, noise_rng)
+            values = _aptw(true_apt.reshape(shape), brain, res, rng, noise_rng, noise_free=noise_free)
             values[values == 0] = np.float32(1e-3)
         else:
             clean = (signals[name] @ frac) * texture * bias_flat
@@ -788,6 +797,8 @@ def generate_subject(
             if noise_rng is not None:
                 noise = noise_rng.standard_normal((2, flat.size), dtype=np.float32) * np.float32(sigma)
                 values = np.hypot(clean + noise[0], noise[1])
+            if noise_free:
+                values = clean
             values = np.maximum(values * np.float32(gains[name]), np.float32(1e-3))
         out[flat] = values
         images[name] = out.reshape(shape)
@@ -797,6 +808,7 @@ def generate_subject(
         "simulation": True,
         "seed": int(seed),
         "noise_seed": None if noise_seed is None else int(noise_seed),
+        **({"noise_free": True} if noise_free else {}),
         "resolution_mm": res,
         "scale": [round(float(s), 4) for s in scale],
         "deformation_mm": float(deformation_mm),
