@@ -300,14 +300,20 @@ def _local_case(ctx: CheckContext) -> dict[str, Any]:
     return {"images": images, "seg": s.seg, "edited": edited, "brain": s.brain, "affine": s.affine, "scheme": scheme}
 
 
-def _paint_local_with(case: dict[str, Any], device: str, dtype: str) -> tuple[dict[str, torch.Tensor], dict]:
-    from samraug.hub import BUNDLED_LOCAL_WEIGHTS
+def _paint_case(case: dict[str, Any], synth: Any, **kwargs: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """:func:`samraug.local_synthesis.paint_local` of the local checks' case with ``synth``."""
     from samraug.local_synthesis import paint_local
+
+    args = (case["images"], case["seg"], case["edited"], case["brain"], case["affine"], case["scheme"], synth)
+    return paint_local(*args, **kwargs)
+
+
+def _paint_local_with(case: dict[str, Any], device: str, dtype: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The case painted by the bundled local weights on ``device`` in ``dtype``, without noise."""
+    from samraug.hub import BUNDLED_LOCAL_WEIGHTS
     from samraug.synthesis import Synthesizer
 
-    synth = Synthesizer(BUNDLED_LOCAL_WEIGHTS, device=device, dtype=dtype)
-    args = (case["images"], case["seg"], case["edited"], case["brain"], case["affine"], case["scheme"], synth)
-    return paint_local(*args, noise="none")
+    return _paint_case(case, Synthesizer(BUNDLED_LOCAL_WEIGHTS, device=device, dtype=dtype), noise="none")
 
 
 def check_local_precision(ctx: CheckContext) -> dict[str, Any]:
@@ -318,15 +324,18 @@ def check_local_precision(ctx: CheckContext) -> dict[str, Any]:
     if record["skipped"] is not None:
         return {"ok": False, "skipped": record["skipped"]}
     out: dict[str, Any] = {"painted_slices": record["painted_slices"], "region_voxels": record["region_voxels"]}
+    brain = torch.from_numpy(case["brain"])
+    scales = {}
+    for k, image in case["images"].items():
+        values = image[brain]
+        scales[k] = float(values.quantile(0.995) - values.quantile(0.005))
     ok = True
     for dtype, tolerance in (("float32", 1e-3), ("auto", 0.05)):
         got, _ = _paint_local_with(case, str(ctx.device), dtype)
         rows = {}
         for k, v in ref.items():
             changed = v != case["images"][k]
-            brain = case["images"][k][torch.from_numpy(case["brain"])]
-            scale = float(brain.quantile(0.995) - brain.quantile(0.005))
-            diff = (got[k] - v).abs() / scale
+            diff = (got[k] - v).abs() / scales[k]
             finite = bool(torch.isfinite(got[k]).all())
             rows[k] = {
                 "max_rel": float(diff.max()),
@@ -408,13 +417,9 @@ def check_training_local(ctx: CheckContext) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"ok": False, "returncode": proc.returncode, "stderr": proc.stderr[-2000:], "stdout": proc.stdout[-800:]}
     from samraug.hub import read_config
-    from samraug.local_synthesis import paint_local
     from samraug.synthesis import Synthesizer
 
-    case = _local_case(ctx)
-    synth = Synthesizer(str(out), device=str(ctx.device))
-    args = (case["images"], case["seg"], case["edited"], case["brain"], case["affine"], case["scheme"], synth)
-    painted, record = paint_local(*args)
+    painted, record = _paint_case(_local_case(ctx), Synthesizer(str(out), device=str(ctx.device)))
     finite = all(bool(torch.isfinite(v).all()) for v in painted.values())
     return {
         "ok": finite and record["skipped"] is None and read_config(out)["mode"] == "local",

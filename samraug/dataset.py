@@ -114,7 +114,7 @@ class _DatasetDonors(Sequence):
         if not 0 <= i < len(self):
             raise IndexError(i)
         j = i + (i >= self.exclude)
-        return self.owner._label_of(self.owner._real_item(j))
+        return self.owner._label_of(self.owner.real_ds[j])  # read only: nothing of it is returned
 
 
 @dataclass
@@ -530,7 +530,9 @@ class SAMRAugmentedDataset(Dataset):
         PyTorch moves every tensor a worker returns into shared memory *in place*, in the queue's background thread,
         and frees the tensor's old memory: a tensor the wrapped dataset keeps (an in-memory list of items) and that
         this worker also reads for a later item (the source of a synthetic one) would be read from freed memory. A
-        copy keeps what the worker returns apart from what the wrapped dataset holds.
+        copy keeps what the worker returns apart from what the wrapped dataset holds: items whose contents can be
+        returned are read through here (real items, the sources of plain synthetic ones); read-only uses (donor
+        labels and images) and subjects, which ``_prepare_subject`` deep-copies, read ``real_ds`` directly.
         """
         item = self.real_ds[j]
         return copy.deepcopy(item) if torch.utils.data.get_worker_info() is not None else item
@@ -548,7 +550,8 @@ class SAMRAugmentedDataset(Dataset):
         src = int(torch.randint(self.n_real, (1,), generator=g).item())
         seed = int(torch.randint(0, 2**31, (1,), generator=g).item())
         edit_gen = torch.Generator().manual_seed(seed)
-        item = self._real_item(src)
+        # a subject is deep-copied by _prepare_subject; a plain item's contents may be returned as they are
+        item = self.real_ds[src] if self.layout.kind == "subject" else self._real_item(src)
         scheme = self.layout.scheme
         if self.layout.kind == "subject" and self.layout.scheme_arg is None and "scheme" in item:
             scheme = get_scheme(item["scheme"])
@@ -560,7 +563,7 @@ class SAMRAugmentedDataset(Dataset):
             j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
             j += j >= src
             try:
-                donor_view = self._view_of(self._real_item(j))
+                donor_view = self._view_of(self.real_ds[j])  # read only: the painting makes new images
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
             editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]")

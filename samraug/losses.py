@@ -360,9 +360,6 @@ def smooth_channels(x: torch.Tensor, channels: Sequence[int], sigma: float) -> t
     sel = F.conv2d(
         F.pad(sel, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n
     )
-    keep = [c for c in range(x.shape[1]) if c not in set(chans)]
-    out = torch.empty_like(x)
+    out = x.clone()
     out[:, chans] = sel
-    if keep:
-        out[:, keep] = x[:, keep]
     return out
