@@ -44,7 +44,16 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
+from samraug.grid import (
+    bounding_box,
+    check_affine,
+    crop_affine,
+    ras_grid,
+    resample,
+    sample_points,
+    voxel_spacing,
+    world_corners,
+)
 from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
@@ -241,8 +250,14 @@ def paint_local(
     record["region_box"] = [list(b) for b in box]
     # Each connected part of the region (e.g. a lesion moved far away) is cropped and painted on its own; if one
     # cannot be painted, none is (a half-done edit would not match the edited labels).
-    parts, _ = ndimage.label(region, structure=np.ones((3, 3, 3), dtype=bool))
-    boxes = ndimage.find_objects(parts)
+    # (labelled on the region's bounding box: a whole 240x240x155 volume would cost more than the painting)
+    in_box = tuple(slice(lo, hi) for lo, hi in box)
+    parts = np.zeros(shape, dtype=np.int32)
+    parts[in_box] = ndimage.label(region[in_box], structure=np.ones((3, 3, 3), dtype=bool))[0]
+    boxes = [
+        tuple(slice(x.start + lo, x.stop + lo) for x, (lo, _) in zip(b, box, strict=True))
+        for b in ndimage.find_objects(parts[in_box])
+    ]
     for sl in boxes:
         extent = np.array([x.stop - x.start for x in sl]) * spacing
         if float(extent.max()) > max_region:
@@ -270,7 +285,6 @@ def paint_local(
         )
     # the weights' normalisation, its percentiles over the subject's brain without the lesion in the images
     stats = synthesizer.subject_stats({name: _array(images[name], name) for name in seqs}, brain_np, lesion_before)
-    classes_w = w_scheme.encode(after_w, brain_eff, conditioning)
     synthetic = np.empty((len(seqs), int(region.sum())), dtype=np.float64)
     flat = np.flatnonzero(region)
     part_of = parts.reshape(-1)[flat]
@@ -283,7 +297,7 @@ def paint_local(
             images,
             seqs,
             stats,
-            classes_w,
+            (w_scheme, after_w, conditioning),
             brain_eff,
             parts == i,
             sl,
@@ -313,12 +327,25 @@ def paint_local(
     return out, record
 
 
+def _source_box(
+    grid_shape: tuple[int, ...], grid_aff: np.ndarray, aff: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subject's voxel box ``[lo, hi)`` that sampling the model grid can read (its corners mapped to subject
+    voxels, one voxel of slack on each side, clipped to the volume): resampling a crop to it gives the same values
+    as resampling the whole volume."""
+    corners = world_corners(grid_shape, grid_aff)
+    vox = (corners - aff[:3, 3]) @ np.linalg.inv(aff[:3, :3]).T
+    lo = np.clip(np.floor(vox.min(0)).astype(np.int64) - 1, 0, np.asarray(shape))
+    hi = np.clip(np.ceil(vox.max(0)).astype(np.int64) + 2, lo, np.asarray(shape))
+    return lo, hi
+
+
 def _paint_part(
     synthesizer: Any,
     images: Mapping[str, torch.Tensor],
     seqs: tuple[str, ...],
     stats: Mapping[str, IntensityStats],
-    classes: np.ndarray,
+    labels: tuple[LabelScheme, np.ndarray, str],
     brain: np.ndarray,
     part: np.ndarray,
     box: tuple[slice, ...],
@@ -330,7 +357,8 @@ def _paint_part(
     seam: str = "poisson",
 ) -> dict[str, Any]:
     """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
-    (subject scale, ``(S, N)``), with the part's record."""
+    (subject scale, ``(S, N)``), with the part's record. ``labels`` is ``(weights' scheme, edited label map in
+    it, conditioning)``: they are encoded to model classes on the box the model grid reads only."""
     shape = part.shape
     model = synthesizer.model
     mult = int(getattr(model, "size_multiple", 1))
@@ -351,7 +379,14 @@ def _paint_part(
         min_shape=(max(2 * mult, crop[0]), max(2 * mult, crop[1]), 1),
     )
     # Model-grid inputs: classes and brain nearest-neighbour, images trilinear then normalised with subject stats.
-    classes_m = resample(classes, aff, grid_shape, grid_aff, order=0)
+    lo, hi = _source_box(grid_shape, grid_aff, aff, shape)
+    w_scheme, after_w, conditioning = labels
+    box_classes = w_scheme.encode(
+        after_w[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]],
+        brain[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]],
+        conditioning,
+    )
+    classes_m = resample(box_classes, crop_affine(aff, lo), grid_shape, grid_aff, order=0)
     brain_m = resample(brain, aff, grid_shape, grid_aff, order=0)
     core_m = resample(part.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
     residual = bool(getattr(model, "residual", False))
