@@ -436,3 +436,5 @@ def test_noise_free_rendering_is_the_expected_image(s0: P.PhantomSubject) -> Non
         assert abs(np.corrcoef(a - c, b - c)[0, 1]) < 0.05
     with pytest.raises(ValueError, match="noise_free=True renders no noise"):
         P.generate_subject(0, noise_free=True, noise_seed=1)
+    with pytest.raises(ValueError, match="noise_free must be True or False"):
+        P.generate_subject(0, noise_free="yes")

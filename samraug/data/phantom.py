@@ -724,6 +724,8 @@ def generate_subject(
         isinstance(noise_seed, bool) or not isinstance(noise_seed, int | np.integer) or noise_seed < 0
     ):
         raise ValueError(f"noise_seed must be None or a non-negative integer; got {noise_seed!r}")
+    if not isinstance(noise_free, bool | np.bool_):
+        raise ValueError(f"noise_free must be True or False; got {noise_free!r}")
     if noise_free and noise_seed is not None:
         raise ValueError("noise_free=True renders no noise: pass noise_seed=None with it")
     res = _check_resolution(resolution)
