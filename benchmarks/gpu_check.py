@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -397,6 +398,49 @@ def check_throughput_local(ctx: CheckContext) -> dict[str, Any]:
     return {"ok": all(r["painted_runs"] > 0 for r in rows), "rows": rows, "cpu_threads": torch.get_num_threads()}
 
 
+def check_local_shape_reuse(ctx: CheckContext) -> dict[str, Any]:
+    """Diagnostic: what a new input shape costs the local model call on this device. Every painted region gives the
+    model grid its own in-plane size, so per-shape setup (CUDA kernels, cuDNN plans) is paid on most calls; this times
+    the stand-in local model on 32 slices at one repeated shape and at shapes it has not seen (each a multiple of the
+    model's size multiple), ms per call. A large ratio says bucketing the crop sizes would pay."""
+    from benchmarks.throughput_local import standin_synthesizer
+
+    synth = standin_synthesizer(str(ctx.device))
+    model = synth.model
+    n = 2 * int(model.context_slices) + 1
+    k, s = int(model.n_labels), len(model.sequences)
+    mult = int(model.size_multiple)
+    g = torch.Generator().manual_seed(0)
+    batch = 4 if ctx.dry_run else 32
+
+    def call(h: int, w: int) -> float:
+        mask = torch.zeros(batch, k * n, h, w)
+        mask[:, 1] = 1.0
+        context = torch.rand(batch, (s + 1) * n, h, w, generator=g)
+        t0 = time.perf_counter()
+        out = synth.paint_local_slices(mask, context)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        if not bool(torch.isfinite(out).all()):
+            raise RuntimeError("non-finite local painting")
+        return 1000.0 * (time.perf_counter() - t0)
+
+    base = 4 * mult
+    call(base, base)  # warm-up at the repeated shape
+    same = [call(base, base) for _ in range(ctx.repeats + 2)]
+    new = [call(base + mult * (i + 1), base + mult * (i + 2)) for i in range(ctx.repeats + 2)]
+    again = [call(base + mult * (i + 1), base + mult * (i + 2)) for i in range(ctx.repeats + 2)]
+    med = statistics.median
+    return {
+        "ok": True,
+        "batch": batch,
+        "repeated_shape_ms": med(same),
+        "new_shape_ms": med(new),
+        "same_new_shapes_again_ms": med(again),
+        "new_over_repeated": med(new) / med(same),
+    }
+
+
 def check_training_local(ctx: CheckContext) -> dict[str, Any]:
     """``recipes/train_samr.py --task local`` end to end on this device (phantom data, DataLoader workers,
     checkpoint, fp16 export), then the exported weights paint; seconds per step after the first checkpoint."""
@@ -445,6 +489,7 @@ CHECKS: tuple[tuple[str, bool, Callable[[CheckContext], dict[str, Any]]], ...] =
     ("local_batched_main_process", False, check_local_batched_main_process),
     ("throughput_local", False, check_throughput_local),
     ("training_local", False, check_training_local),
+    ("local_shape_reuse", False, check_local_shape_reuse),
 )
 
 

@@ -45,6 +45,16 @@ def test_full_dry_run_passes_every_cpu_check(tmp_path: Path) -> None:
     assert local["status"] == "ok" and local["same_labels_as_unbatched_cpu"] and local["items"] > 0
     assert checks["local_precision"]["status"] == "ok" and checks["local_precision"]["painted_slices"] > 0
     assert checks["throughput_local"]["status"] == "ok" and checks["training_local"]["status"] == "ok"
+    assert checks["local_shape_reuse"]["status"] == "ok"
+
+
+def test_local_shape_reuse_times_repeated_and_new_shapes(tmp_path: Path) -> None:
+    ctx = gpu_check.CheckContext(torch.device("cpu"), True, tmp_path, 64, 2, 1)
+    res = gpu_check.run_checks(ctx, ["local_shape_reuse"], log=lambda m: None)["local_shape_reuse"]
+    assert res["status"] == "ok" and res["batch"] == 4
+    for key in ("repeated_shape_ms", "new_shape_ms", "same_new_shapes_again_ms"):
+        assert res[key] > 0
+    assert res["new_over_repeated"] == pytest.approx(res["new_shape_ms"] / res["repeated_shape_ms"])
 
 
 def test_a_failing_check_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
