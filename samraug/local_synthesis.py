@@ -44,16 +44,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from samraug.grid import (
-    bounding_box,
-    check_affine,
-    crop_affine,
-    ras_grid,
-    resample,
-    sample_points,
-    voxel_spacing,
-    world_corners,
-)
+from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
 from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
@@ -327,19 +318,6 @@ def paint_local(
     return out, record
 
 
-def _source_box(
-    grid_shape: tuple[int, ...], grid_aff: np.ndarray, aff: np.ndarray, shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The subject's voxel box ``[lo, hi)`` that sampling the model grid can read (its corners mapped to subject
-    voxels, one voxel of slack on each side, clipped to the volume): resampling a crop to it gives the same values
-    as resampling the whole volume."""
-    corners = world_corners(grid_shape, grid_aff)
-    vox = (corners - aff[:3, 3]) @ np.linalg.inv(aff[:3, :3]).T
-    lo = np.clip(np.floor(vox.min(0)).astype(np.int64) - 1, 0, np.asarray(shape))
-    hi = np.clip(np.ceil(vox.max(0)).astype(np.int64) + 2, lo, np.asarray(shape))
-    return lo, hi
-
-
 def _paint_part(
     synthesizer: Any,
     images: Mapping[str, torch.Tensor],
@@ -358,7 +336,7 @@ def _paint_part(
 ) -> dict[str, Any]:
     """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
     (subject scale, ``(S, N)``), with the part's record. ``labels`` is ``(weights' scheme, edited label map in
-    it, conditioning)``: they are encoded to model classes on the box the model grid reads only."""
+    it, conditioning)``: they are encoded to model classes on the model grid."""
     shape = part.shape
     model = synthesizer.model
     mult = int(getattr(model, "size_multiple", 1))
@@ -379,15 +357,11 @@ def _paint_part(
         min_shape=(max(2 * mult, crop[0]), max(2 * mult, crop[1]), 1),
     )
     # Model-grid inputs: classes and brain nearest-neighbour, images trilinear then normalised with subject stats.
-    lo, hi = _source_box(grid_shape, grid_aff, aff, shape)
-    w_scheme, after_w, conditioning = labels
-    box_classes = w_scheme.encode(
-        after_w[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]],
-        brain[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]],
-        conditioning,
-    )
-    classes_m = resample(box_classes, crop_affine(aff, lo), grid_shape, grid_aff, order=0)
     brain_m = resample(brain, aff, grid_shape, grid_aff, order=0)
+    # Nearest-neighbour resampling commutes with the voxel-wise class encoding (outside the subject: label 0 and no
+    # brain, i.e. background), so the labels are encoded on the model grid, not over the whole subject.
+    w_scheme, after_w, conditioning = labels
+    classes_m = w_scheme.encode(resample(after_w, aff, grid_shape, grid_aff, order=0), brain_m, conditioning)
     core_m = resample(part.astype(np.float32), aff, grid_shape, grid_aff, order=1) > 0.01
     residual = bool(getattr(model, "residual", False))
     # painted (and hidden from the model): the part, plus a one-voxel band the seam correction anchors on -- not for
