@@ -108,6 +108,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="whole task: U-Net skips from both encoders to the decoders (not in the paper; the atlas's anatomy "
         "reaches the output at full resolution). The local generator always has them",
     )
+    g.add_argument(
+        "--mask-slices",
+        type=int,
+        help="whole task, SAMR generator: adjacent mask slices it sees (odd; default 1, the paper's single slice; "
+        "5: slices z-2..z+2, so what changes through the plane is painted consistently). --init-from weights of a "
+        "single-slice generator are widened: it starts from exactly what they paint",
+    )
     g.add_argument("--model", choices=MODEL_TYPES, default="samr", help="SAMR or a baseline (pix2pix, pix2pixhd)")
     g.add_argument("--no-stretch-out", action="store_true", help="ablation: one shared decoder")
     g.add_argument("--no-label-wise-d", action="store_true", help="ablation: 2 global discriminators")
@@ -295,6 +302,15 @@ def build_config(args: argparse.Namespace):
         if args.task == "local" or args.model != "samr":
             raise SystemExit("--skips is an option of the whole-image SAMR generator (--task whole --model samr)")
         generator["skips"] = True
+    if args.mask_slices is not None:
+        if args.task == "local" or args.model != "samr":
+            raise SystemExit(
+                "--mask-slices is an option of the whole-image SAMR generator (--task whole --model samr); the local "
+                "task's context is --context-slices"
+            )
+        if args.mask_slices < 1 or args.mask_slices % 2 != 1:
+            raise SystemExit(f"--mask-slices must be a positive odd number (slices z-c..z+c), got {args.mask_slices}")
+        generator["mask_slices"] = args.mask_slices
     if args.residual:
         if args.task != "local":
             raise SystemExit("--residual is an option of the local generator (--task local)")
@@ -457,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
                 **data_kwargs,
             )
         else:
-            data = prepare_gan_data(args.data, out_dir=out_dir, min_brain_voxels=args.min_brain_voxels, **data_kwargs)
+            data = prepare_gan_data(
+                args.data,
+                out_dir=out_dir,
+                min_brain_voxels=args.min_brain_voxels,
+                mask_slices=int(config.generator_kwargs().get("mask_slices", 1)),
+                **data_kwargs,
+            )
         if env.is_main:
             barrier(env)
         if args.task == "local":

@@ -804,6 +804,16 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None,
             "region of the central slice in [-1, 1]"
         )
         usage = "painted = w.generator(mask, context)  # samraug.models.local.build_local_inputs builds both"
+    elif int(config.get("mask_slices", 1)) > 1:
+        m = int(config["mask_slices"])
+        what = (
+            f"from the one-hot lesion classes ({classes}) of {m} adjacent slices (z-{m // 2}..z+{m // 2}) and three "
+            "adjacent atlas slices per sequence, the generator paints co-registered MR slices in [-1, 1]"
+        )
+        usage = (
+            "images = w.generator(mask_stack(classes[None], w.generator.n_labels), w.atlas.stack(z)[None])  "
+            f"# classes: ({m}, H, W) slices z-{m // 2}..z+{m // 2}; mask_stack from samraug.labels"
+        )
     else:
         what = (
             f"from a one-hot lesion mask ({classes}) and three adjacent atlas slices per sequence, the generator "

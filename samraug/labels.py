@@ -48,6 +48,8 @@ __all__ = [
     "TUMOR",
     "LabelScheme",
     "get_scheme",
+    "mask_stack",
+    "neighbour_slices",
     "one_hot",
     "roi_masks",
     "translate",
@@ -564,6 +566,39 @@ def one_hot(
         channel_dim = 0 if samr.dim() == 2 else 1
     oh = torch.nn.functional.one_hot(samr, n_classes).to(dtype)
     return oh.movedim(-1, channel_dim).contiguous()
+
+
+def neighbour_slices(z: torch.Tensor | int, mask_slices: int, depth: int) -> torch.Tensor:
+    """Axial indices ``z - c .. z + c`` of each slice ``z`` (``mask_slices = 2c + 1``), clipped to ``0 .. depth - 1``
+    (beyond the volume the edge slice repeats): ``(B,)`` -> ``(B, mask_slices)`` int64.
+
+    Example:
+        >>> neighbour_slices(torch.tensor([0, 5, 9]), 3, 10).tolist()
+        [[0, 0, 1], [4, 5, 6], [8, 9, 9]]
+    """
+    if mask_slices < 1 or mask_slices % 2 != 1:
+        raise ValueError(f"mask_slices must be a positive odd number, got {mask_slices}")
+    zs = torch.as_tensor(z, dtype=torch.long).reshape(-1, 1)
+    c = mask_slices // 2
+    return (zs + torch.arange(-c, c + 1)).clamp_(0, max(int(depth) - 1, 0))
+
+
+def mask_stack(classes: torch.Tensor, n_classes: int = N_CLASSES, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot stacks of adjacent slices, the input of a generator that sees ``m`` mask slices: class maps
+    ``(B, m, H, W)`` (slices ``z - c .. z + c`` of each painted slice ``z``) -> ``(B, m * n_classes, H, W)``,
+    slice-major (the ``n_classes`` channels of slice ``z - c`` first).
+
+    Example:
+        >>> vol = torch.zeros(4, 4, 6, dtype=torch.long); vol[..., 3] = 1
+        >>> idx = neighbour_slices(torch.tensor([2]), 3, 6)  # slices 1, 2, 3
+        >>> x = mask_stack(vol[..., idx[0]].permute(2, 0, 1)[None], n_classes=2)
+        >>> x.shape, x[0, :, 0, 0].tolist()
+        (torch.Size([1, 6, 4, 4]), [1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    """
+    c = torch.as_tensor(classes)
+    if c.dim() != 4:
+        raise ValueError(f"expected class maps (B, m, H, W) of adjacent slices, got shape {tuple(c.shape)}")
+    return one_hot(c, n_classes, dtype=dtype, channel_dim=2).flatten(1, 2)
 
 
 def roi_masks(onehot: torch.Tensor) -> torch.Tensor:

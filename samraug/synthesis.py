@@ -52,7 +52,7 @@ from samraug.batching import default_batch_size, preset_of
 from samraug.device import resolve_device
 from samraug.hub import load_weights, read_config, resolve_weights, scheme_from_config
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, Normalization, denormalize
-from samraug.labels import N_CLASSES, LabelScheme, get_scheme, one_hot, translate
+from samraug.labels import N_CLASSES, LabelScheme, get_scheme, neighbour_slices, one_hot, translate
 from samraug.padding import pad_or_crop
 
 __all__ = ["Synthesizer", "get_synthesizer", "resolve_device", "resolve_dtype"]
@@ -424,6 +424,13 @@ class Synthesizer:
         return bool(getattr(self.model, "use_atlas", True))
 
     @property
+    def mask_slices(self) -> int:
+        """Adjacent mask slices the whole-image generator sees (``2c + 1``; 1 for single-slice weights): pass the
+        ``2c`` neighbours of each slice to :meth:`synthesize_slices` (``neighbours=``); whole subjects
+        (:meth:`synthesize_volume`) get them from the volume."""
+        return int(getattr(self.model, "mask_slices", 1))
+
+    @property
     def size_multiple(self) -> int:
         """Slices are padded (centred) to a multiple of this (at least twice it) before the generator, then
         cropped back."""
@@ -496,6 +503,7 @@ class Synthesizer:
         *,
         z: int | Sequence[int] | torch.Tensor | None = None,
         batch_size: int | None = None,
+        neighbours: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Synthesize a batch of 2D slices, in the model's range [-1, 1].
 
@@ -506,6 +514,10 @@ class Synthesizer:
                 cropped (centred) to ``H, W``. Ignored by models without an atlas input.
             z: Axial atlas slice index per mask (an int for all), used when ``atlas_stack`` is None.
             batch_size: Slices per generator call (default: the synthesizer's ``batch_size``).
+            neighbours: For weights that see ``m = 2c + 1 > 1`` adjacent mask slices (:attr:`mask_slices`): class
+                maps ``(B, 2c, H, W)`` (integer) of slices ``z - c .. z - 1, z + 1 .. z + c`` of each mask's slice
+                ``z``. None: each mask is a lone slice, its neighbours taken equal to it (as the edge slices of a
+                volume repeat). Ignored by single-slice weights.
 
         Returns:
             ``(B, n, H, W)`` float32 on the CPU, sequences in :attr:`sequences` order. ``H, W`` need not be a
@@ -535,6 +547,16 @@ class Synthesizer:
             )
         b, h, w = int(m.shape[0]), int(m.shape[-2]), int(m.shape[-1])
         n_seq = len(self.sequences)
+        c = self.mask_slices // 2
+        nb: torch.Tensor | None = None
+        if neighbours is not None and c > 0:
+            nb = _to_tensor(neighbours, "neighbours")
+            if nb.dim() != 4 or tuple(nb.shape) != (b, 2 * c, h, w):
+                raise ValueError(
+                    f"neighbours must be class maps (B={b}, 2c={2 * c}, H={h}, W={w}) of slices z-{c}..z-1, "
+                    f"z+1..z+{c} (these weights see {self.mask_slices} mask slices), got {tuple(nb.shape)}"
+                )
+            nb = _check_classes(nb, "neighbours", k).to(torch.uint8 if k <= 256 else torch.long)
         if b == 0:
             return torch.zeros(0, n_seq, h, w)
         a: torch.Tensor | None = None
@@ -570,6 +592,15 @@ class Synthesizer:
                 mc = m[i : i + bs]
                 mc = mc.float() if is_onehot else one_hot(mc.long(), k, channel_dim=1)
                 mc = _pad_onehot(mc, *size)
+                if c > 0:  # one-hot stack of slices z-c .. z+c, slice-major; lone slices repeat
+                    if nb is None:
+                        mc = mc.repeat(1, 2 * c + 1, 1, 1)
+                    else:
+                        side = [
+                            _pad_onehot(one_hot(nb[i : i + bs, j].long(), k, channel_dim=1), *size)
+                            for j in range(2 * c)
+                        ]
+                        mc = torch.cat([*side[:c], mc, *side[c:]], dim=1)
                 if a is not None:
                     ac = pad_or_crop(a[i : i + bs].float(), size, value=BACKGROUND_VALUE)
                 elif zs is not None:
@@ -677,7 +708,13 @@ class Synthesizer:
             zc = zs[i : i + bs]
             masks = labels[:, :, zc].permute(2, 0, 1)
             stack = atlas.stack(zc) if atlas is not None else None
-            out = self.synthesize_slices(masks, stack, batch_size=bs)
+            nb = None
+            if self.mask_slices > 1:
+                idx = neighbour_slices(zc, self.mask_slices, nz)
+                c = self.mask_slices // 2
+                idx = torch.cat([idx[:, :c], idx[:, c + 1 :]], dim=1)
+                nb = labels[:, :, idx].permute(2, 3, 0, 1)
+            out = self.synthesize_slices(masks, stack, batch_size=bs, neighbours=nb)
             vol[:, :, :, zc] = out.permute(1, 2, 3, 0)
         vol = torch.where(brain_t.unsqueeze(0), vol, torch.full_like(vol, BACKGROUND_VALUE))
         result: dict[str, torch.Tensor] = {}

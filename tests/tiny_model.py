@@ -23,12 +23,23 @@ def tiny_brain(z: slice = slice(1, 7)) -> torch.Tensor:
     return brain
 
 
-def save_tiny_weights(folder: Path, card: dict | None = None, atlas_space: str | None = None) -> str:
-    """Save the tiny model (seeded) with the real hub writer; returns the folder as a string."""
+def save_tiny_weights(
+    folder: Path, card: dict | None = None, atlas_space: str | None = None, mask_slices: int = 1
+) -> str:
+    """Save the tiny model (seeded) with the real hub writer; returns the folder as a string. ``mask_slices``: a
+    generator that sees that many adjacent mask slices."""
     torch.manual_seed(0)
     # upsample="transposed": the decoder of the bundled weights (outputs identical to the fixture's history)
+    extra = {"mask_slices": mask_slices} if mask_slices != 1 else {}
     gen = build_generator(
-        "tiny", sequences=SEQS, base_channels=8, max_channels=16, n_res_blocks=1, n_down=3, upsample="transposed"
+        "tiny",
+        sequences=SEQS,
+        base_channels=8,
+        max_channels=16,
+        n_res_blocks=1,
+        n_down=3,
+        upsample="transposed",
+        **extra,
     )
     brain = tiny_brain()
     data = torch.where(brain, torch.rand(len(SEQS), *SHAPE) * 2 - 1, torch.full((len(SEQS), *SHAPE), -1.0))

@@ -106,7 +106,10 @@ def synthesize_pending(
             z = torch.cat([p.z for p in pend])  # type: ignore[misc]
         volumes = any(p.is_volume for p in pend)
         bs = slices_per_call or (synthesizer.batch_size if volumes else int(masks.shape[0]))
-        images = synthesizer.synthesize_slices(masks, atlas, z=z, batch_size=bs)
+        nb = None
+        if synthesizer.mask_slices > 1:
+            nb = torch.cat([p.neighbours(synthesizer.mask_slices) for p in pend])  # type: ignore[misc]
+        images = synthesizer.synthesize_slices(masks, atlas, z=z, batch_size=bs, neighbours=nb)
         for i, p, chunk in zip(idx, pend, torch.split(images, counts), strict=True):
             out[i] = p.finish(chunk)
     return out

@@ -23,7 +23,7 @@ from samraug.augment.views import ItemView, as_tensor, check_lesion_in_brain
 from samraug.editing import LesionEditor
 from samraug.hub import scheme_from_config, scheme_to_config
 from samraug.intensity import BACKGROUND_VALUE, IntensityStats, Normalization, denormalize
-from samraug.labels import LabelScheme, get_scheme, one_hot
+from samraug.labels import LabelScheme, get_scheme, neighbour_slices, one_hot
 
 if TYPE_CHECKING:
     from samraug.synthesis import Synthesizer
@@ -223,11 +223,32 @@ class PendingSample:
     def is_volume(self) -> bool:
         return self.positions is not None
 
+    def neighbours(self, mask_slices: int) -> torch.Tensor | None:
+        """Class maps ``(k, 2c, H, W)`` of the slices adjacent to each slice of :attr:`masks` (``z - c .. z - 1,
+        z + 1 .. z + c``), for weights that see ``mask_slices = 2c + 1`` mask slices; None for single-slice weights.
+
+        Volumes: slices without brain are background (they are not among :attr:`masks`) and the edge slice repeats
+        beyond the volume. A 2D item is a lone slice: its neighbours are taken equal to it.
+        """
+        c = int(mask_slices) // 2
+        if c == 0:
+            return None
+        if not self.is_volume:
+            return self.masks[:, None].repeat(1, 2 * c, 1, 1)
+        k, depth = int(self.masks.shape[0]), int(self.brain.shape[-1])
+        where = torch.full((depth,), k, dtype=torch.long)
+        where[self.positions] = torch.arange(k)
+        idx = neighbour_slices(self.positions, 2 * c + 1, depth)
+        idx = torch.cat([idx[:, :c], idx[:, c + 1 :]], dim=1)
+        padded = torch.cat([self.masks, torch.zeros_like(self.masks[:1])])
+        return padded[where[idx]]
+
     def synthesize(self, synthesizer: Synthesizer) -> Any:
         """Synthesize this sample alone and return the finished item."""
         if self.masks.shape[0] == 0:
             return self.finish(torch.zeros(0, len(synthesizer.sequences), *self.masks.shape[1:]))
-        images = synthesizer.synthesize_slices(self.masks, self.atlas, z=self.z)
+        nb = self.neighbours(synthesizer.mask_slices)
+        images = synthesizer.synthesize_slices(self.masks, self.atlas, z=self.z, neighbours=nb)
         return self.finish(images)
 
     def finish(self, images: torch.Tensor) -> Any:

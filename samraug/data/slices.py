@@ -9,6 +9,9 @@ An instance (one axial slice ``z``, the last volume axis) is a dict:
 
 - ``"mask"`` ``(K, H, W)`` float32 one-hot model classes (K = number of classes of the conditioning);
   ``"label"`` ``(H, W)`` int64 model classes;
+- ``"mask_stack"`` ``(m * K, H, W)`` float32 one-hot classes of slices ``z - c .. z + c`` (slice-major,
+  :func:`samraug.labels.mask_stack`; the edge slice repeats beyond the volume), the input of a generator that sees
+  ``m = 2c + 1`` mask slices; only with ``mask_slices=m > 1``;
 - ``"atlas"`` ``(3n, H, W)`` float32 atlas slices z-1, z, z+1 per sequence (absent when no atlas is given);
 - ``"image"`` ``(n, H, W)`` float32 in [-1, 1] (each sequence normalised over the subject's whole brain);
 - ``"brain"`` ``(H, W)`` bool (brain mask, lesion included); ``"z"`` int; ``"subject_id"`` str;
@@ -39,7 +42,18 @@ import torchio as tio
 from torch.utils.data import Dataset
 
 from ..intensity import BACKGROUND_VALUE, Normalization, denormalize_sequences, stats_to_array
-from ..labels import BACKGROUND, BRAIN, EDEMA, N_CLASSES, SCHEMES, LabelScheme, get_scheme, one_hot
+from ..labels import (
+    BACKGROUND,
+    BRAIN,
+    EDEMA,
+    N_CLASSES,
+    SCHEMES,
+    LabelScheme,
+    get_scheme,
+    mask_stack,
+    neighbour_slices,
+    one_hot,
+)
 from ..padding import Array, pad_or_crop, padded_size, unpad
 from .brats import subject_arrays
 
@@ -70,7 +84,8 @@ class PreparedSubject:
 
     ``images`` ``(n, X, Y, k)`` float32 normalised, ``label`` ``(X, Y, k)`` uint8 model classes (``n_classes`` of
     them, see ``conditioning``) for the ``k`` kept slices ``z`` (their indices in the full volume); ``stats``
-    ``(n, 2)`` float32.
+    ``(n, 2)`` float32. ``volume_label`` ``(X, Y, Z)`` uint8: the model classes of every slice, kept only for
+    instances with adjacent mask slices (``mask_slices > 1``), else None.
     """
 
     subject_id: str
@@ -82,6 +97,7 @@ class PreparedSubject:
     affine: np.ndarray
     conditioning: str = "samr"
     n_classes: int = N_CLASSES
+    volume_label: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self._pos = {z: k for k, z in enumerate(self.z)}
@@ -148,10 +164,12 @@ def prepare_subject(
     brain_key: str = "brain",
     conditioning: str = "samr",
     normalization: Normalization | None = None,
+    keep_volume_label: bool = False,
 ) -> PreparedSubject:
     """Read, check and normalise one subject and keep its selected slices (see :func:`slice_instances`); labels
     become model classes of ``conditioning`` (``scheme.encode``). ``normalization`` (default ``Normalization()``)
-    takes its percentiles over the normal-appearing brain (classes above normal brain excluded)."""
+    takes its percentiles over the normal-appearing brain (classes above normal brain excluded).
+    ``keep_volume_label``: also keep every slice's classes (for instances with adjacent mask slices)."""
     arrays = subject_arrays(subject, sequences, seg_key=seg_key, brain_key=brain_key)
     what = f"subject {arrays.subject_id!r}"
     if atlas is not None:
@@ -196,11 +214,15 @@ def prepare_subject(
         affine=arrays.affine,
         conditioning=conditioning,
         n_classes=n_classes,
+        volume_label=torch.from_numpy(samr.astype(np.uint8)) if keep_volume_label else None,
     )
 
 
-def make_instance(prepared: PreparedSubject, z: int, atlas: Atlas | None, size: Sequence[int]) -> dict[str, Any]:
-    """The training instance dict (module docstring) of slice ``z`` of a prepared subject, at ``size``."""
+def make_instance(
+    prepared: PreparedSubject, z: int, atlas: Atlas | None, size: Sequence[int], mask_slices: int = 1
+) -> dict[str, Any]:
+    """The training instance dict (module docstring) of slice ``z`` of a prepared subject, at ``size``;
+    ``mask_slices > 1`` adds ``"mask_stack"`` (the prepared subject must keep its ``volume_label``)."""
     k = prepared.local(z)
     label = pad_or_crop(prepared.label[..., k].long(), size, value=BACKGROUND)
     inst: dict[str, Any] = {
@@ -213,6 +235,16 @@ def make_instance(prepared: PreparedSubject, z: int, atlas: Atlas | None, size: 
         "stats": prepared.stats.clone(),
         "orig_size": torch.tensor(prepared.shape[:2], dtype=torch.int64),
     }
+    if mask_slices > 1:
+        vol = prepared.volume_label
+        if vol is None:
+            raise ValueError(
+                f"subject {prepared.subject_id!r} was prepared without its volume label; prepare it with "
+                "keep_volume_label=True for instances with mask_slices > 1"
+            )
+        zs = neighbour_slices(int(z), mask_slices, vol.shape[2])[0]
+        classes = pad_or_crop(vol[..., zs].long().permute(2, 0, 1), size, value=BACKGROUND)
+        inst["mask_stack"] = mask_stack(classes[None], prepared.n_classes)[0]
     if atlas is not None:
         inst["atlas"] = pad_or_crop(atlas.stack(int(z)), size, value=BACKGROUND_VALUE)
     return inst
@@ -244,6 +276,7 @@ def slice_instances(
     size: Sequence[int] | None = None,
     conditioning: str = "samr",
     normalization: Normalization | None = None,
+    mask_slices: int = 1,
 ) -> list[dict[str, Any]]:
     """All training instances of one subject (normalised once), in increasing ``z``.
 
@@ -261,6 +294,8 @@ def slice_instances(
         conditioning: ``"samr"`` (5 SAMR classes) or ``"native"`` (the scheme's classes): the mask's classes.
         normalization: How the sequences are normalised (:class:`samraug.intensity.Normalization`; default
             ``Normalization()``: percentiles of the normal-appearing brain).
+        mask_slices: ``m = 2c + 1 > 1`` adds each instance's ``"mask_stack"`` (slices ``z - c .. z + c``), the
+            input of a generator that sees ``m`` mask slices; 1 (default): none.
 
     Example:
         >>> inst = slice_instances(subject, atlas, sequences=["t1n", "t2f"], scheme="brats2024")  # doctest: +SKIP
@@ -278,9 +313,16 @@ def slice_instances(
         min_brain_voxels=min_brain_voxels,
         conditioning=conditioning,
         normalization=normalization,
+        keep_volume_label=_check_mask_slices(mask_slices) > 1,
     )
     hw = _instance_size(prepared.shape, multiple, size)
-    return [make_instance(prepared, z, atl, hw) for z in prepared.z]
+    return [make_instance(prepared, z, atl, hw, mask_slices) for z in prepared.z]
+
+
+def _check_mask_slices(mask_slices: int) -> int:
+    if not isinstance(mask_slices, int) or isinstance(mask_slices, bool) or mask_slices < 1 or mask_slices % 2 != 1:
+        raise ValueError(f"mask_slices must be a positive odd integer (slices z - c .. z + c), got {mask_slices!r}")
+    return mask_slices
 
 
 class SliceDataset(Dataset):
@@ -297,8 +339,8 @@ class SliceDataset(Dataset):
     Args:
         subjects: ``tio.Subject``s or mappings (see :func:`slice_instances`).
         atlas: The atlas, or None (instances then have no ``"atlas"``).
-        sequences, scheme, selection, min_brain_voxels, multiple, size, conditioning, normalization: as in
-            :func:`slice_instances`. Without
+        sequences, scheme, selection, min_brain_voxels, multiple, size, conditioning, normalization, mask_slices:
+            as in :func:`slice_instances`. Without
             ``size`` all subjects must share the in-plane shape (they do on an atlas grid).
         cache: Keep the normalised slices in memory.
         transform: Optional callable applied to each instance dict.
@@ -324,8 +366,10 @@ class SliceDataset(Dataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         conditioning: str = "samr",
         normalization: Normalization | None = None,
+        mask_slices: int = 1,
     ) -> None:
         self.subjects = list(subjects)
+        self.mask_slices = _check_mask_slices(mask_slices)
         self.conditioning = conditioning
         self.normalization = Normalization() if normalization is None else normalization
         self.sequences = tuple(sequences)
@@ -368,6 +412,7 @@ class SliceDataset(Dataset):
             min_brain_voxels=self.min_brain_voxels,
             conditioning=self.conditioning,
             normalization=self.normalization,
+            keep_volume_label=self.mask_slices > 1,
         )
 
     def _get(self, i: int) -> PreparedSubject:
@@ -382,7 +427,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         i, z = self.index[item]
-        inst = make_instance(self._get(i), z, self.atlas, self.size)
+        inst = make_instance(self._get(i), z, self.atlas, self.size, self.mask_slices)
         return self.transform(inst) if self.transform is not None else inst
 
 

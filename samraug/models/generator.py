@@ -126,9 +126,15 @@ slices) -> co-registered MR slices in [-1, 1]. Saved with `save_pretrained` (gen
 """
 
 
-def _check_mask(mask: torch.Tensor, n_labels: int) -> None:
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != n_labels:
+def _check_mask(mask: torch.Tensor, n_labels: int, mask_slices: int = 1) -> None:
+    channels = n_labels * mask_slices
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[1] != channels:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        if mask_slices > 1:
+            raise ValueError(
+                f"mask must be a (B, {channels}, H, W) one-hot stack ({mask_slices} adjacent slices x {n_labels} "
+                f"classes, slice-major), got {shape}; build it with samraug.labels.mask_stack"
+            )
         raise ValueError(
             f"mask must be a (B, {n_labels}, H, W) one-hot tensor, got {shape}; "
             "build it with samraug.labels.one_hot(samr_classes) (classes on dim 1)"
@@ -252,6 +258,10 @@ class SAMRGenerator(_GeneratorBase):
         sequences: Output sequence names, in output order.
         n_labels: Channels of the one-hot mask (5 SAMR classes).
         atlas_slices: Adjacent atlas slices per sequence (3: z-1, z, z+1).
+        mask_slices: Adjacent mask slices the mask encoder sees (odd; 1: the paper's single slice, what configs
+            without the key mean; ``2c + 1``: slices ``z - c .. z + c``, one-hot and slice-major, see
+            :func:`samraug.labels.mask_stack`), so that what varies through the plane (a lesion ending above the
+            slice) is painted consistently from slice to slice.
         base_channels: Channels after the first conv.
         max_channels: Channel cap of the encoders (the trunk has twice this with the atlas).
         n_down: Number of stride-2 down-samplings (inputs must be multiples of ``2**n_down``).
@@ -289,6 +299,7 @@ class SAMRGenerator(_GeneratorBase):
         norm: Literal["batch", "instance", "none"] = "batch",
         upsample: Literal["transposed", "resize_conv"] = "resize_conv",
         skips: bool = False,
+        mask_slices: int = 1,
     ) -> None:
         super().__init__()
         sequences = _check_sequences(sequences)
@@ -296,6 +307,7 @@ class SAMRGenerator(_GeneratorBase):
         for name, value, low in (
             ("n_labels", n_labels, 1),
             ("atlas_slices", atlas_slices, 1),
+            ("mask_slices", mask_slices, 1),
             ("base_channels", base_channels, 1),
             ("max_channels", max_channels, 1),
             ("n_down", n_down, 0),
@@ -304,9 +316,12 @@ class SAMRGenerator(_GeneratorBase):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if mask_slices % 2 != 1:
+            raise ValueError(f"mask_slices must be odd (slices z - c .. z + c), got {mask_slices}")
         self.sequences = sequences
         self.n_labels = n_labels
         self.atlas_slices = atlas_slices
+        self.mask_slices = mask_slices
         self.n_down = n_down
         self.stretch_out = bool(stretch_out)
         self.use_atlas = bool(use_atlas)
@@ -326,11 +341,12 @@ class SAMRGenerator(_GeneratorBase):
                 "norm": norm,
                 "upsample": upsample,
                 **({"skips": True} if self.skips else {}),  # configs without the key: no skips
+                **({"mask_slices": mask_slices} if mask_slices != 1 else {}),  # without the key: one slice
             }
         )
         chans = channel_plan(base_channels, max_channels, n_down + 1)
         encoder = (lambda c: LevelEncoder(c, chans, norm)) if self.skips else (lambda c: _encoder(c, chans, norm))
-        self.mask_encoder = encoder(n_labels)
+        self.mask_encoder = encoder(n_labels * mask_slices)
         self.atlas_encoder = encoder(self.atlas_channels) if self.use_atlas else None
         width = chans[-1] * (2 if self.use_atlas else 1)
         self.trunk = nn.Sequential(*(ResnetBlock(width, norm=norm) for _ in range(n_res_blocks)))
@@ -353,9 +369,49 @@ class SAMRGenerator(_GeneratorBase):
         """Channels of the atlas input: ``atlas_slices * n_sequences``."""
         return self.atlas_slices * len(self.sequences)
 
+    def mask_input_conv(self) -> nn.Conv2d:
+        """The mask encoder's first convolution (the only layer that sees the mask slices)."""
+        return next(m for m in self.mask_encoder.modules() if isinstance(m, nn.Conv2d))
+
+    @torch.no_grad()
+    def widen_from(self, narrow: SAMRGenerator) -> None:
+        """Take the weights of ``narrow``, a generator of the same architecture that sees fewer mask slices.
+
+        Every parameter and buffer is copied; the first mask convolution gets ``narrow``'s kernels on the central
+        slice's channels and zeros on the added slices' channels, so this generator paints exactly what
+        ``narrow`` painted from the central slice until training teaches it to use the others (fine-tuning
+        ``--init-from`` weights of a single-slice generator).
+
+        Example:
+            >>> from samraug.labels import one_hot
+            >>> kw = dict(sequences=("t1n",), n_labels=3, base_channels=4, max_channels=8, n_down=2, n_res_blocks=1)
+            >>> one, three = SAMRGenerator(**kw).eval(), SAMRGenerator(**kw, mask_slices=3).eval()
+            >>> three.widen_from(one)
+            >>> m, a = one_hot(torch.randint(0, 3, (1, 16, 16)), 3), torch.zeros(1, 3, 16, 16)
+            >>> bool(torch.allclose(three(m.repeat(1, 3, 1, 1), a), one(m, a)))
+            True
+        """
+        if not isinstance(narrow, SAMRGenerator) or narrow.mask_slices > self.mask_slices:
+            raise ValueError("widen_from needs a SAMRGenerator that sees at most as many mask slices as this one")
+        mine, theirs = dict(self.config), dict(narrow.config)
+        mine.pop("mask_slices", None)
+        theirs.pop("mask_slices", None)
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(f"widen_from: the generators differ in more than mask_slices: {diff}")
+        conv, src = self.mask_input_conv(), narrow.mask_input_conv()
+        state = narrow.state_dict()
+        key = next(k for k, p in narrow.named_parameters() if p is src.weight)
+        k, offset = self.n_labels, (self.mask_slices - narrow.mask_slices) // 2 * self.n_labels
+        wide = torch.zeros_like(conv.weight)
+        wide[:, offset : offset + k * narrow.mask_slices] = src.weight
+        state[key] = wide
+        self.load_state_dict(state)
+
     def forward(self, mask: torch.Tensor, atlas: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask (B, n_labels, H, W)``, ``atlas (B, atlas_slices * n_seq, H, W)`` -> ``(B, n_seq, H, W)``."""
-        _check_mask(mask, self.n_labels)
+        """``mask (B, mask_slices * n_labels, H, W)`` (slice-major, :func:`samraug.labels.mask_stack`),
+        ``atlas (B, atlas_slices * n_seq, H, W)`` -> ``(B, n_seq, H, W)``."""
+        _check_mask(mask, self.n_labels, self.mask_slices)
         check_divisible(mask, self.n_down, "mask", min_bottleneck=2)
         feats = self.mask_encoder(mask)
         latent = feats[-1] if self.skips else feats
@@ -483,7 +539,7 @@ _CLASSES: dict[str, type[_GeneratorBase]] = {
     "pix2pix": Pix2PixGenerator,
 }
 _PIX2PIX_FROM_SAMR = {"n_down": "depth"}
-_SAMR_ONLY = ("atlas_slices", "n_res_blocks", "stretch_out", "use_atlas", "decoder_res_blocks", "skips")
+_SAMR_ONLY = ("atlas_slices", "mask_slices", "n_res_blocks", "stretch_out", "use_atlas", "decoder_res_blocks", "skips")
 _PIX2PIXHD = {"stretch_out": False, "use_atlas": False, "decoder_res_blocks": 0}
 
 

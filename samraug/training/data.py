@@ -147,6 +147,7 @@ def prepare_gan_data(
     workers: int = 1,
     conditioning: str = "native",
     normalization: Normalization | None = None,
+    mask_slices: int = 1,
 ) -> GANData:
     """Subjects -> patient-level split -> atlas from the TRAINING split only -> 2D slice data sets.
 
@@ -166,6 +167,8 @@ def prepare_gan_data(
             classes) or ``"samr"`` (the paper's 5).
         normalization: How the atlas and the slices are normalised (default ``Normalization()``: percentiles of
             the normal-appearing brain, :class:`samraug.intensity.Normalization`).
+        mask_slices: Adjacent mask slices of a generator that sees more than one (instances then carry
+            ``"mask_stack"``, :class:`samraug.data.slices.SliceDataset`).
 
     The atlas is built from the training subjects only, and records them in ``atlas.info["training_data"]``
     (``subjects``: case ids; phantom: also ``phantom_subject_seeds``), so exported weights declare their training
@@ -211,6 +214,7 @@ def prepare_gan_data(
         "min_brain_voxels": min_brain_voxels,
         "multiple": multiple,
         "normalization": normalization,
+        "mask_slices": mask_slices,
     }
     train = SliceDataset(train_subjects, atlas, **common)
     val = SliceDataset(val_subjects, atlas, **common) if val_subjects else None

@@ -365,10 +365,21 @@ class GANTrainer:
             if key not in batch:
                 raise KeyError(f"batch has no {key!r}; expected SliceDataset instances (keys mask, image, atlas, ...)")
         b = batch_to_device(
-            {k: batch[k] for k in ("mask", "image", "atlas") if k in batch}, self.device, self.channels_last
+            {k: batch[k] for k in ("mask", "image", "atlas", "mask_stack") if k in batch},
+            self.device,
+            self.channels_last,
         )
         mask, real = b["mask"].float(), b["image"].float()
         self._check_mask(mask)
+        g_mask = mask
+        slices = int(getattr(self.generator, "mask_slices", 1))
+        if slices > 1:
+            if "mask_stack" not in b:
+                raise KeyError(
+                    f"the generator sees {slices} adjacent mask slices but the batch has no 'mask_stack'; build the "
+                    f"data with mask_slices={slices} (prepare_gan_data / SliceDataset)"
+                )
+            g_mask = b["mask_stack"].float()
         for key in ("image", "atlas"):
             if key in b and not bool(torch.isfinite(b[key]).all()):
                 ids = batch.get("subject_id", "?")
@@ -382,7 +393,7 @@ class GANTrainer:
             if "atlas" not in b:
                 raise KeyError("the generator uses an atlas but the batch has no 'atlas'; build the data with an atlas")
             atlas = b["atlas"].float()
-        return StepInputs(generator_args=(mask, atlas), mask=mask, real=real)
+        return StepInputs(generator_args=(g_mask, atlas), mask=mask, real=real)
 
     def _check_mask(self, mask: torch.Tensor) -> None:
         if mask.dim() != 4 or mask.shape[1] != self.n_labels:
@@ -952,9 +963,11 @@ class GANTrainer:
         ``source`` is a weights folder, ``"org/name[@revision]"`` (:func:`samraug.hub.resolve_weights`): the
         generator only; or a checkpoint folder of a run (``step-XXXXXXXXX``, or a ``checkpoints`` root: its
         latest): generator, discriminators, U-Net and their optimiser states. The architecture (config,
-        sequences, label scheme, conditioning) must match this trainer's, else ``ValueError`` naming what differs.
-        Returns and records :attr:`lineage`: ``[source, *source's own lineage]`` (written to the exported config
-        and model card).
+        sequences, label scheme, conditioning) must match this trainer's, else ``ValueError`` naming what differs;
+        one exception: weights of a generator that sees fewer mask slices (``mask_slices``) initialise one that
+        sees more (:meth:`samraug.models.generator.SAMRGenerator.widen_from`: it starts painting exactly what the
+        weights painted, from the central slice). Returns and records :attr:`lineage`: ``[source, *source's own
+        lineage]`` (written to the exported config and model card).
 
         Example:
             >>> trainer.init_from("my-org/samr-tiny@v1")  # doctest: +SKIP
@@ -974,6 +987,9 @@ class GANTrainer:
         mine = {"model_type": self.generator.model_type, **self.generator.config}
         theirs = {"model_type": config["model_type"], **generator_from_config(config).config}
         free = set(getattr(self.generator, "parameter_free_options", ()))
+        widen = int(theirs.get("mask_slices", 1)) < int(mine.get("mask_slices", 1))
+        if widen:  # a single-slice generator becomes one that sees adjacent mask slices (SAMRGenerator.widen_from)
+            free.add("mask_slices")
         diff = sorted(k for k in (set(mine) | set(theirs)) - free if mine.get(k) != theirs.get(k))
         what = []
         if diff:
@@ -995,7 +1011,12 @@ class GANTrainer:
                 "preset / generator options / --conditioning / data as the source, or start from scratch"
             )
         tensors, _ = read_safetensors(folder / MODEL_NAME, "generator weights")
-        load_state_dict_strict(self.generator, tensors, source=str(folder / MODEL_NAME))
+        if widen:
+            narrow = generator_from_config(config)
+            load_state_dict_strict(narrow, tensors, source=str(folder / MODEL_NAME))
+            self.generator.widen_from(narrow)
+        else:
+            load_state_dict_strict(self.generator, tensors, source=str(folder / MODEL_NAME))
         if getattr(self.generator, "residual", False) and not theirs.get("residual", False):
             # weights that painted absolute values become a residual generator that starts at the context's fill
             self.generator.zero_output_()
