@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -137,7 +138,6 @@ _SEQUENCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_bundled_warned = False
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -306,6 +306,18 @@ def _split_revision(spec: str, revision: str | None) -> tuple[str, str | None]:
     return repo_id, revision
 
 
+@functools.cache
+def _warn_bundled(folder: Path) -> None:
+    """Warn, once per process and folder, that ``folder`` (a bundled default) was trained on simulated data
+    (``_warn_bundled.cache_clear()`` shows it again)."""
+    warnings.warn(
+        f"using the bundled demo weights {folder.name!r} ({folder}): they were trained on SIMULATED phantom data, "
+        "not on real MRI; pass weights=... for real use",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def resolve_weights(
     weights: str | Path | None = None,
     *,
@@ -326,7 +338,6 @@ def resolve_weights(
         >>> resolve_weights(None).name  # doctest: +SKIP
         'samr-tiny-local'
     """
-    global _bundled_warned
     if weights is None:
         if revision is not None:
             raise ValueError(f"revision={revision!r} needs a Hub id; pass weights='org/name' with it")
@@ -335,14 +346,7 @@ def resolve_weights(
                 f"no bundled weights are installed ({BUNDLED_WEIGHTS} does not exist); pass weights=<local folder>, "
                 "'org/name' or 'org/name@revision', or train your own (recipes/train_samr.py)"
             )
-        if not _bundled_warned:
-            warnings.warn(
-                f"using the bundled demo weights {BUNDLED_WEIGHTS.name!r} ({BUNDLED_WEIGHTS}): they were trained on "
-                "SIMULATED phantom data, not on real MRI; pass weights=... for real use",
-                UserWarning,
-                stacklevel=2,
-            )
-            _bundled_warned = True
+        _warn_bundled(BUNDLED_WEIGHTS)
         return BUNDLED_WEIGHTS
     spec = str(weights)
     local = Path(spec).expanduser()

@@ -45,7 +45,6 @@ HIGH_PASS_GAIN = 7.0 / 6.0
 MIN_VOXELS = 20
 #: The painters' ``noise`` options: top the region's noise up to its surroundings', or leave the painting as is.
 NOISE_MODES = ("match", "none")
-_FACES = ndimage.generate_binary_structure(3, 1)
 
 
 def high_pass(volume: np.ndarray) -> np.ndarray:
@@ -86,7 +85,7 @@ def robust_sd(values: np.ndarray) -> float:
 
 def _filter_valid(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` whose 6 face neighbours are in ``mask`` too (not on the volume's faces)."""
-    return ndimage.binary_erosion(mask, structure=_FACES, border_value=0)
+    return ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
 
 
 def match_noise(

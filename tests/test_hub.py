@@ -262,7 +262,7 @@ def test_bundled_weights(
     with pytest.raises(FileNotFoundError, match=r"no bundled weights are installed.*pass weights="):
         load_weights()
     monkeypatch.setattr(hub, "BUNDLED_WEIGHTS", folder)
-    monkeypatch.setattr(hub, "_bundled_warned", False)
+    hub._warn_bundled.cache_clear()
     with pytest.warns(UserWarning, match=r"SIMULATED phantom"):
         loaded = load_weights()
     assert torch.equal(_out(loaded.generator), _out(g))
@@ -595,7 +595,7 @@ def test_default_weights_are_the_bundled_local_ones(monkeypatch: pytest.MonkeyPa
     """weights=None is the bundled local-mode folder (no atlas); the whole-image folder stays loadable by name."""
     assert hub.BUNDLED_WEIGHTS == hub.BUNDLED_LOCAL_WEIGHTS != hub.BUNDLED_WHOLE_WEIGHTS
     assert {"BUNDLED_WEIGHTS", "BUNDLED_LOCAL_WEIGHTS", "BUNDLED_WHOLE_WEIGHTS"} <= set(hub.__all__)
-    monkeypatch.setattr(hub, "_bundled_warned", False)
+    hub._warn_bundled.cache_clear()
     with pytest.warns(UserWarning, match=r"'samr-tiny-local' .*SIMULATED phantom") as record:
         assert resolve_weights(None) == hub.BUNDLED_LOCAL_WEIGHTS
     assert str(hub.BUNDLED_LOCAL_WEIGHTS) in str(record[0].message)  # names the folder actually used
