@@ -413,6 +413,7 @@ def painted_pool(
     seed: int,
     mode: str | None = None,
     max_volumes: int | None = None,
+    healthy: str | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
@@ -422,7 +423,8 @@ def painted_pool(
     ones (:func:`samraug.data.slices.prepare_subject`), padded to the real slices' size, and its axial slices whose
     label map the edit changed join the pool (in volume order, then ``z``) until it holds ``n``. Painters differ only
     in how they paint: with the same ``seed`` the SAMR and RandomLabelsToImage pools paint the same edits of the same
-    source volumes, so the head of a pool is the smaller ratio's pool.
+    source volumes, so the head of a pool is the smaller ratio's pool. ``healthy`` (local SAMR painting only):
+    the painter's ``healthy`` option (:class:`samraug.augment.painters.SAMRPainter`; None: its default).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
@@ -442,6 +444,14 @@ def painted_pool(
     if len(ids) < 2:
         raise ValueError(f"the {painter!r} arm needs at least two training subjects (donor and source), got {len(ids)}")
     what: dict[str, Any] = {"painter": painter, "mode": mode, "volumes": 0, "donors": sorted(ids), "edits": []}
+    chosen: Any = painter
+    if healthy is not None:
+        if painter != "samr" or mode != "local":
+            raise ValueError(f"healthy={healthy!r} is an option of local SAMR painting, not of {painter!r} ({mode})")
+        from samraug.augment.painters import SAMRPainter
+
+        chosen = SAMRPainter(synthesizer, mode="local", healthy=healthy)
+        what["healthy"] = healthy
     size = tuple(real.label.shape[-2:])
     if n == 0:
         return _empty(real, size), what
@@ -451,7 +461,7 @@ def painted_pool(
         n_synthetic=limit,
         weights=synthesizer,
         scheme=scheme,
-        painter=painter,
+        painter=chosen,
         mode=mode,
         seed=seed,
         donors="dataset",

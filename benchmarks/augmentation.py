@@ -90,6 +90,7 @@ from benchmarks.arms import (
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
+from samraug.seam import HEALTHY_MODES
 from samraug.training.segmentation import (
     EvalVolume,
     SegmentationConfig,
@@ -265,6 +266,8 @@ class BenchmarkConfig:
         variant_weights: Weights per ablation/baseline variant when not training them.
         local_weights: Local-mode weights of the ``samr_local_50`` arm (default: :data:`BUNDLED_LOCAL_WEIGHTS` if it
             exists; else the arm is skipped with the reason printed and written to the JSON).
+        local_healthy: What paints the healthy voxels of the local arms' regions (``SAMRPainter(healthy=...)``):
+            ``model`` (the generator, the painter's default) or ``harmonic`` (classical 3D harmonic inpainting).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -304,6 +307,7 @@ class BenchmarkConfig:
     weights: str | None = None
     variant_weights: dict[str, str] = field(default_factory=dict)
     local_weights: str | None = None
+    local_healthy: str = "model"
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -342,6 +346,8 @@ class BenchmarkConfig:
             )
         if self.selection not in ("brain", "lesion"):
             raise ValueError(f"selection must be 'brain' or 'lesion', got {self.selection!r}")
+        if self.local_healthy not in HEALTHY_MODES:
+            raise ValueError(f"local_healthy must be one of {HEALTHY_MODES}, got {self.local_healthy!r}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:
@@ -709,6 +715,8 @@ def resolve_painters(
         synth.load()
         ids, where = weights_training_identities(synth, weights)
         info = {"training_data": where, "model_sha256": _weights_digest(weights)}
+        if variant == LOCAL_VARIANT:
+            info["healthy"] = config.local_healthy
         source = _source_name(weights)
         painters[variant] = Painter(variant, synth, source, ids, info)
         log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
@@ -911,11 +919,12 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
                 raise ValueError(f"arm {arm.name!r} needs the {variant!r} generator; none was given")
             synth = x.painters[variant].synthesizer
             mode: str | None = arm.mode
+            healthy = x.painters[variant].info.get("healthy") if mode == "local" else None
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
-            synth, mode = owner.synthesizer, None
+            synth, mode, healthy = owner.synthesizer, None, None
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -926,6 +935,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             scheme=x.scheme,
             seed=x.pool_seed * 1000 + _PAINT_SEED[arm.kind],
             mode=mode,
+            healthy=healthy,
         )
         x.cache[key] = (pool, what)
         x.log(
@@ -937,6 +947,8 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     info["donors"] = list(what["donors"])
     info["painter"] = what["painter"]
     info["mode"] = what["mode"]
+    if "healthy" in what:
+        info["healthy"] = what["healthy"]
     info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
     used = pool.subset(range(n)) if len(pool) > n else pool
     volumes = sorted({int(o["volume"]) for o in used.origin})
@@ -1825,6 +1837,13 @@ def build_parser() -> argparse.ArgumentParser:
         "else the arm is skipped with the reason printed)",
     )
     g.add_argument(
+        "--local-healthy",
+        choices=HEALTHY_MODES,
+        default=None,
+        help="what paints the healthy voxels of the local arms' regions: model (default: the generator) or harmonic "
+        "(classical 3D harmonic inpainting; SAMRPainter(healthy=...))",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -1879,6 +1898,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "num_workers",
             "weights",
             "local_weights",
+            "local_healthy",
             "train_samr",
             "samr_preset",
             "samr_steps",

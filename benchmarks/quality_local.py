@@ -19,6 +19,8 @@ random-initialised contract-shaped model, a smoke test of the pipeline, NOT a re
 (``noise="none"``: the prediction the challenge scores), **+ matched noise** (the painters' default
 ``noise="match"``: the region's noise topped up to the subject's own around it, :mod:`samraug.texture`) and **no
 seam correction** (``seam="none"``: without the Poisson blending of :mod:`samraug.seam`, noise none), **harmonic
+healthy fill** (``healthy="harmonic"``: the region's voxels that are healthy after the edit filled by the harmonic
+fill, the model painting only the lesion classes; noise none), **harmonic
 fill** (classical Laplace inpainting: the harmonic function that meets the real image across the region's border,
 :func:`samraug.seam.harmonic_fill`), **mean
 fill** (each sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste**
@@ -82,6 +84,7 @@ ROWS = (
     "local model",
     "local model + matched noise",
     "local model, no seam correction",
+    "local model, harmonic healthy fill",
     "whole-image mode",
     "harmonic fill",
     "mean fill",
@@ -281,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "local model": {"noise": "none"},
             "local model + matched noise": {"noise": "match"},
             "local model, no seam correction": {"noise": "none", "seam": "none"},
+            "local model, harmonic healthy fill": {"noise": "none", "healthy": "harmonic"},
         }
         for row, kw in variants.items():
             inpaint[row] = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0, **kw)

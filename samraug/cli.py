@@ -49,7 +49,7 @@ from .intensity import denormalize
 from .labels import get_scheme
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
-from .seam import SEAM_MODES
+from .seam import HEALTHY_MODES, SEAM_MODES
 from .synthesis import Synthesizer, resolve_device
 from .texture import NOISE_MODES
 
@@ -166,6 +166,13 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         default="poisson",
         help="local mode: 'poisson' (default) corrects the painting to continue the case's image across the "
         "region's border; 'none' keeps the model's painting as it is",
+    )
+    parser.add_argument(
+        "--healthy",
+        choices=HEALTHY_MODES,
+        default="model",
+        help="local mode: what paints the region's voxels that are healthy after the edit: 'model' (default, the "
+        "generator) or 'harmonic' (classical 3D harmonic inpainting from the brain around the region)",
     )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
@@ -423,7 +430,9 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
-    painter = SAMRPainter(synth, mode=args.mode, margin_mm=args.margin_mm, noise=args.noise, seam=args.seam)
+    painter = SAMRPainter(
+        synth, mode=args.mode, margin_mm=args.margin_mm, noise=args.noise, seam=args.seam, healthy=args.healthy
+    )
     local = painter.mode == "local"
     atlas = None if local else synth.atlas
 

@@ -49,7 +49,7 @@ from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
 from samraug.region import edit_region, feather_weights
-from samraug.seam import CONTEXT_FILLS, SEAM_MODES, harmonic_fill, poisson_correction
+from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction
 from samraug.texture import NOISE_MODES, match_noise
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -132,6 +132,7 @@ def paint_local(
     noise: str = "match",
     generator: torch.Generator | None = None,
     seam: str = "poisson",
+    healthy: str = "model",
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Repaint the region around a lesion edit with a local-mode synthesizer (see the module docstring).
 
@@ -154,6 +155,9 @@ def paint_local(
         generator: Draws the matched noise (default: a generator seeded with 0, so a call is deterministic).
         seam: ``"poisson"``: correct the painting so it continues the real image across the region's border
             (:mod:`samraug.seam`); ``"none"``: the model's painting as it is.
+        healthy: What paints the region's voxels that are healthy in ``label_after``: ``"model"`` (the generator)
+            or ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
+            phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator).
 
     Returns:
         ``(new_images, record)``: the images (same keys, shapes, dtypes, devices; sequences outside the weights are
@@ -176,6 +180,8 @@ def paint_local(
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     if seam not in SEAM_MODES:
         raise ValueError(f"seam must be one of {SEAM_MODES}, got {seam!r}")
+    if healthy not in HEALTHY_MODES:
+        raise ValueError(f"healthy must be one of {HEALTHY_MODES}, got {healthy!r}")
     aff = check_affine(_array(affine, "affine"), "affine")
 
     before = _array(label_before, "label_before")
@@ -229,6 +235,7 @@ def paint_local(
         "context_mm": context,
         "noise": noise,
         "seam": seam,
+        "healthy": healthy,
         "sequences": list(seqs),
         "voxel_size": [round(float(v), 6) for v in spacing],
     }
@@ -298,6 +305,7 @@ def paint_local(
             context,
             cfg,
             seam,
+            healthy,
         )
         synthetic[:, sel] = part_record.pop("values")
         record["parts"].append(part_record)
@@ -333,6 +341,7 @@ def _paint_part(
     context: float,
     cfg: Mapping[str, Any],
     seam: str = "poisson",
+    healthy: str = "model",
 ) -> dict[str, Any]:
     """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
     (subject scale, ``(S, N)``), with the part's record. ``labels`` is ``(weights' scheme, edited label map in
@@ -393,6 +402,14 @@ def _paint_part(
         correction = poisson_correction(syn_m, norm_m, region_m, region_m & ~core_m & brain_m)
         syn_m[:, region_m] += correction.astype(syn_m.dtype)
         offsets = [round(float(c.mean()), 5) for c in correction]
+    n_healthy = 0
+    if healthy == "harmonic":
+        # classes 0 and 1 are background and normal brain in every conditioning (LabelScheme.encode)
+        heal = core_m & (classes_m < 2)
+        n_healthy = int(heal.sum())
+        if n_healthy:
+            fill = harmonic_fill(norm_m, core_m, brain_m)  # anchored on the real brain right around the part
+            syn_m[:, heal] = fill[:, heal]
 
     # Back to the subject's scale and grid, sampled at the part's voxels only.
     values = np.stack(
@@ -408,4 +425,5 @@ def _paint_part(
         "model_grid": list(grid_shape),
         "painted_slices": int(zs.size),
         "seam_offset": offsets,
+        "healthy_voxels": n_healthy,
     }

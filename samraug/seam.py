@@ -36,6 +36,7 @@ from scipy import ndimage, sparse
 __all__ = [
     "ANCHOR_WEIGHT",
     "CONTEXT_FILLS",
+    "HEALTHY_MODES",
     "MAX_ITERATIONS",
     "REGULARISATION",
     "SEAM_MODES",
@@ -47,6 +48,11 @@ __all__ = [
 #: The painters' ``seam`` options: ``"poisson"`` corrects the painting to meet the real image around the region,
 #: ``"none"`` leaves it as painted.
 SEAM_MODES = ("poisson", "none")
+#: The local painters' ``healthy`` options: what fills the region's voxels that are healthy in the edited label map
+#: (normal brain where a lesion was removed, moved away or shrunk, and the margin around a lesion): ``"model"`` (the
+#: generator paints them) or ``"harmonic"`` (:func:`harmonic_fill` from the real brain around the region, the
+#: generator painting only the lesion classes).
+HEALTHY_MODES = ("model", "harmonic")
 #: Weight of an anchor voxel's data term against one neighbour pair's smoothness term: high, so the painting meets
 #: the anchors nearly exactly (on held-out phantom regions 1 -> 100 gained 0.6-1.2 dB; 100 -> 1000 nothing).
 ANCHOR_WEIGHT = 100.0

@@ -193,6 +193,11 @@ def test_cli_builds_configs_from_presets_and_overrides() -> None:
         )
     )
     assert cfg.local_weights == "/lw" and bench.local_weights(cfg) == ("/lw", None)
+    assert cfg.local_healthy == "model"  # the painter's default unless asked
+    args = ["--preset", "quick", "--local-healthy", "harmonic"]
+    assert bench.config_from_args(bench.build_parser().parse_args(args)).local_healthy == "harmonic"
+    with pytest.raises(ValueError, match="local_healthy must be one of"):
+        bench.BenchmarkConfig.from_preset("quick", local_healthy="mean")
     assert cfg.arms == ("real", "samr_25") and cfg.seeds == (4, 5, 6) and cfg.steps == 7 and cfg.crop_size is None
     assert cfg.variant_weights == {"no_atlas": "/w"} and cfg.train_samr is False and cfg.resample_pools is True
     assert set(bench.PRESETS["full"]["arms"]) == set(ARMS)
@@ -491,6 +496,50 @@ def test_every_painting_arm_is_built_through_samr_augmented_dataset(
     assert torch.equal(s25.label, s50.label[: len(s25)]) and torch.equal(s25.image, s50.image[: len(s25)])
     # the painters differ: local keeps real intensities away from the edit, whole repaints every brain voxel
     assert not torch.equal(built["samr_local_50"][0].synthetic.image, s50.image)
+
+
+def test_local_arm_paints_healthy_tissue_as_the_config_asks(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """local_healthy="harmonic": the local arm's pool is painted by SAMRPainter(mode="local", healthy="harmonic")
+    through the public path -- the same edits and labels as the default painting, other intensities."""
+    import samraug.dataset
+    from samraug.augment.painters import SAMRPainter
+
+    config = _tiny_config(phantom_cache, ("real", "samr_local_50"))
+    local = _local_painter(tmp_path / "l")
+    ctx = bench.prepare_context(config, ["samr_local"], log=lambda m: None, painters={"samr_local": local})
+    keep = [[i for i, s in enumerate(ctx.real.subject_ids) if s == sid][:6] for sid in ctx.real.subjects[:2]]
+    real = ctx.real.subset([i for part in keep for i in part])
+    asked: list[Any] = []
+    original = samraug.dataset.SAMRAugmentedDataset.__init__
+
+    def spy(self: Any, real_ds: Any, *args: Any, **kwargs: Any) -> None:
+        asked.append(kwargs.get("painter"))
+        original(self, real_ds, *args, **kwargs)
+
+    monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
+    n50 = n_synthetic(len(real), 0.5)
+    built = {}
+    for healthy in ("model", "harmonic"):
+        painter = bench.Painter(local.variant, local.synthesizer, local.source, None, {"healthy": healthy})
+        ds, info = bench.build_arm_dataset(
+            ARMS["samr_local_50"],
+            real,
+            0,
+            {"samr_local": painter},
+            {},
+            n50,
+            lambda m: None,
+            subjects=ctx.subjects,
+            scheme=ctx.scheme,
+        )
+        built[healthy] = ds.synthetic
+        assert info["healthy"] == healthy  # in the results JSON
+        chosen = asked[-1]
+        assert isinstance(chosen, SAMRPainter) and chosen.mode == "local" and chosen.healthy == healthy
+    assert torch.equal(built["model"].label, built["harmonic"].label)
+    assert not torch.equal(built["model"].image, built["harmonic"].image)
 
 
 def test_local_arm_is_skipped_with_a_printed_reason_without_local_weights(

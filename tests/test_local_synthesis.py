@@ -500,3 +500,48 @@ def test_encoding_on_the_model_grid_equals_resampling_the_encoded_subject(seed, 
     on_grid = SCHEME.encode(resample(labels, aff, grid_shape, grid_aff, order=0), brain_m, conditioning)
     whole = resample(SCHEME.encode(labels, brain, conditioning), aff, grid_shape, grid_aff, order=0)
     np.testing.assert_array_equal(on_grid, whole)
+
+
+@pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
+@pytest.mark.parametrize("seam", ["none", "poisson"])
+def test_harmonic_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_the_model(grid, seam):
+    """healthy="harmonic": where the lesion was moved away, the region is the harmonic fill of the brain around it
+    -- exact for images linear in world space (discrete Laplacian 0), whatever the real lesion inside -- while the new
+    lesion is still what the model paints (a constant here) and the outside stays bit-identical."""
+    shape, spacing = GRIDS[grid]
+    images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
+    world = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    linear = {}
+    for i, name in enumerate((*SEQS, "aptw")):
+        ramp = 1000.0 + 100.0 * i + 5.0 * world[0] - 3.0 * world[1] + 2.0 * world[2]
+        linear[name] = ramp
+        images[name] = torch.from_numpy(np.where(brain, ramp + 400.0 * (seg > 0), 0.0))  # a bright real lesion
+    synth = make_synth("const")
+    kw = dict(feather_mm=0.0, noise="none", seam=seam)
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="harmonic", **kw)
+    model, _ = paint_local(images, seg, edited, brain, affine, SCHEME, synth, **kw)
+    assert rec["skipped"] is None and rec["healthy"] == "harmonic"
+    assert sum(p["healthy_voxels"] for p in rec["parts"]) > 0
+    from scipy import ndimage
+
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=spacing) & (brain | (seg > 0))
+    healed = ndimage.binary_erosion((seg > 0) & (edited == 0), iterations=2)
+    core_new = ndimage.binary_erosion(edited > 0, iterations=2)
+    assert healed.sum() > 10 and core_new.sum() > 10
+    for name in SEQS:
+        v = new[name].numpy()
+        span = np.ptp(linear[name][brain])
+        np.testing.assert_allclose(v[healed], linear[name][healed], atol=2e-3 * span)
+        if seam == "none":  # (the seam correction of a constant painting is itself the harmonic fill)
+            assert np.abs(model[name].numpy()[healed] - linear[name][healed]).max() > 0.05 * span
+        np.testing.assert_array_equal(v[core_new], model[name].numpy()[core_new])  # lesion: the model's painting
+        out = torch.from_numpy(~region)
+        assert torch.equal(new[name][out], images[name][out])
+
+
+def test_healthy_mode_is_checked():
+    images, seg, edited, brain, affine = subject()
+    with pytest.raises(ValueError, match="healthy must be one of"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), healthy="mean")

@@ -45,7 +45,7 @@ from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
 from samraug.local_synthesis import paint_local
-from samraug.seam import SEAM_MODES
+from samraug.seam import HEALTHY_MODES, SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.texture import NOISE_MODES
 
@@ -122,6 +122,9 @@ class SAMRPainter(Painter):
             it is.
         seam: Local mode: ``"poisson"`` (default) corrects the painting so it continues the real image across the
             region's border (:mod:`samraug.seam`), ``"none"`` keeps it as painted.
+        healthy: Local mode: what paints the region's voxels that are healthy after the edit: ``"model"`` (default,
+            the generator) or ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the
+            region; the generator paints only the lesion classes).
         space: Whole mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject off
             the atlas grid is painted only when this equals the weights' atlas space
             (:func:`samraug.atlas_space.weights_space`): it is resampled to the atlas grid, painted and resampled
@@ -149,6 +152,7 @@ class SAMRPainter(Painter):
         space: str | None = None,
         noise: str = "match",
         seam: str = "poisson",
+        healthy: str = "model",
     ) -> None:
         if isinstance(synthesizer, Synthesizer):
             self.synthesizer = synthesizer.clone()
@@ -171,6 +175,9 @@ class SAMRPainter(Painter):
         if seam not in SEAM_MODES:
             raise ValueError(f"seam must be one of {SEAM_MODES}, got {seam!r}")
         self.seam = seam
+        if healthy not in HEALTHY_MODES:
+            raise ValueError(f"healthy must be one of {HEALTHY_MODES}, got {healthy!r}")
+        self.healthy = healthy
         self.space = normalize_space(space)
 
     def paint(
@@ -200,6 +207,7 @@ class SAMRPainter(Painter):
                 noise=self.noise,
                 generator=generator,
                 seam=self.seam,
+                healthy=self.healthy,
             )
             return out, {"painter": self.name, "mode": "local", **record}
         synth = self.synthesizer
