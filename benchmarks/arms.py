@@ -414,6 +414,8 @@ def painted_pool(
     mode: str | None = None,
     max_volumes: int | None = None,
     healthy: str | None = None,
+    region: str | None = None,
+    insert: float | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
@@ -423,8 +425,10 @@ def painted_pool(
     ones (:func:`samraug.data.slices.prepare_subject`), padded to the real slices' size, and its axial slices whose
     label map the edit changed join the pool (in volume order, then ``z``) until it holds ``n``. Painters differ only
     in how they paint: with the same ``seed`` the SAMR and RandomLabelsToImage pools paint the same edits of the same
-    source volumes, so the head of a pool is the smaller ratio's pool. ``healthy`` (local SAMR painting only):
-    the painter's ``healthy`` option (:class:`samraug.augment.painters.SAMRPainter`; None: its default).
+    source volumes, so the head of a pool is the smaller ratio's pool. Local SAMR painting only (None: the
+    library's default): ``healthy`` and ``region``, the painter's options
+    (:class:`samraug.augment.painters.SAMRPainter`), and ``insert``, the edit policy's ``p_insert``
+    (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
@@ -445,13 +449,19 @@ def painted_pool(
         raise ValueError(f"the {painter!r} arm needs at least two training subjects (donor and source), got {len(ids)}")
     what: dict[str, Any] = {"painter": painter, "mode": mode, "volumes": 0, "donors": sorted(ids), "edits": []}
     chosen: Any = painter
-    if healthy is not None:
+    policy = None
+    options = {"healthy": healthy, "region": region, "insert": insert}
+    given = {k: v for k, v in options.items() if v is not None}
+    if given:
         if painter != "samr" or mode != "local":
-            raise ValueError(f"healthy={healthy!r} is an option of local SAMR painting, not of {painter!r} ({mode})")
+            raise ValueError(f"{given} are options of local SAMR painting, not of {painter!r} ({mode})")
         from samraug.augment.painters import SAMRPainter
+        from samraug.editing import EditPolicy
 
-        chosen = SAMRPainter(synthesizer, mode="local", healthy=healthy)
-        what["healthy"] = healthy
+        chosen = SAMRPainter(synthesizer, mode="local", healthy=healthy or "model", region=region or "lesions")
+        if insert:
+            policy = EditPolicy(p_insert=float(insert))
+        what.update(given)
     size = tuple(real.label.shape[-2:])
     if n == 0:
         return _empty(real, size), what
@@ -465,6 +475,7 @@ def painted_pool(
         mode=mode,
         seed=seed,
         donors="dataset",
+        policy=policy,
     )
     parts: list[SliceSet] = []
     have = 0

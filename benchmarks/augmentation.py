@@ -90,6 +90,7 @@ from benchmarks.arms import (
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
+from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES
 from samraug.training.segmentation import (
     EvalVolume,
@@ -268,6 +269,10 @@ class BenchmarkConfig:
             exists; else the arm is skipped with the reason printed and written to the JSON).
         local_healthy: What paints the healthy voxels of the local arms' regions (``SAMRPainter(healthy=...)``):
             ``model`` (the generator, the painter's default) or ``harmonic`` (classical 3D harmonic inpainting).
+        local_region: What seeds the local arms' repainted region (``SAMRPainter(region=...)``): ``lesions`` (the
+            changed voxels plus the old and new lesion, the painter's default) or ``changed`` (the changed voxels).
+        local_insert: The local arms' ``EditPolicy(p_insert=...)``: the probability that an edit adds the edited
+            lesion beside the real one instead of replacing it (0: the paper's edits, the default).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -308,6 +313,8 @@ class BenchmarkConfig:
     variant_weights: dict[str, str] = field(default_factory=dict)
     local_weights: str | None = None
     local_healthy: str = "model"
+    local_region: str = "lesions"
+    local_insert: float = 0.0
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -348,6 +355,10 @@ class BenchmarkConfig:
             raise ValueError(f"selection must be 'brain' or 'lesion', got {self.selection!r}")
         if self.local_healthy not in HEALTHY_MODES:
             raise ValueError(f"local_healthy must be one of {HEALTHY_MODES}, got {self.local_healthy!r}")
+        if self.local_region not in REGION_SEEDS:
+            raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
+        if not (isinstance(self.local_insert, int | float) and 0.0 <= self.local_insert <= 1.0):
+            raise ValueError(f"local_insert must be a probability in [0, 1], got {self.local_insert!r}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:
@@ -717,6 +728,8 @@ def resolve_painters(
         info = {"training_data": where, "model_sha256": _weights_digest(weights)}
         if variant == LOCAL_VARIANT:
             info["healthy"] = config.local_healthy
+            info["region"] = config.local_region
+            info["insert"] = float(config.local_insert)
         source = _source_name(weights)
         painters[variant] = Painter(variant, synth, source, ids, info)
         log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
@@ -919,12 +932,13 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
                 raise ValueError(f"arm {arm.name!r} needs the {variant!r} generator; none was given")
             synth = x.painters[variant].synthesizer
             mode: str | None = arm.mode
-            healthy = x.painters[variant].info.get("healthy") if mode == "local" else None
+            local = x.painters[variant].info if mode == "local" else {}
+            healthy, region, insert = local.get("healthy"), local.get("region"), local.get("insert")
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
-            synth, mode, healthy = owner.synthesizer, None, None
+            synth, mode, healthy, region, insert = owner.synthesizer, None, None, None, None
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -936,6 +950,8 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             seed=x.pool_seed * 1000 + _PAINT_SEED[arm.kind],
             mode=mode,
             healthy=healthy,
+            region=region,
+            insert=insert,
         )
         x.cache[key] = (pool, what)
         x.log(
@@ -947,8 +963,9 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     info["donors"] = list(what["donors"])
     info["painter"] = what["painter"]
     info["mode"] = what["mode"]
-    if "healthy" in what:
-        info["healthy"] = what["healthy"]
+    for option in ("healthy", "region", "insert"):
+        if option in what:
+            info[option] = what[option]
     info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
     used = pool.subset(range(n)) if len(pool) > n else pool
     volumes = sorted({int(o["volume"]) for o in used.origin})
@@ -1844,6 +1861,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(classical 3D harmonic inpainting; SAMRPainter(healthy=...))",
     )
     g.add_argument(
+        "--local-region",
+        choices=REGION_SEEDS,
+        default=None,
+        help="what seeds the local arms' repainted region: lesions (default: the changed voxels plus the old and new "
+        "lesion) or changed (the changed voxels alone; SAMRPainter(region=...))",
+    )
+    g.add_argument(
+        "--local-insert",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the local arms' EditPolicy(p_insert=P): probability that an edit adds the edited lesion beside the real "
+        "one instead of replacing it (default 0, the paper's edits)",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -1899,6 +1931,8 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "weights",
             "local_weights",
             "local_healthy",
+            "local_region",
+            "local_insert",
             "train_samr",
             "samr_preset",
             "samr_steps",

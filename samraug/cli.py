@@ -42,13 +42,14 @@ from .data.brats import (
     layout_of_name,
     read_nifti,
 )
-from .editing import LesionEditor
+from .editing import EditPolicy, LesionEditor
 from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize
 from .labels import get_scheme
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
+from .region import REGION_SEEDS
 from .seam import HEALTHY_MODES, SEAM_MODES
 from .synthesis import Synthesizer, resolve_device
 from .texture import NOISE_MODES
@@ -173,6 +174,22 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         default="model",
         help="local mode: what paints the region's voxels that are healthy after the edit: 'model' (default, the "
         "generator) or 'harmonic' (classical 3D harmonic inpainting from the brain around the region)",
+    )
+    parser.add_argument(
+        "--region",
+        choices=REGION_SEEDS,
+        default="lesions",
+        help="local mode: what seeds the repainted region before --margin-mm: 'lesions' (default, the changed voxels "
+        "plus the old and new lesion) or 'changed' (the changed voxels alone: a lesion the edit kept stays real)",
+    )
+    parser.add_argument(
+        "--insert",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a random edit adds the edited lesion beside the case's own instead of replacing it "
+        "(EditPolicy(p_insert=P); default 0, the paper's edits). With --region changed the real lesion keeps its "
+        "real intensities",
     )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
@@ -430,8 +447,16 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
+    if not 0.0 <= args.insert <= 1.0:  # NaN fails too
+        raise ValueError(f"--insert must be a probability in [0, 1], got {args.insert}")
     painter = SAMRPainter(
-        synth, mode=args.mode, margin_mm=args.margin_mm, noise=args.noise, seam=args.seam, healthy=args.healthy
+        synth,
+        mode=args.mode,
+        margin_mm=args.margin_mm,
+        noise=args.noise,
+        seam=args.seam,
+        healthy=args.healthy,
+        region=args.region,
     )
     local = painter.mode == "local"
     atlas = None if local else synth.atlas
@@ -511,7 +536,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"output sequence names {out_names} must be unique and not {list(_RESERVED_NAMES)}")
 
     # ---- synthesis into a staging folder, moved to --out at the end
-    editor = LesionEditor(scheme)
+    editor = LesionEditor(scheme, policy=EditPolicy(p_insert=args.insert))
     labels = [c.label for c in cases]
     written, matched = 0, sum(bool(c.stats) for c in cases)
     local_skips: list[str] = []

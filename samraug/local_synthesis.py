@@ -2,7 +2,8 @@
 
 :func:`paint_local` takes a subject's images, its real and edited label maps and a local-mode
 :class:`~samraug.synthesis.Synthesizer`, and repaints only the region (:mod:`samraug.region`): the voxels whose label
-changed plus the old and the new lesion, dilated by ``margin_mm``. The steps:
+changed plus the old and the new lesion (or, with ``region="changed"``, the changed voxels alone), dilated by
+``margin_mm``. The steps:
 
 1. region -> its bounding box plus ``context_mm`` of surroundings (a region that is empty, larger than
    ``max_region_mm`` or closer than ``min_context_mm`` to the image edge is skipped: inputs unchanged, the reason in
@@ -48,7 +49,7 @@ from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_
 from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
-from samraug.region import edit_region, feather_weights
+from samraug.region import REGION_SEEDS, edit_region, feather_weights
 from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction
 from samraug.texture import NOISE_MODES, match_noise
 
@@ -133,6 +134,7 @@ def paint_local(
     generator: torch.Generator | None = None,
     seam: str = "poisson",
     healthy: str = "model",
+    region: str = "lesions",
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Repaint the region around a lesion edit with a local-mode synthesizer (see the module docstring).
 
@@ -158,6 +160,9 @@ def paint_local(
         healthy: What paints the region's voxels that are healthy in ``label_after``: ``"model"`` (the generator)
             or ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
             phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator).
+        region: What seeds the region before ``margin_mm``: ``"lesions"`` (the changed voxels plus the old and the
+            new lesion) or ``"changed"`` (the changed voxels alone: lesion voxels the edit kept, e.g. the subject's
+            own lesion beside an inserted one, stay real beyond the margin; :func:`samraug.region.edit_region`).
 
     Returns:
         ``(new_images, record)``: the images (same keys, shapes, dtypes, devices; sequences outside the weights are
@@ -182,6 +187,8 @@ def paint_local(
         raise ValueError(f"seam must be one of {SEAM_MODES}, got {seam!r}")
     if healthy not in HEALTHY_MODES:
         raise ValueError(f"healthy must be one of {HEALTHY_MODES}, got {healthy!r}")
+    if region not in REGION_SEEDS:
+        raise ValueError(f"region must be one of {REGION_SEEDS}, got {region!r}")
     aff = check_affine(_array(affine, "affine"), "affine")
 
     before = _array(label_before, "label_before")
@@ -236,15 +243,21 @@ def paint_local(
         "noise": noise,
         "seam": seam,
         "healthy": healthy,
+        "region": region,
         "sequences": list(seqs),
         "voxel_size": [round(float(v), 6) for v in spacing],
     }
     brain_eff = brain_np | lesion_before | lesion_after
-    region = edit_region(before, after, lesion_values=lesion_values, spacing=spacing, margin_mm=margin) & brain_eff
+    seed = region
+    region = (
+        edit_region(before, after, lesion_values=lesion_values, spacing=spacing, margin_mm=margin, seed=seed)
+        & brain_eff
+    )
     record["region_voxels"] = int(region.sum())
     box = bounding_box(region)
     if box is None:
-        return _skip(images, record, "empty region: no lesion and no label change")
+        why = "no label change" if seed == "changed" else "no lesion and no label change"
+        return _skip(images, record, f"empty region: {why}")
     record["region_box"] = [list(b) for b in box]
     # Each connected part of the region (e.g. a lesion moved far away) is cropped and painted on its own; if one
     # cannot be painted, none is (a half-done edit would not match the edited labels).

@@ -2,8 +2,11 @@
 
 The region is every voxel whose label changed between the real and the edited mask, plus the old and the new
 lesion, dilated by a margin in millimetres (Euclidean distance with the voxel spacing, so anisotropic grids are
-fine). Only region voxels are repainted; the feather map is 1 deep inside the region, falls smoothly (smoothstep of
-the distance to the region's outside) to 0 at its border and is 0 outside, so the seam is invisible.
+fine). With ``seed="changed"`` it is the changed voxels alone, dilated: lesion voxels the edit left as they were
+(e.g. the subject's own lesion beside an inserted one, ``EditPolicy(p_insert=...)``) keep their real intensities
+unless they lie within the margin of a change. Only region voxels are repainted; the feather map is 1 deep inside
+the region, falls smoothly (smoothstep of the distance to the region's outside) to 0 at its border and is 0
+outside, so the seam is invisible.
 
 Distances are computed on the region's bounding box only (plus the margin), so a lesion in a 240x240x155 volume
 costs a small distance transform, not a whole-volume one.
@@ -29,7 +32,11 @@ from scipy import ndimage
 
 from samraug.grid import bounding_box
 
-__all__ = ["dilate_mm", "edit_region", "feather_weights"]
+__all__ = ["REGION_SEEDS", "dilate_mm", "edit_region", "feather_weights"]
+
+#: What seeds the repainted region before the margin: the changed voxels plus the old and new lesion (``"lesions"``,
+#: the default), or the changed voxels alone (``"changed"``).
+REGION_SEEDS = ("lesions", "changed")
 
 
 def _spacing(spacing: Sequence[float]) -> np.ndarray:
@@ -81,6 +88,7 @@ def edit_region(
     lesion_values: Sequence[int],
     spacing: Sequence[float],
     margin_mm: float = 8.0,
+    seed: str = "lesions",
 ) -> np.ndarray:
     """The repainted region: changed voxels plus the old and new lesion, dilated by ``margin_mm``.
 
@@ -89,6 +97,8 @@ def edit_region(
         lesion_values: The label values that are lesion (e.g. ``scheme.lesion_values``).
         spacing: Voxel size in mm along each axis.
         margin_mm: Dilation in mm (0: no dilation).
+        seed: ``"lesions"`` (default): the changed voxels plus the old and the new lesion; ``"changed"``: the
+            changed voxels alone (unchanged lesion voxels farther than ``margin_mm`` from a change stay real).
 
     Returns:
         Boolean mask of the label maps' shape.
@@ -98,9 +108,13 @@ def edit_region(
         raise ValueError(
             f"label_before {before.shape} and label_after {after.shape} differ in shape; pass both on one grid"
         )
-    values = np.asarray(sorted(int(v) for v in lesion_values), dtype=np.int64)
-    seed = (before != after) | np.isin(before, values) | np.isin(after, values)
-    return dilate_mm(seed, spacing, margin_mm)
+    if seed not in REGION_SEEDS:
+        raise ValueError(f"seed must be one of {REGION_SEEDS}, got {seed!r}")
+    core = before != after
+    if seed == "lesions":
+        values = np.asarray(sorted(int(v) for v in lesion_values), dtype=np.int64)
+        core |= np.isin(before, values) | np.isin(after, values)
+    return dilate_mm(core, spacing, margin_mm)
 
 
 def feather_weights(region: np.ndarray, spacing: Sequence[float], feather_mm: float = 3.0) -> np.ndarray:

@@ -646,3 +646,56 @@ def test_samr_variant_defaults_to_the_bundled_whole_weights_not_the_library_defa
     assert whole.source == "bundled demo weights samr-tiny-phantom (whole)"
     assert local.synthesizer.config["mode"] == "local" and local.source.endswith("samr-tiny-local (local)")
     assert whole.info["model_sha256"] != local.info["model_sha256"]
+
+
+def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """local_insert=1, local_region="changed": the local arm's edits go through
+    SAMRAugmentedDataset(policy=EditPolicy(p_insert=1), painter=SAMRPainter(region="changed")), every applied edit
+    is recorded as an insertion, and the options reach the results JSON and the CLI."""
+    import samraug.dataset
+    from samraug.augment.painters import SAMRPainter
+
+    args = ["--preset", "quick", "--local-insert", "1", "--local-region", "changed"]
+    cfg = bench.config_from_args(bench.build_parser().parse_args(args))
+    assert (cfg.local_insert, cfg.local_region) == (1.0, "changed")
+    default = bench.BenchmarkConfig.from_preset("quick")
+    assert (default.local_insert, default.local_region) == (0.0, "lesions")
+    with pytest.raises(ValueError, match="local_region must be one of"):
+        bench.BenchmarkConfig.from_preset("quick", local_region="near")
+    with pytest.raises(ValueError, match="local_insert must be a probability"):
+        bench.BenchmarkConfig.from_preset("quick", local_insert=1.5)
+
+    config = _tiny_config(phantom_cache, ("real", "samr_local_50"))
+    local = _local_painter(tmp_path / "l")
+    ctx = bench.prepare_context(config, ["samr_local"], log=lambda m: None, painters={"samr_local": local})
+    keep = [[i for i, s in enumerate(ctx.real.subject_ids) if s == sid][:6] for sid in ctx.real.subjects[:2]]
+    real = ctx.real.subset([i for part in keep for i in part])
+    asked: list[Any] = []
+    original = samraug.dataset.SAMRAugmentedDataset.__init__
+
+    def spy(self: Any, real_ds: Any, *args: Any, **kwargs: Any) -> None:
+        asked.append(kwargs)
+        original(self, real_ds, *args, **kwargs)
+
+    monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
+    options = {"healthy": "model", "region": "changed", "insert": 1.0}
+    painter = bench.Painter(local.variant, local.synthesizer, local.source, None, options)
+    _, info = bench.build_arm_dataset(
+        ARMS["samr_local_50"],
+        real,
+        0,
+        {"samr_local": painter},
+        {},
+        n_synthetic(len(real), 0.5),
+        lambda m: None,
+        subjects=ctx.subjects,
+        scheme=ctx.scheme,
+    )
+    assert (info["region"], info["insert"]) == ("changed", 1.0)
+    chosen = asked[-1]
+    assert isinstance(chosen["painter"], SAMRPainter) and chosen["painter"].region == "changed"
+    assert chosen["policy"].p_insert == 1.0
+    applied = [e["edit"] for e in info["edits"] if e["edit"].get("applied")]
+    assert applied and all(e["insert"] is True for e in applied if not e.get("remove"))

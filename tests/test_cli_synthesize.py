@@ -169,3 +169,36 @@ def test_synthesize_local_mode_on_another_grid(tiny_local_weights: str, tmp_path
     (root / "case7-t2f.nii.gz").unlink()
     assert main([*argv[:4], str(tmp_path / "o3"), *argv[5:]]) == 1
     assert "t2f is missing next to it" in capsys.readouterr().err
+
+
+def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: str, tmp_path: Path, capsys) -> None:
+    """--insert 1 --region changed: the edited lesion is added beside the case's own, whose labels are kept, and the
+    region grows only from the changed voxels; a probability outside [0, 1] is refused before anything is written."""
+    shape, affine = (48, 48, 40), np.diag([1.0, 1.0, 1.0, 1.0])
+    brain = np.zeros(shape, dtype=bool)
+    brain[4:44, 4:44, 6:34] = True
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[12:20, 20:28, 18:22] = 2
+    seg[14:18, 22:26, 19:21] = 3
+    root, rng = tmp_path / "masks" / "case3", np.random.default_rng(2)
+    _save(root / "case3-seg.nii.gz", seg, affine)
+    for k, seq in enumerate(SEQS):
+        vol = np.where(brain, 100.0 * (k + 1) * (1 + rng.random(shape)), 0.0).astype(np.float32)
+        _save(root / f"case3-{seq}.nii.gz", vol, affine)
+    argv = ["synthesize", "--masks", str(root / "case3-seg.nii.gz"), "--weights", tiny_local_weights]
+    argv += ["--scheme", "brats2023", "--margin-mm", "2", "--n", "3"]
+    bad = tmp_path / "bad"
+    assert main([*argv, "--out", str(bad), "--insert", "1.5"]) == 1
+    assert "--insert must be a probability in [0, 1]" in capsys.readouterr().err and not bad.exists()
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out), "--insert", "1", "--region", "changed"]) == 0
+    inserted = 0
+    for sample in sorted(out.glob("case3-synth*")):  # (a sample whose region cannot be painted is not written)
+        meta = json.loads((sample / "edit.json").read_text())
+        assert meta["edit"]["paint"]["region"] == "changed"
+        edited = np.asanyarray(nib.load(str(sample / f"{sample.name}-seg.nii.gz")).dataobj)
+        assert np.array_equal(edited[seg > 0], seg[seg > 0])  # the real lesion's labels, kept
+        if meta["edit"].get("applied"):
+            assert meta["edit"]["insert"] is True and (edited > 0).sum() > (seg > 0).sum()
+            inserted += 1
+    assert inserted >= 1

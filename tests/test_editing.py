@@ -493,3 +493,47 @@ def test_policy_validation() -> None:
         EditPolicy(swap_at=("nowhere",))
     with pytest.raises(ValueError, match="max_shift"):
         EditPolicy(max_shift=2.0)
+
+
+def test_insertion_adds_the_edited_lesion_beside_the_real_one(case) -> None:
+    """EditPolicy(p_insert=1): the own lesion is kept voxel for voxel and the transformed lesion fills in around
+    it -- the same transformed lesion the replacing edit places (same draws); the record replays exactly."""
+    label, brain = case
+    ops = dict(p_remove=0.0, p_swap=0.0, p_mirror=1.0, p_scale=1.0, p_rotate=0.0, p_perturb=0.0, p_move=0.0)
+    inserting = LesionEditor("brats2021", policy=EditPolicy(**ops, p_insert=1.0))
+    replacing = LesionEditor("brats2021", policy=EditPolicy(**ops))
+    for seed in range(3):
+        ins = inserting.random_edit(label, brain, generator=torch.Generator().manual_seed(seed))
+        assert ins.record["applied"] and ins.record["insert"] is True
+        out = np.asarray(ins.label)
+        own = label > 0
+        np.testing.assert_array_equal(out[own], label[own])  # the real lesion, untouched
+        assert (out > 0).sum() > own.sum()  # and a second one beside it
+        record = json.loads(json.dumps(ins.record))
+        np.testing.assert_array_equal(inserting.replay(label, brain, record).label, out)
+        # the placed lesion is the replacing edit's with the same parameters, wherever the own lesion is not
+        rep = replacing.replay(label, brain, {**record, "insert": False})
+        new = np.asarray(rep.label)
+        np.testing.assert_array_equal(out[~own], new[~own])
+        assert "insert" not in replacing.random_edit(label, brain, generator=torch.Generator().manual_seed(seed)).record
+
+
+def test_insertion_draw_leaves_policies_without_it_unchanged(case) -> None:
+    """p_insert=0 draws nothing: the same generator gives the same edit as before the option existed; p_insert
+    between 0 and 1 inserts some edits and replaces others."""
+    label, brain = case
+    base = dict(p_remove=0.0, p_swap=0.0, p_mirror=0.5, p_scale=1.0, p_rotate=0.5, p_perturb=0.0, p_move=0.5)
+    a = LesionEditor("brats2021", policy=EditPolicy(**base))
+    b = LesionEditor("brats2021", policy=EditPolicy(**base, p_insert=0.0))
+    for seed in range(3):
+        ra = a.random_edit(label, brain, generator=torch.Generator().manual_seed(seed))
+        rb = b.random_edit(label, brain, generator=torch.Generator().manual_seed(seed))
+        assert ra.record == rb.record
+        np.testing.assert_array_equal(ra.label, rb.label)
+    half = LesionEditor("brats2021", policy=EditPolicy(**base, p_insert=0.5))
+    drawn = {
+        half.random_edit(label, brain, generator=torch.Generator().manual_seed(s)).record["insert"] for s in range(12)
+    }
+    assert drawn == {True, False}
+    with pytest.raises(ValueError, match="p_insert"):
+        EditPolicy(p_insert=1.5)

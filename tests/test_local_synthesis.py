@@ -545,3 +545,37 @@ def test_healthy_mode_is_checked():
     images, seg, edited, brain, affine = subject()
     with pytest.raises(ValueError, match="healthy must be one of"):
         paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), healthy="mean")
+
+
+def test_changed_region_keeps_the_real_lesion_beside_an_inserted_one():
+    """region="changed" (an insertion: the real lesion kept, a copy added far from it): only the changed voxels,
+    dilated, are repainted -- the real lesion and everything beyond the margin of the new one stay bit-identical;
+    the default region repaints the real lesion too."""
+    from samraug.region import dilate_mm
+
+    images, seg, _, brain, affine = subject(shape=(72, 44, 36), shift=(0, 0, 0))
+    lesion = np.argwhere(seg > 0)
+    seg = np.roll(seg, -16, axis=0)  # the real lesion, left of centre
+    edited = seg.copy()
+    moved = np.roll(seg, 32, axis=0)  # an inserted copy, 64 mm to its right
+    edited[moved > 0] = moved[moved > 0]
+    assert len(lesion) and np.array_equal(edited[seg > 0], seg[seg > 0])
+    synth = make_synth()
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, region="changed")
+    assert rec["skipped"] is None and rec["region"] == "changed"
+    region = dilate_mm(seg != edited, (2.0, 2.0, 2.0), 8.0) & (brain | (seg > 0) | (edited > 0))
+    assert rec["region_voxels"] == int(region.sum()) and not region[seg > 0].any()
+    for name in SEQS:
+        keep = torch.from_numpy(~region)
+        assert torch.equal(new[name][keep], images[name][keep])
+        assert bool((new[name][torch.from_numpy(region)] != images[name][torch.from_numpy(region)]).any())
+    full, rec_full = paint_local(images, seg, edited, brain, affine, SCHEME, synth)
+    assert rec_full["region"] == "lesions" and rec_full["region_voxels"] > rec["region_voxels"]
+    real = torch.from_numpy(seg > 0)
+    assert bool((full["t1n"][real] != images["t1n"][real]).any())
+    # nothing changed: nothing to repaint in the "changed" region, the reason says so
+    same, rec_same = paint_local(images, seg, seg, brain, affine, SCHEME, synth, region="changed")
+    assert rec_same["skipped"] == "empty region: no label change"
+    assert all(same[k] is images[k] or torch.equal(same[k], images[k]) for k in images)
+    with pytest.raises(ValueError, match="region must be one of"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, synth, region="lesion")

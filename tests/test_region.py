@@ -102,3 +102,27 @@ def test_bad_spacing_and_margin_rejected(bad):
         dilate_mm(m, (1.0, 1.0, 1.0), -1.0)
     with pytest.raises(ValueError, match="feather_mm"):
         feather_weights(m, (1.0, 1.0, 1.0), float("inf"))
+
+
+def test_edit_region_changed_seed_keeps_unchanged_lesions_out():
+    """seed="changed": only the changed voxels, dilated; an unchanged lesion away from the change is not repainted,
+    one within the margin of it is (partly)."""
+    before = np.zeros((16, 16, 16), np.int64)
+    before[2:5, 2:5, 2:5] = 3  # the kept real lesion, far from the change
+    after = before.copy()
+    after[10:13, 10:13, 10:13] = 1  # an inserted lesion
+    spacing = (1.0, 1.0, 1.5)
+    changed = before != after
+    for margin in (0.0, 2.0):
+        r = edit_region(before, after, lesion_values=(1, 2, 3), spacing=spacing, margin_mm=margin, seed="changed")
+        assert np.array_equal(r, brute_distance(changed, spacing) <= margin + 1e-6)
+        assert not r[before > 0].any()
+        full = edit_region(before, after, lesion_values=(1, 2, 3), spacing=spacing, margin_mm=margin)
+        assert full[before > 0].all() and np.array_equal(r & full, r)  # "changed" is a subset of the default
+    near = before.copy()
+    near[5, 2:5, 2:5] = 1  # a change touching the kept lesion: its face within the margin is repainted
+    r = edit_region(before, near, lesion_values=(1, 2, 3), spacing=spacing, margin_mm=1.0, seed="changed")
+    assert r[4, 3, 3] and not r[2, 3, 3]
+    assert not edit_region(before, before, lesion_values=(1, 2, 3), spacing=spacing, seed="changed").any()
+    with pytest.raises(ValueError, match="seed must be one of"):
+        edit_region(before, after, lesion_values=(1,), spacing=spacing, seed="lesion")

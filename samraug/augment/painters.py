@@ -45,6 +45,7 @@ from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
 from samraug.local_synthesis import paint_local
+from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES, SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.texture import NOISE_MODES
@@ -125,6 +126,9 @@ class SAMRPainter(Painter):
         healthy: Local mode: what paints the region's voxels that are healthy after the edit: ``"model"`` (default,
             the generator) or ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the
             region; the generator paints only the lesion classes).
+        region: Local mode: what seeds the repainted region before ``margin_mm``: ``"lesions"`` (default, the
+            changed voxels plus the old and the new lesion) or ``"changed"`` (the changed voxels alone, so a lesion
+            the edit kept, e.g. the real one beside an inserted lesion, ``EditPolicy(p_insert=...)``, stays real).
         space: Whole mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject off
             the atlas grid is painted only when this equals the weights' atlas space
             (:func:`samraug.atlas_space.weights_space`): it is resampled to the atlas grid, painted and resampled
@@ -153,6 +157,7 @@ class SAMRPainter(Painter):
         noise: str = "match",
         seam: str = "poisson",
         healthy: str = "model",
+        region: str = "lesions",
     ) -> None:
         if isinstance(synthesizer, Synthesizer):
             self.synthesizer = synthesizer.clone()
@@ -178,6 +183,9 @@ class SAMRPainter(Painter):
         if healthy not in HEALTHY_MODES:
             raise ValueError(f"healthy must be one of {HEALTHY_MODES}, got {healthy!r}")
         self.healthy = healthy
+        if region not in REGION_SEEDS:
+            raise ValueError(f"region must be one of {REGION_SEEDS}, got {region!r}")
+        self.region = region
         self.space = normalize_space(space)
 
     def paint(
@@ -208,6 +216,7 @@ class SAMRPainter(Painter):
                 generator=generator,
                 seam=self.seam,
                 healthy=self.healthy,
+                region=self.region,
             )
             return out, {"painter": self.name, "mode": "local", **record}
         synth = self.synthesizer

@@ -309,7 +309,9 @@ class LesionEditor:
         None, which DataLoader seeds per worker). The record, ``{"op": "random", "drawn": [...], "swap": {...},
         "mirror": {...}, "factor": ..., "angles": [...], "perturb": {...}, "shift": [...], "attempts": n,
         "applied": ..., "reason": ...}`` (``None`` for operations not drawn) holds every parameter, and
-        :meth:`replay` reproduces the result from it exactly.
+        :meth:`replay` reproduces the result from it exactly. With ``policy.p_insert > 0`` it also holds
+        ``"insert"``: True when the transformed lesion was added beside the own lesion (which is kept as it is; the
+        new one fills in around it) instead of replacing it.
 
         Args:
             donors: Donor label maps for swaps (same scheme and dimension): a list of label maps or of
@@ -330,6 +332,8 @@ class LesionEditor:
             return self._result(
                 vol, out, {**record, "remove": True, "applied": rec["applied"], "reason": rec["reason"]}
             )
+        if self.policy.p_insert > 0:  # drawn only then: policies without insertion keep their random stream
+            record["insert"] = uniform(g, 0.0, 1.0) < self.policy.p_insert
         if "swap" not in drawn and vol.lo is None:
             return self._result(vol, None, {**record, "applied": False, "reason": NO_LESION})
         has_random = any(op in drawn for op in ("scale", "rotate", "perturb", "move")) or (
@@ -630,14 +634,22 @@ class LesionEditor:
 
     # ------------------------------------------------------------------ placement and validity
     def _attempt(self, vol, record, vals, origin, reference):
-        out, reason = self._place(vol, vals, np.asarray(origin, dtype=np.int64), reference)
+        insert = bool(record.get("insert", False))
+        out, reason = self._place(vol, vals, np.asarray(origin, dtype=np.int64), reference, insert=insert)
         record.update(applied=out is not None, reason=reason)
         return out, record
 
     def _place(
-        self, vol: Volume, vals: np.ndarray, origin: np.ndarray, reference: tuple[bool, bool] | None
+        self,
+        vol: Volume,
+        vals: np.ndarray,
+        origin: np.ndarray,
+        reference: tuple[bool, bool] | None,
+        *,
+        insert: bool = False,
     ) -> tuple[np.ndarray | None, str | None]:
-        """Replace the lesion of ``vol`` by the crop ``vals`` at ``origin``: clip, clean, compose, validate."""
+        """Replace the lesion of ``vol`` by the crop ``vals`` at ``origin`` (``insert``: add it where the old lesion
+        does not lie, the old lesion kept as it is): clip, clean, compose, validate."""
         shape = np.array(vol.ints.shape)
         n_pre = int(np.count_nonzero(vals >= 0))
         t_pre = int(np.count_nonzero(self._lut[vals] == TUMOR))
@@ -673,7 +685,10 @@ class LesionEditor:
                 placed[slices(olo - blo, ohi - blo)] = new[slices(olo - lo, ohi - lo)]
             kept, old_lesion = placed >= 0, vol.lesion[box]
             out_box = orig.copy()
-            out_box[old_lesion & ~kept] = self._normal
+            if insert:  # the own lesion stays as it is; the new one fills in around it
+                kept &= ~old_lesion
+            else:
+                out_box[old_lesion & ~kept] = self._normal
             out_box[kept] = placed[kept]
             problems = check_valid(
                 out_box,

@@ -51,6 +51,13 @@ class EditPolicy:
     :data:`OP_ORDER` into one transform of the lesion. ``remove`` (the healthy variant), when drawn, replaces
     all the others; ``swap`` needs donors. Nothing drawn means the sample is left unedited.
 
+    ``p_insert`` is not an operation but what becomes of the subject's own lesion: with this probability the
+    transformed lesion is *added* to the label map and the own lesion kept wherever the new one does not lie
+    (insertion, as in GliGAN or TumorCP: a mirrored, moved or donor lesion beside the real one); otherwise (the
+    paper's edits, the default ``p_insert=0``) the transformed lesion replaces the own one. With local painting,
+    ``SAMRPainter(region="changed")`` then repaints only around the inserted lesion, so the real one keeps its real
+    intensities.
+
     Attributes:
         p_remove, p_swap, p_mirror, p_scale, p_rotate, p_perturb, p_move: Probability of each operation.
         scale_range: Tumour *volume* factor, drawn log-uniformly (paper Fig. 3: 50 % to 200 %).
@@ -59,6 +66,9 @@ class EditPolicy:
         perturb_range: Largest displacement of the elastic perturbation, in voxels.
         perturb_smoothness: Control-point spacing of the perturbation, in voxels (larger is smoother).
         swap_at: Placement modes a swap draws from: ``"donor"`` (the donor's location) and/or ``"random"``.
+        p_insert: Probability that an edit adds the transformed lesion beside the own one instead of replacing it
+            (drawn once per edit, after the operations, only when above 0, so policies without it draw exactly as
+            before).
     """
 
     p_remove: float = 0.05
@@ -74,6 +84,7 @@ class EditPolicy:
     perturb_range: tuple[float, float] = (1.0, 3.0)
     perturb_smoothness: float = 8.0
     swap_at: tuple[str, ...] = ("donor", "random")
+    p_insert: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,6 +122,8 @@ class EditPolicy:
 
     def probability(self, op: str) -> float:
         """The probability of operation ``op`` (one of :data:`OP_ORDER`)."""
+        if op not in OP_ORDER:
+            raise ValueError(f"unknown operation {op!r}; expected one of {OP_ORDER}")
         return float(getattr(self, f"p_{op}"))
 
 
