@@ -458,7 +458,8 @@ def painted_pool(
         from samraug.augment.painters import SAMRPainter
         from samraug.editing import EditPolicy
 
-        chosen = SAMRPainter(synthesizer, mode="local", healthy=healthy or "model", region=region or "lesions")
+        painter_options = {k: v for k, v in given.items() if k != "insert"}  # the rest: the painter's defaults
+        chosen = SAMRPainter(synthesizer, mode="local", **painter_options)
         if insert:
             policy = EditPolicy(p_insert=float(insert))
         what.update(given)

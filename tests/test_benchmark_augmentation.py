@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -498,45 +499,59 @@ def test_every_painting_arm_is_built_through_samr_augmented_dataset(
     assert not torch.equal(built["samr_local_50"][0].synthetic.image, s50.image)
 
 
-def test_local_arm_paints_healthy_tissue_as_the_config_asks(
+def _local_arm_builder(
     phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """local_healthy="harmonic": the local arm's pool is painted by SAMRPainter(mode="local", healthy="harmonic")
-    through the public path -- the same edits and labels as the default painting, other intensities."""
+) -> tuple[Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]], list[dict[str, Any]]]:
+    """``(build, asked)``: ``build(painter_info)`` builds the samr_local_50 arm on 12 real slices of two subjects
+    with a local painter carrying ``painter_info`` (the config's local options); ``asked`` collects the keyword
+    arguments every ``SAMRAugmentedDataset`` was made with."""
     import samraug.dataset
-    from samraug.augment.painters import SAMRPainter
 
     config = _tiny_config(phantom_cache, ("real", "samr_local_50"))
     local = _local_painter(tmp_path / "l")
     ctx = bench.prepare_context(config, ["samr_local"], log=lambda m: None, painters={"samr_local": local})
     keep = [[i for i, s in enumerate(ctx.real.subject_ids) if s == sid][:6] for sid in ctx.real.subjects[:2]]
     real = ctx.real.subset([i for part in keep for i in part])
-    asked: list[Any] = []
+    asked: list[dict[str, Any]] = []
     original = samraug.dataset.SAMRAugmentedDataset.__init__
 
     def spy(self: Any, real_ds: Any, *args: Any, **kwargs: Any) -> None:
-        asked.append(kwargs.get("painter"))
+        asked.append(kwargs)
         original(self, real_ds, *args, **kwargs)
 
     monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
-    n50 = n_synthetic(len(real), 0.5)
-    built = {}
-    for healthy in ("model", "harmonic"):
-        painter = bench.Painter(local.variant, local.synthesizer, local.source, None, {"healthy": healthy})
-        ds, info = bench.build_arm_dataset(
+
+    def build(painter_info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        painter = bench.Painter(local.variant, local.synthesizer, local.source, None, painter_info)
+        return bench.build_arm_dataset(
             ARMS["samr_local_50"],
             real,
             0,
             {"samr_local": painter},
             {},
-            n50,
+            n_synthetic(len(real), 0.5),
             lambda m: None,
             subjects=ctx.subjects,
             scheme=ctx.scheme,
         )
+
+    return build, asked
+
+
+def test_local_arm_paints_healthy_tissue_as_the_config_asks(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """local_healthy="harmonic": the local arm's pool is painted by SAMRPainter(mode="local", healthy="harmonic")
+    through the public path -- the same edits and labels as the default painting, other intensities."""
+    from samraug.augment.painters import SAMRPainter
+
+    build, asked = _local_arm_builder(phantom_cache, tmp_path, monkeypatch)
+    built = {}
+    for healthy in ("model", "harmonic"):
+        ds, info = build({"healthy": healthy})
         built[healthy] = ds.synthetic
         assert info["healthy"] == healthy  # in the results JSON
-        chosen = asked[-1]
+        chosen = asked[-1]["painter"]
         assert isinstance(chosen, SAMRPainter) and chosen.mode == "local" and chosen.healthy == healthy
     assert torch.equal(built["model"].label, built["harmonic"].label)
     assert not torch.equal(built["model"].image, built["harmonic"].image)
@@ -654,7 +669,6 @@ def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
     """local_insert=1, local_region="changed": the local arm's edits go through
     SAMRAugmentedDataset(policy=EditPolicy(p_insert=1), painter=SAMRPainter(region="changed")), every applied edit
     is recorded as an insertion, and the options reach the results JSON and the CLI."""
-    import samraug.dataset
     from samraug.augment.painters import SAMRPainter
 
     args = ["--preset", "quick", "--local-insert", "1", "--local-region", "changed"]
@@ -667,32 +681,8 @@ def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
     with pytest.raises(ValueError, match="local_insert must be a probability"):
         bench.BenchmarkConfig.from_preset("quick", local_insert=1.5)
 
-    config = _tiny_config(phantom_cache, ("real", "samr_local_50"))
-    local = _local_painter(tmp_path / "l")
-    ctx = bench.prepare_context(config, ["samr_local"], log=lambda m: None, painters={"samr_local": local})
-    keep = [[i for i, s in enumerate(ctx.real.subject_ids) if s == sid][:6] for sid in ctx.real.subjects[:2]]
-    real = ctx.real.subset([i for part in keep for i in part])
-    asked: list[Any] = []
-    original = samraug.dataset.SAMRAugmentedDataset.__init__
-
-    def spy(self: Any, real_ds: Any, *args: Any, **kwargs: Any) -> None:
-        asked.append(kwargs)
-        original(self, real_ds, *args, **kwargs)
-
-    monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
-    options = {"healthy": "model", "region": "changed", "insert": 1.0}
-    painter = bench.Painter(local.variant, local.synthesizer, local.source, None, options)
-    _, info = bench.build_arm_dataset(
-        ARMS["samr_local_50"],
-        real,
-        0,
-        {"samr_local": painter},
-        {},
-        n_synthetic(len(real), 0.5),
-        lambda m: None,
-        subjects=ctx.subjects,
-        scheme=ctx.scheme,
-    )
+    build, asked = _local_arm_builder(phantom_cache, tmp_path, monkeypatch)
+    _, info = build({"healthy": "model", "region": "changed", "insert": 1.0})
     assert (info["region"], info["insert"]) == ("changed", 1.0)
     chosen = asked[-1]
     assert isinstance(chosen["painter"], SAMRPainter) and chosen["painter"].region == "changed"
