@@ -268,7 +268,8 @@ class BenchmarkConfig:
         local_weights: Local-mode weights of the ``samr_local_50`` arm (default: :data:`BUNDLED_LOCAL_WEIGHTS` if it
             exists; else the arm is skipped with the reason printed and written to the JSON).
         local_healthy: What paints the healthy voxels of the local arms' regions (``SAMRPainter(healthy=...)``):
-            ``model`` (the generator, the painter's default) or ``harmonic`` (classical 3D harmonic inpainting).
+            ``model`` (the generator, the painter's default), ``harmonic`` (classical 3D harmonic inpainting) or
+            ``spline`` (a thin-plate spline under tension).
         local_region: What seeds the local arms' repainted region (``SAMRPainter(region=...)``): ``lesions`` (the
             changed voxels plus the old and new lesion, the painter's default) or ``changed`` (the changed voxels).
         local_insert: The local arms' ``EditPolicy(p_insert=...)``: the probability that an edit adds the edited
@@ -1857,8 +1858,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-healthy",
         choices=HEALTHY_MODES,
         default=None,
-        help="what paints the healthy voxels of the local arms' regions: model (default: the generator) or harmonic "
-        "(classical 3D harmonic inpainting; SAMRPainter(healthy=...))",
+        help="what paints the healthy voxels of the local arms' regions: model (default: the generator), harmonic "
+        "(classical 3D harmonic inpainting) or spline (thin-plate spline under tension; SAMRPainter(healthy=...))",
     )
     g.add_argument(
         "--local-region",

@@ -20,9 +20,11 @@ random-initialised contract-shaped model, a smoke test of the pipeline, NOT a re
 ``noise="match"``: the region's noise topped up to the subject's own around it, :mod:`samraug.texture`) and **no
 seam correction** (``seam="none"``: without the Poisson blending of :mod:`samraug.seam`, noise none), **harmonic
 healthy fill** (``healthy="harmonic"``: the region's voxels that are healthy after the edit filled by the harmonic
-fill, the model painting only the lesion classes; noise none), **harmonic
+fill, the model painting only the lesion classes; noise none) and **spline healthy fill** (the same with
+``healthy="spline"``), **harmonic
 fill** (classical Laplace inpainting: the harmonic function that meets the real image across the region's border,
-:func:`samraug.seam.harmonic_fill`), **mean
+:func:`samraug.seam.harmonic_fill`), **spline fill** (a thin-plate spline under tension that also continues the
+border's slopes, :func:`samraug.seam.spline_fill`), **mean
 fill** (each sequence filled with the mean of the brain ring 2-6 mm around the region: the floor), **copy-paste**
 (inpainting only: the intensities of the region mirrored across the brain's mid-sagittal plane; skipped when the
 mirror touches a lesion or leaves the brain), the **whole-image mode** (``--whole-weights``, default the bundled
@@ -54,7 +56,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ from samraug.image_stats import contrast, slice_consistency
 from samraug.labels import get_scheme
 from samraug.outputs import write_atomic
 from samraug.region import dilate_mm, edit_region
-from samraug.seam import harmonic_fill
+from samraug.seam import harmonic_fill, spline_fill
 
 __all__ = ["donor_shapes", "harmonic_fill_row", "main", "place_region", "region_metrics", "scale01"]
 
@@ -85,8 +87,10 @@ ROWS = (
     "local model + matched noise",
     "local model, no seam correction",
     "local model, harmonic healthy fill",
+    "local model, spline healthy fill",
     "whole-image mode",
     "harmonic fill",
+    "spline fill",
     "mean fill",
     "copy-paste",
     "noise reference",
@@ -192,10 +196,14 @@ def mean_fill(image: np.ndarray, region: np.ndarray, brain: np.ndarray, spacing:
 
 
 def harmonic_fill_row(
-    images: Mapping[str, np.ndarray], sequences: Sequence[str], region: np.ndarray, brain: np.ndarray
+    images: Mapping[str, np.ndarray],
+    sequences: Sequence[str],
+    region: np.ndarray,
+    brain: np.ndarray,
+    fill: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = harmonic_fill,
 ) -> dict[str, np.ndarray]:
     """The harmonic fill reference row: each image with the region replaced by its 3D harmonic interpolation from
-    the brain around it (:func:`samraug.seam.harmonic_fill`).
+    the brain around it (:func:`samraug.seam.harmonic_fill`; ``fill=spline_fill``: the spline fill row).
 
     Example:
         >>> img = np.full((9, 9, 9), 4.0, np.float32); r = np.zeros(img.shape, bool); r[3:6, 3:6, 3:6] = True
@@ -204,11 +212,11 @@ def harmonic_fill_row(
         True
     """
     stack = np.stack([np.asarray(images[s], dtype=np.float64) for s in sequences])
-    fill = harmonic_fill(stack, region, brain)
+    filled = fill(stack, region, brain)
     out = {}
     for i, s in enumerate(sequences):
         img = np.asarray(images[s]).copy()
-        img[region] = fill[i][region]
+        img[region] = filled[i][region]
         out[s] = img
     return out
 
@@ -285,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "local model + matched noise": {"noise": "match"},
             "local model, no seam correction": {"noise": "none", "seam": "none"},
             "local model, harmonic healthy fill": {"noise": "none", "healthy": "harmonic"},
+            "local model, spline healthy fill": {"noise": "none", "healthy": "spline"},
         }
         for row, kw in variants.items():
             inpaint[row] = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0, **kw)
@@ -334,6 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 preds["whole-image mode"] = _paint(whole, subj, before, subj.seg)[0]
             preds["mean fill"] = {s: mean_fill(subj.images[s], region, subj.brain, spacing) for s in sequences}
             preds["harmonic fill"] = harmonic_fill_row(subj.images, sequences, region, subj.brain)
+            preds["spline fill"] = harmonic_fill_row(subj.images, sequences, region, subj.brain, spline_fill)
             mirrored = mirror_region(subj, region)
             if mirrored is not None:
                 cp = {}

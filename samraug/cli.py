@@ -173,7 +173,8 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         choices=HEALTHY_MODES,
         default="model",
         help="local mode: what paints the region's voxels that are healthy after the edit: 'model' (default, the "
-        "generator) or 'harmonic' (classical 3D harmonic inpainting from the brain around the region)",
+        "generator), 'harmonic' (classical 3D harmonic inpainting from the brain around the region) or 'spline' "
+        "(a thin-plate spline under tension, which also continues the border's slopes into the region)",
     )
     parser.add_argument(
         "--region",

@@ -50,7 +50,7 @@ from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.models.local import build_local_inputs
 from samraug.region import REGION_SEEDS, edit_region, feather_weights
-from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction
+from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction, spline_fill
 from samraug.texture import NOISE_MODES, match_noise
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -157,9 +157,11 @@ def paint_local(
         generator: Draws the matched noise (default: a generator seeded with 0, so a call is deterministic).
         seam: ``"poisson"``: correct the painting so it continues the real image across the region's border
             (:mod:`samraug.seam`); ``"none"``: the model's painting as it is.
-        healthy: What paints the region's voxels that are healthy in ``label_after``: ``"model"`` (the generator)
-            or ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
-            phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator).
+        healthy: What paints the region's voxels that are healthy in ``label_after``: ``"model"`` (the generator),
+            ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
+            phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator) or
+            ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which continues the
+            border's slopes into the region: higher still).
         region: What seeds the region before ``margin_mm``: ``"lesions"`` (the changed voxels plus the old and the
             new lesion) or ``"changed"`` (the changed voxels alone: lesion voxels the edit kept, e.g. the subject's
             own lesion beside an inserted one, stay real beyond the margin; :func:`samraug.region.edit_region`).
@@ -416,12 +418,13 @@ def _paint_part(
         syn_m[:, region_m] += correction.astype(syn_m.dtype)
         offsets = [round(float(c.mean()), 5) for c in correction]
     n_healthy = 0
-    if healthy == "harmonic":
+    if healthy != "model":
         # classes 0 and 1 are background and normal brain in every conditioning (LabelScheme.encode)
         heal = core_m & (classes_m < 2)
         n_healthy = int(heal.sum())
         if n_healthy:
-            fill = harmonic_fill(norm_m, core_m, brain_m)  # anchored on the real brain right around the part
+            fill_fn = harmonic_fill if healthy == "harmonic" else spline_fill
+            fill = fill_fn(norm_m, core_m, brain_m)  # anchored on the real brain right around the part
             syn_m[:, heal] = fill[:, heal]
 
     # Back to the subject's scale and grid, sampled at the part's voxels only.

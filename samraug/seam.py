@@ -40,9 +40,12 @@ __all__ = [
     "MAX_ITERATIONS",
     "REGULARISATION",
     "SEAM_MODES",
+    "SPLINE_TENSION",
+    "SPLINE_TOLERANCE",
     "TOLERANCE",
     "harmonic_fill",
     "poisson_correction",
+    "spline_fill",
 ]
 
 #: The painters' ``seam`` options: ``"poisson"`` corrects the painting to meet the real image around the region,
@@ -50,9 +53,9 @@ __all__ = [
 SEAM_MODES = ("poisson", "none")
 #: The local painters' ``healthy`` options: what fills the region's voxels that are healthy in the edited label map
 #: (normal brain where a lesion was removed, moved away or shrunk, and the margin around a lesion): ``"model"`` (the
-#: generator paints them) or ``"harmonic"`` (:func:`harmonic_fill` from the real brain around the region, the
-#: generator painting only the lesion classes).
-HEALTHY_MODES = ("model", "harmonic")
+#: generator paints them), ``"harmonic"`` (:func:`harmonic_fill` from the real brain around the region, the
+#: generator painting only the lesion classes) or ``"spline"`` (the same with :func:`spline_fill`).
+HEALTHY_MODES = ("model", "harmonic", "spline")
 #: Weight of an anchor voxel's data term against one neighbour pair's smoothness term: high, so the painting meets
 #: the anchors nearly exactly (on held-out phantom regions 1 -> 100 gained 0.6-1.2 dB; 100 -> 1000 nothing).
 ANCHOR_WEIGHT = 100.0
@@ -228,4 +231,139 @@ def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> 
     support = region | shell
     values = poisson_correction(np.zeros(images.shape), images, support, shell)
     out[:, region] = values[:, region[support]].astype(np.float32)
+    return out
+
+
+#: Weight of the membrane (squared gradient) term against the thin-plate (squared Laplacian) term of
+#: :func:`spline_fill`, per grid voxel. On the local quality benchmark's held-out phantom regions (2 mm) 0.15-0.5
+#: scored best (in-region PSNR 0.4-1.7 dB above the harmonic fill on t1n, t1c, T2w and FLAIR); 0 is the pure
+#: biharmonic fill (overshoots on FLAIR), large values tend to the harmonic fill.
+SPLINE_TENSION = 0.3
+#: Relative residual at which :func:`spline_fill`'s conjugate-gradient solve stops (its fill then differs from the
+#: exact solution by ~1e-5 of the images' range).
+SPLINE_TOLERANCE = 1e-6
+
+_FACES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+
+
+def spline_fill(
+    images: np.ndarray, region: np.ndarray, known: np.ndarray, tension: float = SPLINE_TENSION
+) -> np.ndarray:
+    """Classical 3D inpainting by a thin-plate spline under tension: inside ``region``, the images that minimise
+
+        sum over voxels p near the region of Laplace(u)_p ^ 2  +  tension * sum over face pairs (i, j) of (u_i - u_j)^2
+
+    with ``u`` fixed to the image on the ``known`` voxels around it. Unlike the harmonic fill (:func:`harmonic_fill`,
+    the minimiser of the gradient term alone, which meets the border's values but flattens towards their average),
+    the Laplacian term carries the border's slopes into the region, so an edge or a gradient that runs through it
+    continues; the tension term keeps it from overshooting. Both terms are quadratic: one sparse factorisation
+    solves every image at once (conjugate gradients from the harmonic fill).
+
+    Args:
+        images: ``(S, X, Y, Z)`` images.
+        region: ``(X, Y, Z)`` bool, the voxels to fill.
+        known: ``(X, Y, Z)`` bool, voxels whose values may anchor the fill (e.g. the brain outside the region); the
+            Laplacian is taken at every region voxel and every known voxel next to the region whose six face
+            neighbours are all region or known voxels.
+        tension: Weight of the gradient term (:data:`SPLINE_TENSION`; > 0 keeps every anchored part solvable).
+
+    Returns:
+        ``(S, X, Y, Z)`` float32: the fill inside ``region`` (0 in a part of it with no known voxel next to it),
+        0 outside it.
+
+    Example:
+        >>> x = np.arange(8.0)[:, None, None] * np.ones((8, 8, 8))      # a linear ramp is filled exactly
+        >>> img = np.stack([x, x**2]); reg = np.zeros((8, 8, 8), bool); reg[3:5, 3:5, 3:5] = True
+        >>> fill = spline_fill(img, reg, ~reg)
+        >>> bool(np.allclose(fill[0][reg], x[reg]))
+        True
+        >>> err = lambda f: round(float(np.abs(f[1][reg] - (x**2)[reg]).max()), 3)  # a parabola: the harmonic fill
+        >>> err(fill), err(harmonic_fill(img, reg, ~reg))                          # flattens it, the spline nearly not
+        (0.047, 0.708)
+    """
+    images = np.asarray(images)
+    region = np.asarray(region, dtype=bool)
+    known = np.asarray(known, dtype=bool) & ~region
+    if images.ndim != 4 or images.shape[1:] != region.shape or known.shape != region.shape:
+        raise ValueError(
+            f"images must be (S, X, Y, Z) and region/known (X, Y, Z) alike, got {images.shape}, {region.shape}, "
+            f"{known.shape}"
+        )
+    tension = float(tension)
+    if not (np.isfinite(tension) and tension > 0):
+        raise ValueError(f"tension must be a finite number > 0, got {tension!r}")
+    out = np.zeros(images.shape, dtype=np.float32)
+    faces = ndimage.generate_binary_structure(3, 1)
+    shell = ndimage.binary_dilation(region, structure=faces) & known
+    # parts without a known voxel next to them have nothing to continue: left 0 (and out of the system)
+    parts, _ = ndimage.label(region, structure=faces)
+    anchored = np.unique(parts[ndimage.binary_dilation(shell, structure=faces) & region])
+    unknown = np.isin(parts, anchored[anchored > 0])
+    if not unknown.any():
+        return out
+    if not np.isfinite(images[:, shell]).all():
+        raise ValueError("images contain NaN/inf next to the region; replace them (np.nan_to_num) first")
+    values = np.asarray(images, dtype=np.float64)
+    valid = unknown | known
+    shape = np.asarray(region.shape)
+    index = np.full(region.shape, -1, dtype=np.int64)
+    coords = np.argwhere(unknown)
+    n = len(coords)
+    index[tuple(coords.T)] = np.arange(n)
+
+    def terms(points: np.ndarray, stencil: list[tuple[np.ndarray, float]]) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """Rows ``sum_k coef_k u(points + offset_k)``: the unknowns' part as a matrix, the known part as values."""
+        rows, cols, data = [], [], []
+        const = np.zeros((len(points), values.shape[0]))
+        for offset, coef in stencil:
+            q = points + offset
+            j = index[tuple(q.T)]
+            free = j >= 0
+            rows.append(np.flatnonzero(free))
+            cols.append(j[free])
+            data.append(np.full(int(free.sum()), coef))
+            fixed = np.flatnonzero(~free)
+            const[fixed] += coef * values[(slice(None), *q[fixed].T)].T
+        matrix = sparse.csr_matrix(
+            (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(len(points), n)
+        )
+        return matrix, const
+
+    def inside(points: np.ndarray) -> np.ndarray:
+        return np.all((points >= 0) & (points < shape), axis=1)
+
+    # Laplacian at the unknowns and at the known voxels next to them, wherever all six neighbours are valid
+    centres = np.argwhere(ndimage.binary_dilation(unknown, structure=faces) & valid)
+    ok = np.ones(len(centres), dtype=bool)
+    for f in _FACES:
+        q = centres + f
+        ok &= inside(q)
+        ok[ok] &= valid[tuple(q[ok].T)]
+    lap, lap_const = terms(centres[ok], [(np.zeros(3, dtype=np.int64), 6.0)] + [(f, -1.0) for f in _FACES])
+    # gradient pairs with at least one unknown end, the other valid
+    grads, grad_consts = [], []
+    for f in _FACES[::2]:
+        # each pair once: from its unknown lower end, or from its unknown upper end when the lower one is known
+        for a, b, lower_known in ((coords, coords + f, False), (coords - f, coords, True)):
+            keep = inside(a) & inside(b)
+            a, b = a[keep], b[keep]
+            keep = valid[tuple(a.T)] & valid[tuple(b.T)]
+            if lower_known:
+                keep &= index[tuple(a.T)] < 0
+            g_a, c_a = terms(a[keep], [(np.zeros(3, dtype=np.int64), 1.0)])
+            g_b, c_b = terms(b[keep], [(np.zeros(3, dtype=np.int64), 1.0)])
+            grads.append(g_a - g_b)
+            grad_consts.append(c_a - c_b)
+    grad, grad_const = sparse.vstack(grads).tocsr(), np.concatenate(grad_consts)
+    system = (lap.T @ lap + tension * (grad.T @ grad) + REGULARISATION * sparse.identity(n)).tocsr()
+    rhs = -(lap.T @ lap_const + tension * (grad.T @ grad_const))
+    # conjugate gradients (the system is symmetric positive definite) from the harmonic fill, all images at once: a
+    # sparse factorisation of this 25-point 3D system fills in (~40 s for a 33k-voxel region, against ~3 s here)
+    start = harmonic_fill(values, unknown, known)[:, unknown].T.astype(np.float64)
+    solution, converged = _block_cg(
+        system.tocsr(), np.ascontiguousarray(rhs), start, system.diagonal(), SPLINE_TOLERANCE, MAX_ITERATIONS * 4
+    )
+    if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
+        raise RuntimeError(f"spline fill did not converge on a region of {n} voxels")
+    out[:, unknown] = solution.T.astype(np.float32)
     return out

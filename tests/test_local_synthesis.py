@@ -502,12 +502,14 @@ def test_encoding_on_the_model_grid_equals_resampling_the_encoded_subject(seed, 
     np.testing.assert_array_equal(on_grid, whole)
 
 
+@pytest.mark.parametrize("healthy", ["harmonic", "spline"])
 @pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
 @pytest.mark.parametrize("seam", ["none", "poisson"])
-def test_harmonic_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_the_model(grid, seam):
-    """healthy="harmonic": where the lesion was moved away, the region is the harmonic fill of the brain around it
-    -- exact for images linear in world space (discrete Laplacian 0), whatever the real lesion inside -- while the new
-    lesion is still what the model paints (a constant here) and the outside stays bit-identical."""
+def test_classical_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_the_model(grid, seam, healthy):
+    """healthy="harmonic" / "spline": where the lesion was moved away, the region is the classical fill of the brain
+    around it -- exact for images linear in world space (discrete Laplacian 0, gradient constant), whatever the real
+    lesion inside -- while the new lesion is still what the model paints (a constant here) and the outside stays
+    bit-identical."""
     shape, spacing = GRIDS[grid]
     images, seg, edited, brain, affine = subject(shape, spacing, shift=(round(12 / spacing[0]), 0, 0))
     world = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
@@ -518,9 +520,9 @@ def test_harmonic_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_the
         images[name] = torch.from_numpy(np.where(brain, ramp + 400.0 * (seg > 0), 0.0))  # a bright real lesion
     synth = make_synth("const")
     kw = dict(feather_mm=0.0, noise="none", seam=seam)
-    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="harmonic", **kw)
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy=healthy, **kw)
     model, _ = paint_local(images, seg, edited, brain, affine, SCHEME, synth, **kw)
-    assert rec["skipped"] is None and rec["healthy"] == "harmonic"
+    assert rec["skipped"] is None and rec["healthy"] == healthy
     assert sum(p["healthy_voxels"] for p in rec["parts"]) > 0
     from scipy import ndimage
 
