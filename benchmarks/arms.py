@@ -416,6 +416,7 @@ def painted_pool(
     healthy: str | None = None,
     region: str | None = None,
     insert: float | None = None,
+    n_insert: int | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
@@ -428,7 +429,8 @@ def painted_pool(
     source volumes, so the head of a pool is the smaller ratio's pool. Local SAMR painting only (None: the
     library's default): ``healthy`` and ``region``, the painter's options
     (:class:`samraug.augment.painters.SAMRPainter`), and ``insert``, the edit policy's ``p_insert``
-    (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it).
+    (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it) and
+    ``n_insert``, its ``n_insert`` (lesions an inserting edit adds).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
@@ -450,7 +452,7 @@ def painted_pool(
     what: dict[str, Any] = {"painter": painter, "mode": mode, "volumes": 0, "donors": sorted(ids), "edits": []}
     chosen: Any = painter
     policy = None
-    options = {"healthy": healthy, "region": region, "insert": insert}
+    options = {"healthy": healthy, "region": region, "insert": insert, "n_insert": n_insert}
     given = {k: v for k, v in options.items() if v is not None}
     if given:
         if painter != "samr" or mode != "local":
@@ -458,10 +460,11 @@ def painted_pool(
         from samraug.augment.painters import SAMRPainter
         from samraug.editing import EditPolicy
 
-        painter_options = {k: v for k, v in given.items() if k != "insert"}  # the rest: the painter's defaults
+        edit_keys = ("insert", "n_insert")
+        painter_options = {k: v for k, v in given.items() if k not in edit_keys}  # the rest: the painter's defaults
         chosen = SAMRPainter(synthesizer, mode="local", **painter_options)
         if insert:
-            policy = EditPolicy(p_insert=float(insert))
+            policy = EditPolicy(p_insert=float(insert), n_insert=int(n_insert or 1))
         what.update(given)
     size = tuple(real.label.shape[-2:])
     if n == 0:

@@ -88,6 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
+from samraug.editing.policy import MAX_INSERT
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
 from samraug.region import REGION_SEEDS
@@ -274,6 +275,8 @@ class BenchmarkConfig:
             changed voxels plus the old and new lesion, the painter's default) or ``changed`` (the changed voxels).
         local_insert: The local arms' ``EditPolicy(p_insert=...)``: the probability that an edit adds the edited
             lesion beside the real one instead of replacing it (0: the paper's edits, the default).
+        local_n_insert: The local arms' ``EditPolicy(n_insert=...)``: lesions an inserting edit adds (1: one; more
+            needs ``local_insert > 0``).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -316,6 +319,7 @@ class BenchmarkConfig:
     local_healthy: str = "model"
     local_region: str = "lesions"
     local_insert: float = 0.0
+    local_n_insert: int = 1
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -360,6 +364,14 @@ class BenchmarkConfig:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         if not (isinstance(self.local_insert, int | float) and 0.0 <= self.local_insert <= 1.0):
             raise ValueError(f"local_insert must be a probability in [0, 1], got {self.local_insert!r}")
+        n_insert = self.local_n_insert
+        if isinstance(n_insert, bool) or not isinstance(n_insert, int) or not 1 <= n_insert <= MAX_INSERT:
+            raise ValueError(f"local_n_insert must be an integer in [1, {MAX_INSERT}], got {n_insert!r}")
+        if n_insert > 1 and self.local_insert == 0:
+            raise ValueError(
+                f"local_n_insert={n_insert} adds lesions only to inserting edits: give local_insert > 0 "
+                "(--local-insert P)"
+            )
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:
@@ -731,6 +743,7 @@ def resolve_painters(
             info["healthy"] = config.local_healthy
             info["region"] = config.local_region
             info["insert"] = float(config.local_insert)
+            info["n_insert"] = int(config.local_n_insert)
         source = _source_name(weights)
         painters[variant] = Painter(variant, synth, source, ids, info)
         log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
@@ -935,11 +948,12 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             mode: str | None = arm.mode
             local = x.painters[variant].info if mode == "local" else {}
             healthy, region, insert = local.get("healthy"), local.get("region"), local.get("insert")
+            n_insert = local.get("n_insert")
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
-            synth, mode, healthy, region, insert = owner.synthesizer, None, None, None, None
+            synth, mode, healthy, region, insert, n_insert = owner.synthesizer, None, None, None, None, None
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -953,6 +967,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             healthy=healthy,
             region=region,
             insert=insert,
+            n_insert=n_insert,
         )
         x.cache[key] = (pool, what)
         x.log(
@@ -964,7 +979,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     info["donors"] = list(what["donors"])
     info["painter"] = what["painter"]
     info["mode"] = what["mode"]
-    for option in ("healthy", "region", "insert"):
+    for option in ("healthy", "region", "insert", "n_insert"):
         if option in what:
             info[option] = what[option]
     info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
@@ -1877,6 +1892,14 @@ def build_parser() -> argparse.ArgumentParser:
         "one instead of replacing it (default 0, the paper's edits)",
     )
     g.add_argument(
+        "--local-n-insert",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the local arms' EditPolicy(n_insert=K): lesions an inserting edit adds, each an independent random edit "
+        "of the subject's own lesion (default 1; needs --local-insert above 0)",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -1934,6 +1957,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "local_healthy",
             "local_region",
             "local_insert",
+            "local_n_insert",
             "train_samr",
             "samr_preset",
             "samr_steps",

@@ -43,6 +43,7 @@ from .data.brats import (
     read_nifti,
 )
 from .editing import EditPolicy, LesionEditor
+from .editing.policy import MAX_INSERT
 from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize
@@ -191,6 +192,14 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         help="probability that a random edit adds the edited lesion beside the case's own instead of replacing it "
         "(EditPolicy(p_insert=P); default 0, the paper's edits). With --region changed the real lesion keeps its "
         "real intensities",
+    )
+    parser.add_argument(
+        "--n-insert",
+        type=int,
+        default=1,
+        metavar="K",
+        help="lesions an inserting edit adds, each an independent random edit of the case's own lesion "
+        f"(EditPolicy(n_insert=K), 1 to {MAX_INSERT}; needs --insert above 0; default 1)",
     )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
@@ -450,6 +459,10 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
     if not 0.0 <= args.insert <= 1.0:  # NaN fails too
         raise ValueError(f"--insert must be a probability in [0, 1], got {args.insert}")
+    if not 1 <= args.n_insert <= MAX_INSERT:
+        raise ValueError(f"--n-insert must be an integer in [1, {MAX_INSERT}], got {args.n_insert}")
+    if args.n_insert > 1 and args.insert == 0:
+        raise ValueError(f"--n-insert {args.n_insert} adds lesions only to inserting edits: give --insert P with P > 0")
     painter = SAMRPainter(
         synth,
         mode=args.mode,
@@ -537,7 +550,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"output sequence names {out_names} must be unique and not {list(_RESERVED_NAMES)}")
 
     # ---- synthesis into a staging folder, moved to --out at the end
-    editor = LesionEditor(scheme, policy=EditPolicy(p_insert=args.insert))
+    editor = LesionEditor(scheme, policy=EditPolicy(p_insert=args.insert, n_insert=args.n_insert))
     labels = [c.label for c in cases]
     written, matched = 0, sum(bool(c.stats) for c in cases)
     local_skips: list[str] = []

@@ -689,3 +689,16 @@ def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
     assert chosen["policy"].p_insert == 1.0
     applied = [e["edit"] for e in info["edits"] if e["edit"].get("applied")]
     assert applied and all(e["insert"] is True for e in applied if not e.get("remove"))
+    assert not any("more" in e for e in applied)  # one lesion per edit unless n_insert says more
+
+    # --local-n-insert 2: every applied insertion adds a second independently edited lesion (recorded in "more")
+    cfg = bench.config_from_args(bench.build_parser().parse_args([*args, "--local-n-insert", "2"]))
+    assert cfg.local_n_insert == 2 and default.local_n_insert == 1
+    with pytest.raises(ValueError, match="local_n_insert=2 adds lesions only to inserting edits"):
+        bench.BenchmarkConfig.from_preset("quick", local_n_insert=2)
+    with pytest.raises(ValueError, match="local_n_insert must be an integer"):
+        bench.BenchmarkConfig.from_preset("quick", local_insert=1.0, local_n_insert=0)
+    _, info = build({"healthy": "model", "region": "changed", "insert": 1.0, "n_insert": 2})
+    assert info["n_insert"] == 2 and asked[-1]["policy"].n_insert == 2
+    applied = [e["edit"] for e in info["edits"] if e["edit"].get("applied") and not e["edit"].get("remove")]
+    assert applied and all(len(e["more"]) == 1 and e["more"][0]["insert"] is True for e in applied)

@@ -202,3 +202,14 @@ def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: st
             assert meta["edit"]["insert"] is True and (edited > 0).sum() > (seg > 0).sum()
             inserted += 1
     assert inserted >= 1
+    for flags, message in (
+        (["--insert", "1", "--n-insert", "0"], "--n-insert must be an integer in [1, 8]"),
+        (["--n-insert", "2"], "--n-insert 2 adds lesions only to inserting edits"),
+    ):
+        assert main([*argv, "--out", str(bad), *flags]) == 1
+        assert message in capsys.readouterr().err and not bad.exists()
+    two = tmp_path / "two"
+    assert main([*argv, "--out", str(two), "--insert", "1", "--n-insert", "2", "--region", "changed"]) == 0
+    records = [json.loads((p / "edit.json").read_text())["edit"] for p in sorted(two.glob("case3-synth*"))]
+    applied = [r for r in records if r.get("applied")]
+    assert applied and all(len(r["more"]) == 1 for r in applied)

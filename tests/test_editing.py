@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from samraug.editing import EditPolicy, LesionEditor, check_valid, donor_of
+from samraug.editing import EditPolicy, LesionEditor, check_valid, donor_of, donors_of
 from samraug.editing.geometry import rotation_matrix, smooth_field
 from samraug.labels import get_scheme
 
@@ -537,3 +537,43 @@ def test_insertion_draw_leaves_policies_without_it_unchanged(case) -> None:
     assert drawn == {True, False}
     with pytest.raises(ValueError, match="p_insert"):
         EditPolicy(p_insert=1.5)
+
+
+def test_several_insertions_add_independent_lesions_and_replay(case) -> None:
+    """EditPolicy(p_insert=1, n_insert=3): the first lesion is the single insertion's (same draws), each further one
+    an independent random edit added where neither the own lesion nor an earlier one lies, inside the brain; the
+    record ("more": the further edits) replays exactly after a JSON round trip, and names their donors."""
+    label, brain = case
+    ops = dict(p_remove=0.0, p_swap=0.5, p_mirror=0.5, p_scale=0.5, p_rotate=0.0, p_perturb=0.0, p_move=1.0)
+    donors = [np.flip(label, axis=0).copy(), np.roll(label, 3, axis=1)]
+    one = LesionEditor("brats2021", policy=EditPolicy(**ops, p_insert=1.0))
+    three = LesionEditor("brats2021", policy=EditPolicy(**ops, p_insert=1.0, n_insert=3))
+    own = label > 0
+    seen_donors = set()
+    for seed in range(4):
+        first = one.random_edit(label, brain, donors=donors, generator=torch.Generator().manual_seed(seed))
+        res = three.random_edit(label, brain, donors=donors, generator=torch.Generator().manual_seed(seed))
+        out, out1 = np.asarray(res.label), np.asarray(first.label)
+        assert res.record["applied"] and len(res.record["more"]) == 2
+        assert all(r["insert"] is True and "more" not in r for r in res.record["more"])
+        assert "more" not in first.record
+        np.testing.assert_array_equal(out[own], label[own])  # the real lesion, untouched
+        changed1 = out1 != label
+        np.testing.assert_array_equal(out[changed1], out1[changed1])  # the first lesion is the single insertion's
+        added = (out != label) & ~changed1
+        if any(r["applied"] for r in res.record["more"]):
+            assert added.any()
+        assert not (out > 0)[~(brain | own)].any()  # nothing outside the brain
+        record = json.loads(json.dumps(res.record))
+        np.testing.assert_array_equal(three.replay(label, brain, record, donors=donors).label, out)
+        assert set(donors_of(record)) >= {donor_of(r) for r in record["more"] if donor_of(r) is not None}
+        seen_donors.update(donors_of(record))
+    assert seen_donors  # some insertion took a donor's lesion
+
+
+def test_insertion_count_is_validated() -> None:
+    for bad in (0, 9, 1.5, True):
+        with pytest.raises(ValueError, match="n_insert"):
+            EditPolicy(p_insert=1.0, n_insert=bad)
+    with pytest.raises(ValueError, match="set p_insert > 0"):
+        EditPolicy(n_insert=2)

@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from .editor import EditResult, LesionEditor, donor_of
+from .editor import EditResult, LesionEditor, donor_of, donors_of
 from .policy import OP_ORDER, EditPolicy
 from .validity import check_valid
 
-__all__ = ["OP_ORDER", "EditPolicy", "EditResult", "LesionEditor", "check_valid", "donor_of"]
+__all__ = ["OP_ORDER", "EditPolicy", "EditResult", "LesionEditor", "check_valid", "donor_of", "donors_of"]

@@ -79,9 +79,10 @@ from .policy import (
 from .validity import check_valid, class_lut, full_structure
 from .volume import Donor, LabelReader, Volume, bbox, change_boxes, slices
 
-__all__ = ["EditResult", "LesionEditor", "donor_of"]
+__all__ = ["EditResult", "LesionEditor", "donor_of", "donors_of"]
 
 NO_LESION = "the label map has no lesion"
+REMOVE_ONLY = "only remove was drawn: nothing to insert"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,22 @@ def donor_of(record: Mapping[str, Any]) -> int | None:
         return None if record.get("donor") is None else int(record["donor"])
     swap = record.get("swap")
     return None if not swap else int(swap["donor"])
+
+
+def donors_of(record: Mapping[str, Any]) -> list[int]:
+    """The indices of every donor an applied edit used: :func:`donor_of` of the edit itself, then those of the
+    further insertions of an inserting edit (``EditPolicy(n_insert=...)``, the record's ``"more"``), each once.
+
+    Example:
+        >>> more = {"op": "random", "swap": {"donor": 1, "at": "random", "center": [3, 4, 5]}, "applied": True}
+        >>> rec = {"op": "random", "swap": None, "applied": True, "insert": True, "more": [more]}
+        >>> donors_of(rec)
+        [1]
+    """
+    if not record.get("applied"):
+        return []
+    found = [donor_of(record), *(donor_of(r) for r in record.get("more") or ())]
+    return list(dict.fromkeys(d for d in found if d is not None))
 
 
 def _finite(value: Any, what: str) -> float:
@@ -311,31 +328,47 @@ class LesionEditor:
         "applied": ..., "reason": ...}`` (``None`` for operations not drawn) holds every parameter, and
         :meth:`replay` reproduces the result from it exactly. With ``policy.p_insert > 0`` it also holds
         ``"insert"``: True when the transformed lesion was added beside the own lesion (which is kept as it is; the
-        new one fills in around it) instead of replacing it.
+        new one fills in around it) instead of replacing it; with ``policy.n_insert > 1`` an applied insertion also
+        holds ``"more"``, the records of the further insertions (each a random edit record, ``"insert": True``).
 
         Args:
             donors: Donor label maps for swaps (same scheme and dimension): a list of label maps or of
                 ``(label, brain)`` pairs. The record stores the donor's index in this list.
         """
         vol = self._reader.volume(label, brain)
-        g = generator
+        out, rec = self._random_once(vol, generator, donors)
+        if out is not None and rec.get("insert") and self.policy.n_insert > 1:
+            more = []
+            for _ in range(self.policy.n_insert - 1):
+                extra, extra_rec = self._random_once(vol, generator, donors, insert=True)
+                more.append(extra_rec)
+                if extra is not None:
+                    out = self._merge_insertion(vol, out, extra)
+            rec["more"] = more
+        return self._result(vol, out, rec)
+
+    def _random_once(
+        self, vol: Volume, g: torch.Generator | None, donors: Sequence[Any] | None, *, insert: bool | None = None
+    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """One random edit of ``vol``'s own lesion (or a donor's): ``(output or None, record)``. ``insert=True``: a
+        further lesion of an inserting edit (the insertion not drawn, a drawn ``remove`` inserts nothing)."""
         drawn = [op for op in OP_ORDER if uniform(g, 0.0, 1.0) < self.policy.probability(op)]
         if "remove" in drawn:
             drawn = ["remove"]
         elif not donors:
             drawn = [op for op in drawn if op != "swap"]
         record: dict[str, Any] = {"op": "random", "drawn": drawn}
-        if not drawn:
-            return self._result(vol, None, {**record, "applied": False, "reason": "no operation was drawn"})
+        if insert:
+            record["insert"] = True
+        if not drawn or (insert and drawn == ["remove"]):
+            return None, {**record, "applied": False, "reason": "no operation was drawn" if not drawn else REMOVE_ONLY}
         if drawn == ["remove"]:
             out, rec = self._remove(vol)
-            return self._result(
-                vol, out, {**record, "remove": True, "applied": rec["applied"], "reason": rec["reason"]}
-            )
-        if self.policy.p_insert > 0:  # drawn only then: policies without insertion keep their random stream
+            return out, {**record, "remove": True, "applied": rec["applied"], "reason": rec["reason"]}
+        if insert is None and self.policy.p_insert > 0:  # drawn only then: policies without it keep their stream
             record["insert"] = uniform(g, 0.0, 1.0) < self.policy.p_insert
         if "swap" not in drawn and vol.lo is None:
-            return self._result(vol, None, {**record, "applied": False, "reason": NO_LESION})
+            return None, {**record, "applied": False, "reason": NO_LESION}
         has_random = any(op in drawn for op in ("scale", "rotate", "perturb", "move")) or (
             "swap" in drawn and (len(donors) > 1 or "random" in self.policy.swap_at)
         )
@@ -351,7 +384,16 @@ class LesionEditor:
         rec["attempts"] = attempts
         if out is None:
             rec["reason"] = f"no valid edit in {attempts} attempt(s); last: {rec['reason']}"
-        return self._result(vol, out, rec)
+        return out, rec
+
+    @staticmethod
+    def _merge_insertion(vol: Volume, out: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        """``out`` with the lesion another insertion into ``vol`` added where ``out`` still holds ``vol``'s own
+        non-lesion values (the own lesion and the lesions inserted before it are kept)."""
+        add = (extra != vol.arr) & (out == vol.arr) & ~vol.lesion
+        merged = out.copy()
+        merged[add] = extra[add]
+        return merged
 
     def replay(
         self, label: Any, brain: Any = None, record: dict[str, Any] | None = None, donors: Sequence[Any] | None = None
@@ -377,11 +419,15 @@ class LesionEditor:
                     f"an applied random edit records {list(_RANDOM_KEYS)} (None for the operations not drawn)"
                 )
         out, rec = self._run(dict(record), vol, donors, {})
-        if out is None:
-            raise ValueError(
-                f"the recorded {record['op']!r} edit was applied but does not apply now ({rec['reason']}); "
-                "replay needs the same label, brain and donors as the recorded edit"
-            )
+        for sub in [rec, *(r for r in record.get("more") or () if r.get("applied"))]:
+            extra = out if sub is rec else self._run(dict(sub), vol, donors, {})[0]
+            if extra is None:
+                raise ValueError(
+                    f"the recorded {record['op']!r} edit was applied but does not apply now ({rec['reason']}); "
+                    "replay needs the same label, brain and donors as the recorded edit"
+                )
+            if sub is not rec:
+                out = self._merge_insertion(vol, out, extra)
         return self._result(vol, out, dict(record))
 
     # ------------------------------------------------------------------ parameters

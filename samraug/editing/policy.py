@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "MAX_ANGLE",
+    "MAX_INSERT",
     "MAX_PERTURB_SMOOTHNESS",
     "MAX_PERTURB_STRENGTH",
     "MAX_SCALE_FACTOR",
@@ -41,6 +42,8 @@ MIN_PERTURB_SMOOTHNESS = 1.0
 MAX_PERTURB_SMOOTHNESS = 1024.0
 #: Largest absolute rotation angle, in degrees.
 MAX_ANGLE = 360.0
+#: Most lesions one inserting edit adds.
+MAX_INSERT = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class EditPolicy:
         p_insert: Probability that an edit adds the transformed lesion beside the own one instead of replacing it
             (drawn once per edit, after the operations, only when above 0, so policies without it draw exactly as
             before).
+        n_insert: Lesions an inserting edit adds (needs ``p_insert > 0``): the first as above, each further one an
+            independent random edit of the own lesion (operations and parameters drawn afresh, placed where
+            neither the own lesion nor an earlier inserted one lies). 1 (default): one lesion per edit.
     """
 
     p_remove: float = 0.05
@@ -85,6 +91,7 @@ class EditPolicy:
     perturb_smoothness: float = 8.0
     swap_at: tuple[str, ...] = ("donor", "random")
     p_insert: float = 0.0
+    n_insert: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -114,6 +121,17 @@ class EditPolicy:
             raise ValueError(
                 f"EditPolicy.perturb_smoothness={self.perturb_smoothness} must lie in [{MIN_PERTURB_SMOOTHNESS:g}, "
                 f"{MAX_PERTURB_SMOOTHNESS:g}] voxels"
+            )
+        if (
+            isinstance(self.n_insert, bool)
+            or not isinstance(self.n_insert, int)
+            or not 1 <= self.n_insert <= MAX_INSERT
+        ):
+            raise ValueError(f"EditPolicy.n_insert={self.n_insert!r} must be an integer in [1, {MAX_INSERT}]")
+        if self.n_insert > 1 and self.p_insert == 0:
+            raise ValueError(
+                f"EditPolicy.n_insert={self.n_insert} adds lesions only to inserting edits; set p_insert > 0 "
+                "(e.g. EditPolicy(p_insert=1.0, n_insert=2))"
             )
         at = tuple(self.swap_at)
         if not at or any(a not in ("donor", "random") for a in at):

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..data.brats import load_brats
 from ..data.splits import patient_id as default_patient_id
-from ..editing import donor_of
+from ..editing import donors_of
 from ..labels import LabelScheme, get_scheme
 from ..synthesis import Synthesizer, get_synthesizer
 from ..transforms import SAMRSynthesize, SAMRSynthesizeFixed
@@ -722,14 +722,14 @@ def _paint(
         torch.random.set_rng_state(state)
     fixed = [t for t in painted.get_composed_history() if isinstance(t, SAMRSynthesizeFixed)][-1]
     edit = fixed.edit
-    donor = donor_of(edit) if edit else None
+    donors = donors_of(edit) if edit else []
     images = [_image_array(painted[k]) for k in channels]
     label = labels.to_consecutive(_label_array(painted, label_key, case.name))
     record = {
         "case": case.name,
         "synthetic": True,
         "source": case.source,
-        "donors": [donor_ids[donor]] if donor is not None else [],
+        "donors": [donor_ids[d] for d in donors],
         "donor_pool": list(donor_ids),
         "edit": edit,
         "seed": fixed.seed,
