@@ -5,7 +5,8 @@ with a BraTS 2024 lesion, random intensities: timing does not depend on them), i
 
 - **local painting**: a seeded random lesion edit (:class:`~samraug.editing.LesionEditor`), then
   :func:`samraug.local_synthesis.paint_local` (region, crop, resample to the model grid, normalise, paint the
-  region's slices, resample back, feathered blend) for every sequence;
+  region's slices, resample back, feathered blend) for every sequence, its healthy voxels painted as
+  ``--healthy`` says (the model, or the harmonic or spline fill);
 - **baseline**: ``tio.RandomLabelsToImage`` for every sequence + ``tio.RandomBlur`` on the same subject.
 
 Medians over ``--repeats`` after one warm-up, the machine state (load, threads, CPU) printed and saved. The local
@@ -41,7 +42,7 @@ from samraug.labels import get_scheme
 from samraug.local_synthesis import paint_local
 from samraug.models.unet import UNet
 from samraug.outputs import write_atomic
-from samraug.seam import CONTEXT_FILLS
+from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES
 from samraug.synthesis import Synthesizer
 
 __all__ = ["ContractUNet", "local_config", "main", "standin_synthesizer"]
@@ -162,7 +163,7 @@ def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) 
 
 
 def bench_subject(
-    subject: dict[str, Any], device: torch.device, repeats: int, context_fill: str = "zero"
+    subject: dict[str, Any], device: torch.device, repeats: int, context_fill: str = "zero", healthy: str = "model"
 ) -> dict[str, Any]:
     scheme = get_scheme(SCHEME)
     synth = standin_synthesizer(str(device), context_fill=context_fill)
@@ -174,7 +175,14 @@ def bench_subject(
         gen = torch.Generator().manual_seed(next(counter))
         edited = editor.random_edit(subject["seg"], subject["brain"], generator=gen).label
         _, rec = paint_local(
-            subject["images"], subject["seg"], np.asarray(edited), subject["brain"], subject["affine"], scheme, synth
+            subject["images"],
+            subject["seg"],
+            np.asarray(edited),
+            subject["brain"],
+            subject["affine"],
+            scheme,
+            synth,
+            healthy=healthy,
         )
         records.append(rec)
 
@@ -251,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="the stand-in weights' context fill (default: the bundled local weights')",
     )
+    p.add_argument(
+        "--healthy",
+        choices=HEALTHY_MODES,
+        default="model",
+        help="what paints the region's healthy voxels (paint_local(healthy=...); default model, the painters' default)",
+    )
     p.add_argument("--only", nargs="+", choices=("2mm", "1mm"), default=("2mm", "1mm"), help="subjects to time")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -269,9 +283,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fill = args.context_fill
     if fill is None:
         fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
-    rows = [bench_subject(s, d, args.repeats, fill) for d in devices for s in subjects]
+    rows = [bench_subject(s, d, args.repeats, fill, args.healthy) for d in devices for s in subjects]
     result = {
         "context_fill": fill,
+        "healthy": args.healthy,
         "machine": state,
         "machine_after": machine_state(args.threads),
         "repeats": args.repeats,
