@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 from tiny_model import AFFINE, SEQS, SHAPE, tiny_brain
 
 from samraug.cli import main
@@ -171,9 +172,9 @@ def test_synthesize_local_mode_on_another_grid(tiny_local_weights: str, tmp_path
     assert "t2f is missing next to it" in capsys.readouterr().err
 
 
-def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: str, tmp_path: Path, capsys) -> None:
-    """--insert 1 --region changed: the edited lesion is added beside the case's own, whose labels are kept, and the
-    region grows only from the changed voxels; a probability outside [0, 1] is refused before anything is written."""
+def _local_case(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    """A 1 mm case (48x48x40, a BraTS 2023 lesion, random intensities) written as case3-*.nii.gz: its label map
+    and folder."""
     shape, affine = (48, 48, 40), np.diag([1.0, 1.0, 1.0, 1.0])
     brain = np.zeros(shape, dtype=bool)
     brain[4:44, 4:44, 6:34] = True
@@ -185,6 +186,46 @@ def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: st
     for k, seq in enumerate(SEQS):
         vol = np.where(brain, 100.0 * (k + 1) * (1 + rng.random(shape)), 0.0).astype(np.float32)
         _save(root / f"case3-{seq}.nii.gz", vol, affine)
+    return seg, root
+
+
+@pytest.mark.parametrize("healthy", ["harmonic", "spline"])
+def test_synthesize_local_classical_healthy_fill(tiny_local_weights: str, tmp_path: Path, healthy: str) -> None:
+    """--healthy harmonic / spline: the same edits as the model's painting (same seeds), recorded with the fill that
+    painted their healthy voxels; both paintings change the images only around the old and new lesion, and the
+    fill changes the healthy voxels only: the new lesion's core is the model's painting in both."""
+    seg, root = _local_case(tmp_path)
+    argv = ["synthesize", "--masks", str(root / "case3-seg.nii.gz"), "--weights", tiny_local_weights]
+    argv += ["--scheme", "brats2023", "--margin-mm", "2", "--n", "2", "--noise", "none"]
+    assert main([*argv, "--out", str(tmp_path / "model")]) == 0
+    assert main([*argv, "--out", str(tmp_path / healthy), "--healthy", healthy]) == 0
+    samples = sorted((tmp_path / healthy).glob("case3-synth*"))
+    assert samples
+    differs, cores = False, 0
+    for sample in samples:
+        meta = json.loads((sample / "edit.json").read_text())
+        other = tmp_path / "model" / sample.name
+        assert meta["edit"]["paint"]["healthy"] == healthy
+        assert json.loads((other / "edit.json").read_text())["edit"]["paint"]["healthy"] == "model"
+        edited = np.asanyarray(nib.load(str(sample / f"{sample.name}-seg.nii.gz")).dataobj)
+        np.testing.assert_array_equal(edited, nib.load(str(other / f"{sample.name}-seg.nii.gz")).dataobj)
+        near = ndimage.binary_dilation((seg > 0) | (edited > 0), iterations=4)
+        core = ndimage.binary_erosion(edited > 0, iterations=2)
+        cores += int(core.sum())
+        for seq in SEQS:
+            real = np.asanyarray(nib.load(str(root / f"case3-{seq}.nii.gz")).dataobj)
+            a = np.asanyarray(nib.load(str(sample / f"{sample.name}-{seq}.nii.gz")).dataobj)
+            b = np.asanyarray(nib.load(str(other / f"{sample.name}-{seq}.nii.gz")).dataobj)
+            assert not ((a != real) & ~near).any() and not ((b != real) & ~near).any()
+            np.testing.assert_array_equal(a[core], b[core])
+            differs |= bool((a != b).any())
+    assert differs and cores > 0
+
+
+def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: str, tmp_path: Path, capsys) -> None:
+    """--insert 1 --region changed: the edited lesion is added beside the case's own, whose labels are kept, and the
+    region grows only from the changed voxels; a probability outside [0, 1] is refused before anything is written."""
+    seg, root = _local_case(tmp_path)
     argv = ["synthesize", "--masks", str(root / "case3-seg.nii.gz"), "--weights", tiny_local_weights]
     argv += ["--scheme", "brats2023", "--margin-mm", "2", "--n", "3"]
     bad = tmp_path / "bad"
