@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage, sparse
 
@@ -196,6 +198,19 @@ def _block_cg(
 CONTEXT_FILLS = ("zero", "harmonic")
 
 
+def _fill_inputs(images: Any, region: Any, known: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classical fills' inputs as arrays, ``known`` without the region, shapes checked."""
+    images = np.asarray(images)
+    region = np.asarray(region, dtype=bool)
+    known = np.asarray(known, dtype=bool) & ~region
+    if images.ndim != 4 or images.shape[1:] != region.shape or known.shape != region.shape:
+        raise ValueError(
+            f"images must be (S, X, Y, Z) and region/known (X, Y, Z) alike, got {images.shape}, {region.shape}, "
+            f"{known.shape}"
+        )
+    return images, region, known
+
+
 def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Classical Laplace inpainting in 3D: each image's harmonic interpolation into ``region`` from the shell of
     ``known`` voxels around it (face neighbours; :func:`poisson_correction` of an empty painting anchored on that
@@ -216,14 +231,7 @@ def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> 
         >>> harmonic_fill(img, reg, ~reg)[0, 2:4, 2:4, 2].round(4).tolist()
         [[2.0, 2.0], [2.0, 2.0]]
     """
-    images = np.asarray(images)
-    region = np.asarray(region, dtype=bool)
-    known = np.asarray(known, dtype=bool) & ~region
-    if images.ndim != 4 or images.shape[1:] != region.shape or known.shape != region.shape:
-        raise ValueError(
-            f"images must be (S, X, Y, Z) and region/known (X, Y, Z) alike, got {images.shape}, {region.shape}, "
-            f"{known.shape}"
-        )
+    images, region, known = _fill_inputs(images, region, known)
     out = np.zeros(images.shape, dtype=np.float32)
     if not region.any():
         return out
@@ -281,14 +289,7 @@ def spline_fill(
         >>> err(fill), err(harmonic_fill(img, reg, ~reg))                          # flattens it, the spline nearly not
         (0.047, 0.708)
     """
-    images = np.asarray(images)
-    region = np.asarray(region, dtype=bool)
-    known = np.asarray(known, dtype=bool) & ~region
-    if images.ndim != 4 or images.shape[1:] != region.shape or known.shape != region.shape:
-        raise ValueError(
-            f"images must be (S, X, Y, Z) and region/known (X, Y, Z) alike, got {images.shape}, {region.shape}, "
-            f"{known.shape}"
-        )
+    images, region, known = _fill_inputs(images, region, known)
     tension = float(tension)
     if not (np.isfinite(tension) and tension > 0):
         raise ValueError(f"tension must be a finite number > 0, got {tension!r}")

@@ -418,17 +418,21 @@ class LesionEditor:
                     f"the 'random' record {record} says applied but holds no parameters ({missing or 'all None'}); "
                     f"an applied random edit records {list(_RANDOM_KEYS)} (None for the operations not drawn)"
                 )
-        out, rec = self._run(dict(record), vol, donors, {})
-        for sub in [rec, *(r for r in record.get("more") or () if r.get("applied"))]:
-            extra = out if sub is rec else self._run(dict(sub), vol, donors, {})[0]
-            if extra is None:
-                raise ValueError(
-                    f"the recorded {record['op']!r} edit was applied but does not apply now ({rec['reason']}); "
-                    "replay needs the same label, brain and donors as the recorded edit"
-                )
-            if sub is not rec:
-                out = self._merge_insertion(vol, out, extra)
+        out = self._rerun(record, vol, donors)
+        for sub in record.get("more") or ():  # the further insertions of an inserting edit
+            if sub.get("applied"):
+                out = self._merge_insertion(vol, out, self._rerun(sub, vol, donors))
         return self._result(vol, out, dict(record))
+
+    def _rerun(self, record: dict[str, Any], vol: Volume, donors: Sequence[Any] | None) -> np.ndarray:
+        """The output of an applied recorded edit, or ValueError when it does not apply now."""
+        out, rec = self._run(dict(record), vol, donors, {})
+        if out is None:
+            raise ValueError(
+                f"the recorded {record['op']!r} edit was applied but does not apply now ({rec['reason']}); "
+                "replay needs the same label, brain and donors as the recorded edit"
+            )
+        return out
 
     # ------------------------------------------------------------------ parameters
     def _mirror_params(self, vol: Volume, axis: Any, plane: Any) -> dict[str, Any]:
