@@ -302,8 +302,6 @@ def spline_fill(
     unknown = np.isin(parts, anchored[anchored > 0])
     if not unknown.any():
         return out
-    if not np.isfinite(images[:, shell]).all():
-        raise ValueError("images contain NaN/inf next to the region; replace them (np.nan_to_num) first")
     values = np.asarray(images, dtype=np.float64)
     valid = unknown | known
     shape = np.asarray(region.shape)
@@ -356,6 +354,8 @@ def spline_fill(
             grads.append(g_a - g_b)
             grad_consts.append(c_a - c_b)
     grad, grad_const = sparse.vstack(grads).tocsr(), np.concatenate(grad_consts)
+    if not (np.isfinite(lap_const).all() and np.isfinite(grad_const).all()):  # every known value the terms read
+        raise ValueError("images contain NaN/inf next to the region; replace them (np.nan_to_num) first")
     system = (lap.T @ lap + tension * (grad.T @ grad) + REGULARISATION * sparse.identity(n)).tocsr()
     rhs = -(lap.T @ lap_const + tension * (grad.T @ grad_const))
     # conjugate gradients (the system is symmetric positive definite) from the harmonic fill, all images at once: a

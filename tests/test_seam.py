@@ -118,3 +118,11 @@ def test_spline_fill_parts_without_anchor_and_errors() -> None:
     bad[0, 0, 1, 1] = np.nan  # next to the region
     with pytest.raises(ValueError, match="NaN"):
         spline_fill(bad, region, known)
+    everywhere = ~region
+    bad = image.copy()
+    bad[0, 4, 1, 1] = np.nan  # two voxels away: the Laplacian at the voxel between reads it
+    with pytest.raises(ValueError, match="NaN"):
+        spline_fill(bad, region, everywhere)
+    far = image.copy()
+    far[0, 3, 3, 3] = np.nan  # known but never read: no error, a finite fill
+    assert np.isfinite(spline_fill(far, region, known)).all()
