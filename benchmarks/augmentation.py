@@ -1874,7 +1874,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=HEALTHY_MODES,
         default=None,
         help="what paints the healthy voxels of the local arms' regions: model (default: the generator), harmonic "
-        "(classical 3D harmonic inpainting) or spline (thin-plate spline under tension; SAMRPainter(healthy=...))",
+        "(classical 3D harmonic inpainting), spline (thin-plate spline under tension) or mirror (the spline guided by "
+        "the other hemisphere; SAMRPainter(healthy=...))",
     )
     g.add_argument(
         "--local-region",

@@ -20,8 +20,9 @@ random-initialised contract-shaped model, a smoke test of the pipeline, NOT a re
 ``noise="match"``: the region's noise topped up to the subject's own around it, :mod:`samraug.texture`) and **no
 seam correction** (``seam="none"``: without the Poisson blending of :mod:`samraug.seam`, noise none), **harmonic
 healthy fill** (``healthy="harmonic"``: the region's voxels that are healthy after the edit filled by the harmonic
-fill, the model painting only the lesion classes; noise none) and **spline healthy fill** (the same with
-``healthy="spline"``), **harmonic
+fill, the model painting only the lesion classes; noise none), **spline healthy fill** (the same with
+``healthy="spline"``) and **mirror-guided healthy fill** (``healthy="mirror"``: the spline guided by the other
+hemisphere, :mod:`samraug.mirror_fill`), **harmonic
 fill** (classical Laplace inpainting: the harmonic function that meets the real image across the region's border,
 :func:`samraug.seam.harmonic_fill`), **spline fill** (a thin-plate spline under tension that also continues the
 border's slopes, :func:`samraug.seam.spline_fill`), **mean
@@ -88,6 +89,7 @@ ROWS = (
     "local model, no seam correction",
     "local model, harmonic healthy fill",
     "local model, spline healthy fill",
+    "local model, mirror-guided healthy fill",
     "whole-image mode",
     "harmonic fill",
     "spline fill",
@@ -294,6 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "local model, no seam correction": {"noise": "none", "seam": "none"},
             "local model, harmonic healthy fill": {"noise": "none", "healthy": "harmonic"},
             "local model, spline healthy fill": {"noise": "none", "healthy": "spline"},
+            "local model, mirror-guided healthy fill": {"noise": "none", "healthy": "mirror"},
         }
         for row, kw in variants.items():
             inpaint[row] = SAMRPainter(synth, mode="local", margin_mm=0.0, feather_mm=0.0, **kw)

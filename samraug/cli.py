@@ -174,8 +174,9 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         choices=HEALTHY_MODES,
         default="model",
         help="local mode: what paints the region's voxels that are healthy after the edit: 'model' (default, the "
-        "generator), 'harmonic' (classical 3D harmonic inpainting from the brain around the region) or 'spline' "
-        "(a thin-plate spline under tension, which also continues the border's slopes into the region)",
+        "generator), 'harmonic' (classical 3D harmonic inpainting from the brain around the region), 'spline' "
+        "(a thin-plate spline under tension, which also continues the border's slopes into the region) or 'mirror' "
+        "(the spline guided by the other hemisphere's tissue at the mirrored place)",
     )
     parser.add_argument(
         "--region",

@@ -45,9 +45,19 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from samraug.grid import bounding_box, check_affine, ras_grid, resample, sample_points, voxel_spacing, world_corners
+from samraug.grid import (
+    bounding_box,
+    check_affine,
+    crop_affine,
+    ras_grid,
+    resample,
+    sample_points,
+    voxel_spacing,
+    world_corners,
+)
 from samraug.intensity import IntensityStats, denormalize, normalize_with
 from samraug.labels import LabelScheme, get_scheme, translate
+from samraug.mirror_fill import MIRROR_SEARCH, brain_midplane, mirror_guided_fill, reflect_x
 from samraug.models.local import build_local_inputs
 from samraug.region import REGION_SEEDS, edit_region, feather_weights
 from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction, spline_fill
@@ -161,7 +171,9 @@ def paint_local(
             ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
             phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator) or
             ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which continues the
-            border's slopes into the region: higher still).
+            border's slopes into the region: higher still) or ``"mirror"`` (the spline guided by the other
+            hemisphere, :mod:`samraug.mirror_fill`: the structure at the mirrored place, reflected about the brain
+            mask's mid-sagittal plane, world ``x``, shifted to match the ring around the region; highest).
         region: What seeds the region before ``margin_mm``: ``"lesions"`` (the changed voxels plus the old and the
             new lesion) or ``"changed"`` (the changed voxels alone: lesion voxels the edit kept, e.g. the subject's
             own lesion beside an inserted one, stay real beyond the margin; :func:`samraug.region.edit_region`).
@@ -298,6 +310,11 @@ def paint_local(
         )
     # the weights' normalisation, its percentiles over the subject's brain without the lesion in the images
     stats = synthesizer.subject_stats({name: _array(images[name], name) for name in seqs}, brain_np, lesion_before)
+    mirror = None
+    if healthy == "mirror":
+        # the other hemisphere guides the fill: reflected about the brain's mid-sagittal plane, its healthy voxels
+        mirror = (brain_midplane(brain_np, aff), brain_np & ~lesion_before & ~lesion_after & ~region)
+        record["mirror_plane_x"] = round(mirror[0], 4)
     synthetic = np.empty((len(seqs), int(region.sum())), dtype=np.float64)
     flat = np.flatnonzero(region)
     part_of = parts.reshape(-1)[flat]
@@ -321,6 +338,7 @@ def paint_local(
             cfg,
             seam,
             healthy,
+            mirror,
         )
         synthetic[:, sel] = part_record.pop("values")
         record["parts"].append(part_record)
@@ -357,10 +375,12 @@ def _paint_part(
     cfg: Mapping[str, Any],
     seam: str = "poisson",
     healthy: str = "model",
+    mirror: tuple[float, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Paint one connected part of the region: crop + context -> model grid -> model -> values at ``points``
     (subject scale, ``(S, N)``), with the part's record. ``labels`` is ``(weights' scheme, edited label map in
-    it, conditioning)``: they are encoded to model classes on the model grid."""
+    it, conditioning)``: they are encoded to model classes on the model grid. ``mirror`` (``healthy="mirror"``):
+    the mid-sagittal plane's world x and the subject's healthy-brain mask the guide may read."""
     shape = part.shape
     model = synthesizer.model
     mult = int(getattr(model, "size_multiple", 1))
@@ -418,11 +438,17 @@ def _paint_part(
         syn_m[:, region_m] += correction.astype(syn_m.dtype)
         offsets = [round(float(c.mean()), 5) for c in correction]
     n_healthy = 0
+    mirror_info = None
     if healthy != "model":
         # classes 0 and 1 are background and normal brain in every conditioning (LabelScheme.encode)
         heal = core_m & (classes_m < 2)
         n_healthy = int(heal.sum())
-        if n_healthy:
+        if n_healthy and healthy == "mirror" and mirror is not None:
+            guide, guide_known = _mirror_guide(images, seqs, stats, mirror, aff, grid_shape, grid_aff)
+            known = brain_m & (classes_m < 2)  # healthy brain: a lesion beside the part neither anchors nor fits
+            fill, mirror_info = mirror_guided_fill(norm_m, core_m, known, guide, guide_known)
+            syn_m[:, heal] = fill[:, heal]
+        elif n_healthy:
             fill_fn = harmonic_fill if healthy == "harmonic" else spline_fill
             fill = fill_fn(norm_m, core_m, brain_m)  # anchored on the real brain right around the part
             syn_m[:, heal] = fill[:, heal]
@@ -442,4 +468,28 @@ def _paint_part(
         "painted_slices": int(zs.size),
         "seam_offset": offsets,
         "healthy_voxels": n_healthy,
+        **({"mirror": mirror_info} if mirror_info is not None else {}),
     }
+
+
+def _mirror_guide(
+    images: Mapping[str, torch.Tensor],
+    seqs: tuple[str, ...],
+    stats: Mapping[str, IntensityStats],
+    mirror: tuple[float, np.ndarray],
+    aff: np.ndarray,
+    grid_shape: tuple[int, ...],
+    grid_aff: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised images reflected about the plane ``x = mirror[0]`` on the model grid padded by
+    :data:`~samraug.mirror_fill.MIRROR_SEARCH` voxels, and where the reflected voxel is healthy brain."""
+    plane, healthy_brain = mirror
+    pad = MIRROR_SEARCH
+    shape = tuple(int(n) + 2 * pad for n in grid_shape)
+    reflected = reflect_x(plane) @ crop_affine(grid_aff, [-pad] * 3)
+    known = resample(healthy_brain, aff, shape, reflected, order=0)
+    guide = np.empty((len(seqs), *shape), dtype=np.float32)
+    for i, name in enumerate(seqs):
+        vol = resample(_array(images[name], name), aff, shape, reflected, order=1)
+        guide[i] = normalize_with(vol, stats[name], known)
+    return guide, known

@@ -56,8 +56,9 @@ SEAM_MODES = ("poisson", "none")
 #: The local painters' ``healthy`` options: what fills the region's voxels that are healthy in the edited label map
 #: (normal brain where a lesion was removed, moved away or shrunk, and the margin around a lesion): ``"model"`` (the
 #: generator paints them), ``"harmonic"`` (:func:`harmonic_fill` from the real brain around the region, the
-#: generator painting only the lesion classes) or ``"spline"`` (the same with :func:`spline_fill`).
-HEALTHY_MODES = ("model", "harmonic", "spline")
+#: generator painting only the lesion classes), ``"spline"`` (the same with :func:`spline_fill`) or ``"mirror"`` (the
+#: spline guided by the other hemisphere, :func:`samraug.mirror_fill.mirror_guided_fill`).
+HEALTHY_MODES = ("model", "harmonic", "spline", "mirror")
 #: Weight of an anchor voxel's data term against one neighbour pair's smoothness term: high, so the painting meets
 #: the anchors nearly exactly (on held-out phantom regions 1 -> 100 gained 0.6-1.2 dB; 100 -> 1000 nothing).
 ANCHOR_WEIGHT = 100.0

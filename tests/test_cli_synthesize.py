@@ -189,10 +189,10 @@ def _local_case(tmp_path: Path) -> tuple[np.ndarray, Path]:
     return seg, root
 
 
-@pytest.mark.parametrize("healthy", ["harmonic", "spline"])
+@pytest.mark.parametrize("healthy", ["harmonic", "spline", "mirror"])
 def test_synthesize_local_classical_healthy_fill(tiny_local_weights: str, tmp_path: Path, healthy: str) -> None:
-    """--healthy harmonic / spline: the same edits as the model's painting (same seeds), recorded with the fill that
-    painted their healthy voxels; both paintings change the images only around the old and new lesion, and the
+    """--healthy harmonic / spline / mirror: the same edits as the model's painting (same seeds), recorded with the
+    fill that painted their healthy voxels; both paintings change the images only around the old and new lesion, and the
     fill changes the healthy voxels only: the new lesion's core is the model's painting in both."""
     seg, root = _local_case(tmp_path)
     argv = ["synthesize", "--masks", str(root / "case3-seg.nii.gz"), "--weights", tiny_local_weights]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch import nn
 
 from samraug.intensity import DEFAULT_NORMALIZATION, IntensityStats
@@ -541,6 +542,55 @@ def test_classical_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_th
         np.testing.assert_array_equal(v[core_new], model[name].numpy()[core_new])  # lesion: the model's painting
         out = torch.from_numpy(~region)
         assert torch.equal(new[name][out], images[name][out])
+
+
+@pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
+def test_mirror_fill_carries_the_other_hemispheres_structure(grid):
+    """healthy="mirror": a lesion moved away from a brain whose tissue is mirror-symmetric (structure a smooth fill
+    cannot guess) is healed with the structure of the other hemisphere -- several times closer to the truth than the
+    spline fill -- the plane is the brain's centroid, the new lesion is still the model's and the outside stays
+    bit-identical."""
+    shape, spacing = GRIDS[grid]
+    world = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    brain = np.zeros(shape, bool)
+    lo = [max(2, n // 10) for n in shape]
+    brain[lo[0] : shape[0] - lo[0], lo[1] : shape[1] - lo[1], lo[2] : shape[2] - lo[2]] = True
+    cx = (shape[0] - 1) / 2 * spacing[0]
+    centre = np.array([round(shape[0] * 0.3), shape[1] // 2 - round(6 / spacing[1]), shape[2] // 2])
+    seg = np.zeros(shape, np.uint8)
+    seg[ball(shape, centre, 8.0, spacing) & brain] = 2
+    seg[ball(shape, centre, 4.0, spacing) & brain] = 1
+    edited = np.zeros_like(seg)
+    step = round(14 / spacing[1])
+    edited[:, step:] = seg[:, :-step]
+    tissue = {}
+    images = {}
+    for i, name in enumerate((*SEQS, "aptw")):
+        t = 800.0 + 100.0 * i + 150.0 * np.cos(2 * np.pi * np.abs(world[0] - cx) / 16.0) + 3.0 * world[1]
+        t = t + 80.0 * np.sin(2 * np.pi * world[2] / 20.0 + i)
+        tissue[name] = t
+        images[name] = torch.from_numpy(np.where(brain, t + 400.0 * (seg > 0), 0.0))
+    affine = np.diag([*spacing, 1.0])
+    synth = make_synth("const")
+    kw = dict(feather_mm=0.0, noise="none")
+    mirror, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="mirror", **kw)
+    spline, _ = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="spline", **kw)
+    assert rec["skipped"] is None and rec["healthy"] == "mirror"
+    assert rec["mirror_plane_x"] == pytest.approx(cx, abs=1e-6)
+    assert all(p["mirror"]["guided"] for p in rec["parts"] if p["healthy_voxels"])
+    healed = ndimage.binary_erosion((seg > 0) & (edited == 0), iterations=1)
+    core_new = ndimage.binary_erosion(edited > 0, iterations=2)
+    assert healed.sum() > 10 and core_new.sum() > 0
+    from samraug.region import edit_region
+
+    region = edit_region(seg, edited, lesion_values=SCHEME.lesion_values, spacing=spacing) & (brain | (seg > 0))
+    for name in SEQS:
+        err_m = np.abs(mirror[name].numpy()[healed] - tissue[name][healed]).mean()
+        err_s = np.abs(spline[name].numpy()[healed] - tissue[name][healed]).mean()
+        assert err_m < 0.3 * err_s, (name, err_m, err_s)
+        np.testing.assert_array_equal(mirror[name].numpy()[core_new], spline[name].numpy()[core_new])
+        out = torch.from_numpy(~region)
+        assert torch.equal(mirror[name][out], images[name][out])
 
 
 def test_healthy_mode_is_checked():

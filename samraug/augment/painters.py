@@ -125,8 +125,9 @@ class SAMRPainter(Painter):
             region's border (:mod:`samraug.seam`), ``"none"`` keeps it as painted.
         healthy: Local mode: what paints the region's voxels that are healthy after the edit: ``"model"`` (default,
             the generator), ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the
-            region) or ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which also
-            continues the border's slopes); with either fill the generator paints only the lesion classes.
+            region), ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which also
+            continues the border's slopes) or ``"mirror"`` (the spline guided by the other hemisphere's tissue at the
+            mirrored place, :mod:`samraug.mirror_fill`); with any fill the generator paints only the lesion classes.
         region: Local mode: what seeds the repainted region before ``margin_mm``: ``"lesions"`` (default, the
             changed voxels plus the old and the new lesion) or ``"changed"`` (the changed voxels alone, so a lesion
             the edit kept, e.g. the real one beside an inserted lesion, ``EditPolicy(p_insert=...)``, stays real).

@@ -1,0 +1,131 @@
+"""The mirror-guided healthy fill (samraug.mirror_fill): exact recovery from a shifted, scaled guide, its fall-backs,
+its errors, and the plane helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from samraug.mirror_fill import MAX_GAIN, brain_midplane, mirror_guided_fill, reflect_x
+from samraug.seam import spline_fill
+
+SHAPE = (18, 16, 14)
+
+
+def field(seed: int, n: int = 2) -> np.ndarray:
+    """``n`` smooth random images with structure at a few voxels' scale (no two shifts of one look alike)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.5) * 40.0 for _ in range(n)])
+
+
+def region_known() -> tuple[np.ndarray, np.ndarray]:
+    region = np.zeros(SHAPE, bool)
+    region[6:11, 5:10, 5:9] = True
+    return region, ~region
+
+
+def placed(values: np.ndarray, known: np.ndarray, shift, search: int) -> tuple[np.ndarray, np.ndarray]:
+    """A guide padded by ``search`` whose window at ``shift`` holds ``values`` (known where ``known``); the rest of
+    the padded grid unknown."""
+    padded = tuple(n + 2 * search for n in SHAPE)
+    guide = np.zeros((values.shape[0], *padded))
+    guide_known = np.zeros(padded, bool)
+    window = tuple(slice(search + s, search + s + n) for s, n in zip(shift, SHAPE, strict=True))
+    guide[(slice(None), *window)] = values
+    guide_known[window] = known
+    return guide, guide_known
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    shift=st.tuples(*[st.integers(-2, 2)] * 3),
+    gain=st.tuples(st.floats(0.2, 1.9), st.floats(0.2, 1.9)),
+    offset=st.tuples(st.floats(-50, 50), st.floats(-50, 50)),
+    seed=st.integers(0, 2**16),
+)
+def test_recovers_an_image_that_is_its_shifted_scaled_guide_plus_a_level(shift, gain, offset, seed):
+    """images = gain * guide + offset: the search finds the guide's shift, the fit its gain, the spline the level --
+    the region is filled exactly, whatever the region's own (hidden) values."""
+    m = field(seed)
+    images = np.asarray(gain)[:, None, None, None] * m + np.asarray(offset)[:, None, None, None]
+    region, known = region_known()
+    guide, guide_known = placed(m, np.ones(SHAPE, bool), shift, 2)
+    hidden = images.copy()
+    hidden[:, region] = 1e3  # the region's values are never read
+    fill, info = mirror_guided_fill(hidden, region, known, guide, guide_known, search=2, sigma=0)
+    assert info["guided"] and info["shift"] == list(shift) and info["reason"] is None
+    np.testing.assert_allclose(info["gain"], gain, atol=1e-3)
+    np.testing.assert_allclose(fill[:, region], images[:, region], atol=1e-3 * np.ptp(images))
+    assert not fill[:, ~region].any()
+
+
+def test_holes_in_the_guide_are_continued_and_a_useless_guide_is_faded_out():
+    """Where the mirrored voxel is not healthy brain the guide is continued smoothly (finite, close); a guide that
+    anti-correlates with the ring gets gain 0: the plain spline fill; no healthy mirrored ring: the spline fill with
+    the reason."""
+    m = field(3)
+    region, known = region_known()
+    hole = np.zeros(SHAPE, bool)
+    hole[7:9, 6:8, 6:8] = True
+    guide, guide_known = placed(m, ~hole, (0, 0, 0), 1)
+    fill, info = mirror_guided_fill(m, region, known, guide, guide_known, search=1, sigma=0)
+    assert info["guided"] and np.isfinite(fill).all()
+    err = np.abs(fill[:, region] - m[:, region])
+    spline_err = np.abs(spline_fill(m, region, known)[:, region] - m[:, region])
+    assert err[:, ~hole[region]].max() < 0.2 * np.ptp(m) and err.mean() < 0.5 * spline_err.mean()
+    anti, anti_known = placed(-m, np.ones(SHAPE, bool), (0, 0, 0), 1)
+    fill, info = mirror_guided_fill(m, region, known, anti, anti_known, search=1, sigma=0)
+    assert info["gain"] == [0.0, 0.0]
+    np.testing.assert_allclose(fill, spline_fill(m, region, known), atol=1e-4 * np.ptp(m))
+    none = np.zeros_like(anti_known)
+    fill, info = mirror_guided_fill(m, region, known, anti, none, search=1)
+    assert not info["guided"] and "healthy brain on less than 80%" in info["reason"]
+    np.testing.assert_array_equal(fill, spline_fill(m, region, known))
+    assert MAX_GAIN >= 1.0
+
+
+def test_smoothing_reads_only_the_guides_healthy_voxels():
+    """sigma > 0 smooths the guide over its healthy voxels only: a wild value in an unhealthy mirrored voxel (a
+    lesion) does not leak into the fill."""
+    m = field(5, n=1)
+    region, known = region_known()
+    guide, guide_known = placed(m, np.ones(SHAPE, bool), (0, 0, 0), 1)
+    lesion = np.zeros(guide_known.shape, bool)
+    lesion[8:10, 7:9, 7:9] = True
+    wild = guide.copy()
+    wild[:, lesion] = 1e6
+    a, _ = mirror_guided_fill(m, region, known, guide, guide_known & ~lesion, search=1, sigma=0.7)
+    b, _ = mirror_guided_fill(m, region, known, wild, guide_known & ~lesion, search=1, sigma=0.7)
+    np.testing.assert_allclose(a, b, atol=1e-6 * np.ptp(m))
+
+
+def test_errors_name_the_argument():
+    m = field(1)
+    region, known = region_known()
+    guide, guide_known = placed(m, np.ones(SHAPE, bool), (0, 0, 0), 2)
+    with pytest.raises(ValueError, match="padded by search=1"):
+        mirror_guided_fill(m, region, known, guide, guide_known, search=1)
+    with pytest.raises(ValueError, match="search >= 0"):
+        mirror_guided_fill(m, region, known, guide, guide_known, search=-1)
+    with pytest.raises(ValueError, match="sigma >= 0"):
+        mirror_guided_fill(m, region, known, guide, guide_known, search=2, sigma=float("nan"))
+    with pytest.raises(ValueError, match="brain mask is empty"):
+        brain_midplane(np.zeros(SHAPE, bool), np.eye(4))
+
+
+def test_reflection_and_midplane():
+    """reflect_x is an involution fixing its plane; the midplane is the brain centroid's world x under any affine."""
+    r = reflect_x(3.5)
+    np.testing.assert_allclose(r @ r, np.eye(4))
+    np.testing.assert_allclose(r @ [3.5, 7.0, -2.0, 1.0], [3.5, 7.0, -2.0, 1.0])
+    brain = np.zeros(SHAPE, bool)
+    brain[4:12, 2:10, 3:13] = True
+    c, s = np.cos(0.4), np.sin(0.4)
+    aff = np.eye(4)
+    aff[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.diag([1.0, 2.0, 3.0])
+    aff[:3, 3] = [-30.0, 5.0, 1.0]
+    centre = aff[:3, :3] @ np.argwhere(brain).mean(0) + aff[:3, 3]
+    assert brain_midplane(brain, aff) == pytest.approx(centre[0])
