@@ -94,6 +94,7 @@ from samraug.outputs import write_atomic
 from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES
 from samraug.training.segmentation import (
+    FOREGROUND_SAMPLING,
     EvalVolume,
     SegmentationConfig,
     evaluate_segmenter,
@@ -262,6 +263,8 @@ class BenchmarkConfig:
         arms: Arm names (:data:`benchmarks.arms.ARMS`).
         seeds: Segmenter seeds (each seed also re-draws every synthetic pool).
         steps, batch_size, lr, depth, base_channels, crop_size: The segmenter (same for every arm).
+        foreground_sampling: How the segmenter's foreground patches pick their lesion pixel (``voxel``, the
+            default, or ``class``: nnU-Net v2's class-uniform draw; ``SegmentationConfig.foreground_sampling``).
         selection: Training slices: ``brain`` (every slice with brain) or ``lesion``.
         weights: SAMR weights (folder, ``org/name[@rev]``; None = the bundled whole-image demo weights
             :data:`samraug.hub.BUNDLED_WHOLE_WEIGHTS`).
@@ -312,6 +315,7 @@ class BenchmarkConfig:
     depth: int = 3
     base_channels: int = 16
     crop_size: int | None = 48
+    foreground_sampling: str = "voxel"
     selection: str = "brain"
     weights: str | None = None
     variant_weights: dict[str, str] = field(default_factory=dict)
@@ -394,6 +398,7 @@ class BenchmarkConfig:
             depth=self.depth,
             base_channels=self.base_channels,
             crop_size=self.crop_size,
+            foreground_sampling=self.foreground_sampling,
             seed=int(seed),
             device=self.device,
             num_workers=self.num_workers,
@@ -1643,6 +1648,7 @@ def format_report(results: Mapping[str, Any]) -> str:
         f"Segmenter: 2D U-Net (depth {cfg['depth']}, width {cfg['base_channels']}), Adam {cfg['lr']:g}, batch "
         f"{cfg['batch_size']}, {cfg['steps']} steps"
         + (f" on {cfg['crop_size']}² patches" if cfg["crop_size"] else "")
+        + (" (foreground patches: a lesion class drawn uniformly)" if cfg.get("foreground_sampling") == "class" else "")
         + f", identical for every arm. Mean ± std over {n_seeds} seeds of the per-seed mean over test subjects; "
         "3D metrics per subject (HD95 in mm; BraTS legacy conventions for empty regions).",
         "",
@@ -1837,6 +1843,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crop-size", type=int, default=None, help="training patch size (0: whole slices)")
     g.add_argument("--selection", choices=("brain", "lesion"), default=None)
     g.add_argument(
+        "--foreground-sampling",
+        choices=FOREGROUND_SAMPLING,
+        default=None,
+        help="how a foreground training patch picks its lesion pixel: voxel (default: any lesion pixel, edema "
+        "dominates) or class (nnU-Net v2's way: a lesion class present in the slice drawn uniformly, then a pixel)",
+    )
+    g.add_argument(
         "--fraction", type=float, default=None, help="fraction of the training subjects every arm uses (low-data)"
     )
     g.add_argument(
@@ -1951,6 +1964,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "depth",
             "base_channels",
             "selection",
+            "foreground_sampling",
             "device",
             "num_workers",
             "weights",

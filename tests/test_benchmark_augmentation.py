@@ -702,3 +702,16 @@ def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
     assert info["n_insert"] == 2 and asked[-1]["policy"].n_insert == 2
     applied = [e["edit"] for e in info["edits"] if e["edit"].get("applied") and not e["edit"].get("remove")]
     assert applied and all(len(e["more"]) == 1 and e["more"][0]["insert"] is True for e in applied)
+
+
+def test_foreground_sampling_reaches_every_arms_segmenter() -> None:
+    """--foreground-sampling class: every seed's segmenter (identical for every arm) draws its foreground patches
+    class-uniformly; the default keeps the voxel draw (the published numbers' protocol); the report says so."""
+    default = bench.config_from_args(bench.build_parser().parse_args(["--preset", "standard"]))
+    cfg = bench.config_from_args(
+        bench.build_parser().parse_args(["--preset", "standard", "--foreground-sampling", "class"])
+    )
+    assert default.segmenter(0).foreground_sampling == "voxel"
+    assert cfg.segmenter(3).foreground_sampling == "class" and cfg.to_dict()["foreground_sampling"] == "class"
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--foreground-sampling", "balanced"])

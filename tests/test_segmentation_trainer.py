@@ -168,3 +168,21 @@ def test_bad_data_raise_clear_errors() -> None:
         train_segmenter([{"image": torch.zeros(1, 8, 8), "label": torch.full((8, 8), 7)}], cfg)
     with pytest.raises(ValueError, match=r"\(n, X, Y, Z\)"):
         EvalVolume("x", torch.zeros(8, 8, 4), torch.zeros(8, 8, 4, dtype=torch.long))
+
+
+def test_class_foreground_sampling_sees_a_small_class_as_often_as_a_large_one() -> None:
+    """foreground_sampling="class" (nnU-Net v2's way): a slice with a large and a tiny lesion class gives patches
+    centred on each about half the time; "voxel" almost never centres on the tiny one; anything else is refused."""
+    labels = torch.ones(1, 64, 64, dtype=torch.long)
+    labels[0, 4:60, 4:40] = 2  # a large class
+    labels[0, 56:60, 56:60] = 3  # a tiny one, far from it: a 16-pixel patch holding it cannot hold much of class 2
+    images = labels[:, None].float()
+    batch_i, batch_l = images.repeat(400, 1, 1, 1), labels.repeat(400, 1, 1)
+    counts = {}
+    for sampling in ("voxel", "class"):
+        g = torch.Generator().manual_seed(0)
+        _, cl = _random_crops(batch_i, batch_l, 16, foreground_fraction=1.0, generator=g, sampling=sampling)
+        counts[sampling] = sum(bool((c == 3).any()) for c in cl) / len(cl)
+    assert counts["voxel"] < 0.1 and 0.35 < counts["class"] < 0.65
+    with pytest.raises(ValueError, match="foreground_sampling must be one of"):
+        SegmentationConfig(foreground_sampling="balanced")

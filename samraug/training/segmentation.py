@@ -56,6 +56,7 @@ from samraug.models.unet import UNet
 from samraug.training.schedule import LinearDecaySchedule
 
 __all__ = [
+    "FOREGROUND_SAMPLING",
     "EvalVolume",
     "SegmentationConfig",
     "SegmentationResult",
@@ -65,6 +66,9 @@ __all__ = [
     "segmentation_loss",
     "train_segmenter",
 ]
+
+#: How a foreground patch picks its lesion pixel (:class:`SegmentationConfig` ``foreground_sampling``).
+FOREGROUND_SAMPLING = ("voxel", "class")
 
 #: The SAMR lesion classes the benchmark reports, by name.
 DEFAULT_REGIONS: tuple[str, ...] = ("edema", "cavity", "tumor")
@@ -95,6 +99,10 @@ class SegmentationConfig:
             convolutional). ``None``: whole slices.
         foreground_fraction: With ``crop_size``, the share of patches centred (with jitter) on a random lesion
             pixel (classes >= 2) when the slice has one (nnU-Net-style foreground oversampling).
+        foreground_sampling: How a foreground patch picks its lesion pixel: ``"voxel"`` (any lesion pixel, so the
+            largest class -- edema -- dominates) or ``"class"`` (as nnU-Net v2 does: a lesion class drawn uniformly
+            among those present in the slice, then a pixel of it, so a small class such as the resection cavity is
+            seen as often as the others).
     """
 
     steps: int = 2000
@@ -114,6 +122,7 @@ class SegmentationConfig:
     label_key: str = "label"
     crop_size: int | None = None
     foreground_fraction: float = 0.5
+    foreground_sampling: str = "voxel"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "depth", "base_channels", "n_classes"):
@@ -135,6 +144,11 @@ class SegmentationConfig:
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(
                 f"SegmentationConfig.foreground_fraction must be in [0, 1], got {self.foreground_fraction}"
+            )
+        if self.foreground_sampling not in FOREGROUND_SAMPLING:
+            raise ValueError(
+                f"SegmentationConfig.foreground_sampling must be one of {FOREGROUND_SAMPLING}, got "
+                f"{self.foreground_sampling!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,9 +272,15 @@ def _make_collate(image_key: str, label_key: str) -> Callable[[list[Any]], tuple
 
 
 def _random_crops(
-    images: torch.Tensor, labels: torch.Tensor, size: int, foreground_fraction: float, generator: torch.Generator
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    size: int,
+    foreground_fraction: float,
+    generator: torch.Generator,
+    sampling: str = "voxel",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ``size`` x ``size`` patch per sample; a ``foreground_fraction`` of them contain a lesion pixel."""
+    """One ``size`` x ``size`` patch per sample; a ``foreground_fraction`` of them contain a lesion pixel (any one,
+    or with ``sampling="class"`` one of a lesion class drawn uniformly among those in the slice)."""
     b, _, h, w = images.shape
     if size >= h and size >= w:
         return images, labels
@@ -271,7 +291,11 @@ def _random_crops(
         top = int(torch.randint(h - size + 1, (1,), generator=generator))
         left = int(torch.randint(w - size + 1, (1,), generator=generator))
         if float(torch.rand((), generator=generator)) < foreground_fraction:
-            fg = torch.nonzero(labels[k] >= 2)
+            lesion = labels[k] >= 2
+            if sampling == "class" and bool(lesion.any()):
+                present = torch.unique(labels[k][lesion])
+                lesion = labels[k] == present[int(torch.randint(len(present), (1,), generator=generator))]
+            fg = torch.nonzero(lesion)
             if len(fg):
                 cy, cx = fg[int(torch.randint(len(fg), (1,), generator=generator))].tolist()
                 jy, jx = (torch.randint(size // 2 + 1, (2,), generator=generator) - size // 4).tolist()
@@ -383,7 +407,9 @@ def train_segmenter(
                 )
         _check_batch(images, labels, config.n_classes, step)
         if config.crop_size is not None:
-            images, labels = _random_crops(images, labels, config.crop_size, config.foreground_fraction, crop_generator)
+            images, labels = _random_crops(
+                images, labels, config.crop_size, config.foreground_fraction, crop_generator, config.foreground_sampling
+            )
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         if use_cuda:
