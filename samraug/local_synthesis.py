@@ -169,7 +169,7 @@ def paint_local(
             (:mod:`samraug.seam`); ``"none"``: the model's painting as it is.
         healthy: What paints the region's voxels that are healthy in ``label_after``: ``"model"`` (the generator),
             ``"harmonic"`` (classical 3D harmonic inpainting from the real brain around the region; on held-out
-            phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator) or
+            phantom subjects it scores higher in-region PSNR/SSIM on healthy tissue than the bundled generator),
             ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which continues the
             border's slopes into the region: higher still) or ``"mirror"`` (the spline guided by the other
             hemisphere, :mod:`samraug.mirror_fill`: the structure at the mirrored place, reflected about the brain
