@@ -30,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyamg
 from scipy import ndimage, sparse
 
 __all__ = [
@@ -159,23 +161,33 @@ def _solve(painted: np.ndarray, real: np.ndarray, region: np.ndarray, anchor: np
     # region fills in and costs seconds
     n_anchor = max(int(is_anchor.sum()), 1)
     start = np.repeat((residual.sum(axis=1) / n_anchor)[None], n, axis=0)  # (n, N)
-    solution, converged = _block_cg(matrix, np.ascontiguousarray(rhs.T), start, diag, TOLERANCE, MAX_ITERATIONS)
+    inverse = (1.0 / diag)[:, None]
+    solution, converged = _block_cg(
+        matrix, np.ascontiguousarray(rhs.T), start, lambda r: r * inverse, TOLERANCE, MAX_ITERATIONS
+    )
     if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
         raise RuntimeError(f"seam correction did not converge in {MAX_ITERATIONS} iterations on a region of {n} voxels")
     return np.ascontiguousarray(solution.T)
 
 
 def _block_cg(
-    matrix: sparse.csr_matrix, rhs: np.ndarray, x0: np.ndarray, diag: np.ndarray, rtol: float, maxiter: int
+    matrix: sparse.csr_matrix,
+    rhs: np.ndarray,
+    x0: np.ndarray,
+    precondition: Callable[[np.ndarray], np.ndarray],
+    rtol: float,
+    maxiter: int,
 ) -> tuple[np.ndarray, bool]:
-    """Jacobi-preconditioned conjugate gradients on the columns of ``rhs`` (``(n, N)``) at once: each column is its
-    own CG (own step sizes), stopping when every residual is at most ``rtol`` times its right-hand side's norm (the
-    criterion of ``scipy.sparse.linalg.cg``). Returns ``(x, converged)``."""
+    """Preconditioned conjugate gradients on the columns of ``rhs`` (``(n, N)``) at once: each column is its own CG
+    (own step sizes), stopping when every residual is at most ``rtol`` times its right-hand side's norm (the
+    criterion of ``scipy.sparse.linalg.cg``). ``precondition`` maps an ``(n, N)`` residual to its preconditioned
+    ``(n, N)`` direction; it may be a slightly variable operator (a multigrid cycle): the Polak-Ribiere step of
+    flexible CG keeps the iteration convergent, and equals the classical one for a fixed symmetric operator.
+    Returns ``(x, converged)``."""
     x = np.array(x0, dtype=np.float64)
     r = rhs - matrix @ x
     target = rtol * np.linalg.norm(rhs, axis=0)
-    inv = (1.0 / diag)[:, None]
-    z = r * inv
+    z = precondition(r)
     p = z.copy()
     rz = np.einsum("ij,ij->j", r, z)
     for _ in range(maxiter):
@@ -186,12 +198,33 @@ def _block_cg(
         alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)
         x += alpha * p
         r -= alpha * ap
-        z = r * inv
-        rz_new = np.einsum("ij,ij->j", r, z)
-        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)
-        p = z + beta * p
-        rz = rz_new
+        z_new = precondition(r)
+        rz_new = np.einsum("ij,ij->j", r, z_new)
+        beta = np.divide(rz_new - np.einsum("ij,ij->j", r, z), rz, out=np.zeros_like(rz), where=rz > 0)
+        p = z_new + np.maximum(beta, 0.0) * p
+        z, rz = z_new, rz_new
     return x, bool((np.linalg.norm(r, axis=0) <= target).all())
+
+
+def _multigrid_preconditioner(system: sparse.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
+    """One algebraic-multigrid V-cycle of the symmetric positive definite ``system`` (smoothed aggregation with
+    energy-minimising prolongation, ``pyamg``), applied column by column: the conjugate-gradient preconditioner of
+    :func:`spline_fill`. Its squared-Laplacian system has a condition number that grows with the fourth power of
+    the region's width; on the local painting benchmark's 2 mm phantom regions (22k-40k voxels) the diagonal
+    (Jacobi) preconditioner needed ~550 iterations, this one 16-17 (0.7 s and 0.25 s of setup against 2.1-2.4 s).
+    Also tried there: classical (Ruge-Stuben) AMG of the region's graph Laplacian applied as ``L (L + tension)``
+    (exact in the region's interior: 10 iterations on a region inside known voxels, 41 where the region meets
+    voxels that are neither region nor known and the Laplacian term drops out), smoothed aggregation with the
+    default Jacobi prolongation (34) or with linear functions as near-null space (10, but slower cycles)."""
+    cycle = pyamg.smoothed_aggregation_solver(system, strength="symmetric", smooth="energy").aspreconditioner()
+
+    def apply(residual: np.ndarray) -> np.ndarray:
+        out = np.empty_like(residual)
+        for k in range(residual.shape[1]):
+            out[:, k] = cycle @ residual[:, k]
+        return out
+
+    return apply
 
 
 #: How the local generator's context shows the hidden region: ``"zero"`` (blanked, the original contract) or
@@ -265,8 +298,8 @@ def spline_fill(
     with ``u`` fixed to the image on the ``known`` voxels around it. Unlike the harmonic fill (:func:`harmonic_fill`,
     the minimiser of the gradient term alone, which meets the border's values but flattens towards their average),
     the Laplacian term carries the border's slopes into the region, so an edge or a gradient that runs through it
-    continues; the tension term keeps it from overshooting. Both terms are quadratic: one sparse factorisation
-    solves every image at once (conjugate gradients from the harmonic fill).
+    continues; the tension term keeps it from overshooting. Both terms are quadratic: one solve serves every image
+    at once (conjugate gradients preconditioned by algebraic multigrid).
 
     Args:
         images: ``(S, X, Y, Z)`` images.
@@ -359,11 +392,17 @@ def spline_fill(
         raise ValueError("images contain NaN/inf next to the region; replace them (np.nan_to_num) first")
     system = (lap.T @ lap + tension * (grad.T @ grad) + REGULARISATION * sparse.identity(n)).tocsr()
     rhs = -(lap.T @ lap_const + tension * (grad.T @ grad_const))
-    # conjugate gradients (the system is symmetric positive definite) from the harmonic fill, all images at once: a
-    # sparse factorisation of this 25-point 3D system fills in (~40 s for a 33k-voxel region, against ~3 s here)
-    start = harmonic_fill(values, unknown, known)[:, unknown].T.astype(np.float64)
+    # conjugate gradients (the system is symmetric positive definite), all images at once, preconditioned by algebraic
+    # multigrid (:func:`_multigrid_preconditioner`): a sparse factorisation of this 25-point 3D system fills in (~40 s
+    # for a 33k-voxel region). Started from 0: with this preconditioner the harmonic fill as a start saved one
+    # iteration and cost more than that.
     solution, converged = _block_cg(
-        system.tocsr(), np.ascontiguousarray(rhs), start, system.diagonal(), SPLINE_TOLERANCE, MAX_ITERATIONS * 4
+        system,
+        np.ascontiguousarray(rhs),
+        np.zeros_like(rhs),
+        _multigrid_preconditioner(system),
+        SPLINE_TOLERANCE,
+        MAX_ITERATIONS,
     )
     if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
         raise RuntimeError(f"spline fill did not converge on a region of {n} voxels")
