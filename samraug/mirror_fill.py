@@ -166,16 +166,31 @@ def mirror_guided_fill(
         return spline_fill(images, region, known, tension), info
     smooth = _masked_smooth(guide, guide_known, sigma)
     real = images[(slice(None), *points.T)].astype(np.float64)  # (S, N)
+    # per shift, the ring's sums over the voxels whose mirrored voxel is healthy (flat gathers, no copies of the
+    # masked ring): the correlation's means and variances follow from them (both sides first shifted by a constant
+    # near their mean, which leaves the correlation unchanged and keeps the sums free of cancellation)
+    real = real - real.mean(axis=1, keepdims=True)
+    flat_known = guide_known.ravel()
+    flat_guide = smooth.reshape(smooth.shape[0], -1)
+    if flat_known.any():
+        flat_guide = flat_guide - flat_guide[:, flat_known].mean(axis=1, keepdims=True)
+    strides = np.array([padded[1] * padded[2], padded[2], 1])
+    base = (points + search) @ strides
+    real_sq = real * real
     best: tuple[float, tuple[int, ...]] | None = None
     for shift in itertools.product(range(-search, search + 1), repeat=3):
-        q = tuple(points[:, a] + search + shift[a] for a in range(3))
-        ok = guide_known[q]
-        if ok.mean() < MIN_RING_COVER:
+        index = base + int(np.dot(shift, strides))
+        ok = flat_known[index]
+        count = int(ok.sum())
+        if count / len(points) < MIN_RING_COVER:
             continue
-        a = real[:, ok] - real[:, ok].mean(axis=1, keepdims=True)
-        g = smooth[(slice(None), *q)][:, ok]
-        g = g - g.mean(axis=1, keepdims=True)
-        r = (a * g).sum(axis=1) / np.sqrt(np.maximum((a * a).sum(axis=1) * (g * g).sum(axis=1), 1e-24))
+        g = flat_guide[:, index] * ok  # (S, N), 0 where the mirrored voxel is not healthy brain
+        w = ok.astype(np.float64)
+        sum_a, sum_aa = real @ w, real_sq @ w
+        sum_g, sum_gg, sum_ag = g.sum(axis=1), np.einsum("ij,ij->i", g, g), np.einsum("ij,ij->i", g, real)
+        cov = sum_ag - sum_a * sum_g / count
+        var = np.maximum(sum_aa - sum_a**2 / count, 0.0) * np.maximum(sum_gg - sum_g**2 / count, 0.0)
+        r = cov / np.sqrt(np.maximum(var, 1e-24))
         err = float((1.0 - np.maximum(r, 0.0) ** 2).mean())  # what a gain per sequence leaves unexplained
         if best is None or err < best[0]:
             best = (err, shift)
