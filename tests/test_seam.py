@@ -87,6 +87,29 @@ def test_spline_fill_multigrid_solve_matches_the_dense_solve_on_a_large_irregula
         np.testing.assert_allclose(fill[s], dense_spline(image[s], region, known, 0.3), atol=1e-4)
 
 
+def test_spline_fill_falls_back_to_the_diagonal_preconditioner_when_multigrid_stalls(monkeypatch) -> None:
+    from samraug import seam
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(2, 9, 9, 9))
+    region = np.zeros((9, 9, 9), bool)
+    region[2:7, 3:6, 2:7] = True
+    known = ~region
+    expected = spline_fill(image, region, known)
+    calls = []
+
+    def stalled(system):
+        calls.append(system.shape[0])
+        return lambda residual: np.zeros_like(residual)  # no direction: conjugate gradients cannot move
+
+    monkeypatch.setattr(seam, "_multigrid_preconditioner", stalled)
+    fill = spline_fill(image, region, known)
+    assert calls == [int(region.sum())]
+    np.testing.assert_allclose(fill, expected, atol=1e-4)
+    for s in range(2):
+        np.testing.assert_allclose(fill[s], dense_spline(image[s], region, known, 0.3), atol=1e-4)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     gradient=st.tuples(*[st.floats(-5, 5)] * 3),
