@@ -88,7 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
-from samraug.editing.policy import MAX_INSERT
+from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
 from samraug.region import REGION_SEEDS
@@ -366,16 +366,7 @@ class BenchmarkConfig:
             raise ValueError(f"local_healthy must be one of {HEALTHY_MODES}, got {self.local_healthy!r}")
         if self.local_region not in REGION_SEEDS:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
-        if not (isinstance(self.local_insert, int | float) and 0.0 <= self.local_insert <= 1.0):
-            raise ValueError(f"local_insert must be a probability in [0, 1], got {self.local_insert!r}")
-        n_insert = self.local_n_insert
-        if isinstance(n_insert, bool) or not isinstance(n_insert, int) or not 1 <= n_insert <= MAX_INSERT:
-            raise ValueError(f"local_n_insert must be an integer in [1, {MAX_INSERT}], got {n_insert!r}")
-        if n_insert > 1 and self.local_insert == 0:
-            raise ValueError(
-                f"local_n_insert={n_insert} adds lesions only to inserting edits: give local_insert > 0 "
-                "(--local-insert P)"
-            )
+        check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:

@@ -43,7 +43,7 @@ from .data.brats import (
     read_nifti,
 )
 from .editing import EditPolicy, LesionEditor
-from .editing.policy import MAX_INSERT
+from .editing.policy import MAX_INSERT, check_insertion
 from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize
@@ -458,12 +458,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
-    if not 0.0 <= args.insert <= 1.0:  # NaN fails too
-        raise ValueError(f"--insert must be a probability in [0, 1], got {args.insert}")
-    if not 1 <= args.n_insert <= MAX_INSERT:
-        raise ValueError(f"--n-insert must be an integer in [1, {MAX_INSERT}], got {args.n_insert}")
-    if args.n_insert > 1 and args.insert == 0:
-        raise ValueError(f"--n-insert {args.n_insert} adds lesions only to inserting edits: give --insert P with P > 0")
+    check_insertion(args.insert, args.n_insert, "--insert", "--n-insert")
     painter = SAMRPainter(
         synth,
         mode=args.mode,

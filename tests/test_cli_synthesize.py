@@ -245,7 +245,7 @@ def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: st
     assert inserted >= 1
     for flags, message in (
         (["--insert", "1", "--n-insert", "0"], "--n-insert must be an integer in [1, 8]"),
-        (["--n-insert", "2"], "--n-insert 2 adds lesions only to inserting edits"),
+        (["--n-insert", "2"], "--n-insert=2 adds lesions only to inserting edits"),
     ):
         assert main([*argv, "--out", str(bad), *flags]) == 1
         assert message in capsys.readouterr().err and not bad.exists()

@@ -575,5 +575,5 @@ def test_insertion_count_is_validated() -> None:
     for bad in (0, 9, 1.5, True):
         with pytest.raises(ValueError, match="n_insert"):
             EditPolicy(p_insert=1.0, n_insert=bad)
-    with pytest.raises(ValueError, match="set p_insert > 0"):
+    with pytest.raises(ValueError, match=r"set EditPolicy\.p_insert > 0"):
         EditPolicy(n_insert=2)

@@ -24,6 +24,7 @@ __all__ = [
     "MIN_PERTURB_SMOOTHNESS",
     "OP_ORDER",
     "EditPolicy",
+    "check_insertion",
 ]
 
 #: The order in which :meth:`LesionEditor.random_edit` draws and composes the operations.
@@ -44,6 +45,33 @@ MAX_PERTURB_SMOOTHNESS = 1024.0
 MAX_ANGLE = 360.0
 #: Most lesions one inserting edit adds.
 MAX_INSERT = 8
+
+
+def check_insertion(
+    p_insert: object, n_insert: object, p_name: str = "EditPolicy.p_insert", n_name: str = "EditPolicy.n_insert"
+) -> None:
+    """The one check of the insertion settings, shared by :class:`EditPolicy` and the front-ends that expose them
+    under their own names (the CLI's ``--insert`` / ``--n-insert``, the augmentation benchmark's ``local_insert`` /
+    ``local_n_insert``): a ``ValueError`` that names ``p_name`` or ``n_name`` unless ``p_insert`` is a probability
+    and ``n_insert`` an integer in ``[1, MAX_INSERT]`` that is 1 when nothing is inserted.
+
+    Example:
+        >>> check_insertion(1.0, 3)
+        >>> try:
+        ...     check_insertion(0.0, 2, "--insert", "--n-insert")
+        ... except ValueError as err:
+        ...     print(err)
+        --n-insert=2 adds lesions only to inserting edits; set --insert > 0 (e.g. --insert=1.0 with --n-insert=2)
+    """
+    if isinstance(p_insert, bool) or not isinstance(p_insert, int | float) or not 0.0 <= p_insert <= 1.0:
+        raise ValueError(f"{p_name} must be a probability in [0, 1], got {p_insert!r}")  # NaN fails too
+    if isinstance(n_insert, bool) or not isinstance(n_insert, int) or not 1 <= n_insert <= MAX_INSERT:
+        raise ValueError(f"{n_name} must be an integer in [1, {MAX_INSERT}], got {n_insert!r}")
+    if n_insert > 1 and p_insert == 0:
+        raise ValueError(
+            f"{n_name}={n_insert} adds lesions only to inserting edits; set {p_name} > 0 "
+            f"(e.g. {p_name}=1.0 with {n_name}={n_insert})"
+        )
 
 
 @dataclass(frozen=True)
@@ -122,17 +150,7 @@ class EditPolicy:
                 f"EditPolicy.perturb_smoothness={self.perturb_smoothness} must lie in [{MIN_PERTURB_SMOOTHNESS:g}, "
                 f"{MAX_PERTURB_SMOOTHNESS:g}] voxels"
             )
-        if (
-            isinstance(self.n_insert, bool)
-            or not isinstance(self.n_insert, int)
-            or not 1 <= self.n_insert <= MAX_INSERT
-        ):
-            raise ValueError(f"EditPolicy.n_insert={self.n_insert!r} must be an integer in [1, {MAX_INSERT}]")
-        if self.n_insert > 1 and self.p_insert == 0:
-            raise ValueError(
-                f"EditPolicy.n_insert={self.n_insert} adds lesions only to inserting edits; set p_insert > 0 "
-                "(e.g. EditPolicy(p_insert=1.0, n_insert=2))"
-            )
+        check_insertion(self.p_insert, self.n_insert)
         at = tuple(self.swap_at)
         if not at or any(a not in ("donor", "random") for a in at):
             raise ValueError(f"EditPolicy.swap_at={at!r} must be a non-empty subset of ('donor', 'random')")
