@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from samraug.seam import SPLINE_TENSION, _fill_inputs, harmonic_fill, spline_fill
+from samraug.seam import SPLINE_TENSION, fill_inputs, harmonic_fill, spline_fill
 
 __all__ = [
     "MAX_GAIN",
@@ -144,7 +144,7 @@ def mirror_guided_fill(
         ``guided`` (bool), ``shift`` (voxels, or None), ``gain`` (per sequence, or None), ``reason`` (None, or why the
         plain spline fill was used).
     """
-    images, region, known = _fill_inputs(images, region, known)
+    images, region, known = fill_inputs(images, region, known)
     search, ring, sigma = int(search), int(ring), float(sigma)
     if search < 0 or ring < 1 or not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"need search >= 0, ring >= 1 and sigma >= 0, got search={search}, ring={ring}, sigma={sigma}")

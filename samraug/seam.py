@@ -48,6 +48,7 @@ __all__ = [
     "SPLINE_TENSION",
     "SPLINE_TOLERANCE",
     "TOLERANCE",
+    "fill_inputs",
     "harmonic_fill",
     "poisson_correction",
     "spline_fill",
@@ -233,8 +234,16 @@ def _multigrid_preconditioner(system: sparse.csr_matrix) -> Callable[[np.ndarray
 CONTEXT_FILLS = ("zero", "harmonic")
 
 
-def _fill_inputs(images: Any, region: Any, known: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The classical fills' inputs as arrays, ``known`` without the region, shapes checked."""
+def fill_inputs(images: Any, region: Any, known: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs of a fill of ``region`` from ``known`` voxels (this module's classical fills and
+    :func:`samraug.mirror_fill.mirror_guided_fill`) as arrays: ``images`` ``(S, X, Y, Z)``, ``region`` and ``known``
+    bool ``(X, Y, Z)`` with the region taken out of ``known``; a ``ValueError`` naming the shapes otherwise.
+
+    Example:
+        >>> _, reg, kno = fill_inputs(np.zeros((1, 2, 2, 2)), [[[1, 0], [0, 0]], [[0, 0], [0, 0]]], np.ones((2, 2, 2)))
+        >>> int(reg.sum()), int(kno.sum())
+        (1, 7)
+    """
     images = np.asarray(images)
     region = np.asarray(region, dtype=bool)
     known = np.asarray(known, dtype=bool) & ~region
@@ -266,7 +275,7 @@ def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> 
         >>> harmonic_fill(img, reg, ~reg)[0, 2:4, 2:4, 2].round(4).tolist()
         [[2.0, 2.0], [2.0, 2.0]]
     """
-    images, region, known = _fill_inputs(images, region, known)
+    images, region, known = fill_inputs(images, region, known)
     out = np.zeros(images.shape, dtype=np.float32)
     if not region.any():
         return out
@@ -327,7 +336,7 @@ def spline_fill(
         >>> err(fill), err(harmonic_fill(img, reg, ~reg))                          # flattens it, the spline nearly not
         (0.047, 0.708)
     """
-    images, region, known = _fill_inputs(images, region, known)
+    images, region, known = fill_inputs(images, region, known)
     tension = float(tension)
     if not (np.isfinite(tension) and tension > 0):
         raise ValueError(f"tension must be a finite number > 0, got {tension!r}")
