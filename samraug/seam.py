@@ -163,9 +163,8 @@ def _solve(painted: np.ndarray, real: np.ndarray, region: np.ndarray, anchor: np
     # region fills in and costs seconds
     n_anchor = max(int(is_anchor.sum()), 1)
     start = np.repeat((residual.sum(axis=1) / n_anchor)[None], n, axis=0)  # (n, N)
-    inverse = (1.0 / diag)[:, None]
     solution, converged = _block_cg(
-        matrix, np.ascontiguousarray(rhs.T), start, lambda r: r * inverse, TOLERANCE, MAX_ITERATIONS
+        matrix, np.ascontiguousarray(rhs.T), start, _jacobi(diag), TOLERANCE, MAX_ITERATIONS
     )
     if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
         raise RuntimeError(f"seam correction did not converge in {MAX_ITERATIONS} iterations on a region of {n} voxels")
@@ -206,6 +205,12 @@ def _block_cg(
         p = z_new + np.maximum(beta, 0.0) * p
         z, rz = z_new, rz_new
     return x, bool((np.linalg.norm(r, axis=0) <= target).all())
+
+
+def _jacobi(diagonal: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The diagonal (Jacobi) preconditioner of a matrix with this ``diagonal``, for :func:`_block_cg`."""
+    inverse = (1.0 / diagonal)[:, None]
+    return lambda residual: residual * inverse
 
 
 def _multigrid_preconditioner(system: sparse.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
@@ -404,14 +409,14 @@ def spline_fill(
     if not (np.isfinite(lap_const).all() and np.isfinite(grad_const).all()):  # every known value the terms read
         raise ValueError("images contain NaN/inf next to the region; replace them (np.nan_to_num) first")
     system = (lap.T @ lap + tension * (grad.T @ grad) + REGULARISATION * sparse.identity(n)).tocsr()
-    rhs = -(lap.T @ lap_const + tension * (grad.T @ grad_const))
+    rhs = np.ascontiguousarray(-(lap.T @ lap_const + tension * (grad.T @ grad_const)))
     # conjugate gradients (the system is symmetric positive definite), all images at once, preconditioned by algebraic
     # multigrid (:func:`_multigrid_preconditioner`): a sparse factorisation of this 25-point 3D system fills in (~40 s
     # for a 33k-voxel region). Started from 0: with this preconditioner the harmonic fill as a start saved one
     # iteration and cost more than that.
     solution, converged = _block_cg(
         system,
-        np.ascontiguousarray(rhs),
+        rhs,
         np.zeros_like(rhs),
         _multigrid_preconditioner(system),
         SPLINE_TOLERANCE,
@@ -420,9 +425,8 @@ def spline_fill(
     if not converged:
         # smoothed aggregation is a heuristic on this system (not an M-matrix): should it ever stall, the diagonal
         # preconditioner, slow but sure on a symmetric positive definite system, finishes from where it stopped
-        inverse = (1.0 / system.diagonal())[:, None]
         solution, converged = _block_cg(
-            system, np.ascontiguousarray(rhs), solution, lambda r: r * inverse, SPLINE_TOLERANCE, MAX_ITERATIONS * 4
+            system, rhs, solution, _jacobi(system.diagonal()), SPLINE_TOLERANCE, MAX_ITERATIONS * 4
         )
     if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
         raise RuntimeError(f"spline fill did not converge on a region of {n} voxels")
