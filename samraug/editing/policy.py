@@ -63,7 +63,7 @@ def check_insertion(
         ...     print(err)
         --n-insert=2 adds lesions only to inserting edits; set --insert > 0 (e.g. --insert=1.0 with --n-insert=2)
     """
-    if isinstance(p_insert, bool) or not isinstance(p_insert, int | float) or not 0.0 <= p_insert <= 1.0:
+    if not (isinstance(p_insert, int | float) and 0.0 <= p_insert <= 1.0):  # the rule of every EditPolicy.p_*
         raise ValueError(f"{p_name} must be a probability in [0, 1], got {p_insert!r}")  # NaN fails too
     if isinstance(n_insert, bool) or not isinstance(n_insert, int) or not 1 <= n_insert <= MAX_INSERT:
         raise ValueError(f"{n_name} must be an integer in [1, {MAX_INSERT}], got {n_insert!r}")
