@@ -173,7 +173,9 @@ def paint_local(
             ``"spline"`` (a thin-plate spline under tension, :func:`samraug.seam.spline_fill`, which continues the
             border's slopes into the region: higher still) or ``"mirror"`` (the spline guided by the other
             hemisphere, :mod:`samraug.mirror_fill`: the structure at the mirrored place, reflected about the brain
-            mask's mid-sagittal plane, world ``x``, shifted to match the ring around the region; highest).
+            mask's mid-sagittal plane, world ``x``, shifted to match the ring around the region; highest). With
+            any of the three a connected part of the region that holds no lesion voxel is not painted by the model
+            at all (its record's ``painted_slices`` is 0).
         region: What seeds the region before ``margin_mm``: ``"lesions"`` (the changed voxels plus the old and the
             new lesion) or ``"changed"`` (the changed voxels alone: lesion voxels the edit kept, e.g. the subject's
             own lesion beside an inserted one, stay real beyond the margin; :func:`samraug.region.edit_region`).
@@ -418,21 +420,26 @@ def _paint_part(
         norm_m[i] = normalize_with(vol, stats[name], brain_m)
     zs = np.flatnonzero(region_m.any(axis=(0, 1)))
 
-    # Slices along the RAS z axis: (X, Y, Z) -> (D=Z, H=X, W=Y).
-    classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
-    images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
-    region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
-    fill_t = None
-    if cfg.get("context_fill", "zero") == "harmonic":  # the context the weights were trained with
-        fill = harmonic_fill(norm_m, region_m, brain_m)
-        fill_t = torch.from_numpy(np.ascontiguousarray(fill.transpose(0, 3, 1, 2)))[None]
-    mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist(), fill=fill_t)
-    painted = synthesizer.paint_local_slices(mask_in, context_in).numpy()  # P, S, X, Y
+    # A part with no lesion voxel, healed by a classical fill, needs no painting: the fill replaces every voxel of it
+    # (the model's band around it is read only by the resampling back, where the real values serve as well).
+    if healthy != "model" and not (core_m & (classes_m >= 2)).any():
+        zs = zs[:0]
     syn_m = norm_m.copy()
-    syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
-    syn_m = np.where(region_m[None], syn_m, norm_m)
+    if zs.size:
+        # Slices along the RAS z axis: (X, Y, Z) -> (D=Z, H=X, W=Y).
+        classes_t = torch.from_numpy(np.ascontiguousarray(classes_m.transpose(2, 0, 1)))[None]
+        images_t = torch.from_numpy(np.ascontiguousarray(norm_m.transpose(0, 3, 1, 2)))[None]
+        region_t = torch.from_numpy(np.ascontiguousarray(region_m.transpose(2, 0, 1))).float()[None]
+        fill_t = None
+        if cfg.get("context_fill", "zero") == "harmonic":  # the context the weights were trained with
+            fill = harmonic_fill(norm_m, region_m, brain_m)
+            fill_t = torch.from_numpy(np.ascontiguousarray(fill.transpose(0, 3, 1, 2)))[None]
+        mask_in, context_in = build_local_inputs(classes_t, images_t, region_t, k, c, z=zs.tolist(), fill=fill_t)
+        painted = synthesizer.paint_local_slices(mask_in, context_in).numpy()  # P, S, X, Y
+        syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
+        syn_m = np.where(region_m[None], syn_m, norm_m)
     offsets = None
-    if seam == "poisson" and not residual and region_m.any():
+    if seam == "poisson" and not residual and zs.size and region_m.any():
         # the band's real values are known: they anchor the correction of the painting's level
         correction = poisson_correction(syn_m, norm_m, region_m, region_m & ~core_m & brain_m)
         syn_m[:, region_m] += correction.astype(syn_m.dtype)

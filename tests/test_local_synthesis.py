@@ -631,3 +631,40 @@ def test_changed_region_keeps_the_real_lesion_beside_an_inserted_one():
     assert all(same[k] is images[k] or torch.equal(same[k], images[k]) for k in images)
     with pytest.raises(ValueError, match="region must be one of"):
         paint_local(images, seg, edited, brain, affine, SCHEME, synth, region="lesion")
+
+
+@pytest.mark.parametrize("healthy", ["harmonic", "spline", "mirror"])
+def test_a_part_with_no_lesion_is_healed_without_the_model(healthy):
+    """A removed lesion healed by a classical fill: the model is never run (nothing of its painting would be kept),
+    the part's record says so, the result is the fill (exact for images linear in world space) and the outside stays
+    bit-identical; with healthy="model" the same removal is painted by the model."""
+    shape, spacing = (40, 44, 36), (2.0, 2.0, 2.0)
+    images, seg, _, brain, affine = subject(shape, spacing)
+    world = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    linear = {}
+    for i, name in enumerate((*SEQS, "aptw")):
+        linear[name] = 1000.0 + 100.0 * i + 5.0 * world[0] - 3.0 * world[1] + 2.0 * world[2]
+        images[name] = torch.from_numpy(np.where(brain, linear[name] + 400.0 * (seg > 0), 0.0))
+    removed = np.zeros_like(seg)
+    synth = make_synth("const")
+    calls = []
+    paint = synth.paint_local_slices
+    synth.paint_local_slices = lambda *a, **k: calls.append(1) or paint(*a, **k)
+    kw = dict(feather_mm=0.0, noise="none")
+    new, rec = paint_local(images, seg, removed, brain, affine, SCHEME, synth, healthy=healthy, **kw)
+    assert rec["skipped"] is None and calls == [] and rec["painted_slices"] == 0
+    assert all(p["painted_slices"] == 0 and p["seam_offset"] is None for p in rec["parts"])
+    from scipy import ndimage
+
+    from samraug.region import edit_region
+
+    region = edit_region(seg, removed, lesion_values=SCHEME.lesion_values, spacing=spacing) & (brain | (seg > 0))
+    healed = ndimage.binary_erosion(seg > 0, iterations=2)
+    assert healed.sum() > 10
+    for name in SEQS:
+        span = np.ptp(linear[name][brain])
+        np.testing.assert_allclose(new[name].numpy()[healed], linear[name][healed], atol=2e-3 * span)
+        out = torch.from_numpy(~region)
+        assert torch.equal(new[name][out], images[name][out])
+    _, rec = paint_local(images, seg, removed, brain, affine, SCHEME, synth, **kw)
+    assert calls and rec["painted_slices"] > 0
