@@ -61,6 +61,7 @@ __all__ = [
     "CELL_SEARCH",
     "MAX_CELLS_PER_AXIS",
     "MAX_GAIN",
+    "MIN_CELL_RING",
     "MIN_RING_COVER",
     "MIRROR_CELL",
     "MIRROR_RING",
@@ -94,6 +95,8 @@ MAX_CELLS_PER_AXIS = 2
 #: Share of the ring, nearest a cell's centre, on which the cell's shift and gains are fitted (0.15-0.25 within
 #: 0.05 dB of each other).
 CELL_RING_SHARE = 0.2
+#: Fewest ring voxels a cell's share may hold: below it the region keeps one shift.
+MIN_CELL_RING = 50
 #: Largest difference (voxels, per axis) between a cell's shift and the whole ring's (1 lost 0.1-0.2 dB on the
 #: other held-out regions).
 CELL_SEARCH = 2
@@ -271,9 +274,9 @@ def mirror_guided_fill(
     # each cell: its own shift near the whole ring's and its own gains, fitted on the ring voxels nearest its centre
     centres = _cell_centres(region, cell) if cell > 0 else np.zeros((1, 3))
     cells: list[tuple[np.ndarray, tuple[int, ...], np.ndarray | None]] = []  # (centre, shift, its ring share)
-    if len(centres) > 1:
+    nearest = int(np.ceil(CELL_RING_SHARE * len(points)))
+    if len(centres) > 1 and nearest >= MIN_CELL_RING:  # (a correlation over a few voxels would pick any shift)
         distance = np.linalg.norm(points[:, None, :] - centres[None], axis=-1)  # (N, P)
-        nearest = max(1, int(np.ceil(CELL_RING_SHARE * len(points))))
         weights = np.zeros(distance.shape)
         np.put_along_axis(weights, np.argsort(distance, axis=0)[:nearest], 1.0, axis=0)
         span = [range(max(-search, x - CELL_SEARCH), min(search, x + CELL_SEARCH) + 1) for x in shift]

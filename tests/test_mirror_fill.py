@@ -177,3 +177,19 @@ def test_cells_follow_a_guide_whose_shift_changes_across_the_region():
     fill, info = mirror_guided_fill(images, region, known, m, guide_known, search=search, sigma=0)
     assert [c["shift"] for c in info["cells"]] == [list(left)] * 2
     np.testing.assert_allclose(fill[:, region], images[:, region], atol=1e-3 * np.ptp(images))
+
+
+def test_a_region_with_a_small_ring_keeps_one_shift():
+    """Cells need enough ring voxels each (MIN_CELL_RING): with healthy brain on one face of the region only, the
+    region is filled with the whole ring's shift (no cells), still guided."""
+    search = 2
+    m = big_field(3, search)
+    region, _ = big_region()
+    known = np.zeros(BIG, bool)
+    known[8:28, 6, 7:13] = True  # 120 voxels beside one face: a share of 24 per cell
+    images = at(m, (1, 0, 0), search)
+    fill, info = mirror_guided_fill(images, region, known, m, np.ones(m.shape[1:], bool), search=search, sigma=0)
+    assert info["guided"] and info["cells"] == [] and np.isfinite(fill).all()
+    big, _ = big_region()
+    fill, info = mirror_guided_fill(images, big, ~big, m, np.ones(m.shape[1:], bool), search=search, sigma=0)
+    assert len(info["cells"]) == 2  # the same region with brain all around it: cells
