@@ -89,8 +89,8 @@ MIN_RING_COVER = 0.8
 #: quality benchmark's 2 mm regions 8 scored best of 6, 8 and 12; the cells add 0.15-0.5 dB to one shift per region
 #: there and on 12 regions of 6 other held-out subjects. 0 turns the cells off.
 MIRROR_CELL = 8
-#: Most cells per axis: a large region's cells grow rather than multiply (3 scored the same on the benchmark's regions
-#: and cost ~0.3 s more on the throughput benchmark's 31k-voxel region).
+#: Most cells per axis: a large region's cells grow rather than multiply (3 scored the same on the benchmark's regions;
+#: their 27 cells' shift search alone took 0.29 s on the throughput benchmark's 31k-voxel region).
 MAX_CELLS_PER_AXIS = 2
 #: Share of the ring, nearest a cell's centre, on which the cell's shift and gains are fitted (0.15-0.25 within
 #: 0.05 dB of each other).
