@@ -418,12 +418,11 @@ def _paint_part(
     for i, name in enumerate(seqs):
         vol = resample(_array(images[name], name), aff, grid_shape, grid_aff, order=1)
         norm_m[i] = normalize_with(vol, stats[name], brain_m)
-    zs = np.flatnonzero(region_m.any(axis=(0, 1)))
-
-    # A part with no lesion voxel, healed by a classical fill, needs no painting: the fill replaces every voxel of it
-    # (the model's band around it is read only by the resampling back, where the real values serve as well).
-    if healthy != "model" and not (core_m & (classes_m >= 2)).any():
-        zs = zs[:0]
+    # The slices the model paints: none for a part with no lesion voxel healed by a classical fill, which replaces
+    # every voxel of it (the model's band around it is read only by the resampling back, where the real values serve
+    # as well).
+    heal_only = healthy != "model" and not (core_m & (classes_m >= 2)).any()
+    zs = np.flatnonzero(region_m.any(axis=(0, 1)) & (not heal_only))
     syn_m = norm_m.copy()
     if zs.size:
         # Slices along the RAS z axis: (X, Y, Z) -> (D=Z, H=X, W=Y).
@@ -439,7 +438,7 @@ def _paint_part(
         syn_m[:, :, :, zs] = painted.transpose(1, 2, 3, 0)
         syn_m = np.where(region_m[None], syn_m, norm_m)
     offsets = None
-    if seam == "poisson" and not residual and zs.size and region_m.any():
+    if seam == "poisson" and not residual and zs.size:  # (zs is empty when nothing was painted)
         # the band's real values are known: they anchor the correction of the painting's level
         correction = poisson_correction(syn_m, norm_m, region_m, region_m & ~core_m & brain_m)
         syn_m[:, region_m] += correction.astype(syn_m.dtype)

@@ -153,20 +153,18 @@ def _shift_errors(
     strides: np.ndarray,
     shifts: Sequence[tuple[int, ...]],
     weights: np.ndarray,
-) -> tuple[np.ndarray, list[tuple[int, ...] | None]]:
-    """For each column of ``weights`` (``(N, P)``, 0/1: which ring voxels a fit reads), the ``shifts`` entry whose
-    guide best predicts the ring (the smallest mean over sequences of ``1 - r**2``, ``r`` the positive part of the
-    correlation), among the shifts whose mirrored voxels are healthy brain on at least :data:`MIN_RING_COVER` of
-    the column's voxels. ``real`` ``(S, N)`` is the ring's values minus a constant per sequence, ``base`` their flat
-    indices into the padded guide at shift 0. Returns each column's error (inf where no shift qualifies) and shift
-    (None there). The sums come from flat gathers and products with ``weights``, not masked copies; both sides are
-    centred first (by the caller, and ``flat_guide`` over its healthy voxels), which leaves every correlation
-    unchanged and keeps the sums free of cancellation."""
+) -> np.ndarray:
+    """``(len(shifts), P)``: for each shift and each column of ``weights`` (``(N, P)``, 0/1: which ring voxels a fit
+    reads), how badly the shifted guide predicts the ring -- the mean over sequences of ``1 - r**2``, ``r`` the
+    positive part of the correlation; inf where fewer than :data:`MIN_RING_COVER` of the column's voxels have a
+    healthy mirrored voxel. ``real`` ``(S, N)`` is the ring's values minus a constant per sequence, ``base`` their
+    flat indices into the padded guide at shift 0. The sums come from flat gathers and products with ``weights``, not
+    masked copies; both sides are centred first (by the caller, and ``flat_guide`` over its healthy voxels), which
+    leaves every correlation unchanged and keeps the sums free of cancellation."""
     real_sq = real * real
     size = weights.sum(axis=0)
-    best_err = np.full(weights.shape[1], np.inf)
-    best: list[tuple[int, ...] | None] = [None] * weights.shape[1]
-    for shift in shifts:
+    errors = np.full((len(shifts), weights.shape[1]), np.inf)
+    for row, shift in enumerate(shifts):
         index = base + int(np.dot(shift, strides))
         ok = flat_known[index]
         okw = weights * ok[:, None]  # (N, P)
@@ -181,10 +179,8 @@ def _shift_errors(
         cov = sum_ag - sum_a * sum_g / n
         var = np.maximum(sum_aa - sum_a**2 / n, 0.0) * np.maximum(sum_gg - sum_g**2 / n, 0.0)
         r = cov / np.sqrt(np.maximum(var, 1e-24))
-        err = np.where(usable, (1.0 - np.maximum(r, 0.0) ** 2).mean(axis=0), np.inf)  # what a gain leaves
-        for col in np.flatnonzero(err < best_err):
-            best_err[col], best[col] = err[col], tuple(shift)
-    return best_err, best
+        errors[row] = np.where(usable, (1.0 - np.maximum(r, 0.0) ** 2).mean(axis=0), np.inf)  # what a gain leaves
+    return errors
 
 
 def _cell_centres(region: np.ndarray, cell: int) -> np.ndarray:
@@ -265,11 +261,11 @@ def mirror_guided_fill(
     strides = np.array([padded[1] * padded[2], padded[2], 1])
     base = (points + search) @ strides
     everywhere = list(itertools.product(range(-search, search + 1), repeat=3))
-    ones = np.ones((len(points), 1))
-    _, (shift,) = _shift_errors(real, base, flat_guide, flat_known, strides, everywhere, ones)
-    if shift is None:
+    errors = _shift_errors(real, base, flat_guide, flat_known, strides, everywhere, np.ones((len(points), 1)))[:, 0]
+    if not np.isfinite(errors).any():
         info["reason"] = f"the mirrored ring is healthy brain on less than {MIN_RING_COVER:.0%} of it at every shift"
         return spline_fill(images, region, known, tension), info
+    shift = everywhere[int(np.argmin(errors))]  # the first of equal bests
 
     # each cell: its own shift near the whole ring's and its own gains, fitted on the ring voxels nearest its centre
     centres = _cell_centres(region, cell) if cell > 0 else np.zeros((1, 3))
@@ -281,10 +277,11 @@ def mirror_guided_fill(
         np.put_along_axis(weights, np.argsort(distance, axis=0)[:nearest], 1.0, axis=0)
         span = [range(max(-search, x - CELL_SEARCH), min(search, x + CELL_SEARCH) + 1) for x in shift]
         near = list(itertools.product(*span))
-        own_err, cell_shifts = _shift_errors(real, base, flat_guide, flat_known, strides, near, weights)
-        shared_err, _ = _shift_errors(real, base, flat_guide, flat_known, strides, [shift], weights)
+        errors = _shift_errors(real, base, flat_guide, flat_known, strides, near, weights)  # (shifts, P)
+        best = np.argmin(errors, axis=0)
+        own_err, shared_err = errors[best, np.arange(len(centres))], errors[near.index(shift)]
         for p, centre in enumerate(centres):
-            if cell_shifts[p] is None:
+            if not np.isfinite(own_err[p]):
                 continue
             # a cell's own shift must explain clearly more of its share of the ring than the whole ring's shift
             # (fitted on fewer voxels, it would otherwise follow noise, or break a tie where the guide is uniform),
@@ -292,7 +289,7 @@ def mirror_guided_fill(
             # the midline or a lesion's mirror image the other shifts see just as little; the guide's holes are
             # continued instead, as with one shift)
             seen = bool(np.isfinite(shared_err[p]))
-            own = cell_shifts[p] if seen and own_err[p] < shared_err[p] - CELL_MARGIN else shift
+            own = near[best[p]] if seen and own_err[p] < shared_err[p] - CELL_MARGIN else shift
             cells.append((centre, own, weights[:, p] > 0 if seen else None))  # unseen: the whole ring's gains
 
     # continue the guide where its mirrored voxel is not healthy brain, wherever a window in use puts the voxels the
