@@ -434,7 +434,9 @@ def painted_pool(
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
-        ``volumes`` (synthetic volumes made), ``donors`` (subject ids the dataset could take donors from),
+        ``volumes`` (synthetic volumes made), ``left_real`` (those of them whose applied edit the painter could not
+        paint, e.g. a local region at the image edge: the dataset returns them real, label map included, and they add
+        no slice), ``donors`` (subject ids the dataset could take donors from),
         ``edits`` (per volume: its :meth:`~samraug.dataset.SAMRAugmentedDataset.describe` record, source subject,
         donor subject where the record names one, and the slices kept).
 
@@ -449,7 +451,14 @@ def painted_pool(
     ids = [str(s["subject_id"]) for s in subjects]
     if len(ids) < 2:
         raise ValueError(f"the {painter!r} arm needs at least two training subjects (donor and source), got {len(ids)}")
-    what: dict[str, Any] = {"painter": painter, "mode": mode, "volumes": 0, "donors": sorted(ids), "edits": []}
+    what: dict[str, Any] = {
+        "painter": painter,
+        "mode": mode,
+        "volumes": 0,
+        "left_real": 0,
+        "donors": sorted(ids),
+        "edits": [],
+    }
     chosen: Any = painter
     policy = None
     options = {"healthy": healthy, "region": region, "insert": insert, "n_insert": n_insert}
@@ -494,6 +503,9 @@ def painted_pool(
         edit = record.get("edit") or {}
         if edit.get("op") == "carve" and isinstance(edit.get("donor"), int):
             entry["donor_subject"] = ids[int(edit["donor"])]
+        if not changed and edit.get("applied", True):  # an applied edit the painter could not paint: left real
+            entry["left_real"] = True
+            what["left_real"] += 1
         p = prepare_subject(item, real.sequences, scheme=scheme, selection="all", normalization=SEGMENTER_NORMALIZATION)
         keep = [k for k, z in enumerate(p.z) if int(z) in changed][: n - have]
         entry["slices"] = len(keep)

@@ -61,7 +61,9 @@ class SAMRSynthesized(Randomizable, MapTransform):
         device, dtype: Where the generator runs.
         allow_missing_keys: As for every MONAI ``MapTransform``.
 
-    The last sample's plain-value record (seed and edit) is in :attr:`last_record` (None when it stayed real).
+    The last sample's plain-value record (seed and edit; with local-mode weights also ``"paint"``, the painter's
+    record, whose ``"skipped"`` says why a sample was left real, label map included) is in :attr:`last_record` (None
+    when it stayed real by the ratio's draw).
 
     Example:
         >>> t = SAMRSynthesized(keys="image", label_key="label", ratio=1.0, scheme="brats2021")  # doctest: +SKIP
@@ -168,4 +170,6 @@ class SAMRSynthesized(Randomizable, MapTransform):
             paint_seed=self._seed + 1,
         )
         self.last_record = {"seed": self._seed, "edit": done.record["edit"]}
+        if "paint" in done.record:  # local painting's record (``"skipped"``: the item was left real, label included)
+            self.last_record["paint"] = done.record["paint"]
         return done.item

@@ -176,6 +176,8 @@ class SAMRSynthesizeFixed(Transform):
         seed: The sample's seed (the record alone reproduces the edit; local painting's matched noise is drawn
             from ``seed + 1``, as in the original sample).
         synthesize: Whether the sample was synthesized at all.
+        skipped: Why the painter left an applied sample real (e.g. a local region too close to the image edge),
+            recorded with ``synthesize=False``: the subject kept its images and its label map. None otherwise.
         weights: The weights (None: the bundled demo weights, local mode; a folder; ``org/name[@rev]``; a
             ``"memory:..."`` key).
         scheme: Label scheme name (or a plain scheme dict).
@@ -207,6 +209,7 @@ class SAMRSynthesizeFixed(Transform):
         editor: Mapping[str, Any] | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        skipped: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -218,6 +221,9 @@ class SAMRSynthesizeFixed(Transform):
         self.edit = None if edit is None else _plain(edit)
         self.seed = None if seed is None else int(seed)
         self.synthesize = bool(synthesize)
+        self.skipped = None if skipped is None else str(skipped)
+        if self.skipped is not None and self.synthesize:
+            raise ValueError(f"skipped={self.skipped!r} records a sample left real: it needs synthesize=False")
         self.weights = None if weights is None else str(weights)
         self.scheme = None if scheme is None else scheme_to_plain(scheme_from_plain(scheme))
         self.label_key = label_key
@@ -239,6 +245,7 @@ class SAMRSynthesizeFixed(Transform):
             "editor",
             "device",
             "dtype",
+            "skipped",
         ]
         self._synthesizer: Synthesizer | None = None
 
@@ -442,6 +449,12 @@ class SAMRSynthesize(RandomTransform):
             painter=painter,
             paint_seed=seed + 1,
         )
+        skipped = (done.record.get("paint") or {}).get("skipped")
+        if skipped:  # the painter left the subject real (images and label map): a no-op, with the reason
+            fixed = self._fixed(synthesize=False, seed=seed, skipped=str(skipped))
+            subject = done.item
+            subject.add_transform(fixed, fixed._get_reproducing_arguments())
+            return subject
         if painter is not None and not self._replayable(painter):  # not what a SAMRSynthesizeFixed repaints
             return done.item
         fixed = self._fixed(

@@ -146,6 +146,8 @@ class PendingSample:
             generator path (:meth:`complete`), or None.
         donor: The copy-paste painter's donor.
         paint_seed: Seed of the painter's generator.
+        label_at: The item key the edited label map was written to (None: none was written).
+        mask_before: The item's one-hot mask before the edit rewrote it (``view.mask_key``), or None.
     """
 
     item: Any
@@ -164,6 +166,8 @@ class PendingSample:
     painter: Any = None
     donor: Any = None
     paint_seed: int | None = None
+    label_at: Any = None
+    mask_before: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a DataLoader worker returning it): the view's numpy arrays become copies first.
@@ -182,6 +186,8 @@ class PendingSample:
             state["view"] = replace(view, **copied)
         if self.edited is not None:
             state["edited"] = np.array(self.edited, copy=True)
+        if isinstance(self.mask_before, np.ndarray):
+            state["mask_before"] = np.array(self.mask_before, copy=True)
         return state
 
     def paint(
@@ -204,9 +210,21 @@ class PendingSample:
         out, record = painter.paint(
             images, view.label, self.edited, view.brain, affine, self.scheme, generator=generator, donor=donor
         )
+        if record.get("skipped"):  # nothing painted: the item stays real, its label map too (else a silent mislabel)
+            self._restore_label()
+            return self._done(), _plain({**record, "label": "unedited"})
         for seq, (key, channel, _) in view.images.items():
             _write(self.item, key, channel, out[names[seq]].float())
         return self._done(), _plain(record)
+
+    def _restore_label(self) -> None:
+        """Put the item's own label map (and one-hot mask) back where the edit wrote the edited one."""
+        view = self.view
+        assert view is not None
+        if self.label_at is not None:
+            _set_label(self.item, self.label_at, view.label, self.item[self.label_at])
+        if view.mask_key is not None and self.mask_before is not None:
+            self.item[view.mask_key] = self.mask_before
 
     def complete(self, synthesizer: Synthesizer) -> Any:
         """Finish this sample alone: with its :attr:`painter` when it has one, else by ``synthesizer``."""

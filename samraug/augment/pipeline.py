@@ -64,8 +64,10 @@ class Augmented:
 
     Attributes:
         item: The item with the edited label map and the painted images, in its own format (a tuple for a tuple;
-            the front-end's ``post`` applied); None when ``defer=True``.
-        label: The edited label map (the item's scheme).
+            the front-end's ``post`` applied); None when ``defer=True``. When the painter skips the sample (its
+            record's ``"skipped"``: e.g. a local region too close to the image edge), the item keeps its real images
+            *and* its real label map.
+        label: The edited label map (the item's scheme); the unedited one when the painter skipped.
         record: Plain values: the caller's ``record`` entries, ``"edit"`` (the edit's record, None without an edit)
             and, for a painter other than whole-image SAMR, ``"paint"`` (its record; absent when deferred).
         pending: With ``defer=True``, the :class:`~samraug.augment.core.PendingSample` that finishes the item
@@ -208,10 +210,13 @@ def augment_view(
         edited, edit_record = _edit(editor, view.label, view.brain, generator, donors)
     else:
         edited, edit_record = view.label, None
+    label_at = None
     if view.label_key is not None or item is None:
-        key = "label" if view.label_key is None else view.label_key
-        _set_label(out, key, edited, out[key])
+        label_at = "label" if view.label_key is None else view.label_key
+        _set_label(out, label_at, edited, out[label_at])
+    mask_before = None
     if view.mask_key is not None:
+        mask_before = out[view.mask_key]
         _set_mask(out, view.mask_key, edited, view.brain, scheme, synthesizer)
     full_record = {**_plain(dict(record or {})), "edit": edit_record}
     pending = _make_pending(
@@ -229,10 +234,14 @@ def augment_view(
         painter=chosen,
         donor=donor,
         paint_seed=paint_seed,
+        label_at=label_at,
+        mask_before=mask_before,
     )
     if defer:
         return Augmented(None, edited, full_record, pending)
     finished, paint_record = pending.completed(synthesizer)
     if paint_record is not None:
         full_record = {**full_record, "paint": paint_record}
+        if paint_record.get("skipped"):  # the painter left the item real: its label map is the unedited one
+            edited = view.label
     return Augmented(finished, edited, full_record)
