@@ -740,7 +740,12 @@ class SAMRAugmentedDataset(Dataset):
         return [self.real_ds[self.source_of(i)] for i in range(len(self))]
 
     def describe(self, index: int) -> dict[str, Any]:
-        """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record."""
+        """Plain-value description of item ``index``: real or synthetic, its source item, seed and edit record.
+
+        The record is the edit drawn for the item, made without painting it: a local painter that cannot paint it
+        (its region at the image edge) returns the item real, label map included (``"skipped"`` in the painter's
+        record of :func:`samraug.augment.augment_view`).
+        """
         i = self._index(index)
         if i < self.n_real:
             return {"synthetic": False, "source": i}
