@@ -530,9 +530,11 @@ def painted_pool(
             have += len(keep)
         if have >= n:
             return SliceSet.concat(parts), what
+    left_real = f" ({what['left_real']} of them left real by the painter, see the edits' 'left_real')"
     raise ValueError(
-        f"the {painter!r} painter changed the labels of only {have} slices in {limit} synthetic volumes; {n} were "
-        "needed (are there lesions in the training subjects?); lower the ratio or pass more subjects"
+        f"the {painter!r} painter changed the labels of only {have} slices in {limit} synthetic volumes"
+        f"{left_real if what['left_real'] else ''}; {n} were needed (are there lesions in the training subjects?); "
+        "lower the ratio or pass more subjects"
     )
 
 

@@ -974,7 +974,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     pool, what = x.cache[key]
     info["donors"] = list(what["donors"])
     info["painter"] = what["painter"]
-    info["left_real_volumes"] = int(what.get("left_real", 0))
+    info["left_real_volumes"] = what["left_real"]
     info["mode"] = what["mode"]
     for option in ("healthy", "region", "insert", "n_insert"):
         if option in what:

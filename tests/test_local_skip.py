@@ -4,6 +4,9 @@ unpainted tissue (the augmentation benchmark found such volumes in its pools bef
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,8 @@ from samraug.editing import EditPolicy, LesionEditor
 from samraug.labels import get_scheme
 from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize, SAMRSynthesizeFixed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of scripts, not installed
 
 SCHEME = get_scheme("brats2021")
 #: Every sample edits (a left-right mirror: it keeps the lesion's slices), so the edited label map differs from the
@@ -134,3 +139,20 @@ def test_monai_transform_records_the_skip(synth: Synthesizer) -> None:
     assert t.last_record is not None and "edge" in t.last_record["paint"]["skipped"]
     assert torch.equal(out["label"].as_tensor(), item["label"].as_tensor())
     assert torch.equal(out["image"].as_tensor(), item["image"].as_tensor())
+
+
+def test_benchmark_pool_counts_the_volumes_left_real(synth: Synthesizer) -> None:
+    """The augmentation benchmark's pools take slices whose labels the edit changed: a volume the painter left real
+    adds none, and is counted (here every volume: the default margin cannot be painted on the tiny case)."""
+    from benchmarks.arms import SliceSet, painted_pool
+
+    subjects = [_subject(i) for i in (0, 1, 3)]
+    for i, s in enumerate(subjects):
+        s["subject_id"] = f"case{i}"
+    real = SliceSet(
+        torch.zeros(1, len(SEQS), 32, 32), torch.zeros(1, 32, 32, dtype=torch.long), torch.zeros(1, 32, 32) > 0,
+        torch.zeros(1, dtype=torch.long), ["case0"], SEQS,
+    )  # fmt: skip
+    kw = dict(painter="samr", synthesizer=synth, scheme="brats2021", seed=0, mode="local", max_volumes=3)
+    with pytest.raises(ValueError, match=r"only 0 slices in 3 synthetic volumes \(3 of them left real by the painter"):
+        painted_pool(subjects, real, 4, region="lesions", **kw)
