@@ -417,6 +417,7 @@ def painted_pool(
     region: str | None = None,
     insert: float | None = None,
     n_insert: int | None = None,
+    edits: str | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
@@ -430,7 +431,8 @@ def painted_pool(
     library's default): ``healthy`` and ``region``, the painter's options
     (:class:`samraug.augment.painters.SAMRPainter`), and ``insert``, the edit policy's ``p_insert``
     (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it) and
-    ``n_insert``, its ``n_insert`` (lesions an inserting edit adds).
+    ``n_insert``, its ``n_insert`` (lesions an inserting edit adds). ``edits``: the dataset's ``edits`` (None: the
+    painter's own; ``"carve"`` with the SAMR painter: copy-paste's label maps, the same ones with the same ``seed``).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
@@ -459,6 +461,8 @@ def painted_pool(
         "donors": sorted(ids),
         "edits": [],
     }
+    if edits is not None:
+        what["edit_kind"] = edits
     chosen: Any = painter
     policy = None
     options = {"healthy": healthy, "region": region, "insert": insert, "n_insert": n_insert}
@@ -489,6 +493,7 @@ def painted_pool(
         seed=seed,
         donors="dataset",
         policy=policy,
+        edits=edits,
     )
     parts: list[SliceSet] = []
     have = 0

@@ -88,6 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
+from samraug.augment.pipeline import EDIT_KINDS as LOCAL_EDITS
 from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
@@ -280,6 +281,10 @@ class BenchmarkConfig:
             lesion beside the real one instead of replacing it (0: the paper's edits, the default).
         local_n_insert: The local arms' ``EditPolicy(n_insert=...)``: lesions an inserting edit adds (1: one; more
             needs ``local_insert > 0``).
+        local_edits: How the local arms edit the label maps (``SAMRAugmentedDataset(edits=...)``): ``random`` (the
+            edit policy's random edits, the default) or ``carve`` (CarveMix's edit: another training subject's lesion
+            added where it lies; the pool is drawn with copy-paste's pool seed, so the local arm paints exactly the
+            label maps the copy-paste arm fills with a donor's intensities; no ``local_insert``).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -324,6 +329,7 @@ class BenchmarkConfig:
     local_region: str = "lesions"
     local_insert: float = 0.0
     local_n_insert: int = 1
+    local_edits: str = "random"
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -367,6 +373,12 @@ class BenchmarkConfig:
         if self.local_region not in REGION_SEEDS:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
+        if self.local_edits not in LOCAL_EDITS:
+            raise ValueError(f"local_edits must be one of {LOCAL_EDITS}, got {self.local_edits!r}")
+        if self.local_edits == "carve" and self.local_insert:
+            raise ValueError(
+                "local_edits='carve' adds a donor's lesion as it lies and draws no edit policy: leave local_insert at 0"
+            )
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> BenchmarkConfig:
@@ -740,6 +752,7 @@ def resolve_painters(
             info["region"] = config.local_region
             info["insert"] = float(config.local_insert)
             info["n_insert"] = int(config.local_n_insert)
+            info["edit_kind"] = config.local_edits
         source = _source_name(weights)
         painters[variant] = Painter(variant, synth, source, ids, info)
         log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
@@ -945,11 +958,15 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             local = x.painters[variant].info if mode == "local" else {}
             healthy, region, insert = local.get("healthy"), local.get("region"), local.get("insert")
             n_insert = local.get("n_insert")
+            edits = local.get("edit_kind")
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
             synth, mode, healthy, region, insert, n_insert = owner.synthesizer, None, None, None, None, None
+            edits = None
+        # carve edits: copy-paste's pool seed, so both arms edit the same sources with the same donors
+        seed_kind = "copy_paste" if edits == "carve" else arm.kind
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -958,12 +975,13 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             painter=PAINTER_OF_KIND[arm.kind],
             synthesizer=synth,
             scheme=x.scheme,
-            seed=x.pool_seed * 1000 + _PAINT_SEED[arm.kind],
+            seed=x.pool_seed * 1000 + _PAINT_SEED[seed_kind],
             mode=mode,
             healthy=healthy,
             region=region,
             insert=insert,
             n_insert=n_insert,
+            edits=None if edits == "random" else edits,
         )
         x.cache[key] = (pool, what)
         x.log(
@@ -976,7 +994,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     info["painter"] = what["painter"]
     info["left_real_volumes"] = what["left_real"]
     info["mode"] = what["mode"]
-    for option in ("healthy", "region", "insert", "n_insert"):
+    for option in ("healthy", "region", "insert", "n_insert", "edit_kind"):
         if option in what:
             info[option] = what[option]
     info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
@@ -1906,6 +1924,14 @@ def build_parser() -> argparse.ArgumentParser:
         "of the subject's own lesion (default 1; needs --local-insert above 0)",
     )
     g.add_argument(
+        "--local-edits",
+        choices=LOCAL_EDITS,
+        default=None,
+        help="how the local arms edit the label maps: random (default: the edit policy's random edits) or carve "
+        "(CarveMix's edit, another training subject's lesion added where it lies: with copy-paste's pool seed, the "
+        "very label maps the copy-paste arm fills with a donor's intensities; SAMRAugmentedDataset(edits='carve'))",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -1965,6 +1991,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "local_region",
             "local_insert",
             "local_n_insert",
+            "local_edits",
             "train_samr",
             "samr_preset",
             "samr_steps",

@@ -77,7 +77,7 @@ from samraug.augment.core import (
 )
 from samraug.augment.donors import DonorPool, label_array, track
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
-from samraug.augment.pipeline import CarveEdit, augment_view
+from samraug.augment.pipeline import EDIT_KINDS, CarveEdit, augment_view
 from samraug.augment.views import (
     ItemView,
     affine_of,
@@ -165,6 +165,12 @@ class SAMRAugmentedDataset(Dataset):
         device, dtype: Of the generator (``"auto"``: CUDA when available).
         painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
             intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
+        edits: How the label maps are edited. None (default): the painter's own way, ``"carve"`` for copy-paste,
+            ``"random"`` for the others. ``"random"``: the editor's random edits (``editor`` / ``policy``).
+            ``"carve"``: CarveMix's edit for any painter: a random other real item's lesion labels added where
+            they lie. Item for item it draws the same source and donor as copy-paste with the same ``seed``, so a
+            SAMR painter given ``edits="carve"`` paints exactly the label maps copy-paste fills with a donor's
+            intensities. Copy-paste takes ``"carve"`` only.
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
             the atlas grid (with an affine: ``tio.Subject`` or a dict with ``"affine"``) whose space equals the
@@ -208,6 +214,7 @@ class SAMRAugmentedDataset(Dataset):
         painter: Any = "samr",
         mode: str | None = None,
         space: str | None = None,
+        edits: str | None = None,
     ) -> None:
         self.space = normalize_space(space)
         self._space_painter: Any = None
@@ -231,6 +238,13 @@ class SAMRAugmentedDataset(Dataset):
             )
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
+        if edits is not None and edits not in EDIT_KINDS:
+            raise ValueError(f"edits must be None (the painter's own) or one of {EDIT_KINDS}, got {edits!r}")
+        if edits == "carve" and (editor is not None or policy is not None):
+            raise ValueError(
+                "edits='carve' pastes another item's lesion labels as they lie and uses no editor: leave out "
+                "editor= / policy=, or pass edits='random' to use them"
+            )
         if intensity not in ("auto", "match", "model"):
             raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
         self.real_ds = real_ds
@@ -283,6 +297,13 @@ class SAMRAugmentedDataset(Dataset):
                 self.painter = get_painter(painter, mode=mode)
             if isinstance(self.painter, SAMRPainter) and self.painter.mode == "whole":
                 self.painter = None
+        copy_paste = isinstance(self.painter, CopyPastePainter)
+        if copy_paste and edits == "random":
+            raise ValueError(
+                "the copy-paste painter fills a donor's lesion with the donor's intensities, so it takes CarveMix's "
+                "edits only: pass edits='carve' or leave edits out"
+            )
+        self.edits = "carve" if copy_paste or edits == "carve" else "random"
         if self.n_synthetic > 0:
             if self.n_real == 0:
                 raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
@@ -557,9 +578,10 @@ class SAMRAugmentedDataset(Dataset):
             scheme = get_scheme(item["scheme"])
         editor: Any = self._editor_for(scheme)
         donor: Donor | None = None
-        if isinstance(self.painter, CopyPastePainter):  # CarveMix: another real item's lesion, pasted as it lies
+        if self.edits == "carve":  # CarveMix: another real item's lesion, added as it lies
             if self.n_real < 2:
-                raise ValueError("the copy-paste painter needs at least 2 real items (a donor other than the source)")
+                who = "the copy-paste painter" if isinstance(self.painter, CopyPastePainter) else "edits='carve'"
+                raise ValueError(f"{who} needs at least 2 real items (a donor other than the source)")
             j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
             j += j >= src
             try:
@@ -567,9 +589,10 @@ class SAMRAugmentedDataset(Dataset):
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
             editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]")
-            seqs = self.synthesizer.sequences
-            images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
-            donor = Donor(images, donor_view.label, donor_view.brain)
+            if isinstance(self.painter, CopyPastePainter):  # its intensities are pasted too
+                seqs = self.synthesizer.sequences
+                images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
+                donor = Donor(images, donor_view.label, donor_view.brain)
         args = {
             "synthesizer": self.synthesizer,
             "editor": editor,

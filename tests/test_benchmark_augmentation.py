@@ -502,8 +502,9 @@ def test_every_painting_arm_is_built_through_samr_augmented_dataset(
 def _local_arm_builder(
     phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]], list[dict[str, Any]]]:
-    """``(build, asked)``: ``build(painter_info)`` builds the samr_local_50 arm on 12 real slices of two subjects
-    with a local painter carrying ``painter_info`` (the config's local options); ``asked`` collects the keyword
+    """``(build, asked)``: ``build(painter_info[, arm])`` builds the samr_local_50 arm (or ``arm``, e.g. copy-paste,
+    on the same data) on 12 real slices of two subjects with a local painter carrying ``painter_info`` (the config's
+    local options); ``asked`` collects the keyword
     arguments every ``SAMRAugmentedDataset`` was made with."""
     import samraug.dataset
 
@@ -521,10 +522,10 @@ def _local_arm_builder(
 
     monkeypatch.setattr(samraug.dataset.SAMRAugmentedDataset, "__init__", spy)
 
-    def build(painter_info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def build(painter_info: dict[str, Any], arm: str = "samr_local_50") -> tuple[Any, dict[str, Any]]:
         painter = bench.Painter(local.variant, local.synthesizer, local.source, None, painter_info)
         return bench.build_arm_dataset(
-            ARMS["samr_local_50"],
+            ARMS[arm],
             real,
             0,
             {"samr_local": painter},
@@ -703,6 +704,34 @@ def test_local_arm_inserts_and_keeps_the_real_lesion_as_the_config_asks(
     assert info["n_insert"] == 2 and asked[-1]["policy"].n_insert == 2
     applied = [e["edit"] for e in info["edits"] if e["edit"].get("applied") and not e["edit"].get("remove")]
     assert applied and all(len(e["more"]) == 1 and e["more"][0]["insert"] is True for e in applied)
+
+
+def test_local_arm_with_carve_edits_paints_copy_paste_label_maps(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """local_edits="carve": the local arm's pool is drawn with copy-paste's pool seed through
+    SAMRAugmentedDataset(edits="carve"), so it holds the very label maps of the copy-paste arm's pool (same
+    sources, same donors), painted by the generator instead of filled with the donor's intensities."""
+    cfg = bench.config_from_args(bench.build_parser().parse_args(["--preset", "quick", "--local-edits", "carve"]))
+    assert cfg.local_edits == "carve" and bench.BenchmarkConfig.from_preset("quick").local_edits == "random"
+    with pytest.raises(ValueError, match="local_edits must be one of"):
+        bench.BenchmarkConfig.from_preset("quick", local_edits="swap")
+    with pytest.raises(ValueError, match="leave local_insert at 0"):
+        bench.BenchmarkConfig.from_preset("quick", local_edits="carve", local_insert=1.0)
+
+    build, asked = _local_arm_builder(phantom_cache, tmp_path, monkeypatch)
+    painted, info = build({"healthy": "model", "region": "changed", "edit_kind": "carve"})
+    assert asked[-1]["edits"] == "carve" and info["edit_kind"] == "carve"
+    pasted, cp_info = build({}, "copy_paste")
+    assert asked[-1]["painter"] == "copy-paste"
+    pairs = [(e["source_subject"], e.get("donor_subject")) for e in info["edits"]]
+    assert pairs == [(e["source_subject"], e.get("donor_subject")) for e in cp_info["edits"]]
+    assert all(d is not None for _, d in pairs) and info["left_real_volumes"] == 0
+    a, b = pasted.synthetic, painted.synthetic
+    assert len(a) == len(b) > 0
+    assert torch.equal(a.label, b.label)  # the same label maps ...
+    lesion = b.label > 0
+    assert not torch.equal(a.image[:, :, lesion.any(0)], b.image[:, :, lesion.any(0)])  # ... painted otherwise
 
 
 def test_foreground_sampling_reaches_every_arms_segmenter() -> None:

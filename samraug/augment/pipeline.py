@@ -55,7 +55,11 @@ from samraug.labels import LabelScheme
 if TYPE_CHECKING:
     from samraug.synthesis import Synthesizer
 
-__all__ = ["Augmented", "CarveEdit", "augment_view"]
+__all__ = ["EDIT_KINDS", "Augmented", "CarveEdit", "augment_view"]
+
+#: How a dataset edits its label maps (``SAMRAugmentedDataset(edits=...)``): the editor's random edits, or
+#: CarveMix's (:class:`CarveEdit`: another real item's lesion added where it lies).
+EDIT_KINDS: tuple[str, ...] = ("random", "carve")
 
 
 @dataclass(frozen=True)

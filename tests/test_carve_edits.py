@@ -1,0 +1,99 @@
+"""``SAMRAugmentedDataset(edits="carve")``: CarveMix's edit (another real item's lesion labels added where they lie)
+for any painter. With the same seed a SAMR painter gets exactly the label maps copy-paste fills with a donor's
+intensities, so the two differ only in how the lesion is painted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+from test_dataset import _case
+from tiny_model import AFFINE, SEQS
+
+from samraug.augment.painters import SAMRPainter
+from samraug.dataset import SAMRAugmentedDataset
+from samraug.editing import EditPolicy
+from samraug.synthesis import Synthesizer
+
+
+def _subject(i: int) -> tio.Subject:
+    images, seg, brain = _case(i)
+    return tio.Subject(
+        **{s: tio.ScalarImage(tensor=images[k : k + 1], affine=AFFINE) for k, s in enumerate(SEQS)},
+        seg=tio.LabelMap(tensor=seg[None], affine=AFFINE),
+        brain=tio.LabelMap(tensor=brain[None].to(torch.uint8), affine=AFFINE),
+    )
+
+
+@pytest.fixture(scope="module")
+def subjects() -> list[tio.Subject]:
+    return [_subject(i) for i in range(3)]  # lesions at three x offsets: every carve changes the label map
+
+
+def _local(tiny_local_weights: str) -> SAMRPainter:
+    # the tiny case is 8 slices deep: a small margin leaves the region room to be painted (never skipped)
+    return SAMRPainter(Synthesizer(tiny_local_weights, device="cpu"), margin_mm=0.5, feather_mm=1.0)
+
+
+def test_samr_local_paints_copy_paste_label_maps(subjects: list[tio.Subject], tiny_local_weights: str) -> None:
+    kw = {"n_synthetic": 4, "weights": Synthesizer(tiny_local_weights, device="cpu"), "scheme": "brats2021", "seed": 7}
+    pasted = SAMRAugmentedDataset(subjects, painter="copy-paste", **kw)
+    painted = SAMRAugmentedDataset(subjects, painter=_local(tiny_local_weights), edits="carve", **kw)
+    assert pasted.edits == painted.edits == "carve"
+    donors = set()
+    for i in range(3, 7):
+        a, b = pasted.describe(i), painted.describe(i)
+        assert a["source"] == b["source"] and a["edit"] == b["edit"], i
+        assert b["edit"]["op"] == "carve" and b["edit"]["donor"] != b["source"], i
+        donors.add((b["source"], b["edit"]["donor"]))
+        pa, pb = pasted[i], painted[i]
+        src = subjects[b["source"]]
+        assert torch.equal(pa["seg"].data, pb["seg"].data), i  # the same label map
+        donor_lesion = subjects[b["edit"]["donor"]]["seg"].data[0] != 0
+        expected = torch.where(donor_lesion, subjects[b["edit"]["donor"]]["seg"].data[0], src["seg"].data[0])
+        assert torch.equal(pb["seg"].data[0], expected), i  # the donor's lesion added where it lies
+        new = pb["seg"].data[0] != src["seg"].data[0]
+        assert new.any(), i
+        for s in SEQS:  # the new lesion painted, not pasted; far from it the source's own voxels
+            assert not torch.equal(pa[s].data[0][new], pb[s].data[0][new]), (i, s)
+            far = torch.from_numpy(np.asarray(painted_far(new)))
+            assert torch.equal(pb[s].data[0][far], src[s].data[0][far]), (i, s)
+    assert len(donors) > 1  # the draws vary
+
+
+def painted_far(changed: torch.Tensor) -> np.ndarray:
+    """Voxels more than 4 voxels (in x and y) from any changed one: outside every painted region of the tiny case
+    (margin 0.5 mm, feather 1 mm, 2 mm voxels)."""
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(changed.numpy(), structure=np.ones((9, 9, 1), bool))
+    return ~near
+
+
+def test_whole_image_samr_takes_carve_edits(subjects: list[tio.Subject], tiny_weights: str) -> None:
+    ds = SAMRAugmentedDataset(
+        subjects, n_synthetic=2, weights=Synthesizer(tiny_weights, device="cpu"), scheme="brats2021", edits="carve"
+    )
+    for i in (3, 4):
+        rec = ds.describe(i)
+        item = ds[i]
+        donor = subjects[rec["edit"]["donor"]]["seg"].data[0]
+        src = subjects[rec["source"]]["seg"].data[0]
+        assert torch.equal(item["seg"].data[0], torch.where(donor != 0, donor, src)), i
+
+
+def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_local_weights: str) -> None:
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    with pytest.raises(ValueError, match="edits must be None"):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits="mix")
+    with pytest.raises(ValueError, match=r"copy-paste painter .* takes CarveMix's edits only"):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste", edits="random")
+    with pytest.raises(ValueError, match=r"edits='carve' .* leave out editor= / policy="):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits="carve", policy=EditPolicy())
+    one = SAMRAugmentedDataset(subjects[:1], n_synthetic=1, weights=synth, scheme="brats2021", edits="carve")
+    with pytest.raises(ValueError, match=r"edits='carve' needs at least 2 real items"):
+        one[1]
+    # the default is the painter's own: random edits for SAMR, carve for copy-paste
+    assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021").edits == "random"
+    assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste").edits == "carve"
