@@ -432,7 +432,8 @@ def painted_pool(
     (:class:`samraug.augment.painters.SAMRPainter`), and ``insert``, the edit policy's ``p_insert``
     (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it) and
     ``n_insert``, its ``n_insert`` (lesions an inserting edit adds). ``edits``: the dataset's ``edits`` (None: the
-    painter's own; ``"carve"`` with the SAMR painter: copy-paste's label maps, the same ones with the same ``seed``).
+    painter's own; ``"carve"`` with the SAMR painter: copy-paste's label maps with the same ``seed``, inside the
+    brain).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:

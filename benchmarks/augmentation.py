@@ -283,8 +283,9 @@ class BenchmarkConfig:
             needs ``local_insert > 0``).
         local_edits: How the local arms edit the label maps (``SAMRAugmentedDataset(edits=...)``): ``random`` (the
             edit policy's random edits, the default) or ``carve`` (CarveMix's edit: another training subject's lesion
-            added where it lies; the pool is drawn with copy-paste's pool seed, so the local arm paints exactly the
-            label maps the copy-paste arm fills with a donor's intensities; no ``local_insert``).
+            added where it lies, inside the source's brain; the pool is drawn with copy-paste's pool seed, so the
+            local arm paints the label maps the copy-paste arm fills with a donor's intensities, less any donor lesion
+            voxels outside the source's brain; no ``local_insert``).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -1929,7 +1930,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how the local arms edit the label maps: random (default: the edit policy's random edits) or carve "
         "(CarveMix's edit, another training subject's lesion added where it lies: with copy-paste's pool seed, the "
-        "very label maps the copy-paste arm fills with a donor's intensities; SAMRAugmentedDataset(edits='carve'))",
+        "label maps the copy-paste arm fills with a donor's intensities, inside the brain; "
+        "SAMRAugmentedDataset(edits='carve'))",
     )
     g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"

@@ -169,8 +169,9 @@ class SAMRAugmentedDataset(Dataset):
             ``"random"`` for the others. ``"random"``: the editor's random edits (``editor`` / ``policy``).
             ``"carve"``: CarveMix's edit for any painter: a random other real item's lesion labels added where
             they lie. Item for item it draws the same source and donor as copy-paste with the same ``seed``, so a
-            SAMR painter given ``edits="carve"`` paints exactly the label maps copy-paste fills with a donor's
-            intensities. Copy-paste takes ``"carve"`` only.
+            SAMR painter given ``edits="carve"`` paints copy-paste's label maps, but for the donor lesion's voxels
+            outside the source's brain mask, which only copy-paste adds (a painter refuses a lesion outside the
+            brain; the edit record counts them, ``"outside_brain"``). Copy-paste takes ``"carve"`` only.
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
             the atlas grid (with an affine: ``tio.Subject`` or a dict with ``"affine"``) whose space equals the
@@ -588,8 +589,10 @@ class SAMRAugmentedDataset(Dataset):
                 donor_view = self._view_of(self.real_ds[j])  # read only: the painting makes new images
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
-            editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]")
-            if isinstance(self.painter, CopyPastePainter):  # its intensities are pasted too
+            copy_paste = isinstance(self.painter, CopyPastePainter)
+            # a painter that paints the lesion refuses lesion voxels outside the brain: the carve leaves them out
+            editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]", within_brain=not copy_paste)
+            if copy_paste:  # its intensities are pasted too
                 seqs = self.synthesizer.sequences
                 images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
                 donor = Donor(images, donor_view.label, donor_view.brain)

@@ -44,8 +44,9 @@ def test_samr_local_paints_copy_paste_label_maps(subjects: list[tio.Subject], ti
     donors = set()
     for i in range(3, 7):
         a, b = pasted.describe(i), painted.describe(i)
-        assert a["source"] == b["source"] and a["edit"] == b["edit"], i
-        assert b["edit"]["op"] == "carve" and b["edit"]["donor"] != b["source"], i
+        assert a["source"] == b["source"] and a["edit"] == {"op": "carve", "donor": b["edit"]["donor"]}, i
+        assert b["edit"] == {"op": "carve", "donor": a["edit"]["donor"], "outside_brain": 0}, i
+        assert b["edit"]["donor"] != b["source"], i
         donors.add((b["source"], b["edit"]["donor"]))
         pa, pb = pasted[i], painted[i]
         src = subjects[b["source"]]
@@ -69,6 +70,34 @@ def painted_far(changed: torch.Tensor) -> np.ndarray:
 
     near = ndimage.binary_dilation(changed.numpy(), structure=np.ones((9, 9, 1), bool))
     return ~near
+
+
+def test_carve_leaves_out_donor_lesion_outside_the_brain_for_a_painter(tiny_local_weights: str) -> None:
+    """The source's brain ends where the donor's lesion goes on: copy-paste pastes all of it (CarveMix), the SAMR
+    painter gets the lesion inside the brain only (it refuses a lesion outside the brain) and the record counts the
+    rest."""
+    source, donor = _subject(0), _subject(2)  # the donor's lesion lies 2 voxels further along x
+    brain = source["brain"].data.clone()
+    brain[0, 19:] = 0  # the source's own lesion ends at x = 18
+    source["brain"] = tio.LabelMap(tensor=brain, affine=AFFINE)
+    kw = {"n_synthetic": 6, "weights": Synthesizer(tiny_local_weights, device="cpu"), "scheme": "brats2021"}
+    pasted = SAMRAugmentedDataset([source, donor], painter="copy-paste", **kw)
+    painted = SAMRAugmentedDataset([source, donor], painter=_local(tiny_local_weights), edits="carve", **kw)
+    donor_lesion = donor["seg"].data[0] != 0
+    outside = donor_lesion & (brain[0] == 0)
+    assert outside.any()
+    checked = 0
+    for i in range(2, 8):
+        rec = painted.describe(i)
+        if rec["source"] != 0:
+            continue
+        checked += 1
+        assert rec["edit"]["outside_brain"] == int(outside.sum()), i
+        a, b = pasted[i]["seg"].data[0], painted[i]["seg"].data[0]
+        assert torch.equal(a[outside], donor["seg"].data[0][outside]), i  # pasted, outside the brain too
+        assert not b[outside].any(), i  # left out
+        assert torch.equal(a[~outside], b[~outside]), i  # the rest is the same edit
+    assert checked
 
 
 def test_whole_image_samr_takes_carve_edits(subjects: list[tio.Subject], tiny_weights: str) -> None:

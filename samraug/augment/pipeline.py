@@ -90,18 +90,25 @@ class CarveEdit:
     """CarveMix's edit (the copy-paste painter's): the donor's lesion labels pasted where they lie.
 
     Has the editor interface :func:`augment_view` calls (``random_edit``); its record is
-    ``{"op": "carve", "donor": donor}``.
+    ``{"op": "carve", "donor": donor}``. ``within_brain``: only the donor lesion's voxels inside the item's brain
+    mask are added (a painter that paints lesions, such as SAMR's, refuses a lesion outside the brain); the record
+    then also counts the voxels left out (``"outside_brain"``). Copy-paste pastes them all (CarveMix).
 
     Example:
-        >>> donor = np.zeros((2, 2), np.uint8); donor[0, 0] = 2
+        >>> donor = np.zeros((2, 2), np.uint8); donor[0, 0] = 2; donor[1, 1] = 1
         >>> res = CarveEdit(donor, 3).random_edit(np.zeros((2, 2), np.uint8), None)
         >>> res.label.tolist(), res.record
-        ([[2, 0], [0, 0]], {'op': 'carve', 'donor': 3})
+        ([[2, 0], [0, 1]], {'op': 'carve', 'donor': 3})
+        >>> brain = np.array([[True, True], [True, False]])
+        >>> res = CarveEdit(donor, 3, within_brain=True).random_edit(np.zeros((2, 2), np.uint8), brain)
+        >>> res.label.tolist(), res.record
+        ([[2, 0], [0, 0]], {'op': 'carve', 'donor': 3, 'outside_brain': 1})
     """
 
     donor_label: np.ndarray
     donor: int
     what: str = "the donor"
+    within_brain: bool = False
 
     def random_edit(
         self, label: np.ndarray, brain: Any = None, *, donors: Any = None, generator: torch.Generator | None = None
@@ -109,8 +116,18 @@ class CarveEdit:
         donor_label = np.asarray(self.donor_label)
         if donor_label.shape != label.shape:
             raise ValueError(f"{self.what} has shape {donor_label.shape}, the item {label.shape}")
-        edited = np.where(donor_label != 0, donor_label, label).astype(label.dtype)
-        return EditResult(edited, {"op": "carve", "donor": int(self.donor)})
+        lesion = donor_label != 0
+        record: dict[str, Any] = {"op": "carve", "donor": int(self.donor)}
+        if self.within_brain:
+            if brain is None:
+                raise ValueError("CarveEdit(within_brain=True) needs the item's brain mask")
+            inside = np.asarray(brain, dtype=bool)
+            if inside.shape != label.shape:
+                raise ValueError(f"the brain mask has shape {inside.shape}, the item {label.shape}")
+            record["outside_brain"] = int((lesion & ~inside).sum())
+            lesion &= inside
+        edited = np.where(lesion, donor_label, label).astype(label.dtype)
+        return EditResult(edited, record)
 
 
 def _resolve_painter(painter: str | Painter | None, mode: str | None, synthesizer: Synthesizer) -> Painter | None:
