@@ -88,7 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
-from samraug.augment.pipeline import EDIT_KINDS as LOCAL_EDITS
+from samraug.augment.pipeline import EDIT_KINDS, edit_mixture
 from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
@@ -285,7 +285,9 @@ class BenchmarkConfig:
             edit policy's random edits, the default) or ``carve`` (CarveMix's edit: another training subject's lesion
             added where it lies, inside the source's brain; the pool is drawn with copy-paste's pool seed, so the
             local arm paints the label maps the copy-paste arm fills with a donor's intensities, less any donor lesion
-            voxels outside the source's brain; no ``local_insert``).
+            voxels outside the source's brain; no ``local_insert``), or a mixture ``carve=W,random=W`` drawn per
+            synthetic volume (its carving volumes are those of ``carve``, its others those of ``random`` with the
+            insertion options).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -374,9 +376,8 @@ class BenchmarkConfig:
         if self.local_region not in REGION_SEEDS:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
-        if self.local_edits not in LOCAL_EDITS:
-            raise ValueError(f"local_edits must be one of {LOCAL_EDITS}, got {self.local_edits!r}")
-        if self.local_edits == "carve" and self.local_insert:
+        mixture = local_edit_mixture(self.local_edits)
+        if "random" not in mixture and self.local_insert:
             raise ValueError(
                 "local_edits='carve' adds a donor's lesion as it lies and draws no edit policy: leave local_insert at 0"
             )
@@ -712,6 +713,39 @@ def _weights_digest(weights: str | None) -> str | None:
         return None
 
 
+def local_edit_mixture(text: str) -> dict[str, float]:
+    """The edit mixture of ``--local-edits``: ``random``, ``carve`` or ``KIND=WEIGHT,KIND=WEIGHT``
+    (:func:`samraug.augment.pipeline.edit_mixture`).
+
+    Example:
+        >>> local_edit_mixture("carve"), local_edit_mixture("carve=1,random=1")
+        ({'carve': 1.0}, {'random': 0.5, 'carve': 0.5})
+    """
+    what = f"local_edits must be one of {EDIT_KINDS} or KIND=WEIGHT,... (e.g. carve=0.5,random=0.5), got {text!r}"
+    if not isinstance(text, str):
+        raise ValueError(what)
+    if "=" not in text:
+        if text not in EDIT_KINDS:
+            raise ValueError(what)
+        return edit_mixture(text)
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        kind, _, value = part.partition("=")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(what) from None
+    try:
+        return edit_mixture(weights)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def _edits_arg(mixture: Mapping[str, float]) -> str | dict[str, float]:
+    """``SAMRAugmentedDataset(edits=...)`` of an edit mixture: its kind when it has one, else the mixture."""
+    return next(iter(mixture)) if len(mixture) == 1 else dict(mixture)
+
+
 def resolve_painters(
     config: BenchmarkConfig,
     variants: Sequence[str],
@@ -967,7 +1001,8 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             synth, mode, healthy, region, insert, n_insert = owner.synthesizer, None, None, None, None, None
             edits = None
         # carve edits: copy-paste's pool seed, so both arms edit the same sources with the same donors
-        seed_kind = "copy_paste" if edits == "carve" else arm.kind
+        mixture = None if edits is None else local_edit_mixture(edits)
+        seed_kind = "copy_paste" if mixture is not None and "carve" in mixture else arm.kind
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -982,7 +1017,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             region=region,
             insert=insert,
             n_insert=n_insert,
-            edits=None if edits == "random" else edits,
+            edits=None if mixture is None or mixture == {"random": 1.0} else _edits_arg(mixture),
         )
         x.cache[key] = (pool, what)
         x.log(
@@ -1926,12 +1961,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--local-edits",
-        choices=LOCAL_EDITS,
         default=None,
+        metavar="EDITS",
         help="how the local arms edit the label maps: random (default: the edit policy's random edits) or carve "
         "(CarveMix's edit, another training subject's lesion added where it lies: with copy-paste's pool seed, the "
         "label maps the copy-paste arm fills with a donor's intensities, inside the brain; "
-        "SAMRAugmentedDataset(edits='carve'))",
+        "SAMRAugmentedDataset(edits='carve')), or a mixture drawn per synthetic volume, e.g. carve=0.5,random=0.5 "
+        "(the random part with --local-insert / --local-n-insert)",
     )
     g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"

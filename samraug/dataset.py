@@ -77,7 +77,7 @@ from samraug.augment.core import (
 )
 from samraug.augment.donors import DonorPool, label_array, track
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
-from samraug.augment.pipeline import EDIT_KINDS, CarveEdit, augment_view
+from samraug.augment.pipeline import CarveEdit, augment_view, draw_edit_kind, edit_mixture
 from samraug.augment.views import (
     ItemView,
     affine_of,
@@ -171,7 +171,9 @@ class SAMRAugmentedDataset(Dataset):
             they lie. Item for item it draws the same source and donor as copy-paste with the same ``seed``, so a
             SAMR painter given ``edits="carve"`` paints copy-paste's label maps, but for the donor lesion's voxels
             outside the source's brain mask, which only copy-paste adds (a painter refuses a lesion outside the
-            brain; the edit record counts them, ``"outside_brain"``). Copy-paste takes ``"carve"`` only.
+            brain; the edit record counts them, ``"outside_brain"``). A mapping of kinds to weights mixes them,
+            drawn per item (e.g. ``{"carve": 0.5, "random": 0.5}``; the items that carve are those of ``"carve"``
+            with the same ``seed``, the others the random edits'). Copy-paste takes ``"carve"`` only.
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
             the atlas grid (with an affine: ``tio.Subject`` or a dict with ``"affine"``) whose space equals the
@@ -215,7 +217,7 @@ class SAMRAugmentedDataset(Dataset):
         painter: Any = "samr",
         mode: str | None = None,
         space: str | None = None,
-        edits: str | None = None,
+        edits: str | Mapping[str, float] | None = None,
     ) -> None:
         self.space = normalize_space(space)
         self._space_painter: Any = None
@@ -239,9 +241,8 @@ class SAMRAugmentedDataset(Dataset):
             )
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
-        if edits is not None and edits not in EDIT_KINDS:
-            raise ValueError(f"edits must be None (the painter's own) or one of {EDIT_KINDS}, got {edits!r}")
-        if edits == "carve" and (editor is not None or policy is not None):
+        mixture = None if edits is None else edit_mixture(edits)
+        if mixture is not None and "random" not in mixture and (editor is not None or policy is not None):
             raise ValueError(
                 "edits='carve' pastes another item's lesion labels as they lie and uses no editor: leave out "
                 "editor= / policy=, or pass edits='random' to use them"
@@ -299,12 +300,16 @@ class SAMRAugmentedDataset(Dataset):
             if isinstance(self.painter, SAMRPainter) and self.painter.mode == "whole":
                 self.painter = None
         copy_paste = isinstance(self.painter, CopyPastePainter)
-        if copy_paste and edits == "random":
+        if copy_paste and mixture is not None and mixture != {"carve": 1.0}:
             raise ValueError(
                 "the copy-paste painter fills a donor's lesion with the donor's intensities, so it takes CarveMix's "
-                "edits only: pass edits='carve' or leave edits out"
+                f"edits only (edits={edits!r}): pass edits='carve' or leave edits out"
             )
-        self.edits = "carve" if copy_paste or edits == "carve" else "random"
+        if mixture is None:
+            mixture = {"carve": 1.0} if copy_paste else {"random": 1.0}
+        #: ``{kind: probability}`` of the edit kinds (one kind: the items never draw it)
+        self.edit_mixture = mixture
+        self.edits: str | dict[str, float] = next(iter(mixture)) if len(mixture) == 1 else dict(mixture)
         if self.n_synthetic > 0:
             if self.n_real == 0:
                 raise ValueError("real_ds is empty; SAMRAugmentedDataset needs real items to edit")
@@ -579,7 +584,8 @@ class SAMRAugmentedDataset(Dataset):
             scheme = get_scheme(item["scheme"])
         editor: Any = self._editor_for(scheme)
         donor: Donor | None = None
-        if self.edits == "carve":  # CarveMix: another real item's lesion, added as it lies
+        # drawn after the source and the seed: a mixture's carving items are those of edits="carve"
+        if draw_edit_kind(self.edit_mixture, g) == "carve":  # CarveMix: another real item's lesion, as it lies
             if self.n_real < 2:
                 who = "the copy-paste painter" if isinstance(self.painter, CopyPastePainter) else "edits='carve'"
                 raise ValueError(f"{who} needs at least 2 real items (a donor other than the source)")

@@ -733,6 +733,24 @@ def test_local_arm_with_carve_edits_paints_copy_paste_label_maps(
     lesion = b.label > 0
     assert not torch.equal(a.image[:, :, lesion.any(0)], b.image[:, :, lesion.any(0)])  # ... painted otherwise
 
+    # a mixture (--local-edits carve=1,random=1 with three insertions): its carving volumes are copy-paste's
+    assert bench.local_edit_mixture("carve=1,random=1") == {"random": 0.5, "carve": 0.5}
+    with pytest.raises(ValueError, match=r"local_edits must be one of .*unknown kinds \['swap'\]"):
+        bench.local_edit_mixture("carve=1,swap=1")
+    with pytest.raises(ValueError, match="local_edits must be one of"):
+        bench.local_edit_mixture("carve=x")
+    cfg = bench.BenchmarkConfig.from_preset("quick", local_edits="carve=1,random=1", local_insert=1.0)
+    assert cfg.local_edits == "carve=1,random=1"
+    _, mixed = build({"region": "changed", "insert": 1.0, "n_insert": 3, "edit_kind": "carve=1,random=1"})
+    assert asked[-1]["edits"] == {"random": 0.5, "carve": 0.5} and asked[-1]["policy"].n_insert == 3
+    by_volume = {e["volume"]: e for e in cp_info["edits"]}
+    carved = [e for e in mixed["edits"] if e["edit"]["op"] == "carve"]
+    assert carved  # (the pool here needs one volume; the mixing itself: test_carve_edits)
+    for e in carved:
+        if e["volume"] in by_volume:
+            cp_e = by_volume[e["volume"]]
+            assert (e["source_subject"], e["donor_subject"]) == (cp_e["source_subject"], cp_e["donor_subject"])
+
 
 def test_foreground_sampling_reaches_every_arms_segmenter() -> None:
     """--foreground-sampling class: every seed's segmenter (identical for every arm) draws its foreground patches

@@ -114,8 +114,18 @@ def test_whole_image_samr_takes_carve_edits(subjects: list[tio.Subject], tiny_we
 
 def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_local_weights: str) -> None:
     synth = Synthesizer(tiny_local_weights, device="cpu")
-    with pytest.raises(ValueError, match="edits must be None"):
+    with pytest.raises(ValueError, match="edits must be one of"):
         SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits="mix")
+    with pytest.raises(ValueError, match=r"unknown kinds \['swap'\]"):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits={"swap": 1.0})
+    with pytest.raises(ValueError, match="weight 0"):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits={"carve": 0, "random": 0})
+    with pytest.raises(ValueError, match=r"edits\['carve'\]=-1 must be a finite weight"):
+        SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", edits={"carve": -1})
+    with pytest.raises(ValueError, match=r"copy-paste painter .* CarveMix's edits only"):
+        SAMRAugmentedDataset(
+            subjects, weights=synth, scheme="brats2021", painter="copy-paste", edits={"carve": 1, "random": 1}
+        )
     with pytest.raises(ValueError, match=r"copy-paste painter .* takes CarveMix's edits only"):
         SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste", edits="random")
     with pytest.raises(ValueError, match=r"edits='carve' .* leave out editor= / policy="):
@@ -126,3 +136,27 @@ def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_loca
     # the default is the painter's own: random edits for SAMR, carve for copy-paste
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021").edits == "random"
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste").edits == "carve"
+
+
+def test_a_mixture_draws_carve_and_random_items_as_the_pure_kinds_do(
+    subjects: list[tio.Subject], tiny_local_weights: str
+) -> None:
+    """edits={"carve": w, "random": 1 - w}: each item is the item of edits="carve" or of edits="random" at the same
+    index and seed (the kind drawn after the source and the seed), so a mixture's carving items pair with
+    copy-paste's; a policy applies to its random part."""
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    kw = {"n_synthetic": 12, "weights": synth, "scheme": "brats2021", "seed": 3}
+    policy = EditPolicy(p_insert=1.0)
+    mixed = SAMRAugmentedDataset(subjects, edits={"carve": 1, "random": 1}, policy=policy, **kw)
+    carve = SAMRAugmentedDataset(subjects, edits="carve", **kw)
+    rand = SAMRAugmentedDataset(subjects, edits="random", policy=policy, **kw)
+    assert mixed.edits == {"random": 0.5, "carve": 0.5} and mixed.edit_mixture == mixed.edits
+    kinds = []
+    for i in range(3, 15):
+        rec = mixed.describe(i)
+        kind = "carve" if rec["edit"]["op"] == "carve" else "random"
+        kinds.append(kind)
+        assert rec == (carve if kind == "carve" else rand).describe(i), i
+        if kind == "random":
+            assert rec["edit"]["insert"] is True or not rec["edit"]["applied"], i  # the policy's insertion
+    assert 2 <= kinds.count("carve") <= 10  # both kinds drawn (12 fair coin flips)

@@ -30,6 +30,7 @@ Example (the bundled whole-image demo weights; an item on their atlas grid with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,11 +56,57 @@ from samraug.labels import LabelScheme
 if TYPE_CHECKING:
     from samraug.synthesis import Synthesizer
 
-__all__ = ["EDIT_KINDS", "Augmented", "CarveEdit", "augment_view"]
+__all__ = ["EDIT_KINDS", "Augmented", "CarveEdit", "augment_view", "draw_edit_kind", "edit_mixture"]
 
 #: How a dataset edits its label maps (``SAMRAugmentedDataset(edits=...)``): the editor's random edits, or
 #: CarveMix's (:class:`CarveEdit`: another real item's lesion added where it lies).
 EDIT_KINDS: tuple[str, ...] = ("random", "carve")
+
+
+def edit_mixture(edits: str | Mapping[str, float]) -> dict[str, float]:
+    """``{kind: probability}`` (kinds of :data:`EDIT_KINDS`, in that order, probabilities summing to 1) of an
+    ``edits`` argument: one kind, or a mapping of kinds to non-negative weights (normalised).
+
+    Example:
+        >>> edit_mixture("carve"), edit_mixture({"carve": 1, "random": 3})
+        ({'carve': 1.0}, {'random': 0.75, 'carve': 0.25})
+    """
+    if isinstance(edits, str):
+        if edits not in EDIT_KINDS:
+            raise ValueError(f"edits must be one of {EDIT_KINDS} or a mapping of them to weights, got {edits!r}")
+        return {edits: 1.0}
+    if not isinstance(edits, Mapping) or not edits:
+        raise ValueError(f"edits must be one of {EDIT_KINDS} or a mapping of them to weights, got {edits!r}")
+    unknown = sorted(set(edits) - set(EDIT_KINDS))
+    if unknown:
+        raise ValueError(f"edits has unknown kinds {unknown}; the kinds are {EDIT_KINDS}")
+    weights = {k: edits[k] for k in EDIT_KINDS if k in edits}
+    for k, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"edits[{k!r}]={w!r} must be a finite weight >= 0")
+    total = float(sum(weights.values()))
+    if total <= 0:
+        raise ValueError(f"edits={dict(edits)} gives every kind weight 0; give one a positive weight")
+    return {k: float(w) / total for k, w in weights.items() if w > 0}
+
+
+def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator) -> str:
+    """One kind of an :func:`edit_mixture`; a single kind draws nothing from ``generator``.
+
+    Example:
+        >>> draw_edit_kind({"carve": 1.0}, torch.Generator())
+        'carve'
+    """
+    kinds = list(mixture)
+    if len(kinds) == 1:
+        return kinds[0]
+    u = float(torch.rand((), generator=generator, dtype=torch.float64).item())
+    acc = 0.0
+    for k in kinds[:-1]:
+        acc += mixture[k]
+        if u < acc:
+            return k
+    return kinds[-1]
 
 
 @dataclass(frozen=True)
