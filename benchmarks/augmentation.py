@@ -724,19 +724,17 @@ def local_edit_mixture(text: str) -> dict[str, float]:
     what = f"local_edits must be one of {EDIT_KINDS} or KIND=WEIGHT,... (e.g. carve=0.5,random=0.5), got {text!r}"
     if not isinstance(text, str):
         raise ValueError(what)
-    if "=" not in text:
-        if text not in EDIT_KINDS:
-            raise ValueError(what)
-        return edit_mixture(text)
-    weights: dict[str, float] = {}
-    for part in text.split(","):
-        kind, _, value = part.partition("=")
-        try:
-            weights[kind.strip()] = float(value)
-        except ValueError:
-            raise ValueError(what) from None
+    spec: str | dict[str, float] = text
+    if "=" in text:
+        spec = {}
+        for part in text.split(","):
+            kind, _, value = part.partition("=")
+            try:
+                spec[kind.strip()] = float(value)
+            except ValueError:
+                raise ValueError(what) from None
     try:
-        return edit_mixture(weights)
+        return edit_mixture(spec)
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
 

@@ -586,8 +586,9 @@ class SAMRAugmentedDataset(Dataset):
         donor: Donor | None = None
         # drawn after the source and the seed: a mixture's carving items are those of edits="carve"
         if draw_edit_kind(self.edit_mixture, g) == "carve":  # CarveMix: another real item's lesion, as it lies
+            copy_paste = isinstance(self.painter, CopyPastePainter)
             if self.n_real < 2:
-                who = "the copy-paste painter" if isinstance(self.painter, CopyPastePainter) else "edits='carve'"
+                who = "the copy-paste painter" if copy_paste else "edits='carve'"
                 raise ValueError(f"{who} needs at least 2 real items (a donor other than the source)")
             j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
             j += j >= src
@@ -595,7 +596,6 @@ class SAMRAugmentedDataset(Dataset):
                 donor_view = self._view_of(self.real_ds[j])  # read only: the painting makes new images
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
-            copy_paste = isinstance(self.painter, CopyPastePainter)
             # a painter that paints the lesion refuses lesion voxels outside the brain: the carve leaves them out
             editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]", within_brain=not copy_paste)
             if copy_paste:  # its intensities are pasted too
