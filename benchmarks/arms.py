@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -417,7 +417,7 @@ def painted_pool(
     region: str | None = None,
     insert: float | None = None,
     n_insert: int | None = None,
-    edits: str | None = None,
+    edits: str | Mapping[str, float] | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
 
@@ -433,7 +433,7 @@ def painted_pool(
     (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it) and
     ``n_insert``, its ``n_insert`` (lesions an inserting edit adds). ``edits``: the dataset's ``edits`` (None: the
     painter's own; ``"carve"`` with the SAMR painter: copy-paste's label maps with the same ``seed``, inside the
-    brain).
+    brain; ``"carve+random"``: those plus the random edit).
 
     Returns:
         The pool (``origin`` per slice: volume index, source subject, painter, edit) and a description:
@@ -507,7 +507,7 @@ def painted_pool(
         changed = set(np.nonzero((before != after).any(axis=(0, 1)))[0].tolist())
         entry = {"volume": i - ds.n_real, "source_subject": ids[src], **{k: record[k] for k in ("seed", "edit")}}
         edit = record.get("edit") or {}
-        if edit.get("op") == "carve" and isinstance(edit.get("donor"), int):
+        if edit.get("op") in ("carve", "carve+random") and isinstance(edit.get("donor"), int):
             entry["donor_subject"] = ids[int(edit["donor"])]
         if not changed and edit.get("applied", True):  # an applied edit the painter could not paint: left real
             entry["left_real"] = True

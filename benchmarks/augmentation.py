@@ -88,7 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
-from samraug.augment.pipeline import EDIT_KINDS, edit_mixture
+from samraug.augment.edits import CARVE_KINDS, EDIT_KINDS, EDITOR_KINDS, edit_mixture
 from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
@@ -285,9 +285,9 @@ class BenchmarkConfig:
             edit policy's random edits, the default) or ``carve`` (CarveMix's edit: another training subject's lesion
             added where it lies, inside the source's brain; the pool is drawn with copy-paste's pool seed, so the
             local arm paints the label maps the copy-paste arm fills with a donor's intensities, less any donor lesion
-            voxels outside the source's brain; no ``local_insert``), or a mixture ``carve=W,random=W`` drawn per
-            synthetic volume (its carving volumes are those of ``carve``, its others those of ``random`` with the
-            insertion options).
+            voxels outside the source's brain; no ``local_insert``), ``carve+random`` (both on each volume: the
+            random edit with the insertion options, then the donor's lesion of ``carve`` on top), or a mixture
+            ``carve=W,random=W`` drawn per synthetic volume (its volumes of a kind are those of that kind alone).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -377,7 +377,7 @@ class BenchmarkConfig:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
         mixture = local_edit_mixture(self.local_edits)
-        if "random" not in mixture and self.local_insert:
+        if not set(mixture) & set(EDITOR_KINDS) and self.local_insert:
             raise ValueError(
                 "local_edits='carve' adds a donor's lesion as it lies and draws no edit policy: leave local_insert at 0"
             )
@@ -1000,7 +1000,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             edits = None
         # carve edits: copy-paste's pool seed, so both arms edit the same sources with the same donors
         mixture = None if edits is None else local_edit_mixture(edits)
-        seed_kind = "copy_paste" if mixture is not None and "carve" in mixture else arm.kind
+        seed_kind = "copy_paste" if mixture is not None and set(mixture) & set(CARVE_KINDS) else arm.kind
         t0 = time.perf_counter()
         pool, what = painted_pool(
             [x.subjects[s] for s in x.real.subjects],
@@ -1964,8 +1964,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the local arms edit the label maps: random (default: the edit policy's random edits) or carve "
         "(CarveMix's edit, another training subject's lesion added where it lies: with copy-paste's pool seed, the "
         "label maps the copy-paste arm fills with a donor's intensities, inside the brain; "
-        "SAMRAugmentedDataset(edits='carve')), or a mixture drawn per synthetic volume, e.g. carve=0.5,random=0.5 "
-        "(the random part with --local-insert / --local-n-insert)",
+        "SAMRAugmentedDataset(edits='carve')), carve+random (both on each volume: the random edit, then carve's "
+        "donor lesion on top), or a mixture drawn per synthetic volume, e.g. carve=0.5,random=0.5 (the random "
+        "edits with --local-insert / --local-n-insert)",
     )
     g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"

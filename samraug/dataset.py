@@ -76,8 +76,9 @@ from samraug.augment.core import (
     scheme_to_plain,
 )
 from samraug.augment.donors import DonorPool, label_array, track
+from samraug.augment.edits import CARVE_KINDS, EDITOR_KINDS, CarveEdit, draw_edit_kind, edit_mixture
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
-from samraug.augment.pipeline import CarveEdit, augment_view, draw_edit_kind, edit_mixture
+from samraug.augment.pipeline import augment_view
 from samraug.augment.views import (
     ItemView,
     affine_of,
@@ -102,18 +103,19 @@ __all__ = [
 
 
 class _DatasetDonors(Sequence):
-    """The label maps of a dataset's items except one, loaded only when the editor picks one (lazy)."""
+    """The label maps of a dataset's items except one (or all: the donors of carve records, indexed as
+    ``real_ds``), loaded only when an edit picks one (lazy)."""
 
-    def __init__(self, owner: SAMRAugmentedDataset, exclude: int) -> None:
-        self.owner, self.exclude = owner, exclude
+    def __init__(self, owner: SAMRAugmentedDataset, exclude: int | None) -> None:
+        self.owner, self.exclude = owner, exclude  # exclude None: every item (the donors of carve records)
 
     def __len__(self) -> int:
-        return max(self.owner.n_real - 1, 0)
+        return max(self.owner.n_real - (self.exclude is not None), 0)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         if not 0 <= i < len(self):
             raise IndexError(i)
-        j = i + (i >= self.exclude)
+        j = i if self.exclude is None else i + (i >= self.exclude)
         return self.owner._label_of(self.owner.real_ds[j])  # read only: nothing of it is returned
 
 
@@ -171,9 +173,12 @@ class SAMRAugmentedDataset(Dataset):
             they lie. Item for item it draws the same source and donor as copy-paste with the same ``seed``, so a
             SAMR painter given ``edits="carve"`` paints copy-paste's label maps, but for the donor lesion's voxels
             outside the source's brain mask, which only copy-paste adds (a painter refuses a lesion outside the
-            brain; the edit record counts them, ``"outside_brain"``). A mapping of kinds to weights mixes them,
-            drawn per item (e.g. ``{"carve": 0.5, "random": 0.5}``; the items that carve are those of ``"carve"``
-            with the same ``seed``, the others the random edits'). Copy-paste takes ``"carve"`` only.
+            brain; the edit record counts them, ``"outside_brain"``). ``"carve+random"``: both on one label map,
+            the random edit first, then the same donor's lesion as ``"carve"`` added on top where it lies. A
+            mapping of kinds to weights mixes them, drawn per item (e.g. ``{"carve": 0.5, "random": 0.5}``; the
+            items of a kind are those of that kind alone with the same ``seed``). Copy-paste takes ``"carve"``
+            only. Whole-image items' histories replay carve edits while the dataset lives (see
+            :class:`~samraug.transforms.SAMRSynthesizeFixed`'s ``carve_donors``).
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
             the atlas grid (with an affine: ``tio.Subject`` or a dict with ``"affine"``) whose space equals the
@@ -242,10 +247,10 @@ class SAMRAugmentedDataset(Dataset):
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
         mixture = None if edits is None else edit_mixture(edits)
-        if mixture is not None and "random" not in mixture and (editor is not None or policy is not None):
+        if mixture is not None and not set(mixture) & set(EDITOR_KINDS) and (editor is not None or policy is not None):
             raise ValueError(
                 "edits='carve' pastes another item's lesion labels as they lie and uses no editor: leave out "
-                "editor= / policy=, or pass edits='random' to use them"
+                "editor= / policy=, or pass edits='random' or 'carve+random' to use them"
             )
         if intensity not in ("auto", "match", "model"):
             raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
@@ -585,23 +590,30 @@ class SAMRAugmentedDataset(Dataset):
         editor: Any = self._editor_for(scheme)
         donor: Donor | None = None
         # drawn after the source and the seed: a mixture's carving items are those of edits="carve"
-        if draw_edit_kind(self.edit_mixture, g) == "carve":  # CarveMix: another real item's lesion, as it lies
+        kind = draw_edit_kind(self.edit_mixture, g)
+        if kind in CARVE_KINDS:  # CarveMix: another real item's lesion, as it lies (after the random edit)
             copy_paste = isinstance(self.painter, CopyPastePainter)
             if self.n_real < 2:
-                who = "the copy-paste painter" if copy_paste else "edits='carve'"
+                who = "the copy-paste painter" if copy_paste else f"edits={kind!r}"
                 raise ValueError(f"{who} needs at least 2 real items (a donor other than the source)")
-            j = int(torch.randint(self.n_real - 1, (1,), generator=edit_gen).item())
+            # the donor from a generator of its own: a "carve+random" item's random edit is the "random" kind's
+            j = int(torch.randint(self.n_real - 1, (1,), generator=torch.Generator().manual_seed(seed)).item())
             j += j >= src
-            try:
-                donor_view = self._view_of(self.real_ds[j])  # read only: the painting makes new images
+            try:  # read only: the painting makes new images
+                if copy_paste:  # its intensities are pasted too
+                    donor_view = self._view_of(self.real_ds[j])
+                    seqs = self.synthesizer.sequences
+                    images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
+                    donor = Donor(images, donor_view.label, donor_view.brain)
+                    donor_label = donor_view.label
+                else:  # a painter paints the lesion: only the donor's label map is read
+                    donor_label = self._label_of(self.real_ds[j])
+                    scheme.validate(donor_label, "label map")
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
             # a painter that paints the lesion refuses lesion voxels outside the brain: the carve leaves them out
-            editor = CarveEdit(donor_view.label, j, f"donor real_ds[{j}]", within_brain=not copy_paste)
-            if copy_paste:  # its intensities are pasted too
-                seqs = self.synthesizer.sequences
-                images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
-                donor = Donor(images, donor_view.label, donor_view.brain)
+            then = editor if kind == "carve+random" else None
+            editor = CarveEdit(donor_label, j, f"donor real_ds[{j}]", within_brain=not copy_paste, then=then)
         args = {
             "synthesizer": self.synthesizer,
             "editor": editor,
@@ -690,6 +702,7 @@ class SAMRAugmentedDataset(Dataset):
         if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
             donor_key = f"dataset:{self._id}:{src}"
         synth = self.synthesizer
+        carving = done.record["edit"] is not None and done.record["edit"].get("op") in CARVE_KINDS
         fixed = SAMRSynthesizeFixed(
             edit=done.record["edit"],
             seed=done.record["seed"],
@@ -700,7 +713,8 @@ class SAMRAugmentedDataset(Dataset):
             brain_key=plan.brain_key,
             sequence_map=plan.mapping,
             donors=donor_key,
-            editor=_editor_settings(args["editor"]),
+            carve_donors=f"dataset:{self._id}:all" if carving else None,  # the real items, served while it lives
+            editor=_editor_settings(args["editor"].then if isinstance(args["editor"], CarveEdit) else args["editor"]),
             device=synth.device_spec,
             dtype=synth.dtype_spec,
         )
@@ -749,7 +763,10 @@ class SAMRAugmentedDataset(Dataset):
         return done.pending
 
     def donor_pool(self, suffix: str) -> Sequence[Any] | None:
-        """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), for replays."""
+        """The lazy donor pool of real item ``int(suffix)`` (the other items' label maps), or for ``"all"`` every
+        real item's label map (the donors of carve records, indexed as ``real_ds``), for replays."""
+        if suffix == "all":
+            return _DatasetDonors(self, None)
         return self._donors_for(int(suffix))
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a copy in another process serves its own replays

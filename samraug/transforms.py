@@ -188,6 +188,10 @@ class SAMRSynthesizeFixed(Transform):
         editor: The :class:`~samraug.editing.LesionEditor` settings (``min_fragment``, ``max_retries``,
             ``max_clip``) the edit was made with.
         device, dtype: Where and in which precision the generator runs.
+        carve_donors: For a carve record (``"carve"`` / ``"carve+random"``, made by
+            :class:`~samraug.dataset.SAMRAugmentedDataset` with ``edits=``): the label maps its ``"donor"`` index
+            refers to (the dataset's real items): a key served while the dataset lives in this process, or the
+            label maps themselves (``[real_ds[k]["seg"] for k in range(len(real_ds))]``, a replay anywhere else).
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Example:
@@ -210,6 +214,7 @@ class SAMRSynthesizeFixed(Transform):
         device: str = "auto",
         dtype: str = "auto",
         skipped: str | None = None,
+        carve_donors: str | Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -217,6 +222,10 @@ class SAMRSynthesizeFixed(Transform):
         if donors is not None and not isinstance(donors, str):  # explicit donors (a replay in another process)
             self._donor_pool = _pool(donors)
             donors = None if self._donor_pool is None else self._donor_pool.key
+        self._carve_pool: DonorPool | None = None
+        if carve_donors is not None and not isinstance(carve_donors, str):
+            self._carve_pool = _pool(carve_donors)
+            carve_donors = None if self._carve_pool is None else self._carve_pool.key
         self.editor = None if editor is None else _plain(editor)
         self.edit = None if edit is None else _plain(edit)
         self.seed = None if seed is None else int(seed)
@@ -230,6 +239,7 @@ class SAMRSynthesizeFixed(Transform):
         self.brain_key = brain_key
         self.sequence_map = None if sequence_map is None else {str(k): str(v) for k, v in sequence_map.items()}
         self.donors = donors
+        self.carve_donors = carve_donors
         self.device = str(device)
         self.dtype = str(dtype)
         self.args_names = [
@@ -246,6 +256,7 @@ class SAMRSynthesizeFixed(Transform):
             "device",
             "dtype",
             "skipped",
+            "carve_donors",
         ]
         self._synthesizer: Synthesizer | None = None
 
@@ -261,6 +272,7 @@ class SAMRSynthesizeFixed(Transform):
         plan = _plan_for(self, subject, synth, whole_image=synth.config.get("mode", "whole") == "whole")
         editor = _make_editor(plan.scheme, None, self.editor)
         donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
+        carve_donors = self._carve_pool if self._carve_pool is not None else find_donors(self.carve_donors)
         view = read_subject(subject, synth, plan)
         return augment_view(
             view,
@@ -270,6 +282,7 @@ class SAMRSynthesizeFixed(Transform):
             editor=None if self.edit is None else editor,
             replay=self.edit,
             donors=donors,
+            carve_donors=carve_donors,
             paint_seed=None if self.seed is None else self.seed + 1,  # the painter's noise, as in the original
         ).item
 

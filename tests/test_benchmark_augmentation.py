@@ -751,6 +751,19 @@ def test_local_arm_with_carve_edits_paints_copy_paste_label_maps(
             cp_e = by_volume[e["volume"]]
             assert (e["source_subject"], e["donor_subject"]) == (cp_e["source_subject"], cp_e["donor_subject"])
 
+    # both on each volume (--local-edits carve+random with insertions): copy-paste's sources and donors, plus the
+    # random edit; its label maps hold copy-paste's donor lesion (inside the brain) and more
+    cfg = bench.BenchmarkConfig.from_preset("quick", local_edits="carve+random", local_insert=1.0, local_n_insert=3)
+    assert bench.local_edit_mixture(cfg.local_edits) == {"carve+random": 1.0}
+    _, both = build({"region": "changed", "insert": 1.0, "n_insert": 3, "edit_kind": "carve+random"})
+    assert asked[-1]["edits"] == "carve+random" and asked[-1]["policy"].n_insert == 3
+    assert [e["edit"]["op"] for e in both["edits"]] == ["carve+random"] * len(both["edits"])
+    for e in both["edits"]:
+        if e["volume"] in by_volume:
+            cp_e = by_volume[e["volume"]]
+            assert (e["source_subject"], e["donor_subject"]) == (cp_e["source_subject"], cp_e["donor_subject"])
+            assert e["edit"]["random"]["insert"] is True or not e["edit"]["random"]["applied"]
+
 
 def test_foreground_sampling_reaches_every_arms_segmenter() -> None:
     """--foreground-sampling class: every seed's segmenter (identical for every arm) draws its foreground patches

@@ -133,6 +133,17 @@ def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_loca
     one = SAMRAugmentedDataset(subjects[:1], n_synthetic=1, weights=synth, scheme="brats2021", edits="carve")
     with pytest.raises(ValueError, match=r"edits='carve' needs at least 2 real items"):
         one[1]
+    bad = _subject(1)
+    seg = bad["seg"].data.clone()
+    seg[seg == 2] = 3  # not a BraTS 2021 label
+    bad["seg"] = tio.LabelMap(tensor=seg, affine=AFFINE)
+    for painter in (_local(tiny_local_weights), "copy-paste"):  # read for its label map only, or whole
+        ds = SAMRAugmentedDataset(
+            [subjects[0], bad], n_synthetic=4, weights=synth, scheme="brats2021", painter=painter, edits="carve"
+        )
+        i = next(i for i in range(2, 6) if ds.source_of(i) == 0)
+        with pytest.raises(ValueError, match=r"real_ds\[1\] \(the donor of synthetic item \d+\): .*label"):
+            ds[i]
     # the default is the painter's own: random edits for SAMR, carve for copy-paste
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021").edits == "random"
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste").edits == "carve"
@@ -160,3 +171,93 @@ def test_a_mixture_draws_carve_and_random_items_as_the_pure_kinds_do(
         if kind == "random":
             assert rec["edit"]["insert"] is True or not rec["edit"]["applied"], i  # the policy's insertion
     assert 2 <= kinds.count("carve") <= 10  # both kinds drawn (12 fair coin flips)
+
+
+def test_carve_plus_random_adds_carves_donor_lesion_to_the_random_edit(
+    subjects: list[tio.Subject], tiny_local_weights: str
+) -> None:
+    """edits="carve+random": the random edit of edits="random" (same policy, index and seed), then the donor lesion
+    of edits="carve" added on top where it lies; the painted images keep the source's voxels far from the edit."""
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    kw = {"n_synthetic": 6, "weights": synth, "scheme": "brats2021", "seed": 5}
+    # mirrored in-plane insertions only: a lesion rotated, scaled or moved reaches the 8-slice case's edge slices,
+    # where the painter leaves the item real
+    policy = EditPolicy(p_remove=0, p_swap=0, p_mirror=1, p_scale=0, p_rotate=0, p_perturb=0, p_move=0, p_insert=1.0)
+    both = SAMRAugmentedDataset(subjects, painter=_local(tiny_local_weights), edits="carve+random", policy=policy, **kw)
+    rand = SAMRAugmentedDataset(subjects, painter=_local(tiny_local_weights), edits="random", policy=policy, **kw)
+    carve = SAMRAugmentedDataset(subjects, painter=_local(tiny_local_weights), edits="carve", **kw)
+    assert both.edits == "carve+random"
+    painted = 0
+    for i in range(3, 9):
+        b, r, c = both.describe(i), rand.describe(i), carve.describe(i)
+        assert b["source"] == r["source"] == c["source"] and b["seed"] == r["seed"], i
+        assert b["edit"]["op"] == "carve+random" and b["edit"]["random"] == r["edit"], i
+        assert {k: v for k, v in b["edit"].items() if k not in ("op", "random")} == {
+            k: v for k, v in c["edit"].items() if k != "op"
+        }, i
+        assert r["edit"]["applied"] and r["edit"]["insert"], i  # the policy inserts: the own lesion stays
+        donor = torch.as_tensor(subjects[b["edit"]["donor"]]["seg"].data[0])
+        random_label = torch.as_tensor(rand.prepare(i).edited)
+        expected = torch.where(donor != 0, donor, random_label)  # the donor's lesion on top of the random edit
+        assert torch.equal(torch.as_tensor(both.prepare(i).edited), expected), i
+        item, src = both[i], subjects[b["source"]]
+        if torch.equal(item["seg"].data, src["seg"].data):  # the painter left it real: its region at the edge
+            continue
+        painted += 1
+        assert torch.equal(item["seg"].data[0], expected), i
+        far = torch.from_numpy(painted_far(item["seg"].data[0] != src["seg"].data[0]))
+        for s in SEQS:
+            assert torch.equal(item[s].data[0][far], src[s].data[0][far]), (i, s)
+            assert not torch.equal(item[s].data, src[s].data), (i, s)
+    assert painted
+
+
+@pytest.mark.parametrize("edits", ["carve", "carve+random"])
+def test_whole_image_carve_items_replay_from_their_history(
+    subjects: list[tio.Subject], tiny_weights: str, edits: str
+) -> None:
+    """A whole-image item's history replays its carve edit: through the live dataset (its key), and elsewhere with
+    the real items' label maps passed as carve_donors."""
+    from samraug.transforms import SAMRSynthesizeFixed
+
+    policy = EditPolicy(p_insert=1.0) if edits == "carve+random" else None
+    kw = {"n_synthetic": 2, "weights": Synthesizer(tiny_weights, device="cpu"), "scheme": "brats2021"}
+    ds = SAMRAugmentedDataset(subjects, edits=edits, policy=policy, **kw)
+    for i in (3, 4):
+        item = ds[i]
+        history = item.get_composed_history()
+        assert [t.name for t in history] == ["SAMRSynthesizeFixed"]
+        source = subjects[ds.source_of(i)]
+        again = history(source)
+        fixed = item.history[-1]
+        args = {name: getattr(fixed, name) for name in fixed.args_names}
+        assert args["edit"]["op"] == edits and args["carve_donors"].endswith(":all")
+        args["carve_donors"] = [s["seg"].data for s in subjects]  # a replay in another process
+        if edits == "carve+random":
+            args["donors"] = [subjects[k]["seg"].data for k in range(len(subjects)) if k != ds.source_of(i)]
+        elsewhere = SAMRSynthesizeFixed(**args)(source)
+        for key in [*SEQS, "seg"]:
+            assert torch.equal(again[key].data, item[key].data), (i, key)
+            assert torch.equal(elsewhere[key].data, item[key].data), (i, key)
+
+
+def test_carve_records_are_checked_on_replay() -> None:
+    from samraug.augment.edits import replay_edit
+
+    donor = np.zeros((2, 3), np.uint8)
+    donor[0, 0] = 2
+    label = np.zeros((2, 3), np.uint8)
+    with pytest.raises(ValueError, match="needs the label maps its donor index 1"):
+        replay_edit(None, label, None, {"op": "carve", "donor": 1})
+    with pytest.raises(ValueError, match="donor 5 is not in carve_donors"):
+        replay_edit(None, label, None, {"op": "carve", "donor": 5}, carve_donors=[donor])
+    brain = np.ones((2, 3), bool)
+    brain[0, 0] = False
+    with pytest.raises(ValueError, match="does not reproduce"):  # the recorded count no longer holds
+        replay_edit(None, label, brain, {"op": "carve", "donor": 0, "outside_brain": 0}, carve_donors=[donor])
+    with pytest.raises(ValueError, match="needs the editor="):
+        replay_edit(None, label, None, {"op": "carve+random", "donor": 0, "random": {}}, carve_donors=[donor])
+    with pytest.raises(ValueError, match="needs the editor="):
+        replay_edit(None, label, None, {"op": "random", "applied": False})
+    out = replay_edit(None, label, brain, {"op": "carve", "donor": 0, "outside_brain": 1}, carve_donors=[donor])
+    assert not out.any()  # the donor voxel outside the brain left out, as recorded

@@ -2,6 +2,7 @@
 
 - :mod:`samraug.augment.views`: the item readers (a ``tio.Subject``, a dict or a tuple read into an
   :class:`ItemView`).
+- :mod:`samraug.augment.edits`: the edit kinds (random, CarveMix's carve, both) and the replay of a recorded edit.
 - :mod:`samraug.augment.pipeline`: :func:`augment_view`, the one plan -> edit -> paint path of every front-end.
 - :mod:`samraug.augment.core`: edit adapters, pending samples, writing results back in the item's own format and
   types.
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 from .core import PendingSample
 from .donors import DonorPool, find_donors
+from .edits import CarveEdit
 from .painters import PAINTERS, CopyPastePainter, Donor, LabelsToImagePainter, Painter, SAMRPainter, get_painter
-from .pipeline import Augmented, CarveEdit, augment_view
+from .pipeline import Augmented, augment_view
 from .views import ItemView, plain_view, subject_view
 
 __all__ = [

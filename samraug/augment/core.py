@@ -102,10 +102,6 @@ def _edit(
     return np.asarray(res.label), _plain(res.record)
 
 
-def _replay(editor: Any, label: np.ndarray, brain: np.ndarray, record: Mapping[str, Any], donors: Any) -> np.ndarray:
-    return np.asarray(editor.replay(label, brain, dict(record), donors=donors).label)
-
-
 # ---------------------------------------------------------------------------------------------- core
 @dataclass
 class _Target:

@@ -30,7 +30,6 @@ Example (the bundled whole-image demo weights; an item on their atlas grid with 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,70 +42,19 @@ from samraug.augment.core import (
     _edit,
     _make_pending,
     _plain,
-    _replay,
     _set_label,
     _set_mask,
     scheme_from_plain,
 )
+from samraug.augment.edits import replay_edit
 from samraug.augment.painters import Donor, Painter, SAMRPainter, get_painter
 from samraug.augment.views import ItemView
-from samraug.editing import EditResult
 from samraug.labels import LabelScheme
 
 if TYPE_CHECKING:
     from samraug.synthesis import Synthesizer
 
-__all__ = ["EDIT_KINDS", "Augmented", "CarveEdit", "augment_view", "draw_edit_kind", "edit_mixture"]
-
-#: How a dataset edits its label maps (``SAMRAugmentedDataset(edits=...)``): the editor's random edits, or
-#: CarveMix's (:class:`CarveEdit`: another real item's lesion added where it lies).
-EDIT_KINDS: tuple[str, ...] = ("random", "carve")
-
-
-def edit_mixture(edits: str | Mapping[str, float]) -> dict[str, float]:
-    """``{kind: probability}`` (kinds of :data:`EDIT_KINDS`, in that order, probabilities summing to 1) of an
-    ``edits`` argument: one kind, or a mapping of kinds to non-negative weights (normalised).
-
-    Example:
-        >>> edit_mixture("carve"), edit_mixture({"carve": 1, "random": 3})
-        ({'carve': 1.0}, {'random': 0.75, 'carve': 0.25})
-    """
-    if isinstance(edits, str):
-        if edits not in EDIT_KINDS:
-            raise ValueError(f"edits must be one of {EDIT_KINDS} or a mapping of them to weights, got {edits!r}")
-        return {edits: 1.0}
-    if not isinstance(edits, Mapping) or not edits:
-        raise ValueError(f"edits must be one of {EDIT_KINDS} or a mapping of them to weights, got {edits!r}")
-    unknown = sorted(set(edits) - set(EDIT_KINDS))
-    if unknown:
-        raise ValueError(f"edits has unknown kinds {unknown}; the kinds are {EDIT_KINDS}")
-    weights = {k: edits[k] for k in EDIT_KINDS if k in edits}
-    for k, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"edits[{k!r}]={w!r} must be a finite weight >= 0")
-    total = float(sum(weights.values()))
-    if total <= 0:
-        raise ValueError(f"edits={dict(edits)} gives every kind weight 0; give one a positive weight")
-    return {k: float(w) / total for k, w in weights.items() if w > 0}
-
-
-def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator) -> str:
-    """One kind of an :func:`edit_mixture`; a single kind draws nothing from ``generator``.
-
-    Example:
-        >>> draw_edit_kind({"carve": 1.0}, torch.Generator())
-        'carve'
-    """
-    kinds = list(mixture)
-    if len(kinds) == 1:
-        return kinds[0]
-    u = float(torch.rand((), generator=generator, dtype=torch.float64).item())
-    acc = 0.0
-    for k in kinds[:-1]:
-        acc += mixture[k]
-        if u < acc:
-            return k
-    return kinds[-1]
+__all__ = ["Augmented", "augment_view"]
 
 
 @dataclass(frozen=True)
@@ -130,51 +78,6 @@ class Augmented:
     label: np.ndarray
     record: dict[str, Any]
     pending: PendingSample | None = None
-
-
-@dataclass(frozen=True)
-class CarveEdit:
-    """CarveMix's edit (the copy-paste painter's): the donor's lesion labels pasted where they lie.
-
-    Has the editor interface :func:`augment_view` calls (``random_edit``); its record is
-    ``{"op": "carve", "donor": donor}``. ``within_brain``: only the donor lesion's voxels inside the item's brain
-    mask are added (a painter that paints lesions, such as SAMR's, refuses a lesion outside the brain); the record
-    then also counts the voxels left out (``"outside_brain"``). Copy-paste pastes them all (CarveMix).
-
-    Example:
-        >>> donor = np.zeros((2, 2), np.uint8); donor[0, 0] = 2; donor[1, 1] = 1
-        >>> res = CarveEdit(donor, 3).random_edit(np.zeros((2, 2), np.uint8), None)
-        >>> res.label.tolist(), res.record
-        ([[2, 0], [0, 1]], {'op': 'carve', 'donor': 3})
-        >>> brain = np.array([[True, True], [True, False]])
-        >>> res = CarveEdit(donor, 3, within_brain=True).random_edit(np.zeros((2, 2), np.uint8), brain)
-        >>> res.label.tolist(), res.record
-        ([[2, 0], [0, 0]], {'op': 'carve', 'donor': 3, 'outside_brain': 1})
-    """
-
-    donor_label: np.ndarray
-    donor: int
-    what: str = "the donor"
-    within_brain: bool = False
-
-    def random_edit(
-        self, label: np.ndarray, brain: Any = None, *, donors: Any = None, generator: torch.Generator | None = None
-    ) -> EditResult:
-        donor_label = np.asarray(self.donor_label)
-        if donor_label.shape != label.shape:
-            raise ValueError(f"{self.what} has shape {donor_label.shape}, the item {label.shape}")
-        lesion = donor_label != 0
-        record: dict[str, Any] = {"op": "carve", "donor": int(self.donor)}
-        if self.within_brain:
-            if brain is None:
-                raise ValueError("CarveEdit(within_brain=True) needs the item's brain mask")
-            inside = np.asarray(brain, dtype=bool)
-            if inside.shape != label.shape:
-                raise ValueError(f"the brain mask has shape {inside.shape}, the item {label.shape}")
-            record["outside_brain"] = int((lesion & ~inside).sum())
-            lesion &= inside
-        edited = np.where(lesion, donor_label, label).astype(label.dtype)
-        return EditResult(edited, record)
 
 
 def _resolve_painter(painter: str | Painter | None, mode: str | None, synthesizer: Synthesizer) -> Painter | None:
@@ -217,6 +120,7 @@ def augment_view(
     generator: torch.Generator | None = None,
     donors: Sequence[Any] | None = None,
     replay: Mapping[str, Any] | None = None,
+    carve_donors: Any = None,
     painter: str | Painter | None = None,
     mode: str | None = None,
     donor: Donor | None = None,
@@ -241,7 +145,9 @@ def augment_view(
         editor: A :class:`~samraug.editing.LesionEditor` (or :class:`CarveEdit`); None: no edit.
         generator: The edit's random generator (``editor.random_edit(..., generator=)``).
         donors: Label maps a swap may paste a lesion from.
-        replay: A recorded edit to replay (``editor.replay``) instead of drawing one.
+        replay: A recorded edit to replay (:func:`~samraug.augment.edits.replay_edit`) instead of drawing one.
+        carve_donors: The label maps a carve record's ``"donor"`` indexes (replays of ``"carve"`` and
+            ``"carve+random"`` records).
         painter: None or ``"samr"`` (whole: the batched generator path; local), ``"copy-paste"``,
             ``"labels-to-image"`` or a :class:`~samraug.augment.painters.Painter`.
         mode: SAMR only (``"whole"`` / ``"local"``); refused with another painter.
@@ -267,13 +173,12 @@ def augment_view(
     chosen = _resolve_painter(painter, mode, synthesizer)
     if intensity not in ("match", "model"):
         raise ValueError(f"intensity must be 'match' (the item's scale) or 'model' ([-1, 1]), got {intensity!r}")
-    if replay is not None and editor is None:
-        raise ValueError("replay= needs the editor= that made the record (e.g. LesionEditor(scheme))")
     as_tuple = as_tuple or isinstance(item, tuple)
     out: Any = _default_item(view) if item is None else (list(item) if isinstance(item, tuple) else item)
     scheme.validate(view.label, "label map" if view.label_key is None else f"label map {view.label_key!r}")
     if replay is not None:
-        edited, edit_record = _replay(editor, view.label, view.brain, replay, donors), _plain(replay)
+        edited = replay_edit(editor, view.label, view.brain, replay, donors, carve_donors)
+        edit_record = _plain(replay)
     elif editor is not None:
         edited, edit_record = _edit(editor, view.label, view.brain, generator, donors)
     else:
