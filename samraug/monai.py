@@ -36,6 +36,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from samraug.augment.core import _make_editor, scheme_from_plain
 from samraug.augment.donors import DonorPool
+from samraug.augment.edits import draw_edit_kind, pool_edit, transform_edits
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import affine_of, check_sequence_map, output_item, plain_view
 from samraug.labels import LabelScheme
@@ -57,7 +58,10 @@ class SAMRSynthesized(Randomizable, MapTransform):
         sequence_map: ``{model_sequence: key}`` (per-sequence keys) or ``{model_sequence: channel}`` (stacked).
         brain_key: Key of a brain mask (default: the voxels non-zero in any image).
         policy, editor: The :class:`~samraug.editing.EditPolicy` of a default editor, or an editor.
-        donors: Label maps a swap may paste a lesion from (None: no swap).
+        donors: Label maps a swap may paste a lesion from (None: no swap), and the carve edits' donors.
+        edits: How the label map is edited: None or ``"random"``, ``"carve"``, ``"carve+random"`` or a mapping of
+            kinds to weights drawn per item (see :class:`~samraug.transforms.SAMRSynthesize`; the carve kinds need
+            ``donors`` on the items' grid, co-registered with them).
         device, dtype: Where the generator runs.
         allow_missing_keys: As for every MONAI ``MapTransform``.
 
@@ -86,12 +90,15 @@ class SAMRSynthesized(Randomizable, MapTransform):
         device: str = "auto",
         dtype: str = "auto",
         allow_missing_keys: bool = False,
+        edits: str | Mapping[str, float] | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"ratio must be a probability in [0, 1], got {ratio!r}")
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
+        #: ``{kind: probability}`` of the edit kinds (:mod:`samraug.augment.edits`)
+        self.edit_mixture = transform_edits(edits, donors, editor is not None or policy is not None)
         self.label_key = label_key
         self.ratio = float(ratio)
         self.scheme = scheme_from_plain(scheme)
@@ -105,11 +112,13 @@ class SAMRSynthesized(Randomizable, MapTransform):
             self.synthesizer = get_synthesizer(weights, device=device, dtype=dtype)
         self._apply = False
         self._seed = 0
+        self._kind = next(iter(self.edit_mixture))
         self.last_record: dict[str, Any] | None = None
 
     def randomize(self, data: Any = None) -> None:
         self._apply = bool(self.R.random_sample() < self.ratio)
         self._seed = int(self.R.randint(0, 2**31 - 1))
+        self._kind = draw_edit_kind(self.edit_mixture, self.R)  # a single kind draws nothing
 
     def _mapping(self, d: Mapping[Hashable, Any]) -> tuple[Hashable | None, dict[str, Any]]:
         """(the stacked image key or None, ``{model sequence: channel of it, or image key}``) of this item."""
@@ -164,7 +173,7 @@ class SAMRSynthesized(Randomizable, MapTransform):
             item=output_item(d, view),
             scheme=self.scheme,
             synthesizer=synth,
-            editor=self.editor,
+            editor=pool_edit(self._kind, self.editor, self.donors, self._seed),
             generator=torch.Generator().manual_seed(self._seed),
             donors=self.donors,
             paint_seed=self._seed + 1,

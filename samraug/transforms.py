@@ -51,6 +51,7 @@ from samraug.augment.core import (  # noqa: F401  (check_lesion_in_brain: re-exp
     scheme_to_plain,
 )
 from samraug.augment.donors import DonorPool, find_donors
+from samraug.augment.edits import CARVE_KINDS, draw_edit_kind, pool_edit, transform_edits
 from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import ItemView, check_sequence_map, subject_view
@@ -304,7 +305,7 @@ class SAMRSynthesize(RandomTransform):
         editor: A :class:`~samraug.editing.LesionEditor` (default: one for the scheme with ``policy``).
         policy: An :class:`~samraug.editing.EditPolicy` for the default editor.
         donors: Label maps (arrays, tensors or ``tio.LabelMap``, in the subjects' scheme) whose lesions a swap may
-            paste; None: the subject's own lesion only (no swap).
+            paste (and the carve edits add, ``edits=``); None: the subject's own lesion only (no swap).
         device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
             ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
         painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance); samples made by another
@@ -316,6 +317,13 @@ class SAMRSynthesize(RandomTransform):
             off the atlas grid whose space equals the weights' ``atlas_space`` is resampled to the atlas grid,
             painted and resampled back (:mod:`samraug.atlas_space`; such samples carry no replay record); None:
             subjects must sit on the atlas grid.
+        edits: How the label map is edited (:mod:`samraug.augment.edits`): None or ``"random"`` (the editor's random
+            edit), ``"carve"`` (CarveMix's edit: the lesion of a label map drawn from ``donors`` added where it lies,
+            inside the brain) or ``"carve+random"`` (the random edit, then a donor's lesion on top), or a mapping of
+            kinds to weights drawn per sample. The carve kinds need ``donors`` on the subjects' grid, co-registered
+            with them (e.g. the other training subjects' label maps in BraTS' SRI24 space), and a place before any
+            spatial transform in the pipeline. The best local setting on the augmentation benchmark is
+            ``edits="carve+random"`` with ``policy=EditPolicy(p_insert=1.0, n_insert=3)``.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
@@ -345,6 +353,7 @@ class SAMRSynthesize(RandomTransform):
         painter: Any = "samr",
         mode: str | None = None,
         space: str | None = None,
+        edits: str | Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -352,6 +361,8 @@ class SAMRSynthesize(RandomTransform):
             raise ValueError(f"ratio must be a probability in [0, 1], got {ratio!r}")
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
+        #: ``{kind: probability}`` of the edit kinds (:mod:`samraug.augment.edits`)
+        self.edit_mixture = transform_edits(edits, donors, editor is not None or policy is not None)
         self.ratio = float(ratio)
         if isinstance(weights, Synthesizer):
             self.synthesizer = weights.clone()  # private: never shared with another user
@@ -449,6 +460,8 @@ class SAMRSynthesize(RandomTransform):
         plan = _plan_for(self, subject, synth, whole_image=whole)
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
+        kind = draw_edit_kind(self.edit_mixture, torch.default_generator)  # a single kind draws nothing
+        edit_with = pool_edit(kind, editor, self._donor_pool, seed)
         generator = torch.Generator().manual_seed(seed)
         view = read_subject(subject, synth, plan, check_grid=not off_grid)
         done = augment_view(
@@ -456,7 +469,7 @@ class SAMRSynthesize(RandomTransform):
             item=subject,
             scheme=plan.scheme,
             synthesizer=synth,
-            editor=editor,
+            editor=edit_with,
             generator=generator,
             donors=self._donor_pool,
             painter=painter,
@@ -476,7 +489,9 @@ class SAMRSynthesize(RandomTransform):
             scheme=scheme_to_plain(plan.scheme),
             synthesize=True,
             editor=_editor_settings(editor),
+            carve_donors=self.donor_key if kind in CARVE_KINDS else None,
         )
+        fixed._carve_pool = self._donor_pool if kind in CARVE_KINDS else None
         fixed.label_key = plan.label_key
         fixed.brain_key = plan.brain_key
         fixed.sequence_map = dict(plan.mapping)

@@ -261,3 +261,85 @@ def test_carve_records_are_checked_on_replay() -> None:
         replay_edit(None, label, None, {"op": "random", "applied": False})
     out = replay_edit(None, label, brain, {"op": "carve", "donor": 0, "outside_brain": 1}, carve_donors=[donor])
     assert not out.any()  # the donor voxel outside the brain left out, as recorded
+
+
+# mirrored in-plane insertions: they stay inside the tiny case's slices (see above)
+MIRROR_INSERT = EditPolicy(p_remove=0, p_swap=0, p_mirror=1, p_scale=0, p_rotate=0, p_perturb=0, p_move=0, p_insert=1)
+
+
+@pytest.mark.parametrize("edits", ["carve", "carve+random"])
+def test_torchio_transform_carves_from_its_donors_and_replays(
+    subjects: list[tio.Subject], tiny_weights: str, edits: str
+) -> None:
+    """SAMRSynthesize(edits=...): the donor lesion comes from donors= (a label map drawn per sample), added where it
+    lies on top of the random edit the same global seed gives edits="random"; the history replays it."""
+    from samraug.transforms import SAMRSynthesize
+
+    synth = Synthesizer(tiny_weights, device="cpu")
+    donors = [s["seg"] for s in subjects[1:]]
+    policy = MIRROR_INSERT if edits == "carve+random" else None
+    carve = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=donors, policy=policy, edits=edits)
+    plain = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=donors, policy=MIRROR_INSERT)
+    picked = set()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out = carve(subjects[0])
+        torch.manual_seed(seed)
+        rand = plain(subjects[0])
+        fixed = out.history[-1]
+        assert fixed.name == "SAMRSynthesizeFixed" and fixed.edit["op"] == edits, seed
+        j = fixed.edit["donor"]
+        picked.add(j)
+        donor = subjects[1 + j]["seg"].data[0]
+        base = rand["seg"].data[0] if edits == "carve+random" else subjects[0]["seg"].data[0]
+        if edits == "carve+random":
+            assert fixed.edit["random"] == rand.history[-1].edit, seed  # the same random edit
+        assert torch.equal(out["seg"].data[0], torch.where(donor != 0, donor, base)), seed
+        again = out.get_composed_history()(subjects[0])
+        for key in [*SEQS, "seg"]:
+            assert torch.equal(again[key].data, out[key].data), (seed, key)
+    assert len(picked) == 2  # both donors drawn over the seeds
+
+
+def test_torchio_transform_mixes_kinds_and_checks_its_arguments(subjects: list[tio.Subject], tiny_weights: str) -> None:
+    from samraug.transforms import SAMRSynthesize
+
+    synth = Synthesizer(tiny_weights, device="cpu")
+    donors = [s["seg"] for s in subjects[1:]]
+    with pytest.raises(ValueError, match=r"edits='carve' adds a donor's lesion where it lies: pass donors="):
+        SAMRSynthesize(1.0, weights=synth, scheme="brats2021", edits="carve")
+    with pytest.raises(ValueError, match=r"uses no editor: leave out editor= / policy="):
+        SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=donors, edits="carve", policy=EditPolicy())
+    with pytest.raises(ValueError, match="edits must be one of"):
+        SAMRSynthesize(1.0, weights=synth, scheme="brats2021", edits="paste")
+    assert SAMRSynthesize(1.0, weights=synth, scheme="brats2021").edit_mixture == {"random": 1.0}
+    mixed = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=donors, edits={"carve": 1, "random": 1})
+    torch.manual_seed(0)
+    ops = [mixed(subjects[0]).history[-1].edit["op"] for _ in range(12)]
+    assert {"carve", "random"} <= set(ops)  # drawn per sample
+
+
+def test_monai_transform_carves_from_its_donors(subjects: list[tio.Subject], tiny_weights: str) -> None:
+    pytest.importorskip("monai")
+    from monai.data import MetaTensor
+
+    from samraug.monai import SAMRSynthesized
+
+    def item(s: tio.Subject) -> dict:
+        aff = torch.as_tensor(AFFINE)
+        images = torch.cat([s[k].data for k in SEQS])
+        return {"image": MetaTensor(images, affine=aff), "label": MetaTensor(s["seg"].data, affine=aff)}
+
+    donors = [s["seg"].data for s in subjects[1:]]
+    synth = Synthesizer(tiny_weights, device="cpu")
+    t = SAMRSynthesized(keys="image", ratio=1.0, weights=synth, scheme="brats2021", donors=donors, edits="carve")
+    t.set_random_state(seed=0)
+    for _ in range(3):
+        out = t(item(subjects[0]))
+        rec = t.last_record["edit"]
+        assert rec["op"] == "carve" and rec["outside_brain"] == 0
+        donor = donors[rec["donor"]][0]
+        expected = torch.where(donor != 0, donor, subjects[0]["seg"].data[0])
+        assert torch.equal(out["label"].as_tensor()[0], expected)
+    with pytest.raises(ValueError, match="pass donors="):
+        SAMRSynthesized(keys="image", weights=synth, scheme="brats2021", edits="carve+random")

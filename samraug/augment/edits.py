@@ -32,7 +32,17 @@ import torch
 
 from samraug.editing import EditResult
 
-__all__ = ["CARVE_KINDS", "EDITOR_KINDS", "EDIT_KINDS", "CarveEdit", "draw_edit_kind", "edit_mixture", "replay_edit"]
+__all__ = [
+    "CARVE_KINDS",
+    "EDITOR_KINDS",
+    "EDIT_KINDS",
+    "CarveEdit",
+    "draw_edit_kind",
+    "edit_mixture",
+    "pool_edit",
+    "replay_edit",
+    "transform_edits",
+]
 
 #: How a dataset edits its label maps (``SAMRAugmentedDataset(edits=...)``): the editor's random edits, CarveMix's
 #: (:class:`CarveEdit`: another real item's lesion added where it lies), or both on one label map.
@@ -70,8 +80,9 @@ def edit_mixture(edits: str | Mapping[str, float]) -> dict[str, float]:
     return {k: float(w) / total for k, w in weights.items() if w > 0}
 
 
-def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator) -> str:
-    """One kind of an :func:`edit_mixture`; a single kind draws nothing from ``generator``.
+def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator | Any) -> str:
+    """One kind of an :func:`edit_mixture`; a single kind draws nothing from ``generator`` (a ``torch.Generator``,
+    or a NumPy ``RandomState`` such as a MONAI transform's ``R``).
 
     Example:
         >>> draw_edit_kind({"carve": 1.0}, torch.Generator())
@@ -80,7 +91,10 @@ def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator) -> 
     kinds = list(mixture)
     if len(kinds) == 1:
         return kinds[0]
-    u = float(torch.rand((), generator=generator, dtype=torch.float64).item())
+    if isinstance(generator, torch.Generator):
+        u = float(torch.rand((), generator=generator, dtype=torch.float64).item())
+    else:
+        u = float(generator.random_sample())
     acc = 0.0
     for k in kinds[:-1]:
         acc += mixture[k]
@@ -161,6 +175,50 @@ class CarveEdit:
             record["random"] = first.record
         edited = np.where(lesion, donor_label, base).astype(label.dtype)
         return EditResult(edited, record)
+
+
+def transform_edits(edits: str | Mapping[str, float] | None, donors: Any, editor_given: bool) -> dict[str, float]:
+    """The edit mixture of a transform's ``edits`` argument (None: ``"random"``), checked against its other
+    arguments: the carve kinds take their donor lesion from ``donors`` (label maps on the subjects' grid), and the
+    editor (``editor=`` / ``policy=``, ``editor_given``) only serves the kinds that draw a random edit.
+
+    Example:
+        >>> transform_edits("carve+random", donors=[np.zeros((2, 2), np.uint8)], editor_given=True)
+        {'carve+random': 1.0}
+        >>> transform_edits("carve", donors=None, editor_given=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: edits='carve' adds a donor's lesion where it lies: pass donors=[...] (label maps of ...)
+    """
+    mixture = edit_mixture("random" if edits is None else edits)
+    if set(mixture) & set(CARVE_KINDS) and (donors is None or len(donors) == 0):
+        raise ValueError(
+            f"edits={edits!r} adds a donor's lesion where it lies: pass donors=[...] (label maps of other subjects, "
+            "on the subjects' grid and co-registered with them)"
+        )
+    if editor_given and not set(mixture) & set(EDITOR_KINDS):
+        raise ValueError(
+            f"edits={edits!r} pastes a donor's lesion labels as they lie and uses no editor: leave out editor= / "
+            "policy=, or pass edits='random' or 'carve+random' to use them"
+        )
+    return mixture
+
+
+def pool_edit(kind: str, editor: Any, donors: Any, seed: int) -> Any:
+    """The editor of one sample of ``kind``: ``editor`` for ``"random"``; for a carve kind a :class:`CarveEdit`
+    (inside the brain) of ``donors[j]``, ``j`` drawn from ``torch.Generator().manual_seed(seed)`` (``"carve+random"``:
+    ``editor``'s random edit first). The record's ``"donor"`` is ``j``: replay it with ``carve_donors=donors``.
+
+    Example:
+        >>> donors = [np.ones((2, 2), np.uint8)]
+        >>> pool_edit("carve", None, donors, seed=0).random_edit(np.zeros((2, 2), np.uint8), np.ones((2, 2))).record
+        {'op': 'carve', 'donor': 0, 'outside_brain': 0}
+    """
+    if kind not in CARVE_KINDS:
+        return editor
+    j = int(torch.randint(len(donors), (1,), generator=torch.Generator().manual_seed(seed)).item())
+    then = editor if kind == "carve+random" else None
+    return CarveEdit(np.asarray(donors[j]), j, f"donors[{j}]", within_brain=True, then=then)
 
 
 def replay_edit(
