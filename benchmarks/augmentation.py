@@ -88,7 +88,7 @@ from benchmarks.arms import (
     painted_pool,
 )
 from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
-from samraug.augment.edits import CARVE_KINDS, EDIT_KINDS, EDITOR_KINDS, edit_mixture
+from samraug.augment.edits import CARVE_KINDS, EDITOR_KINDS, parse_edits
 from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
 from samraug.outputs import write_atomic
@@ -714,29 +714,14 @@ def _weights_digest(weights: str | None) -> str | None:
 
 
 def local_edit_mixture(text: str) -> dict[str, float]:
-    """The edit mixture of ``--local-edits``: ``random``, ``carve`` or ``KIND=WEIGHT,KIND=WEIGHT``
-    (:func:`samraug.augment.pipeline.edit_mixture`).
+    """The edit mixture of ``--local-edits``: ``random``, ``carve``, ``carve+random`` or ``KIND=WEIGHT,KIND=WEIGHT``
+    (:func:`samraug.augment.edits.parse_edits`).
 
     Example:
         >>> local_edit_mixture("carve"), local_edit_mixture("carve=1,random=1")
         ({'carve': 1.0}, {'random': 0.5, 'carve': 0.5})
     """
-    what = f"local_edits must be one of {EDIT_KINDS} or KIND=WEIGHT,... (e.g. carve=0.5,random=0.5), got {text!r}"
-    if not isinstance(text, str):
-        raise ValueError(what)
-    spec: str | dict[str, float] = text
-    if "=" in text:
-        spec = {}
-        for part in text.split(","):
-            kind, _, value = part.partition("=")
-            try:
-                spec[kind.strip()] = float(value)
-            except ValueError:
-                raise ValueError(what) from None
-    try:
-        return edit_mixture(spec)
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
+    return parse_edits(text, "local_edits")
 
 
 def _edits_arg(mixture: Mapping[str, float]) -> str | dict[str, float]:

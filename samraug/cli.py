@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .argtypes import non_negative_int, positive_int
+from .augment.edits import CARVE_KINDS, EDITOR_KINDS, draw_edit_kind, parse_edits, pool_edit
 from .augment.painters import SAMRPainter
 from .data import phantom
 from .data.brats import (
@@ -201,6 +202,15 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="lesions an inserting edit adds, each an independent random edit of the case's own lesion "
         f"(EditPolicy(n_insert=K), 1 to {MAX_INSERT}; needs --insert above 0; default 1)",
+    )
+    parser.add_argument(
+        "--edits",
+        default="random",
+        metavar="KIND",
+        help="how each mask is edited: random (default: the random edit, with --insert / --n-insert), carve "
+        "(CarveMix's edit: another mask's lesion, drawn per sample from --masks, added where it lies, inside the "
+        "brain; every mask on one grid), carve+random (both: the random edit, then another mask's lesion on top), "
+        "or a mixture drawn per sample, e.g. carve=0.5,random=0.5",
     )
     parser.add_argument("--no-edit", action="store_true", help="synthesize for the masks as they are")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of the lesion slice per sample")
@@ -459,6 +469,15 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
     check_insertion(args.insert, args.n_insert, "--insert", "--n-insert")
+    mixture = parse_edits(args.edits, "--edits")
+    carving = bool(set(mixture) & set(CARVE_KINDS))
+    if carving and args.no_edit:
+        raise ValueError(f"--no-edit synthesizes the masks as they are: leave out --edits {args.edits}")
+    if not set(mixture) & set(EDITOR_KINDS) and (args.insert or args.n_insert != 1):
+        raise ValueError(
+            f"--edits {args.edits} adds another mask's lesion as it lies and draws no random edit: leave out "
+            "--insert / --n-insert, or pass --edits carve+random"
+        )
     painter = SAMRPainter(
         synth,
         mode=args.mode,
@@ -538,6 +557,21 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             f"none of the {len(masks)} masks under --masks {str(args.masks)!r} holds a lesion (all background); "
             "nothing to synthesize"
         )
+    if carving:  # another mask's lesion where it lies: every mask on one grid
+        if len(cases) < 2:
+            raise ValueError(
+                f"--edits {args.edits} adds another mask's lesion: --masks {str(args.masks)!r} holds "
+                f"{len(cases)} mask with a lesion; pass a folder of two or more co-registered masks"
+            )
+        first = cases[0]
+        for c in cases[1:]:
+            same = c.label.shape == first.label.shape and np.allclose(c.header.affine, first.header.affine, atol=1e-3)
+            if not same:
+                raise ValueError(
+                    f"--edits {args.edits} adds another mask's lesion where it lies, but masks {first.path} "
+                    f"{first.label.shape} and {c.path} {c.label.shape} are not on one grid (shape and affine); "
+                    "register the cases to one space (e.g. BraTS' SRI24 240x240x155) or use --edits random"
+                )
     # output file names: --sequence-map, else the BraTS 2021 names for a 2021 tree, else the model's names
     out_names = {
         seq: seq_map.get(seq, SEQUENCE_ALIASES.get(seq, seq) if layouts == {"brats2021"} else seq) for seq in sequences
@@ -555,12 +589,20 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         for m, c in enumerate(cases):
             donors = [d for i, d in enumerate(labels) if i != m] if len(labels) > 1 else None
             for j in range(args.n):
-                generator = torch.Generator().manual_seed(args.seed * 1_000_003 + m * 1009 + j)
+                sample_seed = args.seed * 1_000_003 + m * 1009 + j
+                generator = torch.Generator().manual_seed(sample_seed)
+                donor_mask = None
                 if args.no_edit:
                     edited, record = c.label, {"op": "none", "applied": False, "reason": "--no-edit"}
                 else:
-                    result = editor.random_edit(c.label, c.brain, donors=donors, generator=generator)
+                    # the kind from a stream of its own: a kind's samples are those of that kind alone
+                    kind = draw_edit_kind(mixture, np.random.RandomState([args.seed, m, j]))
+                    edit_with = pool_edit(kind, editor, donors, sample_seed)
+                    result = edit_with.random_edit(c.label, c.brain, donors=donors, generator=generator)
                     edited, record = np.asarray(result.label), result.record
+                    if kind in CARVE_KINDS:
+                        k = int(record["donor"])
+                        donor_mask = str(cases[k + (k >= m)].path)
                 sample = f"{c.name}-synth{j}"
                 if local:  # the region around the edit repainted inside the case's own images, in their scale
                     images = {s: torch.from_numpy(np.asarray(v, dtype=np.float32)) for s, v in c.images.items()}
@@ -604,6 +646,8 @@ def _run_synthesize(args: argparse.Namespace) -> int:
                         "intensity": {s: ("subject" if s in c.stats else "model [-1, 1]") for s in out_vols},
                         "edit": record,
                     }
+                    if donor_mask is not None:  # the record's donor indexes the other masks
+                        meta["donor_mask"] = donor_mask
                     text = json.dumps(meta, indent=2, default=_json_default) + "\n"
                     (folder / "edit.json").write_text(text, encoding="utf-8")
                     if args.preview:

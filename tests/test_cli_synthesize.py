@@ -254,3 +254,68 @@ def test_synthesize_local_insertion_keeps_the_real_lesion(tiny_local_weights: st
     records = [json.loads((p / "edit.json").read_text())["edit"] for p in sorted(two.glob("case3-synth*"))]
     applied = [r for r in records if r.get("applied")]
     assert applied and all(len(r["more"]) == 1 for r in applied)
+
+
+def _local_cases(tmp_path: Path, shifts: tuple[int, ...] = (0, 14)) -> tuple[list[np.ndarray], Path]:
+    """1 mm cases like _local_case's (case0, case1, ...), on one grid, their lesions ``shifts`` voxels apart along x:
+    their label maps and the folder of the cases."""
+    shape, affine = (48, 48, 40), np.diag([1.0, 1.0, 1.0, 1.0])
+    brain = np.zeros(shape, dtype=bool)
+    brain[4:44, 4:44, 6:34] = True
+    segs, root = [], tmp_path / "masks"
+    for i, dx in enumerate(shifts):
+        seg = np.zeros(shape, dtype=np.uint8)
+        seg[12 + dx : 20 + dx, 20:28, 18:22] = 2
+        seg[14 + dx : 18 + dx, 22:26, 19:21] = 3
+        rng = np.random.default_rng(10 + i)
+        _save(root / f"case{i}" / f"case{i}-seg.nii.gz", seg, affine)
+        for k, seq in enumerate(SEQS):
+            vol = np.where(brain, 100.0 * (k + 1) * (1 + rng.random(shape)), 0.0).astype(np.float32)
+            _save(root / f"case{i}" / f"case{i}-{seq}.nii.gz", vol, affine)
+        segs.append(seg)
+    return segs, root
+
+
+def test_synthesize_carve_edits_add_another_masks_lesion(tiny_local_weights: str, tmp_path: Path, capsys) -> None:
+    """--edits carve+random: each sample is the --edits random sample of the same seed with another mask's lesion
+    added on top where it lies; edit.json names that mask. Bad combinations are refused before anything is written."""
+    segs, root = _local_cases(tmp_path)
+    argv = ["synthesize", "--masks", str(root), "--weights", tiny_local_weights, "--scheme", "brats2023"]
+    argv += ["--margin-mm", "2", "--n", "2", "--insert", "1", "--region", "changed"]
+    assert main([*argv, "--out", str(tmp_path / "random")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "both"), "--edits", "carve+random"]) == 0
+    checked = 0
+    for sample in sorted((tmp_path / "both").glob("case*-synth*")):
+        meta = json.loads((sample / "edit.json").read_text())
+        source = int(sample.name[4])
+        assert meta["edit"]["op"] == "carve+random" and meta["edit"]["outside_brain"] == 0
+        assert meta["donor_mask"] == str(root / f"case{1 - source}" / f"case{1 - source}-seg.nii.gz")
+        other = tmp_path / "random" / sample.name
+        if not other.exists():  # the random sample alone could not be painted
+            continue
+        rand_meta = json.loads((other / "edit.json").read_text())
+        assert meta["edit"]["random"] == {k: v for k, v in rand_meta["edit"].items() if k != "paint"}
+        rand_seg = np.asanyarray(nib.load(str(other / f"{sample.name}-seg.nii.gz")).dataobj)
+        edited = np.asanyarray(nib.load(str(sample / f"{sample.name}-seg.nii.gz")).dataobj)
+        donor = segs[1 - source]
+        np.testing.assert_array_equal(edited, np.where(donor != 0, donor, rand_seg))
+        checked += 1
+    assert checked
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    for flags, message in (
+        (["--edits", "carve"], "--edits carve adds another mask's lesion as it lies and draws no random edit"),
+        (["--edits", "paste"], "--edits must be one of"),
+        (["--edits", "carve+random", "--no-edit"], "--no-edit synthesizes the masks as they are"),
+    ):
+        assert main([*argv, "--out", str(bad), *flags]) == 1
+        assert message in capsys.readouterr().err and not bad.exists()
+    one = ["synthesize", "--masks", str(root / "case0"), "--weights", tiny_local_weights, "--scheme", "brats2023"]
+    assert main([*one, "--out", str(bad), "--edits", "carve"]) == 1
+    assert "holds 1 mask with a lesion" in capsys.readouterr().err and not bad.exists()
+    for path in (root / "case1").glob("*.nii.gz"):  # case1 on another grid (1.2 mm slices)
+        _save(path, np.asanyarray(nib.load(str(path)).dataobj), np.diag([1.0, 1.0, 1.2, 1.0]))
+    assert main(["synthesize", "--masks", str(root), "--weights", tiny_local_weights, "--scheme", "brats2023",
+                 "--out", str(bad), "--edits", "carve"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "are not on one grid" in err and not bad.exists(), err

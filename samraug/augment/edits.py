@@ -39,6 +39,7 @@ __all__ = [
     "CarveEdit",
     "draw_edit_kind",
     "edit_mixture",
+    "parse_edits",
     "pool_edit",
     "replay_edit",
     "transform_edits",
@@ -78,6 +79,31 @@ def edit_mixture(edits: str | Mapping[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError(f"edits={dict(edits)} gives every kind weight 0; give one a positive weight")
     return {k: float(w) / total for k, w in weights.items() if w > 0}
+
+
+def parse_edits(text: str, what: str = "edits") -> dict[str, float]:
+    """The :func:`edit_mixture` of a command-line value: a kind (``carve``) or ``KIND=WEIGHT,KIND=WEIGHT``.
+
+    Example:
+        >>> parse_edits("carve"), parse_edits("carve=1,random=1")
+        ({'carve': 1.0}, {'random': 0.5, 'carve': 0.5})
+    """
+    message = f"{what} must be one of {EDIT_KINDS} or KIND=WEIGHT,... (e.g. carve=0.5,random=0.5), got {text!r}"
+    if not isinstance(text, str):
+        raise ValueError(message)
+    spec: str | dict[str, float] = text
+    if "=" in text:
+        spec = {}
+        for part in text.split(","):
+            kind, _, value = part.partition("=")
+            try:
+                spec[kind.strip()] = float(value)
+            except ValueError:
+                raise ValueError(message) from None
+    try:
+        return edit_mixture(spec)
+    except ValueError as e:
+        raise ValueError(f"{message}: {e}") from None
 
 
 def draw_edit_kind(mixture: Mapping[str, float], generator: torch.Generator | Any) -> str:
