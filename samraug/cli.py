@@ -49,6 +49,7 @@ from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize
 from .labels import get_scheme
+from .local_synthesis import DEFAULT_MAX_REGION_MM
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
 from .region import REGION_SEEDS
@@ -202,6 +203,14 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="lesions an inserting edit adds, each an independent random edit of the case's own lesion "
         f"(EditPolicy(n_insert=K), 1 to {MAX_INSERT}; needs --insert above 0; default 1)",
+    )
+    parser.add_argument(
+        "--max-region-mm",
+        type=float,
+        default=DEFAULT_MAX_REGION_MM,
+        metavar="MM",
+        help="local mode: a sample whose region has a connected part wider than this is not written (default "
+        f"{DEFAULT_MAX_REGION_MM:g}; raise it when many inserted lesions chain across the brain)",
     )
     parser.add_argument(
         "--edits",
@@ -468,6 +477,8 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
+    if not 0 < args.max_region_mm < math.inf:
+        raise ValueError(f"--max-region-mm must be a finite length in mm > 0, got {args.max_region_mm}")
     check_insertion(args.insert, args.n_insert, "--insert", "--n-insert")
     mixture = parse_edits(args.edits, "--edits")
     carving = bool(set(mixture) & set(CARVE_KINDS))
@@ -486,6 +497,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         seam=args.seam,
         healthy=args.healthy,
         region=args.region,
+        max_region_mm=args.max_region_mm,
     )
     local = painter.mode == "local"
     atlas = None if local else synth.atlas

@@ -289,7 +289,10 @@ def paint_local(
         extent = np.array([x.stop - x.start for x in sl]) * spacing
         if float(extent.max()) > max_region:
             return _skip(
-                images, record, f"region is {float(extent.max()):.1f} mm across, above max_region_mm={max_region:g}"
+                images,
+                record,
+                f"region is {float(extent.max()):.1f} mm across, above max_region_mm={max_region:g} (raise "
+                "max_region_mm to paint it)",
             )
         for axis, (x, n) in enumerate(zip(sl, shape, strict=True)):
             room = min(x.start, n - x.stop) * spacing[axis]

@@ -121,6 +121,21 @@ def test_samr_local_goes_through_paint_local(tiny_local_weights: str) -> None:
         assert not torch.equal(out[k][changed], images[k][changed])
 
 
+def test_samr_local_max_region_leaves_wider_regions_unpainted(tiny_local_weights: str) -> None:
+    images, label, brain = _subject(2)
+    after = _moved(label, 1)
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    narrow = SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0, max_region_mm=4.0)
+    out, rec = narrow.paint(images, label, after, brain, AFFINE, SCHEME)
+    assert "above max_region_mm=4 (raise max_region_mm" in rec["skipped"]
+    assert all(out[k] is images[k] or torch.equal(out[k], images[k]) for k in SEQS)  # left as it was
+    wide = SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0, max_region_mm=1000.0)
+    assert wide.paint(images, label, after, brain, AFFINE, SCHEME)[1]["skipped"] is None
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "160"):
+        with pytest.raises(ValueError, match="max_region_mm must be a finite length in mm > 0"):
+            SAMRPainter(synth, max_region_mm=bad)
+
+
 def test_residual_local_weights_record_that_no_seam_correction_ran(tmp_path) -> None:
     """Residual weights paint over a fill that already meets the real image: the Poisson seam correction is not
     applied to them, and the record says so instead of naming the requested one."""

@@ -313,6 +313,13 @@ def test_synthesize_carve_edits_add_another_masks_lesion(tiny_local_weights: str
     one = ["synthesize", "--masks", str(root / "case0"), "--weights", tiny_local_weights, "--scheme", "brats2023"]
     assert main([*one, "--out", str(bad), "--edits", "carve"]) == 1
     assert "holds 1 mask with a lesion" in capsys.readouterr().err and not bad.exists()
+    # --max-region-mm: a region wider than it is not written, the run says why and how to paint it
+    small = tmp_path / "small"
+    assert main([*argv, "--out", str(small), "--edits", "carve+random", "--max-region-mm", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 0 synthetic samples" in out and "above max_region_mm=10 (raise max_region_mm" in out, out
+    assert main([*argv, "--out", str(bad), "--max-region-mm", "0"]) == 1
+    assert "--max-region-mm must be a finite length in mm > 0" in capsys.readouterr().err and not bad.exists()
     for path in (root / "case1").glob("*.nii.gz"):  # case1 on another grid (1.2 mm slices)
         _save(path, np.asanyarray(nib.load(str(path)).dataobj), np.diag([1.0, 1.0, 1.2, 1.0]))
     assert main(["synthesize", "--masks", str(root), "--weights", tiny_local_weights, "--scheme", "brats2023",

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from samraug.atlas_space import check_space, from_atlas_grid, normalize_space, t
 from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
-from samraug.local_synthesis import paint_local
+from samraug.local_synthesis import DEFAULT_MAX_REGION_MM, paint_local
 from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES, SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
@@ -135,6 +136,9 @@ class SAMRPainter(Painter):
             the atlas grid is painted only when this equals the weights' atlas space
             (:func:`samraug.atlas_space.weights_space`): it is resampled to the atlas grid, painted and resampled
             back (:mod:`samraug.atlas_space`). None: subjects must sit on the atlas grid.
+        max_region_mm: Local mode: a connected part of the region wider than this (mm, along any axis) leaves the
+            sample unpainted (default 160: many lesions inserted at once can chain into one part that spans the
+            brain; raise it to paint those too).
 
     Example:
         >>> from samraug.hub import BUNDLED_WHOLE_WEIGHTS  # the whole-image demo weights: MNI152, 2 mm
@@ -160,6 +164,7 @@ class SAMRPainter(Painter):
         seam: str = "poisson",
         healthy: str = "model",
         region: str = "lesions",
+        max_region_mm: float = DEFAULT_MAX_REGION_MM,
     ) -> None:
         if isinstance(synthesizer, Synthesizer):
             self.synthesizer = synthesizer.clone()
@@ -188,6 +193,13 @@ class SAMRPainter(Painter):
         if region not in REGION_SEEDS:
             raise ValueError(f"region must be one of {REGION_SEEDS}, got {region!r}")
         self.region = region
+        if (
+            isinstance(max_region_mm, bool)
+            or not isinstance(max_region_mm, (int, float))
+            or not 0 < max_region_mm < math.inf
+        ):
+            raise ValueError(f"max_region_mm must be a finite length in mm > 0, got {max_region_mm!r}")
+        self.max_region_mm = float(max_region_mm)
         self.space = normalize_space(space)
 
     def paint(
@@ -219,6 +231,7 @@ class SAMRPainter(Painter):
                 seam=self.seam,
                 healthy=self.healthy,
                 region=self.region,
+                max_region_mm=self.max_region_mm,
             )
             return out, {"painter": self.name, "mode": "local", **record}
         synth = self.synthesizer
