@@ -323,7 +323,7 @@ class SAMRSynthesize(RandomTransform):
             kinds to weights drawn per sample. The carve kinds need ``donors`` on the subjects' grid, co-registered
             with them (e.g. the other training subjects' label maps in BraTS' SRI24 space), and a place before any
             spatial transform in the pipeline. The best local setting on the augmentation benchmark is
-            ``edits="carve+random"`` with ``policy=EditPolicy(p_insert=1.0, n_insert=3)``.
+            ``edits="carve+random"`` with ``policy=EditPolicy(p_insert=1.0, n_insert=5)``.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Randomness comes from torch's global generator (one seed per sample, recorded): workers differ, and
