@@ -189,10 +189,11 @@ class SAMRSynthesizeFixed(Transform):
         editor: The :class:`~samraug.editing.LesionEditor` settings (``min_fragment``, ``max_retries``,
             ``max_clip``) the edit was made with.
         device, dtype: Where and in which precision the generator runs.
-        carve_donors: For a carve record (``"carve"`` / ``"carve+random"``, made by
-            :class:`~samraug.dataset.SAMRAugmentedDataset` with ``edits=``): the label maps its ``"donor"`` index
-            refers to (the dataset's real items): a key served while the dataset lives in this process, or the
-            label maps themselves (``[real_ds[k]["seg"] for k in range(len(real_ds))]``, a replay anywhere else).
+        carve_donors: For a carve record (``"carve"`` / ``"carve+random"``, made with ``edits=`` by
+            :class:`~samraug.dataset.SAMRAugmentedDataset` or :class:`SAMRSynthesize`): the label maps its
+            ``"donor"`` index refers to (the dataset's real items; the transform's ``donors``): a key served while
+            the dataset or transform lives in this process, or the label maps themselves (e.g.
+            ``[real_ds[k]["seg"] for k in range(len(real_ds))]``, a replay anywhere else).
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Example:
