@@ -106,21 +106,23 @@ class _DatasetDonors(Sequence):
     """The label maps of a dataset's items except one (or all: the donors of carve records, indexed as
     ``real_ds``), loaded only when an edit picks one (lazy)."""
 
-    def __init__(self, owner: SAMRAugmentedDataset, exclude: int | None, scheme: LabelScheme | None = None) -> None:
+    def __init__(self, owner: SAMRAugmentedDataset, exclude: int | None) -> None:
         self.owner, self.exclude = owner, exclude  # exclude None: every item (the donors of carve records)
-        self.scheme = scheme  # given: each label map is checked against it, an error naming its item
 
     def __len__(self) -> int:
         return max(self.owner.n_real - (self.exclude is not None), 0)
 
-    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+    def _item(self, i: int) -> int:
         if not 0 <= i < len(self):
             raise IndexError(i)
-        j = i if self.exclude is None else i + (i >= self.exclude)
-        label = self.owner._label_of(self.owner.real_ds[j])  # read only: nothing of it is returned
-        if self.scheme is not None:
-            self.scheme.validate(label, f"the label map of real_ds[{j}] (a swap donor)")
-        return label
+        return i if self.exclude is None else i + (i >= self.exclude)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        return self.owner._label_of(self.owner.real_ds[self._item(i)])  # read only: nothing of it is returned
+
+    def name_of(self, i: int) -> str:
+        """Where donor ``i`` comes from (the editor's errors name it)."""
+        return f"real_ds[{self._item(i)}]"
 
 
 @dataclass
@@ -622,7 +624,7 @@ class SAMRAugmentedDataset(Dataset):
             "synthesizer": self.synthesizer,
             "editor": editor,
             "generator": edit_gen,
-            "donors": self._donors_for(src, scheme),
+            "donors": self._donors_for(src),
             "donor": donor,
             "paint_seed": seed + 1,
             "post": post,
@@ -661,9 +663,9 @@ class SAMRAugmentedDataset(Dataset):
             self._z_of(item, layout)
         return view
 
-    def _donors_for(self, src: int, scheme: LabelScheme | None = None) -> Any:
+    def _donors_for(self, src: int) -> Any:
         if self.donors == "dataset":
-            return _DatasetDonors(self, src, scheme) if self.n_real > 1 else None
+            return _DatasetDonors(self, src) if self.n_real > 1 else None
         return self.donors
 
     def _editor_for(self, scheme: LabelScheme) -> Any:

@@ -148,7 +148,8 @@ def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_loca
     ds = SAMRAugmentedDataset([subjects[0], bad], n_synthetic=12, weights=synth, scheme="brats2021", seed=1,
                               policy=EditPolicy(p_swap=1.0), painter=_local(tiny_local_weights))  # fmt: skip
     i = next(i for i in range(2, 14) if ds.source_of(i) == 0)
-    with pytest.raises(ValueError, match=r"real_ds\[0\] \(the source .*the label map of real_ds\[1\] \(a swap donor\)"):
+    named = r"real_ds\[0\] \(the source .*real_ds\[1\] \(a swap donor\): donor label map has labels \{3\}"
+    with pytest.raises(ValueError, match=named):
         ds[i]
     # the default is the painter's own: random edits for SAMR, carve for copy-paste
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021").edits == "random"

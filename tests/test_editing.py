@@ -577,3 +577,23 @@ def test_insertion_count_is_validated() -> None:
             EditPolicy(p_insert=1.0, n_insert=bad)
     with pytest.raises(ValueError, match=r"set EditPolicy\.p_insert > 0"):
         EditPolicy(n_insert=2)
+
+
+def test_a_swap_donor_outside_the_scheme_is_named() -> None:
+    """The reader's error on a bad donor label map names the donor: ``donors[k]``, or the pool's own name for it."""
+    label = np.zeros((24, 24, 8), np.uint8)
+    label[8:14, 8:14, 2:6] = 2
+    brain = np.ones(label.shape, bool)
+    bad = label.copy()
+    bad[9:11, 9:11, 3] = 3  # not a BraTS 2021 label
+    editor = LesionEditor("brats2021", policy=EditPolicy(p_remove=0, p_swap=1.0, swap_at=("donor",)))
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"donors\[0\] \(a swap donor\): donor label map has labels \{3\}"):
+        editor.random_edit(label, brain, donors=[bad], generator=gen)
+
+    class Named(list):
+        def name_of(self, i: int) -> str:
+            return f"case {i + 7}"
+
+    with pytest.raises(ValueError, match=r"case 7 \(a swap donor\): donor label map has labels \{3\}"):
+        editor.random_edit(label, brain, donors=Named([bad]), generator=torch.Generator().manual_seed(0))

@@ -555,7 +555,11 @@ class LesionEditor:
             )
         idx = int(idx)
         if idx not in cache:
-            cache[idx] = self._reader.donor(*self._split_donor(donors[idx]))
+            try:
+                cache[idx] = self._reader.donor(*self._split_donor(donors[idx]))
+            except ValueError as e:  # a pool that knows where its label maps come from names the donor
+                name = donors.name_of(idx) if hasattr(donors, "name_of") else f"donors[{idx}]"
+                raise ValueError(f"{name} (a swap donor): {e}") from None
         return cache[idx]
 
     def _run(self, record: dict[str, Any], vol: Volume, donors: Any, cache: dict[int, Donor]):
