@@ -76,7 +76,7 @@ from samraug.augment.core import (
     scheme_to_plain,
 )
 from samraug.augment.donors import DonorPool, label_array, track
-from samraug.augment.edits import CARVE_KINDS, EDITOR_KINDS, CarveEdit, draw_edit_kind, edit_mixture
+from samraug.augment.edits import CARVE_KINDS, CarveEdit, check_editor_use, draw_edit_kind, edit_mixture
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import (
@@ -253,11 +253,8 @@ class SAMRAugmentedDataset(Dataset):
         if editor is not None and policy is not None:
             raise ValueError("pass either editor= or policy= (the policy of a default editor), not both")
         mixture = None if edits is None else edit_mixture(edits)
-        if mixture is not None and not set(mixture) & set(EDITOR_KINDS) and (editor is not None or policy is not None):
-            raise ValueError(
-                "edits='carve' pastes another item's lesion labels as they lie and uses no editor: leave out "
-                "editor= / policy=, or pass edits='random' or 'carve+random' to use them"
-            )
+        if mixture is not None:
+            check_editor_use(mixture, edits, editor is not None or policy is not None)
         if intensity not in ("auto", "match", "model"):
             raise ValueError(f"intensity must be 'auto', 'match' or 'model', got {intensity!r}")
         self.real_ds = real_ds

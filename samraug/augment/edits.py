@@ -37,6 +37,7 @@ __all__ = [
     "EDITOR_KINDS",
     "EDIT_KINDS",
     "CarveEdit",
+    "check_editor_use",
     "draw_edit_kind",
     "edit_mixture",
     "parse_edits",
@@ -222,12 +223,24 @@ def transform_edits(edits: str | Mapping[str, float] | None, donors: Any, editor
             f"edits={edits!r} adds a donor's lesion where it lies: pass donors=[...] (label maps of other subjects, "
             "on the subjects' grid and co-registered with them)"
         )
+    check_editor_use(mixture, edits, editor_given)
+    return mixture
+
+
+def check_editor_use(mixture: Mapping[str, float], edits: Any, editor_given: bool) -> None:
+    """Refuse an ``editor=`` / ``policy=`` (``editor_given``) for a mixture of ``edits`` that draws no random edit.
+
+    Example:
+        >>> check_editor_use({"carve": 1.0}, "carve", editor_given=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: edits='carve' pastes a donor's lesion labels as they lie and uses no editor: leave out ...
+    """
     if editor_given and not set(mixture) & set(EDITOR_KINDS):
         raise ValueError(
             f"edits={edits!r} pastes a donor's lesion labels as they lie and uses no editor: leave out editor= / "
             "policy=, or pass edits='random' or 'carve+random' to use them"
         )
-    return mixture
 
 
 def pool_edit(kind: str, editor: Any, donors: Any, seed: int) -> Any:
