@@ -417,6 +417,7 @@ def painted_pool(
     region: str | None = None,
     insert: float | None = None,
     n_insert: int | None = None,
+    max_region_mm: float | None = None,
     edits: str | Mapping[str, float] | None = None,
 ) -> tuple[SliceSet, dict[str, Any]]:
     """``n`` synthetic 2D instances made through the library's public path, and what it did.
@@ -428,7 +429,7 @@ def painted_pool(
     label map the edit changed join the pool (in volume order, then ``z``) until it holds ``n``. Painters differ only
     in how they paint: with the same ``seed`` the SAMR and RandomLabelsToImage pools paint the same edits of the same
     source volumes, so the head of a pool is the smaller ratio's pool. Local SAMR painting only (None: the
-    library's default): ``healthy`` and ``region``, the painter's options
+    library's default): ``healthy``, ``region`` and ``max_region_mm``, the painter's options
     (:class:`samraug.augment.painters.SAMRPainter`), and ``insert``, the edit policy's ``p_insert``
     (:class:`samraug.editing.EditPolicy`: the edited lesion added beside the real one instead of replacing it) and
     ``n_insert``, its ``n_insert`` (lesions an inserting edit adds). ``edits``: the dataset's ``edits`` (None: the
@@ -466,7 +467,13 @@ def painted_pool(
         what["edit_kind"] = edits
     chosen: Any = painter
     policy = None
-    options = {"healthy": healthy, "region": region, "insert": insert, "n_insert": n_insert}
+    options = {
+        "healthy": healthy,
+        "region": region,
+        "max_region_mm": max_region_mm,
+        "insert": insert,
+        "n_insert": n_insert,
+    }
     given = {k: v for k, v in options.items() if v is not None}
     if given:
         if painter != "samr" or mode != "local":

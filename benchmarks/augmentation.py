@@ -288,6 +288,9 @@ class BenchmarkConfig:
             voxels outside the source's brain; no ``local_insert``), ``carve+random`` (both on each volume: the
             random edit with the insertion options, then the donor's lesion of ``carve`` on top), or a mixture
             ``carve=W,random=W`` drawn per synthetic volume (its volumes of a kind are those of that kind alone).
+        local_max_region_mm: The local arms' ``SAMRPainter(max_region_mm=...)``: a connected part of a repainted
+            region wider than this (mm) leaves its volume real (None: the painter's default,
+            :data:`samraug.local_synthesis.DEFAULT_MAX_REGION_MM`).
         train_samr: Train SAMR and the needed variants on the training split (samraug.training).
         samr_preset, samr_steps: Their preset and step budget (the same for every variant).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -333,6 +336,7 @@ class BenchmarkConfig:
     local_insert: float = 0.0
     local_n_insert: int = 1
     local_edits: str = "random"
+    local_max_region_mm: float | None = None
     train_samr: bool = False
     samr_preset: str = "tiny"
     samr_steps: int = 2000
@@ -376,6 +380,9 @@ class BenchmarkConfig:
         if self.local_region not in REGION_SEEDS:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
+        m = self.local_max_region_mm
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < math.inf):
+            raise ValueError(f"local_max_region_mm must be a finite length in mm > 0 (or None), got {m!r}")
         mixture = local_edit_mixture(self.local_edits)
         if not set(mixture) & set(EDITOR_KINDS) and self.local_insert:
             raise ValueError(
@@ -771,6 +778,8 @@ def resolve_painters(
             info["insert"] = float(config.local_insert)
             info["n_insert"] = int(config.local_n_insert)
             info["edit_kind"] = config.local_edits
+            if config.local_max_region_mm is not None:
+                info["max_region_mm"] = float(config.local_max_region_mm)
         source = _source_name(weights)
         painters[variant] = Painter(variant, synth, source, ids, info)
         log(f"{variant}: weights {source}, sequences {list(synth.sequences)}")
@@ -975,13 +984,14 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             mode: str | None = arm.mode
             local = x.painters[variant].info if mode == "local" else {}
             healthy, region, insert = local.get("healthy"), local.get("region"), local.get("insert")
-            n_insert = local.get("n_insert")
+            n_insert, max_region_mm = local.get("n_insert"), local.get("max_region_mm")
             edits = local.get("edit_kind")
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
             synth, mode, healthy, region, insert, n_insert = owner.synthesizer, None, None, None, None, None
+            max_region_mm = None
             edits = None
         # carve edits: copy-paste's pool seed, so both arms edit the same sources with the same donors
         mixture = None if edits is None else local_edit_mixture(edits)
@@ -1000,6 +1010,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             region=region,
             insert=insert,
             n_insert=n_insert,
+            max_region_mm=max_region_mm,
             edits=None if mixture is None or mixture == {"random": 1.0} else _edits_arg(mixture),
         )
         x.cache[key] = (pool, what)
@@ -1013,7 +1024,7 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
     info["painter"] = what["painter"]
     info["left_real_volumes"] = what["left_real"]
     info["mode"] = what["mode"]
-    for option in ("healthy", "region", "insert", "n_insert", "edit_kind"):
+    for option in ("healthy", "region", "insert", "n_insert", "edit_kind", "max_region_mm"):
         if option in what:
             info[option] = what[option]
     info["public_path"] = "samraug.dataset.SAMRAugmentedDataset"
@@ -1954,6 +1965,14 @@ def build_parser() -> argparse.ArgumentParser:
         "edits with --local-insert / --local-n-insert)",
     )
     g.add_argument(
+        "--local-max-region-mm",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="the local arms' SAMRPainter(max_region_mm=MM): a connected part of a repainted region wider than MM "
+        "leaves its volume real (default: the painter's, 160 mm); raise it when many insertions chain into wide parts",
+    )
+    g.add_argument(
         "--train-samr", action="store_true", default=None, help="train SAMR and variants on the training split"
     )
     g.add_argument(
@@ -2014,6 +2033,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
             "local_insert",
             "local_n_insert",
             "local_edits",
+            "local_max_region_mm",
             "train_samr",
             "samr_preset",
             "samr_steps",

@@ -765,6 +765,32 @@ def test_local_arm_with_carve_edits_paints_copy_paste_label_maps(
             assert e["edit"]["random"]["insert"] is True or not e["edit"]["random"]["applied"]
 
 
+def test_local_max_region_mm_reaches_the_painter_and_leaves_wide_regions_real(
+    phantom_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--local-max-region-mm MM: the local arm's SAMRPainter(max_region_mm=MM); a limit below the edits' regions
+    leaves their volumes real (counted in the JSON), the default keeps the painter's own limit."""
+    from samraug.local_synthesis import DEFAULT_MAX_REGION_MM
+
+    args = ["--preset", "quick", "--local-max-region-mm", "240"]
+    assert bench.config_from_args(bench.build_parser().parse_args(args)).local_max_region_mm == 240.0
+    assert bench.BenchmarkConfig.from_preset("quick").local_max_region_mm is None
+    for bad in (0.0, -5.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="local_max_region_mm must be a finite length"):
+            bench.BenchmarkConfig.from_preset("quick", local_max_region_mm=bad)
+
+    build, asked = _local_arm_builder(phantom_cache, tmp_path, monkeypatch)
+    _, default = build({"region": "changed", "insert": 1.0})
+    assert asked[-1]["painter"].max_region_mm == DEFAULT_MAX_REGION_MM and "max_region_mm" not in default
+    assert default["left_real_volumes"] == 0
+    _, wide = build({"region": "changed", "insert": 1.0, "max_region_mm": 240.0})
+    assert asked[-1]["painter"].max_region_mm == 240.0 and wide["max_region_mm"] == 240.0
+    assert [e["edit"] for e in wide["edits"]] == [e["edit"] for e in default["edits"]]  # the same edits
+    # every region is wider than 4 mm: all applied edits are left real, and the pool says so instead of filling up
+    with pytest.raises(ValueError, match=r"changed the labels of only 0 slices .*\(\d+ of them left real"):
+        build({"region": "changed", "insert": 1.0, "max_region_mm": 4.0})
+
+
 def test_foreground_sampling_reaches_every_arms_segmenter() -> None:
     """--foreground-sampling class: every seed's segmenter (identical for every arm) draws its foreground patches
     class-uniformly; the default keeps the voxel draw (the published numbers' protocol); the report says so."""
