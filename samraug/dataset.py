@@ -183,7 +183,8 @@ class SAMRAugmentedDataset(Dataset):
             the random edit first, then the same donor's lesion as ``"carve"`` added on top where it lies. A
             mapping of kinds to weights mixes them, drawn per item (e.g. ``{"carve": 0.5, "random": 0.5}``; the
             items of a kind are those of that kind alone with the same ``seed``). Copy-paste takes ``"carve"``
-            only. Whole-image items' histories replay carve edits while the dataset lives (see
+            only. Carve needs the real items on one grid: a donor whose shape or affine differs from the source's is
+            refused, named. Whole-image items' histories replay carve edits while the dataset lives (see
             :class:`~samraug.transforms.SAMRSynthesizeFixed`'s ``carve_donors``).
         mode: SAMR painter only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole).
         space: Whole-image SAMR: the template space the items are registered to (e.g. ``"MNI152"``). 3D items off
@@ -603,14 +604,16 @@ class SAMRAugmentedDataset(Dataset):
             j = int(torch.randint(self.n_real - 1, (1,), generator=torch.Generator().manual_seed(seed)).item())
             j += j >= src
             try:  # read only: the painting makes new images
+                donor_item = self.real_ds[j]
+                self._check_same_grid(donor_item, item, src)
                 if copy_paste:  # its intensities are pasted too
-                    donor_view = self._view_of(self.real_ds[j])
+                    donor_view = self._view_of(donor_item)
                     seqs = self.synthesizer.sequences
                     images = {seqs[k]: data.float() for k, (_, _, data) in donor_view.images.items()}
                     donor = Donor(images, donor_view.label, donor_view.brain)
                     donor_label = donor_view.label
                 else:  # a painter paints the lesion: only the donor's label map is read
-                    donor_label = self._label_of(self.real_ds[j])
+                    donor_label = self._label_of(donor_item)
                     scheme.validate(donor_label, "label map")
             except ValueError as e:
                 raise ValueError(f"real_ds[{j}] (the donor of synthetic item {i}): {e}") from None
@@ -634,6 +637,29 @@ class SAMRAugmentedDataset(Dataset):
             return self._prepare_plain(item, args)
         except ValueError as e:  # every item is checked when it is used: name it
             raise ValueError(f"real_ds[{src}] (the source of synthetic item {i}): {e}") from None
+
+    def _known_affine(self, item: Any) -> np.ndarray | None:
+        """The affine a 3D item carries (a ``tio.Subject``'s label image, a dict's ``"affine"``, a label
+        MetaTensor's), or None (2D items, plain arrays)."""
+        layout = self.layout
+        assert layout is not None
+        if layout.ndim != 3 or not isinstance(item, Mapping):
+            return None
+        if layout.kind != "subject" and "affine" in item:
+            return np.asarray(as_tensor(item["affine"]).double().numpy())
+        return affine_of(item[layout.label_key]) if layout.label_key in item else None
+
+    def _check_same_grid(self, donor: Any, source: Any, src: int) -> None:
+        """A carve (and copy-paste) donor lies voxel for voxel on the source: its affine must be the source's (where
+        both carry one; the shapes are checked by the edit)."""
+        a, b = self._known_affine(donor), self._known_affine(source)
+        if a is not None and b is not None and not np.allclose(a, b, rtol=0, atol=1e-3):
+            raise ValueError(
+                f"its affine differs from the source real_ds[{src}]'s (donor {np.round(a, 3).tolist()}, source "
+                f"{np.round(b, 3).tolist()}): carve and copy-paste add a donor's lesion voxel for voxel where it lies, "
+                "so every real item must be on one grid; resample them onto one (e.g. tio.Resample(reference)) "
+                "or use edits='random'"
+            )
 
     def _view_of(self, item: Any) -> ItemView:
         """The item as the core reads it (label, brain, images), without editing it."""

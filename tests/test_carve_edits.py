@@ -156,6 +156,40 @@ def test_carve_edit_arguments_are_checked(subjects: list[tio.Subject], tiny_loca
     assert SAMRAugmentedDataset(subjects, weights=synth, scheme="brats2021", painter="copy-paste").edits == "carve"
 
 
+def _moved(subject: tio.Subject, affine: np.ndarray) -> tio.Subject:
+    """The subject's voxels on another affine."""
+    return tio.Subject(**{k: type(im)(tensor=im.data.clone(), affine=affine) for k, im in subject.items()})
+
+
+def test_a_carve_donor_on_another_grid_is_refused_with_its_name(
+    subjects: list[tio.Subject], tiny_local_weights: str
+) -> None:
+    """Carve (and copy-paste) adds the donor's lesion voxel for voxel where it lies: a donor of the same shape on
+    another affine would put it somewhere else in the brain, so it is refused, named, with the fix; float noise in
+    the affine is not a different grid."""
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    shifted = np.array(AFFINE, dtype=float)
+    shifted[:3, 3] += 10.0  # the same voxels 10 mm away
+    for painter in (_local(tiny_local_weights), "copy-paste"):
+        for edits in ("carve", "carve+random") if painter != "copy-paste" else ("carve",):
+            ds = SAMRAugmentedDataset(
+                [subjects[0], _moved(subjects[1], shifted)],
+                n_synthetic=4, weights=synth, scheme="brats2021", painter=painter, edits=edits,
+            )  # fmt: skip
+            i = next(i for i in range(2, 6) if ds.source_of(i) == 0)
+            named = r"real_ds\[1\] \(the donor of synthetic item \d+\): its affine differs from the source real_ds\[0\]"
+            with pytest.raises(ValueError, match=named + r".*one grid.*tio\.Resample"):
+                ds[i]
+    noisy = np.array(AFFINE, dtype=float)
+    noisy[:3, :3] += 1e-7
+    ds = SAMRAugmentedDataset(
+        [subjects[0], _moved(subjects[1], noisy)], n_synthetic=4, weights=synth, scheme="brats2021", edits="carve",
+        painter=_local(tiny_local_weights),
+    )  # fmt: skip
+    i = next(i for i in range(2, 6) if ds.source_of(i) == 0)
+    assert ds.describe(i)["edit"]["donor"] == 1 and not torch.equal(ds[i]["seg"].data, subjects[0]["seg"].data)
+
+
 def test_a_mixture_draws_carve_and_random_items_as_the_pure_kinds_do(
     subjects: list[tio.Subject], tiny_local_weights: str
 ) -> None:
