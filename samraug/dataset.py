@@ -76,7 +76,14 @@ from samraug.augment.core import (
     scheme_to_plain,
 )
 from samraug.augment.donors import DonorPool, label_array, track
-from samraug.augment.edits import CARVE_KINDS, CarveEdit, check_editor_use, draw_edit_kind, edit_mixture
+from samraug.augment.edits import (
+    CARVE_KINDS,
+    CarveEdit,
+    check_donor_grid,
+    check_editor_use,
+    draw_edit_kind,
+    edit_mixture,
+)
 from samraug.augment.painters import CopyPastePainter, Donor, SAMRPainter, get_painter
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import (
@@ -652,14 +659,7 @@ class SAMRAugmentedDataset(Dataset):
     def _check_same_grid(self, donor: Any, source: Any, src: int) -> None:
         """A carve (and copy-paste) donor lies voxel for voxel on the source: its affine must be the source's (where
         both carry one; the shapes are checked by the edit)."""
-        a, b = self._known_affine(donor), self._known_affine(source)
-        if a is not None and b is not None and not np.allclose(a, b, rtol=0, atol=1e-3):
-            raise ValueError(
-                f"its affine differs from the source real_ds[{src}]'s (donor {np.round(a, 3).tolist()}, source "
-                f"{np.round(b, 3).tolist()}): carve and copy-paste add a donor's lesion voxel for voxel where it lies, "
-                "so every real item must be on one grid; resample them onto one (e.g. tio.Resample(reference)) "
-                "or use edits='random'"
-            )
+        check_donor_grid(self._known_affine(donor), self._known_affine(source), "it", f"the source real_ds[{src}]")
 
     def _view_of(self, item: Any) -> ItemView:
         """The item as the core reads it (label, brain, images), without editing it."""

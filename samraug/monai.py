@@ -173,7 +173,7 @@ class SAMRSynthesized(Randomizable, MapTransform):
             item=output_item(d, view),
             scheme=self.scheme,
             synthesizer=synth,
-            editor=pool_edit(self._kind, self.editor, self.donors, self._seed),
+            editor=pool_edit(self._kind, self.editor, self.donors, self._seed, affine=label_affine),
             generator=torch.Generator().manual_seed(self._seed),
             donors=self.donors,
             paint_seed=self._seed + 1,

@@ -54,7 +54,7 @@ from samraug.augment.donors import DonorPool, find_donors
 from samraug.augment.edits import CARVE_KINDS, draw_edit_kind, pool_edit, transform_edits
 from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
 from samraug.augment.pipeline import augment_view
-from samraug.augment.views import ItemView, check_sequence_map, subject_view
+from samraug.augment.views import ItemView, affine_of, check_sequence_map, subject_view
 from samraug.labels import LabelScheme
 from samraug.synthesis import Synthesizer, get_synthesizer
 
@@ -462,7 +462,7 @@ class SAMRSynthesize(RandomTransform):
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         kind = draw_edit_kind(self.edit_mixture, torch.default_generator)  # a single kind draws nothing
-        edit_with = pool_edit(kind, editor, self._donor_pool, seed)
+        edit_with = pool_edit(kind, editor, self._donor_pool, seed, affine=affine_of(subject[plan.label_key]))
         generator = torch.Generator().manual_seed(seed)
         view = read_subject(subject, synth, plan, check_grid=not off_grid)
         done = augment_view(

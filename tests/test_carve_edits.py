@@ -177,8 +177,8 @@ def test_a_carve_donor_on_another_grid_is_refused_with_its_name(
                 n_synthetic=4, weights=synth, scheme="brats2021", painter=painter, edits=edits,
             )  # fmt: skip
             i = next(i for i in range(2, 6) if ds.source_of(i) == 0)
-            named = r"real_ds\[1\] \(the donor of synthetic item \d+\): its affine differs from the source real_ds\[0\]"
-            with pytest.raises(ValueError, match=named + r".*one grid.*tio\.Resample"):
+            named = r"real_ds\[1\] \(the donor of synthetic item \d+\): it has the affine .*, the source real_ds\[0\]"
+            with pytest.raises(ValueError, match=named + r".*one grid first \(e\.g\. tio\.Resample"):
                 ds[i]
     noisy = np.array(AFFINE, dtype=float)
     noisy[:3, :3] += 1e-7
@@ -358,6 +358,17 @@ def test_torchio_transform_mixes_kinds_and_checks_its_arguments(subjects: list[t
     torch.manual_seed(0)
     ops = [mixed(subjects[0]).history[-1].edit["op"] for _ in range(12)]
     assert {"carve", "random"} <= set(ops)  # drawn per sample
+    # donors that carry their affine (tio.LabelMap) are checked against the subject's: another grid is refused
+    shifted = np.array(AFFINE, dtype=float)
+    shifted[:3, 3] += 10.0
+    moved = [tio.LabelMap(tensor=s["seg"].data.clone(), affine=shifted) for s in subjects[1:]]
+    for edits in ("carve", "carve+random"):
+        t = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=moved, edits=edits)
+        with pytest.raises(ValueError, match=r"donors\[\d\] has the affine .*, the sample .*tio\.Resample"):
+            t(subjects[0])
+    ok = [tio.LabelMap(tensor=s["seg"].data.clone(), affine=AFFINE) for s in subjects[1:]]
+    out = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=ok, edits="carve")(subjects[0])
+    assert out.history[-1].edit["op"] == "carve"  # the subjects' own grid: carved
 
 
 def test_monai_transform_carves_from_its_donors(subjects: list[tio.Subject], tiny_weights: str) -> None:
@@ -384,3 +395,9 @@ def test_monai_transform_carves_from_its_donors(subjects: list[tio.Subject], tin
         assert torch.equal(out["label"].as_tensor()[0], expected)
     with pytest.raises(ValueError, match="pass donors="):
         SAMRSynthesized(keys="image", weights=synth, scheme="brats2021", edits="carve+random")
+    shifted = torch.as_tensor(AFFINE).clone()
+    shifted[:3, 3] += 10.0
+    moved = [MetaTensor(s["seg"].data, affine=shifted) for s in subjects[1:]]
+    t = SAMRSynthesized(keys="image", ratio=1.0, weights=synth, scheme="brats2021", donors=moved, edits="carve")
+    with pytest.raises(ValueError, match=r"donors\[\d\] has the affine .*, the sample"):
+        t(item(subjects[0]))

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torchio as tio
 
+from samraug.augment.views import affine_of
+
 __all__ = ["DonorPool", "DonorSource", "donors_key", "find_donors", "label_array", "track"]
 
 
@@ -64,10 +66,13 @@ def donors_key(arrays: Sequence[np.ndarray]) -> str:
 class DonorPool(Sequence):
     """A fixed list of donor label maps (in the subjects' scheme) with a content key.
 
-    Pickles as its arrays; the copy in the receiving process is findable by the same key.
+    ``affines``: each donor's affine where it carries one (``tio.LabelMap``, ``MetaTensor``), else None; a carve
+    checks it against the sample's. Pickles as its arrays and affines; the copy in the receiving process is findable
+    by the same key.
     """
 
     def __init__(self, donors: Sequence[Any]) -> None:
+        self.affines = [affine_of(d) for d in donors]
         self.arrays = [label_array(d, f"donor #{i}") for i, d in enumerate(donors)]
         if not self.arrays:
             raise ValueError("donors is empty; pass at least one label map, or donors=None for no swap")
@@ -84,10 +89,11 @@ class DonorPool(Sequence):
         return self.arrays[i]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"arrays": self.arrays, "key": self.key}
+        return {"arrays": self.arrays, "key": self.key, "affines": self.affines}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.arrays, self.key = state["arrays"], state["key"]
+        self.affines = state.get("affines") or [None] * len(self.arrays)
         track(self.key, self)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from samraug.editing import EditResult
+from samraug.subjects import affines_match, format_affine
 
 __all__ = [
     "CARVE_KINDS",
@@ -243,10 +244,28 @@ def check_editor_use(mixture: Mapping[str, float], edits: Any, editor_given: boo
         )
 
 
-def pool_edit(kind: str, editor: Any, donors: Any, seed: int) -> Any:
+def check_donor_grid(donor_affine: Any, affine: Any, donor: str, source: str) -> None:
+    """Refuse a carve donor whose affine differs from its source's (where both are known): carve adds the donor's
+    lesion voxel for voxel where it lies, so on another grid it would land somewhere else in the brain.
+
+    Example:
+        >>> check_donor_grid(np.eye(4), np.eye(4) + 1e-6, "donors[0]", "the subject")  # float noise: one grid
+    """
+    if donor_affine is None or affine is None or affines_match(donor_affine, affine):
+        return
+    raise ValueError(
+        f"{donor} has the affine {format_affine(donor_affine)}, {source} {format_affine(affine)}: carve adds a "
+        "donor's lesion voxel for voxel where it lies, so donors must share their sources' grid; resample them onto "
+        "one grid first (e.g. tio.Resample(reference)) or use edits='random'"
+    )
+
+
+def pool_edit(kind: str, editor: Any, donors: Any, seed: int, affine: Any = None) -> Any:
     """The editor of one sample of ``kind``: ``editor`` for ``"random"``; for a carve kind a :class:`CarveEdit`
     (inside the brain) of ``donors[j]``, ``j`` drawn from ``torch.Generator().manual_seed(seed)`` (``"carve+random"``:
     ``editor``'s random edit first). The record's ``"donor"`` is ``j``: replay it with ``carve_donors=donors``.
+    ``affine``: the sample's, checked against the donor's where ``donors`` knows it (a
+    :class:`~samraug.augment.donors.DonorPool` of ``tio.LabelMap`` / MetaTensor label maps).
 
     Example:
         >>> donors = [np.ones((2, 2), np.uint8)]
@@ -256,6 +275,8 @@ def pool_edit(kind: str, editor: Any, donors: Any, seed: int) -> Any:
     if kind not in CARVE_KINDS:
         return editor
     j = int(torch.randint(len(donors), (1,), generator=torch.Generator().manual_seed(seed)).item())
+    affines = getattr(donors, "affines", None)
+    check_donor_grid(None if affines is None else affines[j], affine, f"donors[{j}]", "the sample")
     then = editor if kind == "carve+random" else None
     return CarveEdit(np.asarray(donors[j]), j, f"donors[{j}]", within_brain=True, then=then)
 
