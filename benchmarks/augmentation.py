@@ -1156,11 +1156,25 @@ def reference_arm(name: str, results: Mapping[str, Any]) -> str | None:
     return None
 
 
+def copy_paste_arm(name: str, results: Mapping[str, Any]) -> str | None:
+    """The copy-paste arm at the same data fraction as the generator arm ``name`` (None if the run has none, or
+    ``name`` is no generator arm): the strongest classical baseline each SAMR arm is also compared with."""
+    if results[name]["spec"]["kind"] != "generator":
+        return None
+    frac = results[name]["fraction"]
+    for other, r in results.items():
+        if r["spec"]["kind"] == "copy_paste" and r["fraction"] == frac:
+            return other
+    return None
+
+
 def paired_statistics(
     results: Mapping[str, Any], seeds: Sequence[str], subjects: Sequence[str], n_resamples: int = 10000
 ) -> dict[str, Any]:
     """Per arm: its mean lesion Dice and its paired difference to its real-only reference, each with a crossed
-    bootstrap 95 % CI (:mod:`benchmarks.stats`; the definitions are in :data:`STATISTICS_NOTE`)."""
+    bootstrap 95 % CI (:mod:`benchmarks.stats`; the definitions are in :data:`STATISTICS_NOTE`); a generator arm
+    also its paired difference to the copy-paste arm of its data fraction (``"vs_copy_paste"``, when the run has
+    one)."""
     out: dict[str, Any] = {}
     for name, arm in results.items():
         per_seed = {s: arm["seeds"][s]["subjects"] for s in seeds}
@@ -1178,6 +1192,12 @@ def paired_statistics(
             if np.isfinite(diff).any():
                 entry["difference"] = paired_bootstrap(diff, n_resamples=n_resamples).to_dict()
             entry["differences"] = [[None if not math.isfinite(v) else round(float(v), 5) for v in row] for row in diff]
+        cp = copy_paste_arm(name, results)
+        if cp is not None:
+            cp_scores = score_matrix({s: results[cp]["seeds"][s]["subjects"] for s in seeds}, seeds, subjects, REGIONS)
+            d_cp = scores - cp_scores
+            if np.isfinite(d_cp).any():
+                entry["vs_copy_paste"] = {"reference": cp} | paired_bootstrap(d_cp, n_resamples=n_resamples).to_dict()
         out[name] = entry
     return out
 
@@ -1557,12 +1577,20 @@ def _run_benchmark(
 _MERGE_FREE_KEYS = ("arms", "work_dir", "local_weights", "weights", "variant_weights")
 
 
+def _has_local_arm(run: Mapping[str, Any]) -> bool:
+    """Whether a run's arms include a local-mode SAMR arm (the only arms its ``local_*`` options act on)."""
+    return any(a in ARMS and ARMS[a].kind == "generator" and ARMS[a].mode == "local" for a in run["config"]["arms"])
+
+
 def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -> dict[str, Any]:
     """One report from several runs of the same experiment that ran different arms (e.g. in parallel processes).
 
     The runs must agree on everything that defines the experiment: the config except its arms (data, split, seeds,
-    steps, segmenter, ...), the data and the test subjects. An arm present in several runs must have identical
-    per-subject scores in each (the benchmark is deterministic: a difference means the runs are not comparable).
+    steps, segmenter, ...), the data and the test subjects. The ``local_*`` options (how the local arm edits and
+    paints) define only the runs that hold a local arm: a copy-paste or real-only run merges with a local run of any
+    local options, and two runs with local arms must agree on them; the merged config keeps the local run's. An arm
+    present in several runs must have identical per-subject scores in each (the benchmark is deterministic: a
+    difference means the runs are not comparable).
     The paired statistics are recomputed over the union of the arms, so an arm is paired with a real-only reference
     from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds`` their sum.
 
@@ -1575,7 +1603,20 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     first = runs[0]
 
     def experiment(r: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in r["config"].items() if k not in _MERGE_FREE_KEYS}
+        return {k: v for k, v in r["config"].items() if k not in _MERGE_FREE_KEYS and not k.startswith("local_")}
+
+    def local_options(r: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r["config"].items() if k.startswith("local_") and k not in _MERGE_FREE_KEYS}
+
+    local_runs = [r for r in runs if _has_local_arm(r)]
+    for r in local_runs[1:]:
+        key, ref = local_options(r), local_options(local_runs[0])
+        if key != ref:
+            diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
+            raise ValueError(
+                f"run {runs.index(r)} has other local options than run {runs.index(local_runs[0])} ({diff}), and "
+                "both hold a local arm: not the same experiment"
+            )
 
     arms: dict[str, Any] = {}
     generators: dict[str, Any] = {}
@@ -1603,7 +1644,7 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     arms = {a: arms[a] for a in order}
     seeds = [str(s) for s in first["config"]["seeds"]]
     subjects = list(next(iter(arms.values()))["seeds"][seeds[0]]["subjects"])  # the runs' test order
-    config = dict(first["config"]) | {"arms": order}
+    config = dict(first["config"]) | (local_options(local_runs[0]) if local_runs else {}) | {"arms": order}
     skipped = {a: why for r in runs for a, why in (r.get("skipped_arms") or {}).items() if a not in arms}
     return dict(first) | {
         "command": [r["command"] for r in runs],
@@ -1648,10 +1689,13 @@ def _ci(stat: Mapping[str, float] | None, signed: bool = False) -> str:
 
 def format_paired_table(results: Mapping[str, Any]) -> str:
     """The decision table: per arm its data fraction, synthetic ratio, mean lesion Dice with 95 % CI, the paired
-    difference to real-only with 95 % CI, the CI half-width and the minimal detectable difference (MDD)."""
+    difference to real-only with 95 % CI, the CI half-width and the minimal detectable difference (MDD); when a
+    generator arm has a copy-paste arm beside it, a last column with its paired difference to copy-paste."""
+    with_cp = any("vs_copy_paste" in p for p in results["paired"].values())
     lines = [
-        "| Arm | Subjects | Added | Mean lesion Dice [95 % CI] | Δ vs real-only [95 % CI] | CI half-width | MDD |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Arm | Subjects | Added | Mean lesion Dice [95 % CI] | Δ vs real-only [95 % CI] | CI half-width | MDD |"
+        + (" Δ vs copy-paste [95 % CI] |" if with_cp else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_cp else ""),
     ]
     for name, arm in results["arms"].items():
         p = results["paired"][name]
@@ -1668,9 +1712,12 @@ def format_paired_table(results: Mapping[str, Any]) -> str:
             diff += " (CI includes 0)"
         hw = f"{d['half_width']:.3f}" if d else "–"
         mdd = f"{d['mdd']:.3f}" if d else "–"
-        lines.append(
-            f"| {arm['spec']['title']} | {subj} | {added} | {_ci(p['mean_lesion_dice'])} | {diff} | {hw} | {mdd} |"
-        )
+        row = f"| {arm['spec']['title']} | {subj} | {added} | {_ci(p['mean_lesion_dice'])} | {diff} | {hw} | {mdd} |"
+        if with_cp:
+            vs = p.get("vs_copy_paste")
+            cell = "–" if vs is None else _ci(vs, signed=True) + ("" if vs["excludes_zero"] else " (CI includes 0)")
+            row += f" {cell} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is 
 
 from benchmarks import augmentation as bench
 from benchmarks.arms import ARMS, MixedDataset, SliceSet, conventional_pool, conventional_transform, n_synthetic
+from benchmarks.stats import paired_bootstrap
 
 SPLIT = {"train": ["s1", "s2", "s3"], "test": ["t1", "t2"]}
 
@@ -645,6 +646,46 @@ def test_merging_runs_equals_one_run_with_every_arm() -> None:
         bench.merge_results([a, d])
     with pytest.raises(ValueError, match="at least two"):
         bench.merge_results([a])
+
+
+def test_local_options_define_only_runs_with_a_local_arm() -> None:
+    """A copy-paste / real-only run (its local_* options at their defaults, which act on no arm of it) merges with a
+    local run of any local options, and the merged config keeps the local run's; two local runs must agree."""
+    fractions = dict.fromkeys(("real", "copy_paste", "samr_local_50"), 0.25)
+    cp = _fake_run({"real": 0.5, "copy_paste": 0.6}, fractions, 0)
+    cp["config"] |= {"local_edits": "random", "local_n_insert": 1}
+    local = _fake_run({"samr_local_50": 0.62}, fractions, 1)
+    local["config"] |= {"local_edits": "carve+random", "local_n_insert": 5}
+    for runs in ([cp, local], [local, cp]):
+        merged = bench.merge_results(runs, n_resamples=200)
+        assert (merged["config"]["local_edits"], merged["config"]["local_n_insert"]) == ("carve+random", 5)
+        assert merged["paired"]["samr_local_50"]["reference"] == "real"
+    # the local arm is also paired with copy-paste (independently: the per-(seed, subject) means differenced here)
+    seeds, subjects = ["0", "1", "2"], [f"s{j}" for j in range(5)]
+
+    def lesion_means(run: dict, arm: str) -> np.ndarray:
+        cells = run["arms"][arm]["seeds"]
+        return np.array([[np.mean([cells[s]["subjects"][j][r]["dice"] for r in bench.REGIONS]) for j in subjects]
+                         for s in seeds])  # fmt: skip
+
+    d = lesion_means(local, "samr_local_50") - lesion_means(cp, "copy_paste")
+    vs = merged["paired"]["samr_local_50"]["vs_copy_paste"]
+    assert vs["reference"] == "copy_paste" and vs["mean"] == pytest.approx(d.mean())
+    assert vs["low"] == pytest.approx(paired_bootstrap(d, n_resamples=200).low)
+    assert "vs_copy_paste" not in merged["paired"]["copy_paste"] and "vs_copy_paste" not in merged["paired"]["real"]
+    table = bench.format_paired_table(merged)
+    assert table.splitlines()[0].endswith("Δ vs copy-paste [95 % CI] |")
+    local_row = next(line for line in table.splitlines() if line.startswith("| + SAMR local"))
+    assert local_row.endswith(f"{vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]" + (
+        "" if vs["excludes_zero"] else " (CI includes 0)") + " |")  # fmt: skip
+    assert "vs copy-paste" not in bench.format_paired_table(bench.merge_results([cp, cp | {"command": "x"}], 200))
+    other = _fake_run({"samr_local_50": 0.62}, fractions, 2)
+    other["config"] |= {"local_edits": "carve+random", "local_n_insert": 3}
+    with pytest.raises(ValueError, match=r"run 2 has other local options than run 1 \(\['local_n_insert'\]\)"):
+        bench.merge_results([cp, local, other], n_resamples=200)
+    cp["config"]["steps"] = 10  # the rest of the config still defines every run
+    with pytest.raises(ValueError, match=r"config \(\['steps'\]\)"):
+        bench.merge_results([cp, local], n_resamples=200)
 
 
 def test_samr_variant_defaults_to_the_bundled_whole_weights_not_the_library_default() -> None:
