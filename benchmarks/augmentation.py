@@ -1583,16 +1583,20 @@ def _has_local_arm(run: Mapping[str, Any]) -> bool:
 
 
 def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -> dict[str, Any]:
-    """One report from several runs of the same experiment that ran different arms (e.g. in parallel processes).
+    """One report from several runs of the same experiment that ran different arms or seeds (e.g. in parallel
+    processes).
 
-    The runs must agree on everything that defines the experiment: the config except its arms (data, split, seeds,
-    steps, segmenter, ...), the data and the test subjects. The ``local_*`` options (how the local arm edits and
-    paints) define only the runs that hold a local arm: a copy-paste or real-only run merges with a local run of any
-    local options, and two runs with local arms must agree on them; the merged config keeps the local run's. An arm
-    present in several runs must have identical per-subject scores in each (the benchmark is deterministic: a
-    difference means the runs are not comparable).
-    The paired statistics are recomputed over the union of the arms, so an arm is paired with a real-only reference
-    from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds`` their sum.
+    The runs must agree on everything that defines the experiment: the config except its arms and seeds (data,
+    split, steps, segmenter, ...), the data and the test subjects. The merged seeds are the union of the runs' (in
+    the order they first appear), and every arm must have run every one of them, in one run or several: seeds 0-3
+    and 4-7 of the same arms, run side by side, merge into one 8-seed report. The ``local_*`` options (how the
+    local arm edits and paints) define only the runs that hold a local arm: a copy-paste or real-only run merges
+    with a local run of any local options, and two runs with local arms must agree on them; the merged config keeps
+    the local run's. An arm seed present in several runs must have identical per-subject scores in each (the
+    benchmark is deterministic: a difference means the runs are not comparable). The summaries and paired
+    statistics are recomputed over the union of the arms and seeds, so an arm is paired with a real-only (and
+    copy-paste) reference from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds``
+    their sum.
 
     Example:
         >>> merged = merge_results([json.load(open("a/augmentation.json")), json.load(open("b/augmentation.json"))])
@@ -1603,7 +1607,8 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     first = runs[0]
 
     def experiment(r: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in r["config"].items() if k not in _MERGE_FREE_KEYS and not k.startswith("local_")}
+        free = (*_MERGE_FREE_KEYS, "seeds")
+        return {k: v for k, v in r["config"].items() if k not in free and not k.startswith("local_")}
 
     def local_options(r: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in r["config"].items() if k.startswith("local_") and k not in _MERGE_FREE_KEYS}
@@ -1627,24 +1632,37 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
                 diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
                 raise ValueError(f"run {i} differs from run 0 in its {what} ({diff}): not the same experiment")
         for name, arm in r["arms"].items():
-            if name in arms:
-                for seed, run in arm["seeds"].items():
-                    if run["subjects"] != arms[name]["seeds"][seed]["subjects"]:
-                        raise ValueError(
-                            f"arm {name!r} seed {seed} has other per-subject scores in run {i} than in an earlier "
-                            "run: the runs are not comparable (different code, weights or machine nondeterminism)"
-                        )
+            if name not in arms:
+                arms[name] = dict(arm) | {"seeds": dict(arm["seeds"])}
                 continue
-            arms[name] = arm
+            for seed, run in arm["seeds"].items():
+                have = arms[name]["seeds"].get(seed)
+                if have is None:
+                    arms[name]["seeds"][seed] = run
+                elif run["subjects"] != have["subjects"]:
+                    raise ValueError(
+                        f"arm {name!r} seed {seed} has other per-subject scores in run {i} than in an earlier "
+                        "run: the runs are not comparable (different code, weights or machine nondeterminism)"
+                    )
         for v, g in r.get("generators", {}).items():
             if v in generators and generators[v].get("model_sha256") != g.get("model_sha256"):
                 raise ValueError(f"generator {v!r} has other weights in run {i} than in an earlier run")
             generators.setdefault(v, g)
     order = [a for a in ARMS if a in arms] + [a for a in arms if a not in ARMS]
+    seeds = list(dict.fromkeys(str(s) for r in runs for s in r["config"]["seeds"]))
+    for name in order:
+        missing = [s for s in seeds if s not in arms[name]["seeds"]]
+        if missing:
+            raise ValueError(
+                f"arm {name!r} has no run of seeds {missing} in these runs (seeds {seeds}): merge runs in which every "
+                "arm covers every seed, or leave those seeds' runs out"
+            )
+        arms[name]["seeds"] = {s: arms[name]["seeds"][s] for s in seeds}
+        arms[name]["summary"] = _summary([run["mean"] for run in arms[name]["seeds"].values()])
     arms = {a: arms[a] for a in order}
-    seeds = [str(s) for s in first["config"]["seeds"]]
     subjects = list(next(iter(arms.values()))["seeds"][seeds[0]]["subjects"])  # the runs' test order
-    config = dict(first["config"]) | (local_options(local_runs[0]) if local_runs else {}) | {"arms": order}
+    config = dict(first["config"]) | (local_options(local_runs[0]) if local_runs else {})
+    config |= {"arms": order, "seeds": [int(s) if s.lstrip("-").isdigit() else s for s in seeds]}
     skipped = {a: why for r in runs for a, why in (r.get("skipped_arms") or {}).items() if a not in arms}
     return dict(first) | {
         "command": [r["command"] for r in runs],
@@ -2036,8 +2054,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge",
         nargs="+",
         metavar="RUN_DIR",
-        help="instead of running: merge finished runs of the same experiment (other arms, e.g. run in parallel "
-        "processes) into one report in --out, with the paired statistics recomputed over all their arms",
+        help="instead of running: merge finished runs of the same experiment (other arms or other seeds, e.g. run "
+        "in parallel processes; every arm must cover every seed) into one report in --out, with the summaries and "
+        "paired statistics recomputed over all their arms and seeds",
     )
     p.add_argument("--quiet", action="store_true")
     return p

@@ -606,6 +606,12 @@ def _fake_run(arms: dict[str, float], fractions: dict[str, float], seed: int = 0
             },
             "summary": {},
         }
+        for run in out_arms[name]["seeds"].values():  # the per-seed means a run stores (Dice only here)
+            run["mean"] = {
+                r: {m: float(np.mean([c[r]["dice"] for c in run["subjects"].values()])) if m == "dice" else math.nan
+                    for m in bench.METRICS}
+                for r in bench.REGIONS
+            }  # fmt: skip
     return {
         "command": f"run {seed}",
         "machine": {"platform": "test", "cpu_count": 2, "torch": "x"},
@@ -646,6 +652,41 @@ def test_merging_runs_equals_one_run_with_every_arm() -> None:
         bench.merge_results([a, d])
     with pytest.raises(ValueError, match="at least two"):
         bench.merge_results([a])
+
+
+def _seeds_of(run: dict[str, Any], seeds: list[str]) -> dict[str, Any]:
+    """The run as if only ``seeds`` had been run."""
+    arms = {n: a | {"seeds": {s: a["seeds"][s] for s in seeds}} for n, a in run["arms"].items()}
+    return run | {"arms": arms, "config": run["config"] | {"seeds": [int(s) for s in seeds]}, "command": str(seeds)}
+
+
+def test_merging_runs_of_other_seeds_equals_one_run_of_all_seeds() -> None:
+    """Seeds 0-1 and 2 of the same arms (run side by side), or arms split across runs by seed, merge into the run of
+    seeds 0-2: the same summaries and paired statistics; an arm missing a seed is refused, named."""
+    levels = {"real": 0.5, "copy_paste": 0.6, "samr_local_50": 0.62}
+    whole = _fake_run(levels, dict.fromkeys(levels, 0.25))
+    whole_paired = bench.paired_statistics(whole["arms"], ["0", "1", "2"], [f"s{j}" for j in range(5)], 2000)
+    for runs in (
+        [_seeds_of(whole, ["0", "1"]), _seeds_of(whole, ["2"])],
+        [_seeds_of(whole, ["2"]), _seeds_of(whole, ["0", "1"])],  # the order of first appearance
+        [_seeds_of(whole, ["0", "1", "2"]), _seeds_of(whole, ["1"])],  # an overlap that agrees
+    ):
+        merged = bench.merge_results(runs, n_resamples=2000)
+        seeds = [int(s) for s in dict.fromkeys(s for r in runs for s in r["config"]["seeds"])]
+        assert merged["config"]["seeds"] == seeds
+        for name in levels:
+            assert list(merged["arms"][name]["seeds"]) == [str(s) for s in seeds]
+            if seeds == [0, 1, 2]:
+                assert merged["paired"][name]["difference"] == whole_paired[name]["difference"]
+            dice = [merged["arms"][name]["seeds"][str(s)]["mean"]["edema"]["dice"] for s in seeds]
+            summary = merged["arms"][name]["summary"]["edema"]["dice"]
+            assert summary["mean"] == pytest.approx(np.mean(dice)) and summary["n"] == 3
+            assert summary["std"] == pytest.approx(np.std(dice, ddof=1))
+    cp_only = _seeds_of(whole, ["2"])
+    cp_only["arms"] = {"copy_paste": cp_only["arms"]["copy_paste"]}
+    cp_only["config"]["arms"] = ["copy_paste"]
+    with pytest.raises(ValueError, match=r"arm 'real' has no run of seeds \['2'\]"):
+        bench.merge_results([_seeds_of(whole, ["0", "1"]), cp_only])
 
 
 def test_local_options_define_only_runs_with_a_local_arm() -> None:
