@@ -1725,7 +1725,10 @@ def format_paired_table(results: Mapping[str, Any]) -> str:
             f" + {len(runs[0]['generator_data_subjects'])}" if extra else ""
         )
         added = f"{arm['spec']['ratio']:.0%}" if arm["spec"]["ratio"] else "–"
-        diff = "reference" if p["reference"] is None else _ci(d, signed=True)
+        if p["reference"] is not None:
+            diff = _ci(d, signed=True)
+        else:  # the real-only arm itself, or a run without one at this arm's data fraction
+            diff = "reference" if arm["spec"]["kind"] == "real" else "– (no real-only arm)"
         if d and not d["excludes_zero"]:
             diff += " (CI includes 0)"
         hw = f"{d['half_width']:.3f}" if d else "–"

@@ -720,6 +720,10 @@ def test_local_options_define_only_runs_with_a_local_arm() -> None:
     assert local_row.endswith(f"{vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]" + (
         "" if vs["excludes_zero"] else " (CI includes 0)") + " |")  # fmt: skip
     assert "vs copy-paste" not in bench.format_paired_table(bench.merge_results([cp, cp | {"command": "x"}], 200))
+    no_real = _fake_run({"copy_paste": 0.6, "samr_local_50": 0.62}, fractions)
+    rows = bench.format_paired_table(bench.merge_results([no_real, no_real], 200)).splitlines()[2:]
+    assert all("| – (no real-only arm) |" in row for row in rows) and "reference" not in "".join(rows)
+    assert "| reference |" in bench.format_paired_table(merged).splitlines()[2]  # the real-only arm's own row
     other = _fake_run({"samr_local_50": 0.62}, fractions, 2)
     other["config"] |= {"local_edits": "carve+random", "local_n_insert": 3}
     with pytest.raises(ValueError, match=r"run 2 has other local options than run 1 \(\['local_n_insert'\]\)"):
