@@ -1577,6 +1577,17 @@ def _run_benchmark(
 _MERGE_FREE_KEYS = ("arms", "work_dir", "local_weights", "weights", "variant_weights")
 
 
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ; a key one side lacks reads None there (an option added since the older run
+    was made, whose default None leaves the run as it was).
+
+    Example:
+        >>> _differing({"steps": 9, "local_max_region_mm": None}, {"steps": 10})
+        ['steps']
+    """
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def _has_local_arm(run: Mapping[str, Any]) -> bool:
     """Whether a run's arms include a local-mode SAMR arm (the only arms its ``local_*`` options act on)."""
     return any(a in ARMS and ARMS[a].kind == "generator" and ARMS[a].mode == "local" for a in run["config"]["arms"])
@@ -1592,7 +1603,8 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     and 4-7 of the same arms, run side by side, merge into one 8-seed report. The ``local_*`` options (how the
     local arm edits and paints) define only the runs that hold a local arm: a copy-paste or real-only run merges
     with a local run of any local options, and two runs with local arms must agree on them; the merged config keeps
-    the local run's. An arm seed present in several runs must have identical per-subject scores in each (the
+    the local run's. A config key one run lacks (an option added since it was made) counts as None there. An arm
+    seed present in several runs must have identical per-subject scores in each (the
     benchmark is deterministic: a difference means the runs are not comparable). The summaries and paired
     statistics are recomputed over the union of the arms and seeds, so an arm is paired with a real-only (and
     copy-paste) reference from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds``
@@ -1616,8 +1628,8 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     local_runs = [r for r in runs if _has_local_arm(r)]
     for r in local_runs[1:]:
         key, ref = local_options(r), local_options(local_runs[0])
-        if key != ref:
-            diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
+        diff = _differing(key, ref)
+        if diff:
             raise ValueError(
                 f"run {runs.index(r)} has other local options than run {runs.index(local_runs[0])} ({diff}), and "
                 "both hold a local arm: not the same experiment"
@@ -1628,8 +1640,8 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     for i, r in enumerate(runs):
         for key, what in ((experiment(r), "config"), (r["data"], "data"), (r["segmenter"], "segmenter")):
             ref = {"config": experiment(first), "data": first["data"], "segmenter": first["segmenter"]}[what]
-            if key != ref:
-                diff = sorted(k for k in set(key) | set(ref) if key.get(k) != ref.get(k))
+            diff = _differing(key, ref)
+            if diff:
                 raise ValueError(f"run {i} differs from run 0 in its {what} ({diff}): not the same experiment")
         for name, arm in r["arms"].items():
             if name not in arms:

@@ -728,6 +728,13 @@ def test_local_options_define_only_runs_with_a_local_arm() -> None:
     other["config"] |= {"local_edits": "carve+random", "local_n_insert": 3}
     with pytest.raises(ValueError, match=r"run 2 has other local options than run 1 \(\['local_n_insert'\]\)"):
         bench.merge_results([cp, local, other], n_resamples=200)
+    newer = _fake_run({"samr_local_50": 0.62}, fractions, 3)  # made after an option with default None was added
+    newer["config"] |= local["config"] | {"local_max_region_mm": None}
+    newer["arms"]["samr_local_50"] = local["arms"]["samr_local_50"]
+    assert bench.merge_results([cp, local, newer], n_resamples=200)["merged_from"] == 3
+    newer["config"]["local_max_region_mm"] = 240.0
+    with pytest.raises(ValueError, match=r"other local options than run 1 \(\['local_max_region_mm'\]\)"):
+        bench.merge_results([cp, local, newer], n_resamples=200)
     cp["config"]["steps"] = 10  # the rest of the config still defines every run
     with pytest.raises(ValueError, match=r"config \(\['steps'\]\)"):
         bench.merge_results([cp, local], n_resamples=200)
