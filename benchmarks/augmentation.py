@@ -1604,11 +1604,10 @@ def merge_results(runs: Sequence[Mapping[str, Any]], n_resamples: int = 10000) -
     local arm edits and paints) define only the runs that hold a local arm: a copy-paste or real-only run merges
     with a local run of any local options, and two runs with local arms must agree on them; the merged config keeps
     the local run's. A config key one run lacks (an option added since it was made) counts as None there. An arm
-    seed present in several runs must have identical per-subject scores in each (the
-    benchmark is deterministic: a difference means the runs are not comparable). The summaries and paired
-    statistics are recomputed over the union of the arms and seeds, so an arm is paired with a real-only (and
-    copy-paste) reference from another run. ``command`` becomes the list of the runs' commands, ``wall_seconds``
-    their sum.
+    seed present in several runs must have identical per-subject scores in each (the benchmark is deterministic: a
+    difference means the runs are not comparable). The summaries and paired statistics are recomputed over the
+    union of the arms and seeds, so an arm is paired with a real-only (and copy-paste) reference from another run.
+    ``command`` becomes the list of the runs' commands, ``wall_seconds`` their sum.
 
     Example:
         >>> merged = merge_results([json.load(open("a/augmentation.json")), json.load(open("b/augmentation.json"))])
