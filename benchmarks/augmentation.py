@@ -91,6 +91,7 @@ from benchmarks.stats import mean_lesion_dice, paired_bootstrap, score_matrix
 from samraug.augment.edits import CARVE_KINDS, EDITOR_KINDS, parse_edits
 from samraug.editing.policy import check_insertion
 from samraug.hub import BUNDLED_LOCAL_WEIGHTS, BUNDLED_WHOLE_WEIGHTS
+from samraug.local_synthesis import check_max_region_mm
 from samraug.outputs import write_atomic
 from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES
@@ -380,9 +381,8 @@ class BenchmarkConfig:
         if self.local_region not in REGION_SEEDS:
             raise ValueError(f"local_region must be one of {REGION_SEEDS}, got {self.local_region!r}")
         check_insertion(self.local_insert, self.local_n_insert, "local_insert", "local_n_insert")
-        m = self.local_max_region_mm
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < math.inf):
-            raise ValueError(f"local_max_region_mm must be a finite length in mm > 0 (or None), got {m!r}")
+        if self.local_max_region_mm is not None:
+            check_max_region_mm(self.local_max_region_mm, "local_max_region_mm")
         mixture = local_edit_mixture(self.local_edits)
         if not set(mixture) & set(EDITOR_KINDS) and self.local_insert:
             raise ValueError(

@@ -49,7 +49,7 @@ from .export.command import add_parser
 from .hub import BUNDLED_WEIGHTS, BUNDLED_WHOLE_WEIGHTS, CARD_NAME, META_KEYS, load_weights
 from .intensity import denormalize
 from .labels import get_scheme
-from .local_synthesis import DEFAULT_MAX_REGION_MM
+from .local_synthesis import DEFAULT_MAX_REGION_MM, check_max_region_mm
 from .models.generator import PRESETS
 from .outputs import StagedOutput, check_output_dir
 from .region import REGION_SEEDS
@@ -477,8 +477,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequence-map names {unknown}, which the weights do not synthesize; they give {sequences}")
     if args.margin_mm < 0 or not math.isfinite(args.margin_mm):
         raise ValueError(f"--margin-mm must be a finite number >= 0, got {args.margin_mm}")
-    if not 0 < args.max_region_mm < math.inf:
-        raise ValueError(f"--max-region-mm must be a finite length in mm > 0, got {args.max_region_mm}")
+    check_max_region_mm(args.max_region_mm, "--max-region-mm")
     check_insertion(args.insert, args.n_insert, "--insert", "--n-insert")
     mixture = parse_edits(args.edits, "--edits")
     carving = bool(set(mixture) & set(CARVE_KINDS))

@@ -88,6 +88,20 @@ def _positive(value: Any, name: str, *, allow_zero: bool = True) -> float:
     return v
 
 
+def check_max_region_mm(value: Any, what: str = "max_region_mm") -> float:
+    """``value`` as a ``max_region_mm`` (a finite length in mm > 0; not a bool or a string), or the error naming
+    ``what`` (the argument or flag it came from).
+
+    Example:
+        >>> check_max_region_mm(240)
+        240.0
+    """
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not number or not 0 < value < np.inf:
+        raise ValueError(f"{what} must be a finite length in mm > 0, got {value!r}")
+    return float(value)
+
+
 def _local_config(synthesizer: Any) -> dict[str, Any]:
     cfg = dict(synthesizer.config)
     if cfg.get("mode", "whole") != "local":

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from samraug.atlas_space import check_space, from_atlas_grid, normalize_space, t
 from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
-from samraug.local_synthesis import DEFAULT_MAX_REGION_MM, paint_local
+from samraug.local_synthesis import DEFAULT_MAX_REGION_MM, check_max_region_mm, paint_local
 from samraug.region import REGION_SEEDS
 from samraug.seam import HEALTHY_MODES, SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
@@ -193,13 +192,7 @@ class SAMRPainter(Painter):
         if region not in REGION_SEEDS:
             raise ValueError(f"region must be one of {REGION_SEEDS}, got {region!r}")
         self.region = region
-        if (
-            isinstance(max_region_mm, bool)
-            or not isinstance(max_region_mm, (int, float))
-            or not 0 < max_region_mm < math.inf
-        ):
-            raise ValueError(f"max_region_mm must be a finite length in mm > 0, got {max_region_mm!r}")
-        self.max_region_mm = float(max_region_mm)
+        self.max_region_mm = check_max_region_mm(max_region_mm)
         self.space = normalize_space(space)
 
     def paint(
