@@ -462,9 +462,10 @@ class SAMRSynthesize(RandomTransform):
         _warn_unreplaced(subject, plan, self._warned)
         editor = self._editor_for(plan.scheme)
         kind = draw_edit_kind(self.edit_mixture, torch.default_generator)  # a single kind draws nothing
-        edit_with = pool_edit(kind, editor, self._donor_pool, seed, affine=affine_of(subject[plan.label_key]))
         generator = torch.Generator().manual_seed(seed)
         view = read_subject(subject, synth, plan, check_grid=not off_grid)
+        # after the read: the label image is loaded, so its affine costs no header read
+        edit_with = pool_edit(kind, editor, self._donor_pool, seed, affine=affine_of(subject[plan.label_key]))
         done = augment_view(
             view,
             item=subject,
