@@ -983,16 +983,12 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             synth = x.painters[variant].synthesizer
             mode: str | None = arm.mode
             local = x.painters[variant].info if mode == "local" else {}
-            healthy, region, insert = local.get("healthy"), local.get("region"), local.get("insert")
-            n_insert, max_region_mm = local.get("n_insert"), local.get("max_region_mm")
-            edits = local.get("edit_kind")
         else:  # copy-paste / labels-to-image: the SAMR generator's sequences and grid define the items
             owner = x.painters.get("samr") or next(iter(x.painters.values()), None)
             if owner is None:
                 raise ValueError(f"arm {arm.name!r} needs a generator (its sequences and grid); pass --weights")
-            synth, mode, healthy, region, insert, n_insert = owner.synthesizer, None, None, None, None, None
-            max_region_mm = None
-            edits = None
+            synth, mode, local = owner.synthesizer, None, {}
+        edits = local.get("edit_kind")  # the local options (None: the library's defaults)
         # carve edits: copy-paste's pool seed, so both arms edit the same sources with the same donors
         mixture = None if edits is None else local_edit_mixture(edits)
         seed_kind = "copy_paste" if mixture is not None and set(mixture) & set(CARVE_KINDS) else arm.kind
@@ -1006,11 +1002,11 @@ def _build_painted(arm: ArmSpec, x: ArmInputs, info: dict[str, Any]) -> Any:
             scheme=x.scheme,
             seed=x.pool_seed * 1000 + _PAINT_SEED[seed_kind],
             mode=mode,
-            healthy=healthy,
-            region=region,
-            insert=insert,
-            n_insert=n_insert,
-            max_region_mm=max_region_mm,
+            healthy=local.get("healthy"),
+            region=local.get("region"),
+            insert=local.get("insert"),
+            n_insert=local.get("n_insert"),
+            max_region_mm=local.get("max_region_mm"),
             edits=None if mixture is None or mixture == {"random": 1.0} else _edits_arg(mixture),
         )
         x.cache[key] = (pool, what)
@@ -1175,27 +1171,26 @@ def paired_statistics(
     bootstrap 95 % CI (:mod:`benchmarks.stats`; the definitions are in :data:`STATISTICS_NOTE`); a generator arm
     also its paired difference to the copy-paste arm of its data fraction (``"vs_copy_paste"``, when the run has
     one)."""
+    matrix = {
+        name: score_matrix({s: arm["seeds"][s]["subjects"] for s in seeds}, seeds, subjects, REGIONS)
+        for name, arm in results.items()
+    }  # each arm's (seed, subject) scores, once: an arm is also every other arm's reference
     out: dict[str, Any] = {}
-    for name, arm in results.items():
-        per_seed = {s: arm["seeds"][s]["subjects"] for s in seeds}
-        scores = score_matrix(per_seed, seeds, subjects, REGIONS)
+    for name in results:
+        scores = matrix[name]
         entry: dict[str, Any] = {"reference": reference_arm(name, results), "difference": None}
         entry["mean_lesion_dice"] = (
             paired_bootstrap(scores, n_resamples=n_resamples).to_dict() if np.isfinite(scores).any() else None
         )
         ref = entry["reference"]
         if ref is not None:
-            ref_scores = score_matrix(
-                {s: results[ref]["seeds"][s]["subjects"] for s in seeds}, seeds, subjects, REGIONS
-            )
-            diff = scores - ref_scores
+            diff = scores - matrix[ref]
             if np.isfinite(diff).any():
                 entry["difference"] = paired_bootstrap(diff, n_resamples=n_resamples).to_dict()
             entry["differences"] = [[None if not math.isfinite(v) else round(float(v), 5) for v in row] for row in diff]
         cp = copy_paste_arm(name, results)
         if cp is not None:
-            cp_scores = score_matrix({s: results[cp]["seeds"][s]["subjects"] for s in seeds}, seeds, subjects, REGIONS)
-            d_cp = scores - cp_scores
+            d_cp = scores - matrix[cp]
             if np.isfinite(d_cp).any():
                 entry["vs_copy_paste"] = {"reference": cp} | paired_bootstrap(d_cp, n_resamples=n_resamples).to_dict()
         out[name] = entry
