@@ -576,7 +576,7 @@ def _run_synthesize(args: argparse.Namespace) -> int:
             )
         first = cases[0]
         for c in cases[1:]:
-            same = c.label.shape == first.label.shape and np.allclose(c.header.affine, first.header.affine, atol=1e-3)
+            same = c.label.shape == first.label.shape and affines_match(c.header.affine, first.header.affine)
             if not same:
                 raise ValueError(
                     f"--edits {args.edits} adds another mask's lesion where it lies, but masks {first.path} "
