@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .argtypes import non_negative_int, positive_int
+from .augment.donors import RecipientDonors
 from .augment.edits import CARVE_KINDS, EDITOR_KINDS, draw_edit_kind, parse_edits, pool_edit
 from .augment.painters import SAMRPainter
 from .data import phantom
@@ -598,7 +599,13 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     with StagedOutput(args.out, overwrite=args.overwrite) as stage:
         bar = tqdm(total=len(cases) * args.n, desc="synthesize", unit="sample")
         for m, c in enumerate(cases):
-            donors = [d for i, d in enumerate(labels) if i != m] if len(labels) > 1 else None
+            others = [i for i in range(len(cases)) if i != m]
+            # a swap keeps another mask's lesion at its own place only where that mask shares this one's grid
+            donors = (
+                RecipientDonors([labels[i] for i in others], c.header.affine, [cases[i].header.affine for i in others])
+                if others
+                else None
+            )
             for j in range(args.n):
                 sample_seed = args.seed * 1_000_003 + m * 1009 + j
                 generator = torch.Generator().manual_seed(sample_seed)

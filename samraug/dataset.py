@@ -115,6 +115,7 @@ class _DatasetDonors(Sequence):
 
     def __init__(self, owner: SAMRAugmentedDataset, exclude: int | None) -> None:
         self.owner, self.exclude = owner, exclude  # exclude None: every item (the donors of carve records)
+        self._affines: dict[int, np.ndarray | None] = {}  # of the items read (a pool lives for one sample)
 
     def __len__(self) -> int:
         return max(self.owner.n_real - (self.exclude is not None), 0)
@@ -125,7 +126,15 @@ class _DatasetDonors(Sequence):
         return i if self.exclude is None else i + (i >= self.exclude)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-        return self.owner._label_of(self.owner.real_ds[self._item(i)])  # read only: nothing of it is returned
+        item = self.owner.real_ds[self._item(i)]  # read only: nothing of it is returned
+        self._affines[i] = self.owner._known_affine(item)
+        return self.owner._label_of(item)
+
+    def donor_affine(self, i: int) -> np.ndarray | None:
+        """The affine item ``i`` carries (None: none known); read with its label map."""
+        if i not in self._affines:
+            self[i]
+        return self._affines[i]
 
     def name_of(self, i: int) -> str:
         """Where donor ``i`` comes from (the editor's errors name it)."""

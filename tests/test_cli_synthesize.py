@@ -326,3 +326,24 @@ def test_synthesize_carve_edits_add_another_masks_lesion(tiny_local_weights: str
                  "--out", str(bad), "--edits", "carve"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "are not on one grid" in err and not bad.exists(), err
+
+
+def test_synthesize_swaps_a_mask_on_another_affine_to_a_random_place(tiny_local_weights: str, tmp_path: Path) -> None:
+    """A swap drawn at the donor's place keeps another mask's lesion there only when that mask shares this one's grid
+    (shape and affine): masks of one shape on other affines have the donor lesion placed at random instead."""
+
+    def swaps(root: Path, out: Path) -> list[str]:
+        argv = ["synthesize", "--masks", str(root), "--weights", tiny_local_weights, "--scheme", "brats2023"]
+        assert main([*argv, "--margin-mm", "2", "--n", "8", "--seed", "1", "--out", str(out)]) == 0
+        records = [json.loads(p.read_text())["edit"] for p in sorted(out.glob("case*-synth*/edit.json"))]
+        return [r["swap"]["at"] for r in records if r.get("swap")]
+
+    _, root = _local_cases(tmp_path)
+    on_grid = swaps(root, tmp_path / "same")
+    assert "donor" in on_grid, on_grid
+    moved = np.diag([1.0, 1.0, 1.0, 1.0])
+    moved[:3, 3] = 7.0  # the same voxels 7 mm away
+    for path in (root / "case1").glob("*.nii.gz"):
+        _save(path, np.asanyarray(nib.load(str(path)).dataobj), moved)
+    off_grid = swaps(root, tmp_path / "moved")
+    assert off_grid and set(off_grid) == {"random"}, off_grid

@@ -26,8 +26,9 @@ import torch
 import torchio as tio
 
 from samraug.augment.views import affine_of
+from samraug.subjects import affines_match
 
-__all__ = ["DonorPool", "DonorSource", "donors_key", "find_donors", "label_array", "track"]
+__all__ = ["DonorPool", "DonorSource", "RecipientDonors", "donors_key", "find_donors", "label_array", "track"]
 
 
 class DonorSource(Protocol):
@@ -66,9 +67,10 @@ def donors_key(arrays: Sequence[np.ndarray]) -> str:
 class DonorPool(Sequence):
     """A fixed list of donor label maps (in the subjects' scheme) with a content key.
 
-    ``affines``: each donor's affine where it carries one (``tio.LabelMap``, ``MetaTensor``), else None; a carve
-    checks it against the sample's. Pickles as its arrays and affines; the copy in the receiving process is findable
-    by the same key.
+    ``affines``: each donor's affine where it carries one (``tio.LabelMap``, ``MetaTensor``), else None
+    (:meth:`donor_affine`); a carve checks it against the sample's, and a swap drawn at the donor's place keeps it
+    there only on the sample's grid (:class:`RecipientDonors`). Pickles as its arrays and affines; the copy in the
+    receiving process is findable by the same key.
     """
 
     def __init__(self, donors: Sequence[Any]) -> None:
@@ -88,6 +90,10 @@ class DonorPool(Sequence):
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         return self.arrays[i]
 
+    def donor_affine(self, i: int) -> np.ndarray | None:
+        """Donor ``i``'s affine, or None where it carries none (a plain array)."""
+        return self.affines[i]
+
     def __getstate__(self) -> dict[str, Any]:
         return {"arrays": self.arrays, "key": self.key, "affines": self.affines}
 
@@ -95,6 +101,54 @@ class DonorPool(Sequence):
         self.arrays, self.key = state["arrays"], state["key"]
         self.affines = state.get("affines") or [None] * len(self.arrays)
         track(self.key, self)
+
+
+class RecipientDonors(Sequence):
+    """A donor pool as one recipient sees it: the same label maps, plus :meth:`on_grid`, which the
+    :class:`~samraug.editing.LesionEditor` asks before it keeps a swapped lesion at the donor's own place
+    (``EditPolicy(swap_at=("donor", ...))``): a donor on another grid has its lesion placed at random instead, as one
+    of another shape always had. Where the recipient's or the donor's affine is unknown, only the shapes decide.
+
+    Args:
+        donors: The pool (a :class:`DonorPool`, a dataset's lazy pool, any sequence of label maps).
+        affine: The recipient's 4x4 affine (None: unknown).
+        affines: The donors' affines (None for a donor without one); default: ``donors.donor_affine(i)`` where the
+            pool has it, else unknown.
+
+    Example:
+        >>> import numpy as np
+        >>> shifted = np.eye(4); shifted[0, 3] = 30.0
+        >>> seen = RecipientDonors([np.zeros((4, 4, 4), np.uint8)] * 2, np.eye(4), affines=[np.eye(4), shifted])
+        >>> len(seen), seen.on_grid(0), seen.on_grid(1)
+        (2, True, False)
+    """
+
+    def __init__(self, donors: Sequence[Any], affine: Any, affines: Sequence[Any] | None = None) -> None:
+        if affines is not None and len(affines) != len(donors):
+            raise ValueError(f"affines has {len(affines)} entries for {len(donors)} donors; give one per donor")
+        self.donors, self.affine, self.affines = donors, affine, affines
+
+    def __len__(self) -> int:
+        return len(self.donors)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        return self.donors[i]
+
+    def name_of(self, i: int) -> str:
+        """Where donor ``i`` comes from (the pool's name for it where it has one)."""
+        return self.donors.name_of(i) if hasattr(self.donors, "name_of") else f"donors[{i}]"
+
+    def on_grid(self, i: int) -> bool:
+        """Whether donor ``i`` lies on the recipient's grid as far as the affines tell (shapes: the editor's)."""
+        if self.affine is None:
+            return True
+        if self.affines is not None:
+            donor_affine = self.affines[i]
+        elif hasattr(self.donors, "donor_affine"):
+            donor_affine = self.donors.donor_affine(i)
+        else:
+            return True
+        return donor_affine is None or affines_match(donor_affine, self.affine)
 
 
 def track(prefix: str, source: Any) -> None:

@@ -275,8 +275,8 @@ def pool_edit(kind: str, editor: Any, donors: Any, seed: int, affine: Any = None
     if kind not in CARVE_KINDS:
         return editor
     j = int(torch.randint(len(donors), (1,), generator=torch.Generator().manual_seed(seed)).item())
-    affines = getattr(donors, "affines", None)
-    check_donor_grid(None if affines is None else affines[j], affine, f"donors[{j}]", "the sample")
+    donor_affine = getattr(donors, "donor_affine", None)
+    check_donor_grid(None if donor_affine is None else donor_affine(j), affine, f"donors[{j}]", "the sample")
     then = editor if kind == "carve+random" else None
     return CarveEdit(np.asarray(donors[j]), j, f"donors[{j}]", within_brain=True, then=then)
 

@@ -46,6 +46,7 @@ from samraug.augment.core import (
     _set_mask,
     scheme_from_plain,
 )
+from samraug.augment.donors import RecipientDonors
 from samraug.augment.edits import replay_edit
 from samraug.augment.painters import Donor, Painter, SAMRPainter, get_painter
 from samraug.augment.views import ItemView
@@ -180,7 +181,9 @@ def augment_view(
         edited = replay_edit(editor, view.label, view.brain, replay, donors, carve_donors)
         edit_record = _plain(replay)
     elif editor is not None:
-        edited, edit_record = _edit(editor, view.label, view.brain, generator, donors)
+        # a swap keeps a donor's lesion at its own place only where the donor shares the item's grid
+        seen = donors if donors is None or view.affine is None else RecipientDonors(donors, view.affine)
+        edited, edit_record = _edit(editor, view.label, view.brain, generator, seen)
     else:
         edited, edit_record = view.label, None
     label_at = None

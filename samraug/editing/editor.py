@@ -128,6 +128,15 @@ def donors_of(record: Mapping[str, Any]) -> list[int]:
     return list(dict.fromkeys(d for d in found if d is not None))
 
 
+def _on_grid(donors: Any, idx: int, donor: Donor, shape: tuple[int, ...]) -> bool:
+    """Whether a swap may keep donor ``idx``'s lesion at its own place: the donor has the recipient's shape and, where
+    the pool can tell (:class:`~samraug.augment.donors.RecipientDonors`), its affine."""
+    if tuple(donor.shape) != tuple(shape):
+        return False
+    on_grid = getattr(donors, "on_grid", None)
+    return on_grid is None or bool(on_grid(idx))
+
+
 def _finite(value: Any, what: str) -> float:
     try:
         v = float(value)
@@ -333,7 +342,9 @@ class LesionEditor:
 
         Args:
             donors: Donor label maps for swaps (same scheme and dimension): a list of label maps or of
-                ``(label, brain)`` pairs. The record stores the donor's index in this list.
+                ``(label, brain)`` pairs. The record stores the donor's index in this list. A pool with
+                ``on_grid(i)`` (:class:`~samraug.augment.donors.RecipientDonors`) tells which donors share the
+                recipient's grid: a swap keeps only their lesions at the donor's place.
         """
         vol = self._reader.volume(label, brain)
         out, rec = self._random_once(vol, generator, donors)
@@ -527,7 +538,7 @@ class LesionEditor:
             at = p.swap_at[randint(g, 0, len(p.swap_at))]
             idx = randint(g, 0, len(donors))
             donor = self._donor(donors, idx, cache)
-            if at == "donor" and tuple(donor.shape) != tuple(vol.ints.shape):
+            if at == "donor" and not _on_grid(donors, idx, donor, vol.ints.shape):
                 at = "random"  # a donor on another grid can only be placed
             params["swap"] = {"donor": idx, "at": at, "center": vol.brain.sample_voxel(g) if at == "random" else None}
         if "mirror" in drawn:

@@ -96,7 +96,9 @@ class EditPolicy:
         rotation_range: Angle range in degrees; in 3D each of the three angles is drawn from it.
         perturb_range: Largest displacement of the elastic perturbation, in voxels.
         perturb_smoothness: Control-point spacing of the perturbation, in voxels (larger is smoother).
-        swap_at: Placement modes a swap draws from: ``"donor"`` (the donor's location) and/or ``"random"``.
+        swap_at: Placement modes a swap draws from: ``"donor"`` (the donor's location) and/or ``"random"``. A
+            donor not on the recipient's grid (another shape, or another affine where both are known) is placed at
+            random when ``"donor"`` is drawn.
         p_insert: Probability that an edit adds the transformed lesion beside the own one instead of replacing it
             (drawn once per edit, after the operations, only when above 0, so policies without it draw exactly as
             before).
