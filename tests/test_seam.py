@@ -87,6 +87,24 @@ def test_spline_fill_multigrid_solve_matches_the_dense_solve_on_a_large_irregula
         np.testing.assert_allclose(fill[s], dense_spline(image[s], region, known, 0.3), atol=1e-4)
 
 
+@pytest.mark.parametrize("n_side", [2, 12])
+def test_multigrid_preconditioner_is_pyamgs_own_v_cycle(n_side: int) -> None:
+    """The spline's preconditioner applies pyamg's V-cycle itself (without the residual norms around it): on every
+    column the same as ``aspreconditioner()`` of the same hierarchy, for a several-level and a one-level hierarchy."""
+    import pyamg
+
+    from samraug.seam import _multigrid_preconditioner, _v_cycle
+
+    system = pyamg.gallery.poisson((n_side,) * 3, format="csr")
+    system = (system @ system + 0.3 * system).tocsr()  # a squared Laplacian under tension, as the spline's
+    residual = np.random.default_rng(5).normal(size=(system.shape[0], 3))
+    hierarchy = pyamg.smoothed_aggregation_solver(system, strength="symmetric", smooth="energy")
+    reference = np.stack([hierarchy.aspreconditioner() @ residual[:, k] for k in range(3)], axis=1)
+    assert (len(hierarchy.levels) > 2) == (n_side == 12)
+    np.testing.assert_allclose(_multigrid_preconditioner(system)(residual), reference, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(_v_cycle(hierarchy, residual[:, 0]), reference[:, 0], rtol=1e-10, atol=1e-12)
+
+
 def test_spline_fill_falls_back_to_the_diagonal_preconditioner_when_multigrid_stalls(monkeypatch) -> None:
     from samraug import seam
 
