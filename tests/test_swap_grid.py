@@ -10,7 +10,7 @@ import torch
 import torchio as tio
 from test_carve_edits import _moved, _subject
 from test_dataset import _case
-from tiny_model import AFFINE
+from tiny_model import AFFINE, SEQS
 
 from samraug.augment.donors import DonorPool, RecipientDonors
 from samraug.dataset import SAMRAugmentedDataset
@@ -106,3 +106,30 @@ def test_torchio_transform_swaps_a_donor_on_another_affine_to_a_random_place(tin
         t = SAMRSynthesize(1.0, weights=synth, scheme="brats2021", donors=donors, policy=SWAP_IN_PLACE)
         torch.manual_seed(0)
         assert _swaps([t(subject).history[-1].edit for _ in range(3)]) == [expected] * 3
+
+
+def test_monai_transform_swaps_a_donor_on_another_affine_to_a_random_place(tiny_weights: str) -> None:
+    pytest.importorskip("monai")
+    from monai.data import MetaTensor
+
+    from samraug.monai import SAMRSynthesized
+
+    subject = _subject(0)
+    aff = torch.as_tensor(AFFINE)
+    item = {
+        "image": MetaTensor(torch.cat([subject[k].data for k in SEQS]), affine=aff),
+        "label": MetaTensor(subject["seg"].data, affine=aff),
+    }
+    synth = Synthesizer(tiny_weights, device="cpu")
+    seg = _subject(1)["seg"].data
+    for affine, expected in ((aff, "donor"), (torch.as_tensor(_shifted()), "random")):
+        donors = [MetaTensor(seg.clone(), affine=affine)]
+        t = SAMRSynthesized(
+            keys="image", ratio=1.0, weights=synth, scheme="brats2021", donors=donors, policy=SWAP_IN_PLACE
+        )
+        t.set_random_state(seed=0)
+        records = []
+        for _ in range(3):
+            t(dict(item))
+            records.append(t.last_record["edit"])
+        assert _swaps(records) == [expected] * 3
