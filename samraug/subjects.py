@@ -29,6 +29,7 @@ from nibabel.filebasedimages import ImageFileError
 __all__ = [
     "AFFINE_ATOL",
     "SubjectArrays",
+    "affines_agree",
     "affines_match",
     "format_affine",
     "read_brain_mask",
@@ -43,6 +44,17 @@ AFFINE_ATOL = 1e-3
 def affines_match(a: np.ndarray, b: np.ndarray, atol: float = AFFINE_ATOL) -> bool:
     """Whether two 4x4 affines agree within ``atol`` (one tolerance used for every grid comparison)."""
     return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=0.0, atol=atol))
+
+
+def affines_agree(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two affines can be one grid as far as they are known: either is None (unknown), or they match
+    (:func:`affines_match`).
+
+    Example:
+        >>> affines_agree(None, np.eye(4)), affines_agree(np.eye(4), np.eye(4) * 2)
+        (True, False)
+    """
+    return a is None or b is None or affines_match(a, b)
 
 
 def format_affine(a: np.ndarray) -> str:
@@ -211,7 +223,7 @@ def subject_arrays(
                 f"subject {cid!r}: {src} has shape {arr.shape} but {ref_src} has {ref_shape}; "
                 "all images of a subject must share one grid"
             )
-        if aff is not None and ref_affine is not None and not affines_match(aff, ref_affine):
+        if not affines_agree(aff, ref_affine):
             raise ValueError(
                 f"subject {cid!r}: affine of {src} {format_affine(aff)} differs from that of {ref_src} "
                 f"{format_affine(ref_affine)}; all images of a subject must share one grid"

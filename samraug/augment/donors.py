@@ -26,7 +26,7 @@ import torch
 import torchio as tio
 
 from samraug.augment.views import affine_of
-from samraug.subjects import affines_match
+from samraug.subjects import affines_agree
 
 __all__ = ["DonorPool", "DonorSource", "RecipientDonors", "donors_key", "find_donors", "label_array", "track"]
 
@@ -138,17 +138,16 @@ class RecipientDonors(Sequence):
         """Where donor ``i`` comes from (the pool's name for it where it has one)."""
         return self.donors.name_of(i) if hasattr(self.donors, "name_of") else f"donors[{i}]"
 
+    def donor_affine(self, i: int) -> np.ndarray | None:
+        """Donor ``i``'s affine: from ``affines``, else the pool's ``donor_affine(i)``; None where unknown."""
+        if self.affines is not None:
+            return self.affines[i]
+        pool_affine = getattr(self.donors, "donor_affine", None)
+        return None if pool_affine is None else pool_affine(i)
+
     def on_grid(self, i: int) -> bool:
         """Whether donor ``i`` lies on the recipient's grid as far as the affines tell (shapes: the editor's)."""
-        if self.affine is None:
-            return True
-        if self.affines is not None:
-            donor_affine = self.affines[i]
-        elif hasattr(self.donors, "donor_affine"):
-            donor_affine = self.donors.donor_affine(i)
-        else:
-            return True
-        return donor_affine is None or affines_match(donor_affine, self.affine)
+        return affines_agree(self.donor_affine(i), self.affine)
 
 
 def track(prefix: str, source: Any) -> None:

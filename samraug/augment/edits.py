@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from samraug.editing import EditResult
-from samraug.subjects import affines_match, format_affine
+from samraug.subjects import affines_agree, format_affine
 
 __all__ = [
     "CARVE_KINDS",
@@ -251,7 +251,7 @@ def check_donor_grid(donor_affine: Any, affine: Any, donor: str, source: str) ->
     Example:
         >>> check_donor_grid(np.eye(4), np.eye(4) + 1e-6, "donors[0]", "the subject")  # float noise: one grid
     """
-    if donor_affine is None or affine is None or affines_match(donor_affine, affine):
+    if affines_agree(donor_affine, affine):
         return
     raise ValueError(
         f"{donor} has the affine {format_affine(donor_affine)}, {source} {format_affine(affine)}: carve adds a "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from samraug.subjects import AFFINE_ATOL, affines_match, format_affine
+from samraug.subjects import AFFINE_ATOL, affines_agree, affines_match, format_affine
 
 __all__ = [
     "ItemView",
@@ -265,7 +265,7 @@ def plain_view(
             key, channel = src, None
             data = spatial(item[src], ndim, f"image {src!r}")
         aff = affine_of(item[key])
-        if aff is not None and label_affine is not None and not affines_match(aff, label_affine):
+        if not affines_agree(aff, label_affine):
             raise ValueError(
                 f"image {key!r} has affine {format_affine(aff)} but the label map {label_key!r} has "
                 f"{format_affine(label_affine)} (tolerance {AFFINE_ATOL}); resample it onto the label map's grid first"
