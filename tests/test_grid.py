@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from samraug.grid import (
+    _lattice_indices,
     bounding_box,
     check_affine,
     crop_affine,
@@ -121,6 +123,70 @@ def test_sample_points_matches_resample_at_grid_points():
     pts = np.argwhere(np.ones(gshape, bool))[::7]
     got = sample_points(v, a, pts, g, order=1)
     np.testing.assert_allclose(got, full[tuple(pts.T)], rtol=1e-6, atol=1e-6)
+
+
+def _scipy_resample(v, src, shape, dst, order, cval):
+    """The interpolation itself, without resample's voxel-copy path: the reference the copy must equal bit for bit."""
+    m = np.linalg.inv(src) @ dst
+    if v.dtype == bool:
+        out = ndimage.affine_transform(v.view(np.uint8), m[:3, :3], m[:3, 3], shape, order=0, cval=int(bool(cval)))
+        return out.astype(bool)
+    v = v if order == 0 else v.astype(np.float32)
+    return ndimage.affine_transform(v, m[:3, :3], m[:3, 3], shape, order=order, cval=cval)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    perm=st.permutations([0, 1, 2]),
+    steps=st.tuples(*[st.sampled_from([1, -1, 2, -2, 3]) for _ in range(3)]),
+    shift=st.tuples(*[st.integers(-9, 9) for _ in range(3)]),
+    shape=st.tuples(*[st.integers(1, 8) for _ in range(3)]),
+    kind=st.sampled_from(["float32", "float64", "uint8", "int16", "bool"]),
+    order=st.sampled_from([0, 1]),
+    cval=st.sampled_from([0.0, 3.0, -1.0]),
+)
+@example(perm=[0, 1, 2], steps=(1, 1, 1), shift=(0, 0, 0), shape=(4, 5, 3), kind="float32", order=1, cval=0.0)
+def test_resample_on_a_voxel_lattice_equals_interpolation_bit_for_bit(perm, steps, shift, shape, kind, order, cval):
+    """Crops, flips, axis permutations and integer subsampling (target voxels on source voxels) are copied rather than
+    interpolated: the result equals scipy's interpolation exactly, dtype included, with ``cval`` outside."""
+    if kind == "bool" and order == 1:
+        order = 0
+    rng = np.random.default_rng(sum(shape) + 7 * order)
+    v = rng.standard_normal((6, 7, 5)) * 10
+    v = v > 0 if kind == "bool" else v.astype(kind)
+    if kind == "uint8" and cval < 0:
+        cval = 0.0
+    src = np.diag([2.0, 2.0, 2.0, 1.0])
+    src[:3, 3] = [4.0, -6.0, 2.0]
+    step = np.zeros((4, 4))
+    for d, a in enumerate(perm):  # target axis d reads source axis a
+        step[a, d] = steps[d]
+    step[:3, 3] = shift
+    step[3, 3] = 1.0
+    dst = src @ step
+    assert _lattice_indices(step[:3, :3], step[:3, 3], v.shape, shape) is not None  # the copy path is taken
+    got = resample(v, src, shape, dst, order=order, cval=cval)
+    want = _scipy_resample(v, src, shape, dst, order, cval)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_resample_interpolates_off_the_lattice_and_around_non_finite_values():
+    """Half-voxel offsets and non-integer scales are interpolated; a non-finite image value spreads into its
+    neighbours' interpolation exactly as before (the copy path is not taken for such an image)."""
+    v = np.random.default_rng(3).standard_normal((6, 7, 5)).astype(np.float32)
+    src = np.eye(4)
+    half = np.eye(4)
+    half[:3, 3] = [0.5, 0.0, 0.0]
+    assert _lattice_indices(half[:3, :3], half[:3, 3], v.shape, v.shape) is None
+    np.testing.assert_array_equal(
+        resample(v, src, v.shape, half, order=1), _scipy_resample(v, src, v.shape, half, 1, 0.0)
+    )
+    v[2, 3, 1] = np.nan
+    np.testing.assert_array_equal(
+        resample(v, src, v.shape, src, order=1), _scipy_resample(v, src, v.shape, src, 1, 0.0)
+    )
+    assert np.isnan(resample(v, src, v.shape, src, order=1)).sum() > 1  # spread by the zero-weight neighbours
 
 
 def test_resample_rejects_other_orders():
