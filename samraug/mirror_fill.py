@@ -67,6 +67,7 @@ __all__ = [
     "MIRROR_RING",
     "MIRROR_SEARCH",
     "MIRROR_SIGMA",
+    "MIRROR_TOLERANCE",
     "brain_midplane",
     "mirror_guided_fill",
     "reflect_x",
@@ -103,6 +104,12 @@ CELL_SEARCH = 2
 #: How much more of its share of the ring's variance (mean over sequences) a cell's own shift must explain than the
 #: whole ring's shift before the cell uses it.
 CELL_MARGIN = 0.01
+#: Relative residual at which the spline solve of the difference ``image - a * g`` stops (the plain spline fill's
+#: :data:`~samraug.seam.SPLINE_TOLERANCE` is 1e-6). On 8 regions of 3 phantom subjects (2 mm, 7.7k-35k voxels,
+#: normalised intensities, brain range ~0.6) the difference's fill then strays from the 1e-6 solve by at most
+#: 0.3-2.1e-3, a tenth of the phantom's noise, in 10-11 conjugate-gradient iterations instead of 15-18 (~0.2 s less
+#: per 30k-voxel region).
+MIRROR_TOLERANCE = 1e-4
 
 
 def reflect_x(plane: float) -> np.ndarray:
@@ -205,6 +212,7 @@ def mirror_guided_fill(
     sigma: float = MIRROR_SIGMA,
     cell: int = MIRROR_CELL,
     tension: float = SPLINE_TENSION,
+    tolerance: float = MIRROR_TOLERANCE,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fill ``region`` from the brain around it, guided by the mirrored hemisphere (see the module docstring).
 
@@ -221,6 +229,8 @@ def mirror_guided_fill(
         cell: Size (voxels) of the cells of the region's bounding box that get their own shift and gains (at most
             :data:`MAX_CELLS_PER_AXIS` per axis); 0: one shift for the whole region.
         tension: The spline's tension (:func:`~samraug.seam.spline_fill`).
+        tolerance: The spline solve's relative residual for the difference ``image - a * g``
+            (:data:`MIRROR_TOLERANCE`); the plain spline fill it falls back to uses the spline's own.
 
     Returns:
         ``(fill, info)``: ``(S, X, Y, Z)`` float32, the fill inside ``region`` (0 outside it), and a JSON-able dict:
@@ -345,7 +355,7 @@ def mirror_guided_fill(
         g = total / blend.sum(axis=0)
     else:
         g = window_at(shift)[0] * gain[:, None, None, None]
-    residual = spline_fill(images - g, region, known, tension)
+    residual = spline_fill(images - g, region, known, tension, tolerance)
     fill = np.zeros(images.shape, dtype=np.float32)
     fill[:, region] = (g[:, region] + residual[:, region]).astype(np.float32)
     return fill, info

@@ -343,7 +343,11 @@ _FACES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 
 
 
 def spline_fill(
-    images: np.ndarray, region: np.ndarray, known: np.ndarray, tension: float = SPLINE_TENSION
+    images: np.ndarray,
+    region: np.ndarray,
+    known: np.ndarray,
+    tension: float = SPLINE_TENSION,
+    tolerance: float = SPLINE_TOLERANCE,
 ) -> np.ndarray:
     """Classical 3D inpainting by a thin-plate spline under tension: inside ``region``, the images that minimise
 
@@ -362,6 +366,7 @@ def spline_fill(
             Laplacian is taken at every region voxel and every known voxel next to the region whose six face
             neighbours are all region or known voxels.
         tension: Weight of the gradient term (:data:`SPLINE_TENSION`; > 0 keeps every anchored part solvable).
+        tolerance: Relative residual of the linear system at which the solve stops (:data:`SPLINE_TOLERANCE`).
 
     Returns:
         ``(S, X, Y, Z)`` float32: the fill inside ``region`` (0 in a part of it with no known voxel next to it),
@@ -378,9 +383,11 @@ def spline_fill(
         (0.047, 0.708)
     """
     images, region, known = fill_inputs(images, region, known)
-    tension = float(tension)
+    tension, tolerance = float(tension), float(tolerance)
     if not (np.isfinite(tension) and tension > 0):
         raise ValueError(f"tension must be a finite number > 0, got {tension!r}")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
     out = np.zeros(images.shape, dtype=np.float32)
     faces = ndimage.generate_binary_structure(3, 1)
     shell = ndimage.binary_dilation(region, structure=faces) & known
@@ -455,14 +462,14 @@ def spline_fill(
         rhs,
         np.zeros_like(rhs),
         _multigrid_preconditioner(system),
-        SPLINE_TOLERANCE,
+        tolerance,
         MULTIGRID_MAX_ITERATIONS,
     )
     if not converged:
         # smoothed aggregation is a heuristic on this system (not an M-matrix): should it ever stall, the diagonal
         # preconditioner, slow but sure on a symmetric positive definite system, finishes from where it stopped
         solution, converged = _block_cg(
-            system, rhs, solution, _jacobi(system.diagonal()), SPLINE_TOLERANCE, MAX_ITERATIONS * 4
+            system, rhs, solution, _jacobi(system.diagonal()), tolerance, MAX_ITERATIONS * 4
         )
     if not converged:  # pragma: no cover - the system is SPD; only a pathological region could stall it
         raise RuntimeError(f"spline fill did not converge on a region of {n} voxels")

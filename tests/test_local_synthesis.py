@@ -544,12 +544,10 @@ def test_classical_healthy_fill_continues_the_tissue_and_leaves_the_lesion_to_th
         assert torch.equal(new[name][out], images[name][out])
 
 
-@pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
-def test_mirror_fill_carries_the_other_hemispheres_structure(grid):
-    """healthy="mirror": a lesion moved away from a brain whose tissue is mirror-symmetric (structure a smooth fill
-    cannot guess) is healed with the structure of the other hemisphere -- several times closer to the truth than the
-    spline fill -- the plane is the brain's centroid, the new lesion is still the model's and the outside stays
-    bit-identical."""
+def _mirrored_tissue_case(grid: str, tilt: float = 0.0):
+    """A box brain whose tissue is mirror-symmetric about its centre plane (structure a smooth fill cannot guess) but
+    for a left-right ramp of ``tilt`` per mm (a bias field the mirror's guide gets backwards), with a lesion moved
+    14 mm along y: ``(spacing, brain, seg, edited, tissue, images, affine, cx)``."""
     shape, spacing = GRIDS[grid]
     world = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
     brain = np.zeros(shape, bool)
@@ -567,10 +565,20 @@ def test_mirror_fill_carries_the_other_hemispheres_structure(grid):
     images = {}
     for i, name in enumerate((*SEQS, "aptw")):
         t = 800.0 + 100.0 * i + 150.0 * np.cos(2 * np.pi * np.abs(world[0] - cx) / 16.0) + 3.0 * world[1]
-        t = t + 80.0 * np.sin(2 * np.pi * world[2] / 20.0 + i)
+        t = t + 80.0 * np.sin(2 * np.pi * world[2] / 20.0 + i) + tilt * (world[0] - cx)
         tissue[name] = t
         images[name] = torch.from_numpy(np.where(brain, t + 400.0 * (seg > 0), 0.0))
     affine = np.diag([*spacing, 1.0])
+    return spacing, brain, seg, edited, tissue, images, affine, cx
+
+
+@pytest.mark.parametrize("grid", ["2mm", "1x1x3mm"])
+def test_mirror_fill_carries_the_other_hemispheres_structure(grid):
+    """healthy="mirror": a lesion moved away from a brain whose tissue is mirror-symmetric (structure a smooth fill
+    cannot guess) is healed with the structure of the other hemisphere -- several times closer to the truth than the
+    spline fill -- the plane is the brain's centroid, the new lesion is still the model's and the outside stays
+    bit-identical."""
+    spacing, brain, seg, edited, tissue, images, affine, cx = _mirrored_tissue_case(grid)
     synth = make_synth("const")
     kw = dict(feather_mm=0.0, noise="none")
     mirror, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="mirror", **kw)
@@ -591,6 +599,32 @@ def test_mirror_fill_carries_the_other_hemispheres_structure(grid):
         np.testing.assert_array_equal(mirror[name].numpy()[core_new], spline[name].numpy()[core_new])
         out = torch.from_numpy(~region)
         assert torch.equal(mirror[name][out], images[name][out])
+
+
+def test_mirror_fill_heals_a_healthy_pocket_inside_the_new_lesion():
+    """A few normal-brain voxels enclosed by the new lesion (as an edit's nearest-neighbour rotation leaves) are
+    healed like the rest: the fill reaches them through the lesion around them, whose voxels stay the model's
+    painting. The tissue's left-right ramp makes the mirrored guide alone wrong by ~100 there: the spline's
+    correction must reach the pocket too."""
+    _, brain, seg, edited, tissue, images, affine, _ = _mirrored_tissue_case("2mm", tilt=3.0)
+    lesion = np.argwhere(edited == 1)
+    pocket = tuple(np.round(lesion.mean(axis=0)).astype(int))  # the middle of the new tumour core
+    edited[pocket] = 0
+    around = ndimage.binary_dilation(np.pad([[[True]]], 2), iterations=2)  # voxels within 2 face steps
+    box = tuple(slice(c - 2, c + 3) for c in pocket)
+    assert (edited[box][around] > 0).sum() == around.sum() - 1  # enclosed by the lesion, 2 voxels deep
+    synth = make_synth("const")
+    kw = dict(feather_mm=0.0, noise="none")
+    mirror, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy="mirror", **kw)
+    model, _ = paint_local(images, seg, edited, brain, affine, SCHEME, synth, **kw)
+    assert rec["skipped"] is None
+    healed = ndimage.binary_erosion((seg > 0) & (edited == 0), iterations=1)
+    core_new = ndimage.binary_erosion(edited > 0, iterations=2)
+    for name in SEQS:
+        span = np.ptp(tissue[name][brain])
+        err_healed = np.abs(mirror[name].numpy()[healed] - tissue[name][healed]).max()
+        assert abs(float(mirror[name][pocket]) - tissue[name][pocket]) < max(2 * err_healed, 0.05 * span), name
+        np.testing.assert_array_equal(mirror[name].numpy()[core_new], model[name].numpy()[core_new])
 
 
 def test_healthy_mode_is_checked():

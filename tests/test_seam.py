@@ -87,6 +87,31 @@ def test_spline_fill_multigrid_solve_matches_the_dense_solve_on_a_large_irregula
         np.testing.assert_allclose(fill[s], dense_spline(image[s], region, known, 0.3), atol=1e-4)
 
 
+def test_spline_fill_tolerance_is_the_solves_stopping_residual(monkeypatch) -> None:
+    """``tolerance`` is the conjugate gradients' relative residual: a looser one still lands near the dense solve,
+    a tighter one on it; out-of-range values are refused."""
+    import samraug.seam as seam
+
+    rng = np.random.default_rng(5)
+    shape = (14, 14, 12)
+    grid = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
+    region = np.sqrt(sum(g**2 for g in grid)) + rng.uniform(-1.0, 1.0, size=shape) < 5.0
+    image = np.stack([np.sin(grid[0] / 3.0) * grid[1] + rng.normal(scale=0.1, size=shape)])
+    exact = dense_spline(image[0], region, ~region, 0.3)
+    seen = []
+    solve = seam._block_cg
+    monkeypatch.setattr(seam, "_block_cg", lambda *a: seen.append(a[4]) or solve(*a))
+    loose = spline_fill(image, region, ~region, tolerance=1e-3)
+    tight = spline_fill(image, region, ~region, tolerance=1e-10)
+    assert seen == [1e-3, 1e-10]
+    span = np.ptp(image)
+    np.testing.assert_allclose(tight[0], exact, atol=1e-7 * span)
+    np.testing.assert_allclose(loose[0], exact, atol=1e-2 * span)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="tolerance"):
+            spline_fill(image, region, ~region, tolerance=bad)
+
+
 @pytest.mark.parametrize("n_side", [2, 12])
 def test_multigrid_preconditioner_is_pyamgs_own_v_cycle(n_side: int) -> None:
     """The spline's preconditioner applies pyamg's V-cycle itself (without the residual norms around it): on every
