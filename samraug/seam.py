@@ -184,7 +184,26 @@ def _block_cg(
     criterion of ``scipy.sparse.linalg.cg``). ``precondition`` maps an ``(n, N)`` residual to its preconditioned
     ``(n, N)`` direction; it may be a slightly variable operator (a multigrid cycle): the Polak-Ribiere step of
     flexible CG keeps the iteration convergent, and equals the classical one for a fixed symmetric operator.
-    Returns ``(x, converged)``."""
+    Each column is solved scaled by the power of two nearest its right-hand side's largest entry: exact (the
+    iterates are the unscaled ones times that power, bit for bit), and images at any magnitude (1e-160 or 1e160)
+    keep their squared norms inside the floating-point range. Returns ``(x, converged)``."""
+    peak = np.abs(rhs).max(axis=0) if rhs.size else np.zeros(rhs.shape[1:])
+    scale = np.ldexp(1.0, np.where((peak > 0) & np.isfinite(peak), np.frexp(peak)[1], 0))
+    x, converged = _block_cg_unscaled(
+        matrix, rhs / scale, np.asarray(x0, dtype=np.float64) / scale, precondition, rtol, maxiter
+    )
+    return x * scale, converged
+
+
+def _block_cg_unscaled(
+    matrix: sparse.csr_matrix,
+    rhs: np.ndarray,
+    x0: np.ndarray,
+    precondition: Callable[[np.ndarray], np.ndarray],
+    rtol: float,
+    maxiter: int,
+) -> tuple[np.ndarray, bool]:
+    """:func:`_block_cg` on a right-hand side of any scale."""
     x = np.array(x0, dtype=np.float64)
     r = rhs - matrix @ x
     target = rtol * np.linalg.norm(rhs, axis=0)
@@ -223,7 +242,7 @@ def _multigrid_preconditioner(system: sparse.csr_matrix) -> Callable[[np.ndarray
     (exact in the region's interior: 10 iterations on a region inside known voxels, 41 where the region meets
     voxels that are neither region nor known and the Laplacian term drops out), smoothed aggregation with the
     default Jacobi prolongation (34) or with linear functions as near-null space (10, but slower cycles)."""
-    hierarchy = pyamg.smoothed_aggregation_solver(system, strength="symmetric", smooth="energy")
+    hierarchy = _scalar_levels(pyamg.smoothed_aggregation_solver(system, strength="symmetric", smooth="energy"))
 
     def apply(residual: np.ndarray) -> np.ndarray:
         out = np.empty_like(residual)
@@ -232,6 +251,26 @@ def _multigrid_preconditioner(system: sparse.csr_matrix) -> Callable[[np.ndarray
         return out
 
     return apply
+
+
+def _scalar_levels(hierarchy: Any) -> Any:
+    """The ``pyamg`` hierarchy with its 1x1-block (BSR) operators, as smoothed aggregation builds the coarse levels of
+    a scalar problem, stored as CSR (in place; returned): the same operators, but Gauss-Seidel and the products run
+    through the scalar kernels. On the mirror fill's 2 mm spline systems the BSR Gauss-Seidel of the two coarse
+    levels (~1k and ~20 unknowns) cost as much as that of the finest (~30k); as CSR the whole solve takes 20-25 %
+    less time, with the same iterations and the same result to rounding (1e-14).
+
+    Example:
+        >>> h = _scalar_levels(pyamg.smoothed_aggregation_solver(pyamg.gallery.poisson((30, 30), format="csr")))
+        >>> {level.A.format for level in h.levels}
+        {'csr'}
+    """
+    for level in hierarchy.levels:
+        for name in ("A", "P", "R"):
+            op = getattr(level, name, None)
+            if op is not None and op.format == "bsr" and op.blocksize == (1, 1):
+                setattr(level, name, op.tocsr())
+    return hierarchy
 
 
 def _v_cycle(hierarchy: Any, b: np.ndarray) -> np.ndarray:

@@ -7,8 +7,9 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy import sparse
 
 from samraug.seam import harmonic_fill, spline_fill
 
@@ -112,13 +113,32 @@ def test_spline_fill_tolerance_is_the_solves_stopping_residual(monkeypatch) -> N
             spline_fill(image, region, ~region, tolerance=bad)
 
 
+@pytest.mark.parametrize("power", [-600, -60, 0, 60, 600])
+def test_block_cg_is_exactly_scale_invariant(power: int) -> None:
+    """The conjugate gradients solve each column scaled by a power of two: a right-hand side (and start) scaled by
+    2**power gives the solution scaled by 2**power bit for bit, converged -- also where the unscaled squares of
+    2**-600 or 2**600 would underflow or overflow."""
+    import pyamg
+
+    from samraug.seam import _block_cg, _jacobi
+
+    system = pyamg.gallery.poisson((6, 6, 5), format="csr") + 0.1 * sparse.identity(180, format="csr")
+    rhs = np.random.default_rng(2).normal(size=(180, 3)) * [1.0, 1e3, 1e-3]
+    start = np.zeros_like(rhs)
+    base, ok = _block_cg(system, rhs, start, _jacobi(system.diagonal()), 1e-8, 500)
+    scaled, ok_scaled = _block_cg(system, np.ldexp(rhs, power), start, _jacobi(system.diagonal()), 1e-8, 500)
+    assert ok and ok_scaled
+    np.testing.assert_array_equal(scaled, np.ldexp(base, power))
+    np.testing.assert_allclose(system @ base, rhs, rtol=0, atol=1e-6 * np.abs(rhs).max())
+
+
 @pytest.mark.parametrize("n_side", [2, 12])
 def test_multigrid_preconditioner_is_pyamgs_own_v_cycle(n_side: int) -> None:
     """The spline's preconditioner applies pyamg's V-cycle itself (without the residual norms around it): on every
     column the same as ``aspreconditioner()`` of the same hierarchy, for a several-level and a one-level hierarchy."""
     import pyamg
 
-    from samraug.seam import _multigrid_preconditioner, _v_cycle
+    from samraug.seam import _multigrid_preconditioner, _scalar_levels, _v_cycle
 
     system = pyamg.gallery.poisson((n_side,) * 3, format="csr")
     system = (system @ system + 0.3 * system).tocsr()  # a squared Laplacian under tension, as the spline's
@@ -128,6 +148,11 @@ def test_multigrid_preconditioner_is_pyamgs_own_v_cycle(n_side: int) -> None:
     assert (len(hierarchy.levels) > 2) == (n_side == 12)
     np.testing.assert_allclose(_multigrid_preconditioner(system)(residual), reference, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(_v_cycle(hierarchy, residual[:, 0]), reference[:, 0], rtol=1e-10, atol=1e-12)
+    # the preconditioner's hierarchy holds the same operators, the coarse levels' 1x1-block BSR ones as CSR
+    original = [{k: getattr(level, k) for k in ("A", "P", "R") if hasattr(level, k)} for level in hierarchy.levels]
+    for level, operators in zip(_scalar_levels(hierarchy).levels, original, strict=True):
+        for name, op in operators.items():
+            assert getattr(level, name).format == "csr" and (getattr(level, name) != op).nnz == 0
 
 
 def test_spline_fill_falls_back_to_the_diagonal_preconditioner_when_multigrid_stalls(monkeypatch) -> None:
@@ -160,6 +185,7 @@ def test_spline_fill_falls_back_to_the_diagonal_preconditioner_when_multigrid_st
     lo=st.tuples(*[st.integers(2, 5)] * 3),
     size=st.tuples(*[st.integers(1, 4)] * 3),
 )
+@example(gradient=(0.0, 3.7e-163, 3.7e-163), offset=0.0, lo=(2, 2, 2), size=(2, 2, 3))  # squares underflow
 def test_spline_fill_is_exact_on_linear_images(gradient, offset, lo, size) -> None:
     grid = np.meshgrid(*[np.arange(12.0)] * 3, indexing="ij")
     image = offset + sum(g * x for g, x in zip(gradient, grid, strict=True))
