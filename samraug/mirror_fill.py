@@ -245,6 +245,8 @@ def mirror_guided_fill(
             f"need search >= 0, ring >= 1, cell >= 0 and sigma >= 0, got search={search}, ring={ring}, cell={cell},"
             f" sigma={sigma}"
         )
+    if not 0 < float(tolerance) < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
     guide = np.asarray(guide)
     guide_known = np.asarray(guide_known, dtype=bool)
     padded = tuple(n + 2 * search for n in region.shape)

@@ -184,7 +184,7 @@ def _block_cg(
     criterion of ``scipy.sparse.linalg.cg``). ``precondition`` maps an ``(n, N)`` residual to its preconditioned
     ``(n, N)`` direction; it may be a slightly variable operator (a multigrid cycle): the Polak-Ribiere step of
     flexible CG keeps the iteration convergent, and equals the classical one for a fixed symmetric operator.
-    Each column is solved scaled by the power of two nearest its right-hand side's largest entry: exact (the
+    Each column is solved scaled by the power of two just above its right-hand side's largest entry: exact (the
     iterates are the unscaled ones times that power, bit for bit), and images at any magnitude (1e-160 or 1e160)
     keep their squared norms inside the floating-point range. Returns ``(x, converged)``."""
     peak = np.abs(rhs).max(axis=0) if rhs.size else np.zeros(rhs.shape[1:])

@@ -130,6 +130,8 @@ def test_errors_name_the_argument():
         mirror_guided_fill(m, region, known, guide, guide_known, search=2, cell=-1)
     with pytest.raises(ValueError, match="sigma >= 0"):
         mirror_guided_fill(m, region, known, guide, guide_known, search=2, sigma=float("nan"))
+    with pytest.raises(ValueError, match="tolerance"):
+        mirror_guided_fill(m, region, known, guide, guide_known, search=2, tolerance=0.0)
     with pytest.raises(ValueError, match="brain mask is empty"):
         brain_midplane(np.zeros(SHAPE, bool), np.eye(4))
 
