@@ -13,6 +13,10 @@ Three measurements, on the CPU (``torch.set_num_threads(--threads)``, default 2)
 3. **Training-step overhead** at ratio 0.5: a 2D U-Net step (batch 16, 128x128, Adam) fed by a real-only loader vs
    by ``SAMRAugmentedDataset(ratio=0.5, batched=True)`` through ``SynthesizingLoader`` (about 8 synthetic slices
    per batch, one generator call per batch in the main process).
+4. **Local painting** per subject (``--only local``; ``benchmarks/throughput_local.py``'s measurement, which also
+   times the healthy-fill options): a seeded random edit painted with ``mode="local"`` (edit, crop, resample, paint,
+   seam correction, matched noise, blend) vs ``tio.RandomLabelsToImage`` + ``tio.RandomBlur`` for all sequences on
+   the same subject, at 2 mm (a digital-phantom subject) and 1 mm 240x240x155, in one run.
 
 Prints markdown tables and writes JSON to ``--out``. Every timing is the median over ``--repeats`` timed runs
 (after a warm-up), and the report states the machine state: the load average before and after and whether the
@@ -24,6 +28,7 @@ picks.
 Example:
     python benchmarks/throughput.py --quick --out outputs/throughput_quick.json
     python benchmarks/throughput.py --out outputs/throughput.json   # all presets and sizes (long on CPU)
+    python benchmarks/throughput.py --only local --repeats 3 --out outputs/throughput_local_only.json
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,9 @@ import numpy as np
 import torch
 import torchio as tio
 from torch.utils.data import DataLoader
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks.throughput_local` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from samraug.atlas import Atlas
 from samraug.batching import default_batch_size
@@ -324,6 +333,19 @@ def _tables(result: dict[str, Any], batches: list[int]) -> str:
             f"| {r['device']} | {r['preset']} | {r['n_brain_slices']} | {r['samr_s_per_subject']:.2f} | "
             f"{r['labels_to_image_blur_s_per_subject']:.2f} | {r['ratio']:.1f}x |"
         )
+    if result.get("local"):
+        lines += [
+            "",
+            "### Local painting per subject (mode='local', default painting)",
+            "",
+            "| device | subject | local painting (s) | RandomLabelsToImage + RandomBlur (s) | ratio |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in result["local"]:
+            lines.append(
+                f"| {r['device']} | {r['subject']} | {r['local_s_per_subject']:.3f} | "
+                f"{r['labels_to_image_blur_s_per_subject']:.3f} | {r['ratio']:.2f}x |"
+            )
     lines += ["", "### Segmentation training step (2D U-Net, batch 16, 128x128) at ratio 0.5", ""]
     lines += ["| device | preset | real only (ms) | ratio 0.5 (ms) | added (ms) |", "| --- | --- | --- | --- | --- |"]
     for r in result["training_step"]:
@@ -344,8 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("slices", "subject", "step"),
-        default=("slices", "subject", "step"),
+        choices=("slices", "subject", "step", "local"),
+        default=("slices", "subject", "step", "local"),
         help="run only these parts (default: all)",
     )
     parser.add_argument(
@@ -385,8 +407,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "slices": [],
         "subject": [],
         "training_step": [],
+        "local": [],
         "note": "random-initialised weights; timings on a shared machine, informative only",
     }
+    local_subjects = []
+    if "local" in args.only:
+        from benchmarks.throughput_local import _brats_like_1mm, _phantom_subject_2mm
+
+        local_subjects = [_phantom_subject_2mm(), _brats_like_1mm()]
     for device in devices:
         if "slices" in args.only:
             print(f"[{device.type}] slices per second", flush=True)
@@ -398,6 +426,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "step" in args.only:
             print(f"[{device.type}] training step", flush=True)
             result["training_step"].append(bench_training_step("tiny" if args.quick else "lite", device, steps))
+        if local_subjects:
+            from benchmarks.throughput_local import bench_subject as bench_local
+            from samraug.hub import BUNDLED_LOCAL_WEIGHTS, read_config
+
+            print(f"[{device.type}] local painting", flush=True)
+            fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
+            result["local"] += [bench_local(subject, device, repeats, fill) for subject in local_subjects]
     after = machine_state()
     result["machine"]["load_average_after"] = after["load_average"]
     table = _tables(result, batches)
