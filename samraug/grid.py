@@ -6,7 +6,9 @@ world's R, A and S directions, the model's voxel size, slices along S) and maps 
 work is done by :func:`scipy.ndimage.affine_transform` / :func:`scipy.ndimage.map_coordinates` (no Python loop over
 voxels): labels and masks with nearest neighbour (``order=0``), images trilinearly (``order=1``). Where every target
 voxel falls exactly on a source voxel (a crop, flip, axis permutation or integer subsampling: a 2 mm subject on the
-2 mm model grid) :func:`resample` copies the voxels instead, which is what the interpolation returns, ~10x faster.
+2 mm model grid) :func:`resample` copies the voxels instead, which is what the interpolation returns, ~10x faster;
+where only one axis's offset is fractional (a subject reflected about its mid-sagittal plane) it interpolates along
+that axis alone, which is again what the trilinear interpolation returns there.
 
 Example:
     >>> import numpy as np
@@ -182,7 +184,7 @@ def resample(
     v = np.asarray(volume)
     matrix, offset = _index_map(src_affine, dst_affine)
     shape = tuple(int(s) for s in dst_shape)
-    lattice = _lattice_indices(matrix, offset, v.shape, shape) if v.ndim == 3 else None
+    lattice = _lattice_indices(matrix, offset, v.shape, shape, order) if v.ndim == 3 else None
     if lattice is not None and (order == 0 or np.isfinite(v).all()):
         return _gather(v if order == 0 else v.astype(np.float32, copy=False), *lattice, cval)
     if order == 0:
@@ -194,36 +196,59 @@ def resample(
 
 
 def _lattice_indices(
-    matrix: np.ndarray, offset: np.ndarray, src_shape: Sequence[int], dst_shape: Sequence[int]
-) -> tuple[list[int], list[np.ndarray], list[np.ndarray]] | None:
-    """Where every target voxel falls exactly on a source voxel -- ``matrix`` (target to source indices) has one
-    integer entry per row and column and ``offset`` is integral, exactly: a crop, flip, axis permutation or integer
-    subsampling between grids -- the source axis read along each target axis, the source index of each target
-    position along it and whether that index lies inside the source; ``None`` otherwise."""
-    if not (np.array_equal(matrix, np.round(matrix)) and np.array_equal(offset, np.round(offset))):
+    matrix: np.ndarray, offset: np.ndarray, src_shape: Sequence[int], dst_shape: Sequence[int], order: int = 0
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray | None], list[np.ndarray]] | None:
+    """Where every target voxel falls on a source voxel -- ``matrix`` (target to source indices) has one integer
+    entry per row and column and ``offset`` is integral, exactly: a crop, flip, axis permutation or integer
+    subsampling between grids -- or, for ``order=1``, on a line of source voxels along one axis, whose offset alone
+    is fractional (the mid-sagittal reflection of a subject on its own grid): the source axis read along each target
+    axis, the source index of each target position along it (the lower neighbour on the fractional axis), the weight
+    of the upper neighbour (None on the other axes) and whether the position lies inside the source; ``None``
+    otherwise."""
+    if not np.array_equal(matrix, np.round(matrix)):
         return None
     nonzero = matrix != 0
     if not (nonzero.sum(axis=0) == 1).all() or not (nonzero.sum(axis=1) == 1).all():
         return None
+    fractional = offset != np.round(offset)
+    if fractional.any() and (order == 0 or fractional.sum() > 1):
+        return None
     axes = [int(np.flatnonzero(nonzero[:, d])[0]) for d in range(3)]  # the source axis of target axis d
-    index, inside = [], []
+    index, upper, inside = [], [], []
     for d, a in enumerate(axes):
-        i = matrix[a, d] * np.arange(int(dst_shape[d]), dtype=np.float64) + offset[a]
-        index.append(i.astype(np.int64))
-        inside.append((i >= 0) & (i <= int(src_shape[a]) - 1))
-    return axes, index, inside
+        x = matrix[a, d] * np.arange(int(dst_shape[d]), dtype=np.float64) + offset[a]
+        low = np.floor(x)
+        index.append(low.astype(np.int64))
+        upper.append(x - low if fractional[a] else None)
+        inside.append((x >= 0) & (x <= int(src_shape[a]) - 1))
+    return axes, index, upper, inside
 
 
 def _gather(
-    volume: np.ndarray, axes: list[int], index: list[np.ndarray], inside: list[np.ndarray], cval: float
+    volume: np.ndarray,
+    axes: list[int],
+    index: list[np.ndarray],
+    upper: list[np.ndarray | None],
+    inside: list[np.ndarray],
+    cval: float,
 ) -> np.ndarray:
-    """:func:`resample` on a :func:`_lattice_indices` map: the source voxels copied (what interpolation at exact
-    voxel positions returns, bit for bit), ``cval`` where a target voxel falls outside the source."""
+    """:func:`resample` on a :func:`_lattice_indices` map: the source voxels copied, or on a fractional axis the
+    two neighbours weighted ``1 - w`` and ``w`` in float64 -- what the interpolation returns there, bit for bit --
+    and ``cval`` where a target voxel falls outside the source."""
     source = volume.transpose(axes)
     fill = bool(cval) if volume.dtype == bool else cval
     if not source.size:
         return np.full([len(i) for i in index], fill, dtype=volume.dtype)
-    out = source[np.ix_(*(np.clip(i, 0, n - 1) for i, n in zip(index, source.shape, strict=True)))]
+    clipped = [np.clip(i, 0, n - 1) for i, n in zip(index, source.shape, strict=True)]
+    out = source[np.ix_(*clipped)]
+    for d, w in enumerate(upper):
+        if w is not None:
+            above = list(clipped)
+            above[d] = np.minimum(clipped[d] + 1, source.shape[d] - 1)
+            shape = [1, 1, 1]
+            shape[d] = -1
+            w = w.reshape(shape)
+            out = ((1.0 - w) * out + w * source[np.ix_(*above)]).astype(volume.dtype)
     if not all(ok.all() for ok in inside):
         out[~(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])] = fill
     return out

@@ -135,7 +135,7 @@ def _scipy_resample(v, src, shape, dst, order, cval):
     return ndimage.affine_transform(v, m[:3, :3], m[:3, 3], shape, order=order, cval=cval)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     perm=st.permutations([0, 1, 2]),
     steps=st.tuples(*[st.sampled_from([1, -1, 2, -2, 3]) for _ in range(3)]),
@@ -144,13 +144,41 @@ def _scipy_resample(v, src, shape, dst, order, cval):
     kind=st.sampled_from(["float32", "float64", "uint8", "int16", "bool"]),
     order=st.sampled_from([0, 1]),
     cval=st.sampled_from([0.0, 3.0, -1.0]),
+    frac=st.sampled_from([0.0, 0.25, 0.5, 0.731, 0.999]),
+    frac_axis=st.integers(0, 2),
 )
-@example(perm=[0, 1, 2], steps=(1, 1, 1), shift=(0, 0, 0), shape=(4, 5, 3), kind="float32", order=1, cval=0.0)
-def test_resample_on_a_voxel_lattice_equals_interpolation_bit_for_bit(perm, steps, shift, shape, kind, order, cval):
+@example(
+    perm=[0, 1, 2],
+    steps=(1, 1, 1),
+    shift=(0, 0, 0),
+    shape=(4, 5, 3),
+    kind="float32",
+    order=1,
+    cval=0.0,
+    frac=0.0,
+    frac_axis=0,
+)
+@example(
+    perm=[0, 1, 2],
+    steps=(-1, 1, 1),
+    shift=(6, 0, 0),
+    shape=(6, 7, 5),
+    kind="float32",
+    order=1,
+    cval=0.0,
+    frac=0.48,
+    frac_axis=0,
+)  # a reflection about a plane between voxels
+def test_resample_on_a_voxel_lattice_equals_interpolation_bit_for_bit(
+    perm, steps, shift, shape, kind, order, cval, frac, frac_axis
+):
     """Crops, flips, axis permutations and integer subsampling (target voxels on source voxels) are copied rather than
-    interpolated: the result equals scipy's interpolation exactly, dtype included, with ``cval`` outside."""
+    interpolated, and a fractional offset along one axis (trilinear only) interpolated along that axis alone: the
+    result equals scipy's interpolation exactly, dtype included, with ``cval`` outside."""
     if kind == "bool" and order == 1:
         order = 0
+    if order == 0:
+        frac = 0.0
     rng = np.random.default_rng(sum(shape) + 7 * order)
     v = rng.standard_normal((6, 7, 5)) * 10
     v = v > 0 if kind == "bool" else v.astype(kind)
@@ -162,9 +190,10 @@ def test_resample_on_a_voxel_lattice_equals_interpolation_bit_for_bit(perm, step
     for d, a in enumerate(perm):  # target axis d reads source axis a
         step[a, d] = steps[d]
     step[:3, 3] = shift
+    step[frac_axis, 3] += frac
     step[3, 3] = 1.0
     dst = src @ step
-    assert _lattice_indices(step[:3, :3], step[:3, 3], v.shape, shape) is not None  # the copy path is taken
+    assert _lattice_indices(step[:3, :3], step[:3, 3], v.shape, shape, order) is not None  # the copy path is taken
     got = resample(v, src, shape, dst, order=order, cval=cval)
     want = _scipy_resample(v, src, shape, dst, order, cval)
     assert got.dtype == want.dtype and got.shape == want.shape
@@ -172,16 +201,20 @@ def test_resample_on_a_voxel_lattice_equals_interpolation_bit_for_bit(perm, step
 
 
 def test_resample_interpolates_off_the_lattice_and_around_non_finite_values():
-    """Half-voxel offsets and non-integer scales are interpolated; a non-finite image value spreads into its
+    """Two fractional axes and non-integer scales are interpolated by scipy; a non-finite image value spreads into its
     neighbours' interpolation exactly as before (the copy path is not taken for such an image)."""
     v = np.random.default_rng(3).standard_normal((6, 7, 5)).astype(np.float32)
     src = np.eye(4)
     half = np.eye(4)
-    half[:3, 3] = [0.5, 0.0, 0.0]
-    assert _lattice_indices(half[:3, :3], half[:3, 3], v.shape, v.shape) is None
-    np.testing.assert_array_equal(
-        resample(v, src, v.shape, half, order=1), _scipy_resample(v, src, v.shape, half, 1, 0.0)
-    )
+    half[:3, 3] = [0.5, 0.25, 0.0]  # two fractional axes
+    assert _lattice_indices(half[:3, :3], half[:3, 3], v.shape, v.shape, 1) is None
+    assert _lattice_indices(half[:3, :3], [0.5, 0.0, 0.0], v.shape, v.shape, 0) is None  # nearest: never fractional
+    scaled = np.diag([1.5, 1.0, 1.0, 1.0])  # a non-integer scale
+    assert _lattice_indices(scaled[:3, :3], np.zeros(3), v.shape, v.shape, 1) is None
+    for target in (half, scaled):
+        np.testing.assert_array_equal(
+            resample(v, src, v.shape, target, order=1), _scipy_resample(v, src, v.shape, target, 1, 0.0)
+        )
     v[2, 3, 1] = np.nan
     np.testing.assert_array_equal(
         resample(v, src, v.shape, src, order=1), _scipy_resample(v, src, v.shape, src, 1, 0.0)
