@@ -410,11 +410,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "local": [],
         "note": "random-initialised weights; timings on a shared machine, informative only",
     }
-    local_subjects = []
+    local_subjects, local_fill = [], "zero"
     if "local" in args.only:
         from benchmarks.throughput_local import _brats_like_1mm, _phantom_subject_2mm
+        from benchmarks.throughput_local import bench_subject as bench_local
+        from samraug.hub import BUNDLED_LOCAL_WEIGHTS, read_config
 
         local_subjects = [_phantom_subject_2mm(), _brats_like_1mm()]
+        local_fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))  # the bundled weights'
     for device in devices:
         if "slices" in args.only:
             print(f"[{device.type}] slices per second", flush=True)
@@ -427,12 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"[{device.type}] training step", flush=True)
             result["training_step"].append(bench_training_step("tiny" if args.quick else "lite", device, steps))
         if local_subjects:
-            from benchmarks.throughput_local import bench_subject as bench_local
-            from samraug.hub import BUNDLED_LOCAL_WEIGHTS, read_config
-
             print(f"[{device.type}] local painting", flush=True)
-            fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
-            result["local"] += [bench_local(subject, device, repeats, fill) for subject in local_subjects]
+            result["local"] += [bench_local(subject, device, repeats, local_fill) for subject in local_subjects]
     after = machine_state()
     result["machine"]["load_average_after"] = after["load_average"]
     table = _tables(result, batches)

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from samraug.seam import SPLINE_TENSION, fill_inputs, harmonic_fill, spline_fill
+from samraug.seam import SPLINE_TENSION, check_tolerance, fill_inputs, harmonic_fill, spline_fill
 
 __all__ = [
     "CELL_MARGIN",
@@ -245,8 +245,7 @@ def mirror_guided_fill(
             f"need search >= 0, ring >= 1, cell >= 0 and sigma >= 0, got search={search}, ring={ring}, cell={cell},"
             f" sigma={sigma}"
         )
-    if not 0 < float(tolerance) < 1:
-        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    tolerance = check_tolerance(tolerance)
     guide = np.asarray(guide)
     guide_known = np.asarray(guide_known, dtype=bool)
     padded = tuple(n + 2 * search for n in region.shape)

@@ -48,6 +48,7 @@ __all__ = [
     "SPLINE_TENSION",
     "SPLINE_TOLERANCE",
     "TOLERANCE",
+    "check_tolerance",
     "fill_inputs",
     "harmonic_fill",
     "poisson_correction",
@@ -189,32 +190,19 @@ def _block_cg(
     keep their squared norms inside the floating-point range. Returns ``(x, converged)``."""
     peak = np.abs(rhs).max(axis=0) if rhs.size else np.zeros(rhs.shape[1:])
     scale = np.ldexp(1.0, np.where((peak > 0) & np.isfinite(peak), np.frexp(peak)[1], 0))
-    x, converged = _block_cg_unscaled(
-        matrix, rhs / scale, np.asarray(x0, dtype=np.float64) / scale, precondition, rtol, maxiter
-    )
-    return x * scale, converged
-
-
-def _block_cg_unscaled(
-    matrix: sparse.csr_matrix,
-    rhs: np.ndarray,
-    x0: np.ndarray,
-    precondition: Callable[[np.ndarray], np.ndarray],
-    rtol: float,
-    maxiter: int,
-) -> tuple[np.ndarray, bool]:
-    """:func:`_block_cg` on a right-hand side of any scale."""
-    x = np.array(x0, dtype=np.float64)
+    rhs = rhs / scale
+    x = np.asarray(x0, dtype=np.float64) / scale
     r = rhs - matrix @ x
-    # stop when every residual's norm is at most ``target``, compared squared: a column's sum of squares by einsum
-    # costs a third of np.linalg.norm's along the short axis, and the iterates do not depend on it
+    # stop when every residual's norm is at most ``rtol`` times its right-hand side's, compared squared: a column's
+    # sum of squares by einsum costs a third of np.linalg.norm's along the short axis, and the iterates do not
+    # depend on it
     target_sq = (rtol * np.linalg.norm(rhs, axis=0)) ** 2
     z = precondition(r)
     p = z.copy()
     rz = np.einsum("ij,ij->j", r, z)
     for _ in range(maxiter):
         if (np.einsum("ij,ij->j", r, r) <= target_sq).all():
-            return x, True
+            break
         ap = matrix @ p
         pap = np.einsum("ij,ij->j", p, ap)
         alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)
@@ -225,7 +213,7 @@ def _block_cg_unscaled(
         beta = np.divide(rz_new - np.einsum("ij,ij->j", r, z), rz, out=np.zeros_like(rz), where=rz > 0)
         p = z_new + np.maximum(beta, 0.0) * p
         z, rz = z_new, rz_new
-    return x, bool((np.einsum("ij,ij->j", r, r) <= target_sq).all())
+    return x * scale, bool((np.einsum("ij,ij->j", r, r) <= target_sq).all())
 
 
 def _jacobi(diagonal: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -337,6 +325,19 @@ def fill_inputs(images: Any, region: Any, known: Any) -> tuple[np.ndarray, np.nd
     return images, region, known
 
 
+def check_tolerance(tolerance: Any) -> float:
+    """A solve's relative-residual tolerance as a float; ``ValueError`` naming it unless it lies in (0, 1).
+
+    Example:
+        >>> check_tolerance("1e-4")
+        0.0001
+    """
+    value = float(tolerance)
+    if not 0 < value < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    return value
+
+
 def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Classical Laplace inpainting in 3D: each image's harmonic interpolation into ``region`` from the shell of
     ``known`` voxels around it (face neighbours; :func:`poisson_correction` of an empty painting anchored on that
@@ -424,11 +425,9 @@ def spline_fill(
         (0.047, 0.708)
     """
     images, region, known = fill_inputs(images, region, known)
-    tension, tolerance = float(tension), float(tolerance)
+    tension, tolerance = float(tension), check_tolerance(tolerance)
     if not (np.isfinite(tension) and tension > 0):
         raise ValueError(f"tension must be a finite number > 0, got {tension!r}")
-    if not 0 < tolerance < 1:
-        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
     out = np.zeros(images.shape, dtype=np.float32)
     faces = ndimage.generate_binary_structure(3, 1)
     shell = ndimage.binary_dilation(region, structure=faces) & known
