@@ -11,7 +11,9 @@ mirrored place. :func:`mirror_guided_fill` uses it as a guide:
 2. a shift of the guide by up to ``search`` voxels along each axis is chosen where it best predicts the real image
    on a ring of ``ring`` voxels of healthy brain around the region (the largest mean over sequences of the squared
    positive correlation: the share of the ring's variance a gain per sequence explains): a real head is not placed
-   exactly on the plane and its two hemispheres differ by a smooth deformation, which a local shift absorbs;
+   exactly on the plane and its two hemispheres differ by a smooth deformation, which a local shift absorbs (the
+   search is coarse to fine, :func:`_search_shifts`: the shifts with even coordinates, then a descent from the
+   best of them);
 3. per sequence a gain ``a`` (least squares on the ring, clipped to ``[0, MAX_GAIN]``: a guide that does not
    predict the ring is faded out rather than copied) scales the guide. A region wider than a ``cell`` (8 voxels)
    follows the deformation piecewise: its bounding box is cut into cells (at most :data:`MAX_CELLS_PER_AXIS` per
@@ -47,7 +49,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -190,6 +192,60 @@ def _shift_errors(
     return errors
 
 
+#: How many of the best lattice shifts :func:`_search_shifts` descends from.
+SEARCH_STARTS = 3
+
+
+def _search_shifts(
+    errors: Callable[[list[tuple[int, ...]]], np.ndarray], search: int
+) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """The shifts (integer, ``-search..search`` per axis) a coarse-to-fine search evaluates, in lexicographic order,
+    and their ``errors`` (``errors(shifts)`` -> ``(len(shifts),)``; lower is better, inf: unusable).
+
+    It evaluates the shifts with even coordinates first, then descends from the :data:`SEARCH_STARTS` best of them:
+    the unevaluated face, edge and corner neighbours of the best shift so far, until they are all evaluated. The best
+    (the first of equal bests in the returned order) is then a local minimum over all the shifts, and never worse
+    than the best even shift. With no usable even shift, every shift is evaluated (one usable off the lattice is
+    still found). The guide's errors vary smoothly with the shift (the guide is smoothed, each error a correlation
+    over thousands of ring voxels), so at ``search = 4`` this takes 145-215 evaluations instead of 729. On 65 regions
+    (the local quality benchmark's, those grown by 6 voxels, and the throughput benchmark's edits) it found the
+    exhaustive search's shift 63 times; the other two guides explain 22 % and 0.03 % of their ring's variance, and
+    the shift found there leaves 0.001 and 0.0001 more of it unexplained than the best.
+
+    Example:
+        >>> target = np.array([3, -1, 2])
+        >>> cost = lambda shifts: ((np.array(shifts) - target) ** 2).sum(axis=1).astype(float)
+        >>> shifts, errs = _search_shifts(cost, 4)
+        >>> shifts[int(np.argmin(errs))], len(shifts) < 729 // 3
+        ((3, -1, 2), True)
+    """
+    everywhere = list(itertools.product(range(-search, search + 1), repeat=3))
+    seen: dict[tuple[int, ...], float] = {}
+
+    def evaluate(shifts: Iterable[tuple[int, ...]]) -> None:
+        new = sorted(set(shifts) - seen.keys())
+        if new:
+            seen.update(zip(new, np.asarray(errors(new), dtype=np.float64).tolist(), strict=True))
+
+    def order(shift: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+        return seen[shift], shift  # ties: the first in lexicographic order
+
+    def around(shift: tuple[int, ...]) -> set[tuple[int, ...]]:
+        """The shift's face, edge and corner neighbours inside the search box."""
+        ranges = [range(max(-search, x - 1), min(search, x + 1) + 1) for x in shift]
+        return set(itertools.product(*ranges)) - {shift}
+
+    evaluate(s for s in everywhere if all(x % 2 == 0 for x in s))
+    if not np.isfinite(list(seen.values())).any():
+        evaluate(everywhere)
+    todo = set().union(*(around(s) for s in sorted(seen, key=order)[:SEARCH_STARTS]))
+    while todo - seen.keys():
+        evaluate(todo)
+        todo = around(min(seen, key=order))
+    shifts = sorted(seen)
+    return shifts, np.array([seen[s] for s in shifts])
+
+
 def _cell_centres(region: np.ndarray, cell: int) -> np.ndarray:
     """Centres ``(P, 3)`` (voxels) of the cells the region's bounding box is divided into: about ``cell`` voxels
     along each axis, at most :data:`MAX_CELLS_PER_AXIS` per axis (one cell: the box's centre)."""
@@ -271,12 +327,14 @@ def mirror_guided_fill(
         flat_guide = flat_guide - flat_guide[:, flat_known].mean(axis=1, keepdims=True)
     strides = np.array([padded[1] * padded[2], padded[2], 1])
     base = (points + search) @ strides
-    everywhere = list(itertools.product(range(-search, search + 1), repeat=3))
-    errors = _shift_errors(real, base, flat_guide, flat_known, strides, everywhere, np.ones((len(points), 1)))[:, 0]
+    whole = np.ones((len(points), 1))
+    shifts, errors = _search_shifts(
+        lambda near: _shift_errors(real, base, flat_guide, flat_known, strides, near, whole)[:, 0], search
+    )
     if not np.isfinite(errors).any():
         info["reason"] = f"the mirrored ring is healthy brain on less than {MIN_RING_COVER:.0%} of it at every shift"
         return spline_fill(images, region, known, tension), info
-    shift = everywhere[int(np.argmin(errors))]  # the first of equal bests
+    shift = shifts[int(np.argmin(errors))]  # the first of equal bests
 
     # each cell: its own shift near the whole ring's and its own gains, fitted on the ring voxels nearest its centre
     centres = _cell_centres(region, cell) if cell > 0 else np.zeros((1, 3))
@@ -286,6 +344,8 @@ def mirror_guided_fill(
         distance = np.linalg.norm(points[:, None, :] - centres[None], axis=-1)  # (N, P)
         weights = np.zeros(distance.shape)
         np.put_along_axis(weights, np.argsort(distance, axis=0)[:nearest], 1.0, axis=0)
+        # (every shift of the cells' small box: one fit per cell, on a fifth of the ring each, is noisier than the
+        # whole ring's, and its descents from the lattice would evaluate most of the box anyway)
         span = [range(max(-search, x - CELL_SEARCH), min(search, x + CELL_SEARCH) + 1) for x in shift]
         near = list(itertools.product(*span))
         errors = _shift_errors(real, base, flat_guide, flat_known, strides, near, weights)  # (shifts, P)

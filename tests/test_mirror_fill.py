@@ -3,13 +3,22 @@ its errors, and the plane helpers."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from samraug.mirror_fill import MAX_GAIN, MIRROR_TOLERANCE, brain_midplane, mirror_guided_fill, reflect_x
+from samraug.mirror_fill import (
+    MAX_GAIN,
+    MIRROR_TOLERANCE,
+    _search_shifts,
+    brain_midplane,
+    mirror_guided_fill,
+    reflect_x,
+)
 from samraug.seam import SPLINE_TOLERANCE, spline_fill
 
 SHAPE = (18, 16, 14)
@@ -116,6 +125,72 @@ def test_the_looser_tolerance_of_the_difference_costs_nothing_visible():
     assert MIRROR_TOLERANCE > SPLINE_TOLERANCE
     np.testing.assert_allclose(loose, tight, atol=1e-3 * np.ptp(images))
     np.testing.assert_allclose(tight[:, region], images[:, region], atol=2e-2 * np.ptp(images))
+
+
+def _table_cost(table: dict, calls: list):
+    """``errors(shifts)`` reading a table of every shift's error, recording each call's shifts."""
+
+    def errors(shifts):
+        calls.append(list(shifts))
+        return np.array([table[s] for s in shifts])
+
+    return errors
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    search=st.integers(0, 5),
+    target=st.tuples(*[st.floats(-5.5, 5.5)] * 3),
+    scales=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+    level=st.floats(-1.0, 1.0),
+)
+def test_shift_search_finds_the_minimum_of_a_smooth_error_with_few_evaluations(search, target, scales, level):
+    """On a convex, axis-anisotropic error (a quadratic bowl centred anywhere, in or out of the box) the coarse-to-fine
+    search returns the exhaustive search's shift, evaluating each shift once and, for search >= 3, fewer than a third
+    of them."""
+    box = list(itertools.product(range(-search, search + 1), repeat=3))
+    table = {s: level + sum(w * (x - t) ** 2 for x, t, w in zip(s, target, scales, strict=True)) for s in box}
+    calls: list = []
+    shifts, errors = _search_shifts(_table_cost(table, calls), search)
+    assert shifts == sorted(shifts) and errors.tolist() == [table[s] for s in shifts]
+    evaluated = [s for call in calls for s in call]
+    assert len(evaluated) == len(set(evaluated)) == len(shifts)
+    assert shifts[int(np.argmin(errors))] == min(box, key=lambda s: (table[s], s))
+    if search >= 3:
+        assert len(shifts) < len(box) / 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(search=st.integers(1, 4), seed=st.integers(0, 2**16), unusable=st.floats(0.0, 0.9))
+def test_shift_search_ends_at_a_local_minimum_no_worse_than_every_even_shift(search, seed, unusable):
+    """On arbitrary (rough, partly unusable) errors the search's best has every neighbour evaluated and no better, and
+    beats or ties every even shift; with no usable even shift all shifts are evaluated, so a usable one is found."""
+    rng = np.random.default_rng(seed)
+    box = list(itertools.product(range(-search, search + 1), repeat=3))
+    values = np.where(rng.random(len(box)) < unusable, np.inf, rng.random(len(box)))
+    table = dict(zip(box, values.tolist(), strict=True))
+    shifts, errors = _search_shifts(_table_cost(table, []), search)
+    seen = dict(zip(shifts, errors.tolist(), strict=True))
+    best = shifts[int(np.argmin(errors))]
+    even = [s for s in box if all(x % 2 == 0 for x in s)]
+    assert all(s in seen for s in even)
+    assert seen[best] <= min(table[s] for s in even)
+    if not np.isfinite([table[s] for s in even]).any():
+        assert len(shifts) == len(box)
+    for step in itertools.product((-1, 0, 1), repeat=3):
+        near = tuple(x + d for x, d in zip(best, step, strict=True))
+        if max(map(abs, near)) <= search:
+            assert near in seen and seen[near] >= seen[best]
+    if np.isfinite(values).any():
+        assert np.isfinite(seen[best])
+
+
+def test_shift_search_finds_a_usable_shift_off_the_lattice():
+    """Every shift unusable but one with an odd coordinate, far from the search's starts: it is still found."""
+    box = list(itertools.product(range(-4, 5), repeat=3))
+    table = {s: np.inf for s in box} | {(3, -1, 2): 0.5}
+    shifts, errors = _search_shifts(_table_cost(table, []), 4)
+    assert shifts[int(np.argmin(errors))] == (3, -1, 2)
 
 
 def test_errors_name_the_argument():
