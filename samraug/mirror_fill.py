@@ -70,6 +70,7 @@ __all__ = [
     "MIRROR_SEARCH",
     "MIRROR_SIGMA",
     "MIRROR_TOLERANCE",
+    "SEARCH_STARTS",
     "brain_midplane",
     "mirror_guided_fill",
     "reflect_x",
