@@ -391,9 +391,9 @@ def check_local_batched_main_process(ctx: CheckContext) -> dict[str, Any]:
 def check_throughput_local(ctx: CheckContext) -> dict[str, Any]:
     """``benchmarks/throughput_local.py``'s per-subject timing (local painting vs RandomLabelsToImage + RandomBlur,
     the latter on the CPU) on this device: 2 mm phantom, and the 1 mm 240x240x155 subject unless a dry run."""
-    from benchmarks.throughput_local import _brats_like_1mm, _phantom_subject_2mm, bench_subject
+    from benchmarks.throughput_local import bench_subject, brats_like_1mm, phantom_subject_2mm
 
-    subjects = [_phantom_subject_2mm()] + ([] if ctx.dry_run else [_brats_like_1mm()])
+    subjects = [phantom_subject_2mm()] + ([] if ctx.dry_run else [brats_like_1mm()])
     rows = [bench_subject(s, ctx.device, ctx.repeats, "zero") for s in subjects]
     return {"ok": all(r["painted_runs"] > 0 for r in rows), "rows": rows, "cpu_threads": torch.get_num_threads()}
 

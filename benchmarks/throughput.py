@@ -412,12 +412,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     local_subjects, local_fill = [], "zero"
     if "local" in args.only:
-        from benchmarks.throughput_local import _brats_like_1mm, _phantom_subject_2mm
         from benchmarks.throughput_local import bench_subject as bench_local
-        from samraug.hub import BUNDLED_LOCAL_WEIGHTS, read_config
+        from benchmarks.throughput_local import brats_like_1mm, bundled_context_fill, phantom_subject_2mm
 
-        local_subjects = [_phantom_subject_2mm(), _brats_like_1mm()]
-        local_fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))  # the bundled weights'
+        local_subjects = [phantom_subject_2mm(), brats_like_1mm()]
+        local_fill = bundled_context_fill()
     for device in devices:
         if "slices" in args.only:
             print(f"[{device.type}] slices per second", flush=True)

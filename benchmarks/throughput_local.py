@@ -121,7 +121,8 @@ def standin_synthesizer(
     return Synthesizer.from_model(model, None, config, device=device)
 
 
-def _phantom_subject_2mm() -> dict[str, Any]:
+def phantom_subject_2mm() -> dict[str, Any]:
+    """The 2 mm subject the local painting is timed on: a seeded digital-phantom subject with one lesion."""
     from samraug.data.phantom import generate_subject
 
     s = generate_subject(12345, n_lesions=1, cavity_probability=0.0)
@@ -134,7 +135,9 @@ def _phantom_subject_2mm() -> dict[str, Any]:
     }
 
 
-def _brats_like_1mm() -> dict[str, Any]:
+def brats_like_1mm() -> dict[str, Any]:
+    """The 1 mm subject the local painting is timed on: 240x240x155, BraTS-style LPS, an ellipsoid brain with one
+    three-class lesion."""
     shape = BRATS_SHAPE
     g = torch.Generator().manual_seed(0)
     x, y, z = (torch.linspace(-1, 1, s) for s in shape)
@@ -148,6 +151,11 @@ def _brats_like_1mm() -> dict[str, Any]:
     affine = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # BraTS-style LPS
     images = {s: torch.where(brain, 500 + 1000 * torch.rand(shape, generator=g), 0.0) for s in SEQUENCES}
     return {"images": images, "seg": seg.numpy(), "brain": brain.numpy(), "affine": affine, "what": "1 mm 240x240x155"}
+
+
+def bundled_context_fill() -> str:
+    """The context fill the bundled local weights were trained with (the stand-in model's default here)."""
+    return str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
 
 
 def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
@@ -277,12 +285,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         devices.append(torch.device("cuda"))
     subjects = []
     if "2mm" in args.only:
-        subjects.append(_phantom_subject_2mm())
+        subjects.append(phantom_subject_2mm())
     if "1mm" in args.only:
-        subjects.append(_brats_like_1mm())
-    fill = args.context_fill
-    if fill is None:
-        fill = str(read_config(BUNDLED_LOCAL_WEIGHTS).get("context_fill", "zero"))
+        subjects.append(brats_like_1mm())
+    fill = bundled_context_fill() if args.context_fill is None else args.context_fill
     rows = [bench_subject(s, d, args.repeats, fill, args.healthy) for d in devices for s in subjects]
     result = {
         "context_fill": fill,
