@@ -702,3 +702,51 @@ def test_a_part_with_no_lesion_is_healed_without_the_model(healthy):
         assert torch.equal(new[name][out], images[name][out])
     _, rec = paint_local(images, seg, removed, brain, affine, SCHEME, synth, **kw)
     assert calls and rec["painted_slices"] > 0
+
+
+@pytest.mark.parametrize("healthy", ["harmonic", "spline", "mirror"])
+def test_healthy_fill_runs_beside_the_model_with_more_than_one_thread(healthy, monkeypatch):
+    """With more than one torch thread allowed, the classical fill of the healthy voxels runs in a worker thread beside
+    the seam correction (neither reads the other's result): the painting and its record are bit-identical to the
+    serial run's (one thread allowed: the fill runs in this thread, after the correction)."""
+    import threading
+
+    import samraug.local_synthesis as local_synthesis
+
+    _, brain, seg, edited, _, images, affine, _ = _mirrored_tissue_case("2mm")
+    synth = make_synth()
+    fill_name = {"harmonic": "harmonic_fill", "spline": "spline_fill", "mirror": "mirror_guided_fill"}[healthy]
+    fill = getattr(local_synthesis, fill_name)
+    threads: list[str] = []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return fill(*args, **kwargs)
+
+    monkeypatch.setattr(local_synthesis, fill_name, spy)
+    runs = {}
+    for allowed in (1, 2):  # the decision only: torch's own thread count (and so the model's bits) is left as it is
+        monkeypatch.setattr(local_synthesis.torch, "get_num_threads", lambda allowed=allowed: allowed)
+        runs[allowed] = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy=healthy)
+    assert len(threads) == 2 and threads[0] == threading.current_thread().name
+    assert threads[1].startswith("samraug-heal")
+    (serial, rec_serial), (parallel, rec_parallel) = runs[1], runs[2]
+    assert rec_parallel == rec_serial and rec_parallel["painted_slices"] > 0
+    assert sum(p["healthy_voxels"] for p in rec_parallel["parts"]) > 0
+    for name in images:
+        assert torch.equal(parallel[name], serial[name]), name
+
+
+def test_an_error_in_the_fill_beside_the_model_is_raised(monkeypatch):
+    """An exception in the worker thread's fill reaches the caller (after the seam correction has finished)."""
+    import samraug.local_synthesis as local_synthesis
+
+    _, brain, seg, edited, _, images, affine, _ = _mirrored_tissue_case("2mm")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the fill broke")
+
+    monkeypatch.setattr(local_synthesis, "spline_fill", broken)
+    monkeypatch.setattr(local_synthesis.torch, "get_num_threads", lambda: 2)
+    with pytest.raises(RuntimeError, match="the fill broke"):
+        paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), healthy="spline")
