@@ -61,7 +61,15 @@ from samraug.labels import LabelScheme, get_scheme, translate
 from samraug.mirror_fill import MIRROR_SEARCH, brain_midplane, mirror_guided_fill, reflect_x
 from samraug.models.local import build_local_inputs
 from samraug.region import REGION_SEEDS, edit_region, feather_weights
-from samraug.seam import CONTEXT_FILLS, HEALTHY_MODES, SEAM_MODES, harmonic_fill, poisson_correction, spline_fill
+from samraug.seam import (
+    CONTEXT_FILLS,
+    HEALTHY_MODES,
+    SEAM_MODES,
+    harmonic_fill,
+    poisson_correction,
+    reached,
+    spline_fill,
+)
 from samraug.texture import NOISE_MODES, match_noise
 
 __all__ = ["DEFAULT_CONTEXT_MM", "DEFAULT_MAX_REGION_MM", "DEFAULT_MIN_CONTEXT_MM", "paint_local"]
@@ -192,7 +200,9 @@ def paint_local(
             any of the three a connected part of the region that holds no lesion voxel is not painted by the model
             at all (its record's ``painted_slices`` is 0), and when torch allows more than one thread
             (``torch.get_num_threads()``) the fill runs in a worker thread beside the seam correction: the same
-            voxels, sooner.
+            voxels, sooner. Healthy voxels the fill cannot reach from healthy brain around the region (e.g. a brain
+            mask that ends at the region) keep the model's painting; each part's record counts them
+            (``unreached_voxels``).
         region: What seeds the region before ``margin_mm``: ``"lesions"`` (the changed voxels plus the old and the
             new lesion) or ``"changed"`` (the changed voxels alone: lesion voxels the edit kept, e.g. the subject's
             own lesion beside an inserted one, stay real beyond the margin; :func:`samraug.region.edit_region`).
@@ -438,10 +448,19 @@ def _paint_part(
     for i, name in enumerate(seqs):
         vol = resample(_array(images[name], name), aff, grid_shape, grid_aff, order=1)
         norm_m[i] = normalize_with(vol, stats[name], brain_m)
-    # The slices the model paints: none for a part with no lesion voxel healed by a classical fill, which replaces
-    # every voxel of it (the model's band around it is read only by the resampling back, where the real values serve
-    # as well).
-    heal_only = healthy != "model" and not (core_m & (classes_m >= 2)).any()
+    # The part's healthy voxels the classical fill heals: those it reaches from the healthy brain around them (classes
+    # 0 and 1 are background and normal brain in every conditioning, LabelScheme.encode); the model paints the rest,
+    # as with healthy="model" (a fill leaves a part with nothing around it to continue at 0).
+    healthy_m = core_m & (classes_m < 2)
+    unreached = np.zeros_like(healthy_m)
+    if healthy != "model":
+        fill_known = brain_m & (classes_m < 2) if healthy == "mirror" and mirror is not None else brain_m
+        unreached = healthy_m & ~reached(core_m, fill_known)
+        healthy_m &= ~unreached
+    # The slices the model paints: none for a part with no lesion voxel whose healthy voxels the classical fill all
+    # reaches, as it then replaces every voxel of the part (the model's band around it is read only by the resampling
+    # back, where the real values serve as well).
+    heal_only = healthy != "model" and not (core_m & (classes_m >= 2)).any() and not unreached.any()
     zs = np.flatnonzero(region_m.any(axis=(0, 1)) & (not heal_only))
     syn_m = norm_m.copy()
     if zs.size:
@@ -468,24 +487,22 @@ def _paint_part(
         syn_m[:, region_m] += correction.astype(syn_m.dtype)
         return [round(float(c.mean()), 5) for c in correction]
 
-    def heal() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
-        """The classical fill of the part's healthy voxels: ``(their mask, fill or None, the mirror's info)``."""
-        # classes 0 and 1 are background and normal brain in every conditioning (LabelScheme.encode)
-        healthy_m = core_m & (classes_m < 2)
+    def heal() -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """The classical fill of the part's healthy voxels: ``(fill or None, the mirror's info)``."""
         if healthy == "model" or not healthy_m.any():
-            return healthy_m, None, None
+            return None, None
         if healthy == "mirror" and mirror is not None:
             guide, guide_known = _mirror_guide(images, seqs, stats, mirror, aff, grid_shape, grid_aff)
-            known = brain_m & (classes_m < 2)  # healthy brain: a lesion beside the part neither anchors nor fits
-            return healthy_m, *mirror_guided_fill(norm_m, core_m, known, guide, guide_known)
+            # (fill_known: healthy brain; a lesion beside the part neither anchors nor fits)
+            return mirror_guided_fill(norm_m, core_m, fill_known, guide, guide_known)
         fill_fn = harmonic_fill if healthy == "harmonic" else spline_fill
-        return healthy_m, fill_fn(norm_m, core_m, brain_m), None  # anchored on the real brain right around the part
+        return fill_fn(norm_m, core_m, fill_known), None  # anchored on the real brain right around the part
 
     # Neither reads the other's result: with more than one thread allowed (torch.get_num_threads(); DataLoader
     # workers allow one) the fill runs in a worker thread beside the seam correction, whose sparse products release
     # the GIL. (Not beside the model too: its OpenMP threads spin between operations and took the core the fill
     # needed, so that overlap saved nothing on the spline fill.) The same voxels either way.
-    offsets, (healthy_m, fill, mirror_info) = _run_both(
+    offsets, (fill, mirror_info) = _run_both(
         correct, heal, parallel=corrected and healthy != "model" and torch.get_num_threads() > 1
     )
     n_healthy = 0 if healthy == "model" else int(healthy_m.sum())
@@ -507,6 +524,7 @@ def _paint_part(
         "painted_slices": int(zs.size),
         "seam_offset": offsets,
         "healthy_voxels": n_healthy,
+        "unreached_voxels": int(unreached.sum()),
         **({"mirror": mirror_info} if mirror_info is not None else {}),
     }
 

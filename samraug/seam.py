@@ -52,6 +52,7 @@ __all__ = [
     "fill_inputs",
     "harmonic_fill",
     "poisson_correction",
+    "reached",
     "spline_fill",
 ]
 
@@ -338,6 +339,25 @@ def check_tolerance(tolerance: Any) -> float:
     return value
 
 
+def reached(region: Any, known: Any) -> np.ndarray:
+    """The ``region`` voxels a classical fill (:func:`harmonic_fill`, :func:`spline_fill`) reaches from the ``known``
+    ones: those of the region's connected parts (face neighbours) that have a known voxel next to them. The fills
+    leave the other parts at 0: nothing around them to continue.
+
+    Example:
+        >>> reg = np.zeros((7, 3, 3), bool); reg[1:3, 1, 1] = reg[4:6, 1, 1] = True
+        >>> kno = np.zeros((7, 3, 3), bool); kno[0, 1, 1] = True      # next to the first part only
+        >>> np.flatnonzero(reached(reg, kno)[:, 1, 1]).tolist()
+        [1, 2]
+    """
+    region = np.asarray(region, dtype=bool)
+    known = np.asarray(known, dtype=bool) & ~region
+    faces = ndimage.generate_binary_structure(3, 1)
+    parts, _ = ndimage.label(region, structure=faces)
+    touching = np.unique(parts[ndimage.binary_dilation(known, structure=faces) & region])
+    return np.isin(parts, touching[touching > 0])
+
+
 def harmonic_fill(images: np.ndarray, region: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Classical Laplace inpainting in 3D: each image's harmonic interpolation into ``region`` from the shell of
     ``known`` voxels around it (face neighbours; :func:`poisson_correction` of an empty painting anchored on that
@@ -430,11 +450,8 @@ def spline_fill(
         raise ValueError(f"tension must be a finite number > 0, got {tension!r}")
     out = np.zeros(images.shape, dtype=np.float32)
     faces = ndimage.generate_binary_structure(3, 1)
-    shell = ndimage.binary_dilation(region, structure=faces) & known
     # parts without a known voxel next to them have nothing to continue: left 0 (and out of the system)
-    parts, _ = ndimage.label(region, structure=faces)
-    anchored = np.unique(parts[ndimage.binary_dilation(shell, structure=faces) & region])
-    unknown = np.isin(parts, anchored[anchored > 0])
+    unknown = reached(region, known)
     if not unknown.any():
         return out
     values = np.asarray(images, dtype=np.float64)

@@ -750,3 +750,38 @@ def test_an_error_in_the_fill_beside_the_model_is_raised(monkeypatch):
     monkeypatch.setattr(local_synthesis.torch, "get_num_threads", lambda: 2)
     with pytest.raises(RuntimeError, match="the fill broke"):
         paint_local(images, seg, edited, brain, affine, SCHEME, make_synth(), healthy="spline")
+
+
+@pytest.mark.parametrize("healthy", ["harmonic", "spline", "mirror"])
+def test_healthy_voxels_the_fill_cannot_reach_are_painted_by_the_model(healthy):
+    """A brain mask that ends at the region (here: the lesions' neighbourhood only) leaves the classical fill no healthy
+    brain around the region to continue (it would paint those voxels a flat 0 of the normalised scale): they keep the
+    model's painting, exactly what healthy="model" paints there, and the part's record counts them."""
+    images, seg, edited, brain, affine = subject()
+    brain = ndimage.binary_dilation((seg > 0) | (edited > 0), iterations=2) & brain
+    synth = make_synth()
+    kw = dict(feather_mm=0.0, noise="none")
+    new, rec = paint_local(images, seg, edited, brain, affine, SCHEME, synth, healthy=healthy, **kw)
+    model, rec_model = paint_local(images, seg, edited, brain, affine, SCHEME, synth, **kw)
+    assert rec["skipped"] is None and rec_model["region_voxels"] == rec["region_voxels"]
+    (part,) = rec["parts"]
+    assert part["unreached_voxels"] > 0 and part["healthy_voxels"] == 0 and part["painted_slices"] > 0
+    assert rec_model["parts"][0]["unreached_voxels"] == 0
+    for name in images:
+        assert torch.equal(new[name], model[name]), name
+
+
+def test_a_healthy_part_the_fill_cannot_reach_is_still_painted():
+    """A lesion removed where the brain mask ends at the region: nothing for the fill to continue and no lesion to
+    paint, yet the part is not left as it was (the removed lesion would stay): the model paints it."""
+    images, seg, _, brain, affine = subject()
+    brain = ndimage.binary_dilation(seg > 0, iterations=2) & brain
+    removed = np.zeros_like(seg)
+    synth = make_synth()
+    kw = dict(feather_mm=0.0, noise="none")
+    new, rec = paint_local(images, seg, removed, brain, affine, SCHEME, synth, healthy="spline", **kw)
+    model, _ = paint_local(images, seg, removed, brain, affine, SCHEME, synth, **kw)
+    (part,) = rec["parts"]
+    assert part["unreached_voxels"] > 0 and part["painted_slices"] > 0
+    for name in images:
+        assert torch.equal(new[name], model[name]), name

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import sparse
 
-from samraug.seam import harmonic_fill, spline_fill
+from samraug.seam import harmonic_fill, reached, spline_fill
 
 FACES = [np.array(f) for f in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))]
 
@@ -236,3 +236,47 @@ def test_spline_fill_parts_without_anchor_and_errors() -> None:
     far = image.copy()
     far[0, 3, 3, 3] = np.nan  # known but never read: no error, a finite fill
     assert np.isfinite(spline_fill(far, region, known)).all()
+
+
+def _reached_by_flood(region: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Independent reference of ``reached``: a breadth-first flood over face neighbours from the region voxels next to
+    a known voxel."""
+    shape = region.shape
+    steps = [np.eye(3, dtype=int)[a] * d for a in range(3) for d in (1, -1)]
+
+    def inside(p):
+        return all(0 <= c < n for c, n in zip(p, shape, strict=True))
+
+    frontier = [
+        tuple(p)
+        for p in np.argwhere(region)
+        if any(inside(p + s) and known[tuple(p + s)] and not region[tuple(p + s)] for s in steps)
+    ]
+    seen = np.zeros(shape, bool)
+    for p in frontier:
+        seen[p] = True
+    while frontier:
+        p = frontier.pop()
+        for s in steps:
+            q = tuple(np.asarray(p) + s)
+            if inside(q) and region[q] and not seen[q]:
+                seen[q] = True
+                frontier.append(q)
+    return seen
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), density=st.floats(0.2, 0.7), known_share=st.floats(0.0, 0.3))
+def test_reached_is_the_flood_from_the_known_voxels_and_what_the_fills_fill(seed, density, known_share) -> None:
+    """``reached``: the region's voxels connected (face neighbours, through the region) to one next to a known voxel,
+    as a flood fill finds them; the spline and harmonic fills fill exactly those (an image of ones: 1 there, 0
+    elsewhere)."""
+    rng = np.random.default_rng(seed)
+    region = rng.random((7, 6, 5)) < density
+    known = ~region & (rng.random(region.shape) < known_share)
+    expected = _reached_by_flood(region, known)
+    np.testing.assert_array_equal(reached(region, known), expected)
+    ones = np.ones((1, *region.shape))
+    for fill in (spline_fill(ones, region, known), harmonic_fill(ones, region, known)):
+        np.testing.assert_allclose(fill[0][expected], 1.0, atol=1e-3)
+        assert not fill[0][region & ~expected].any()
