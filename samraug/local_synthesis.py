@@ -453,8 +453,11 @@ def _paint_part(
     # as with healthy="model" (a fill leaves a part with nothing around it to continue at 0).
     healthy_m = core_m & (classes_m < 2)
     unreached = np.zeros_like(healthy_m)
+    mirrored = healthy == "mirror" and mirror is not None
     if healthy != "model":
-        fill_known = brain_m & (classes_m < 2) if healthy == "mirror" and mirror is not None else brain_m
+        # the mirror fits and anchors on healthy brain only (a lesion beside the part neither anchors nor fits); the
+        # harmonic and spline fills on the real brain right around the part
+        fill_known = brain_m & (classes_m < 2) if mirrored else brain_m
         unreached = healthy_m & ~reached(core_m, fill_known)
         healthy_m &= ~unreached
     # The slices the model paints: none for a part with no lesion voxel whose healthy voxels the classical fill all
@@ -491,12 +494,11 @@ def _paint_part(
         """The classical fill of the part's healthy voxels: ``(fill or None, the mirror's info)``."""
         if healthy == "model" or not healthy_m.any():
             return None, None
-        if healthy == "mirror" and mirror is not None:
+        if mirrored:
             guide, guide_known = _mirror_guide(images, seqs, stats, mirror, aff, grid_shape, grid_aff)
-            # (fill_known: healthy brain; a lesion beside the part neither anchors nor fits)
             return mirror_guided_fill(norm_m, core_m, fill_known, guide, guide_known)
         fill_fn = harmonic_fill if healthy == "harmonic" else spline_fill
-        return fill_fn(norm_m, core_m, fill_known), None  # anchored on the real brain right around the part
+        return fill_fn(norm_m, core_m, fill_known), None
 
     # Neither reads the other's result: with more than one thread allowed (torch.get_num_threads(); DataLoader
     # workers allow one) the fill runs in a worker thread beside the seam correction, whose sparse products release
