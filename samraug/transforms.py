@@ -52,7 +52,7 @@ from samraug.augment.core import (  # noqa: F401  (check_lesion_in_brain: re-exp
 )
 from samraug.augment.donors import DonorPool, find_donors
 from samraug.augment.edits import CARVE_KINDS, draw_edit_kind, pool_edit, transform_edits
-from samraug.augment.painters import CopyPastePainter, SAMRPainter, get_painter
+from samraug.augment.painters import LOCAL_SETTINGS, CopyPastePainter, SAMRPainter, get_painter
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import ItemView, affine_of, check_sequence_map, subject_view
 from samraug.labels import LabelScheme
@@ -194,6 +194,9 @@ class SAMRSynthesizeFixed(Transform):
             ``"donor"`` index refers to (the dataset's real items; the transform's ``donors``): a key served while
             the dataset or transform lives in this process, or the label maps themselves (e.g.
             ``[real_ds[k]["seg"] for k in range(len(real_ds))]``, a replay anywhere else).
+        painter: The local SAMR painter's settings (:meth:`~samraug.augment.painters.SAMRPainter.local_settings`)
+            when the sample was painted by a local painter other than the weights' default one (e.g.
+            ``SAMRPainter(weights, healthy="mirror")``); None: the weights' own painter.
         **kwargs: See :class:`torchio.transforms.Transform`.
 
     Example:
@@ -217,9 +220,18 @@ class SAMRSynthesizeFixed(Transform):
         dtype: str = "auto",
         skipped: str | None = None,
         carve_donors: str | Sequence[Any] | None = None,
+        painter: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if painter is not None:
+            if not isinstance(painter, Mapping):
+                raise TypeError(f"painter must be a mapping of local painter settings or None, got {painter!r}")
+            unknown = sorted(set(painter) - set(LOCAL_SETTINGS))
+            if unknown:
+                raise ValueError(f"painter settings {unknown} are not local SAMR painter settings {LOCAL_SETTINGS}")
+        self.painter = None if painter is None else _plain(dict(painter))
+        self._painter: SAMRPainter | None = None
         self._donor_pool: DonorPool | None = None
         if donors is not None and not isinstance(donors, str):  # explicit donors (a replay in another process)
             self._donor_pool = _pool(donors)
@@ -259,6 +271,7 @@ class SAMRSynthesizeFixed(Transform):
             "dtype",
             "skipped",
             "carve_donors",
+            "painter",
         ]
         self._synthesizer: Synthesizer | None = None
 
@@ -276,6 +289,8 @@ class SAMRSynthesizeFixed(Transform):
         donors = self._donor_pool if self._donor_pool is not None else find_donors(self.donors)
         carve_donors = self._carve_pool if self._carve_pool is not None else find_donors(self.carve_donors)
         view = read_subject(subject, synth, plan)
+        if self.painter is not None and self._painter is None:
+            self._painter = SAMRPainter(synth, mode="local", **self.painter)
         return augment_view(
             view,
             item=subject,
@@ -285,6 +300,7 @@ class SAMRSynthesizeFixed(Transform):
             replay=self.edit,
             donors=donors,
             carve_donors=carve_donors,
+            painter=self._painter,
             paint_seed=None if self.seed is None else self.seed + 1,  # the painter's noise, as in the original
         ).item
 
@@ -309,9 +325,10 @@ class SAMRSynthesize(RandomTransform):
             paste (and the carve edits add, ``edits=``); None: the subject's own lesion only (no swap).
         device, dtype: Where the generator runs (``"auto"``: CUDA when available; inside DataLoader workers use
             ``"cpu"`` or the batched :class:`~samraug.dataset.SAMRAugmentedDataset` path).
-        painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance); samples made by another
-            painter than SAMR built from ``weights`` (whole-image, or local with the default margins) carry no
-            replay record in the history.
+        painter: ``"samr"`` (default) or ``"labels-to-image"`` (or a painter instance). Samples of SAMR on
+            ``weights`` carry a replay record in the history: whole-image, and local with any settings (e.g.
+            ``SAMRPainter(weights, healthy="mirror")``, whose settings the record carries). Samples of other
+            painters carry none.
         mode: SAMR only: ``"whole"`` or ``"local"`` (default: the weights' ``config["mode"]``, else whole). A
             deforming transform before whole-image synthesis is refused; local mode keeps the subject's anatomy.
         space: Whole-image mode: the template space the subjects are registered to (e.g. ``"MNI152"``). A subject
@@ -390,7 +407,7 @@ class SAMRSynthesize(RandomTransform):
 
     def _resolve_painter(self) -> Any:
         """None for whole-image SAMR, else the painter (recorded in the history, replayable: whole-image SAMR and
-        the weights' own local painter; other painters leave no replay record)."""
+        local SAMR painters on the transform's weights; other painters leave no replay record)."""
         if not self._painter_known:
             painter, mode = self._painter_spec
             if painter == "samr":
@@ -407,15 +424,13 @@ class SAMRSynthesize(RandomTransform):
         return self._painter
 
     def _replayable(self, painter: Any) -> bool:
-        """Whether :class:`SAMRSynthesizeFixed` repaints ``painter``'s sample exactly: the local SAMR painter this
-        transform built from its own weights with the default settings (what the replay builds too; local painting
-        is deterministic)."""
+        """Whether :class:`SAMRSynthesizeFixed` repaints ``painter``'s sample exactly: a local SAMR painter on this
+        transform's weights (the weights' own painter, or one with other settings, which the record carries; local
+        painting is deterministic)."""
         return (
-            painter is self._painter
-            and self._painter_spec[0] == "samr"
-            and isinstance(painter, SAMRPainter)
+            isinstance(painter, SAMRPainter)
             and painter.mode == "local"
-            and self.synthesizer.config.get("mode", "whole") == "local"
+            and painter.synthesizer.key == self.synthesizer.key
         )
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
@@ -425,8 +440,9 @@ class SAMRSynthesize(RandomTransform):
             self._editors[scheme.name] = _make_editor(scheme, self.policy)
         return self._editors[scheme.name]
 
-    def _fixed(self, **values: Any) -> SAMRSynthesizeFixed:
-        synth = self.synthesizer
+    def _fixed(self, synth: Synthesizer | None = None, **values: Any) -> SAMRSynthesizeFixed:
+        """The history record of a sample (``synth``: the synthesizer that painted it; default this transform's)."""
+        synth = self.synthesizer if synth is None else synth
         fixed = SAMRSynthesizeFixed(
             weights=synth.key,
             label_key=self.label_key,
@@ -485,7 +501,11 @@ class SAMRSynthesize(RandomTransform):
             return subject
         if painter is not None and not self._replayable(painter):  # not what a SAMRSynthesizeFixed repaints
             return done.item
+        # the painter this transform built from its weights (or whole-image SAMR): the record needs no settings
+        own = painter is None or (painter is self._painter and self._painter_spec[0] == "samr")
         fixed = self._fixed(
+            synth=None if own else painter.synthesizer,
+            painter=None if own else painter.local_settings(),
             edit=done.record["edit"],
             seed=seed,
             scheme=scheme_to_plain(plan.scheme),

@@ -173,6 +173,11 @@ def test_default_transform_records_a_replay_that_repaints_the_sample_exactly(pha
     again = sample.get_composed_history()(subject)
     for key in (*SEQS, "seg"):
         assert torch.equal(again[key].data, sample[key].data), key
-    # a painter the transform did not build from its weights leaves no replay record
+    # a local painter of its own on the same weights: the record carries its settings and replays it exactly
     other = SAMRSynthesize(ratio=1.0, device="cpu", painter=SAMRPainter(device="cpu", margin_mm=2.0))
-    assert not _quiet_default(lambda: other(subject)).history
+    torch.manual_seed(5)
+    sample = _quiet_default(lambda: other(subject))
+    assert [t.name for t in sample.history] == ["SAMRSynthesizeFixed"] and sample.history[0].painter["margin_mm"] == 2.0
+    again = sample.get_composed_history()(subject)
+    for key in (*SEQS, "seg"):
+        assert torch.equal(again[key].data, sample[key].data), key

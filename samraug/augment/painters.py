@@ -51,6 +51,7 @@ from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.texture import NOISE_MODES
 
 __all__ = [
+    "LOCAL_SETTINGS",
     "PAINTERS",
     "CopyPastePainter",
     "Donor",
@@ -59,6 +60,11 @@ __all__ = [
     "SAMRPainter",
     "get_painter",
 ]
+
+
+#: The local SAMR painter's settings (constructor arguments), as :meth:`SAMRPainter.local_settings` returns them and a
+#: replay record (:class:`~samraug.transforms.SAMRSynthesizeFixed`'s ``painter``) rebuilds the painter from.
+LOCAL_SETTINGS = ("margin_mm", "feather_mm", "noise", "seam", "healthy", "region", "max_region_mm")
 
 
 @dataclass
@@ -194,6 +200,18 @@ class SAMRPainter(Painter):
         self.region = region
         self.max_region_mm = check_max_region_mm(max_region_mm)
         self.space = normalize_space(space)
+
+    def local_settings(self) -> dict[str, Any]:
+        """The local painter's settings (:data:`LOCAL_SETTINGS`) as plain values: ``SAMRPainter(weights,
+        mode="local", **settings)`` rebuilds a painter that paints the same voxels (local painting is deterministic).
+
+        Example:
+            >>> SAMRPainter(mode="local", healthy="mirror").local_settings()["healthy"]  # doctest: +SKIP
+            'mirror'
+        """
+        if self.mode != "local":
+            raise ValueError("local_settings() describes a local-mode painter; this one paints whole images")
+        return {name: getattr(self, name) for name in LOCAL_SETTINGS}
 
     def paint(
         self,

@@ -1,0 +1,87 @@
+"""SAMRSynthesize in local mode records a replay for any local SAMR painter on its weights (the painter's settings in
+the record), also after a deforming transform, which local mode accepts; other weights' painters record none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchio as tio
+from test_local_skip import MIRROR, _subject
+from tiny_model import SEQS, save_tiny_local_weights
+
+from samraug.augment.painters import LOCAL_SETTINGS, SAMRPainter
+from samraug.synthesis import Synthesizer
+from samraug.transforms import SAMRSynthesize, SAMRSynthesizeFixed
+
+KEYS = (*SEQS, "seg")
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_local_weights: str) -> Synthesizer:
+    return Synthesizer(tiny_local_weights, device="cpu")
+
+
+def _transform(synth: Synthesizer, painter) -> SAMRSynthesize:
+    return SAMRSynthesize(ratio=1.0, weights=synth, scheme="brats2021", policy=MIRROR, label_key="seg", painter=painter)
+
+
+def _same(a: tio.Subject, b: tio.Subject) -> bool:
+    return all(torch.equal(a[k].data, b[k].data) for k in KEYS)
+
+
+@pytest.mark.parametrize("healthy", ["model", "mirror"])
+def test_a_local_painter_with_its_own_settings_is_recorded_and_replayed_exactly(synth: Synthesizer, healthy) -> None:
+    # (the tiny case needs a margin below the default's to leave the region room to the image edge)
+    painter = SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0, healthy=healthy)
+    subject = _subject(1)
+    torch.manual_seed(0)
+    out = _transform(synth, painter)(subject)
+    fixed = out.history[-1]
+    assert isinstance(fixed, SAMRSynthesizeFixed) and fixed.synthesize
+    assert fixed.painter == painter.local_settings() and set(fixed.painter) == set(LOCAL_SETTINGS)
+    assert fixed.painter["healthy"] == healthy and fixed.painter["margin_mm"] == 0.5
+    json.dumps(fixed._get_reproducing_arguments()["painter"])  # plain values
+    assert not torch.equal(out["t1n"].data, subject["t1n"].data)  # painted
+    assert _same(out.get_composed_history()(subject), out)
+    # the settings matter: replayed with the weights' default painter instead, the sample differs
+    default = SAMRSynthesizeFixed(**{**fixed._get_reproducing_arguments(), "painter": None})
+    assert not _same(default(subject), out)
+
+
+def test_the_transforms_own_painter_records_no_settings(synth: Synthesizer) -> None:
+    out = _transform(synth, "samr")(_subject(1))  # default margins: this case is skipped, recorded as such
+    assert out.history[-1].painter is None and not out.history[-1].synthesize
+
+
+# in-plane only: the tiny case is 8 slices deep, and a deformation along z would take its region to the image edge
+DEFORMS = [
+    tio.RandomAffine(degrees=(0, 0, 0, 0, -5, 5), scales=0),
+    tio.RandomElasticDeformation(max_displacement=(2, 2, 0)),
+]
+
+
+@pytest.mark.parametrize("deform", DEFORMS)
+def test_a_deforming_transform_before_local_synthesis_is_fine_and_replays(synth: Synthesizer, deform) -> None:
+    painter = SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0)
+    subject = _subject(1)
+    torch.manual_seed(1)
+    out = tio.Compose([deform, _transform(synth, painter)])(subject)
+    assert [t.name for t in out.history] == [deform.name.removeprefix("Random"), "SAMRSynthesizeFixed"]
+    assert out.history[-1].synthesize
+    assert _same(out.get_composed_history()(subject), out)
+
+
+def test_a_painter_on_other_weights_leaves_no_record(synth: Synthesizer, tmp_path) -> None:
+    other = Synthesizer(save_tiny_local_weights(tmp_path / "other"), device="cpu")
+    out = _transform(synth, SAMRPainter(other, margin_mm=0.5, feather_mm=1.0))(_subject(1))
+    assert not out.history
+    assert not torch.equal(out["t1n"].data, _subject(1)["t1n"].data)
+
+
+def test_fixed_refuses_unknown_painter_settings() -> None:
+    with pytest.raises(ValueError, match=r"\['margin'\] are not local SAMR painter settings"):
+        SAMRSynthesizeFixed(painter={"margin": 2.0})
+    with pytest.raises(TypeError, match="mapping of local painter settings"):
+        SAMRSynthesizeFixed(painter="mirror")
