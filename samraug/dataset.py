@@ -97,7 +97,13 @@ from samraug.augment.views import (
 )
 from samraug.labels import LabelScheme, get_scheme
 from samraug.synthesis import Synthesizer, get_synthesizer
-from samraug.transforms import SAMRSynthesizeFixed, _on_atlas_grid, _plan_subject, read_subject
+from samraug.transforms import (
+    SAMRSynthesizeFixed,
+    _on_atlas_grid,
+    _plan_subject,
+    read_subject,
+    replayable_painter,
+)
 
 __all__ = [
     "PendingBatch",
@@ -314,6 +320,7 @@ class SAMRAugmentedDataset(Dataset):
         self._length = self.n_real + self.n_synthetic
         self.layout: _Layout | None = None
         self.painter: Any = None  # None: the SAMR whole-image path (batched generator calls)
+        self._own_painter = painter == "samr"  # built here from the weights: a replay record needs no settings
         default_path = painter == "samr" and mode in (None, "whole")
         if default_path and self.n_synthetic > 0:  # the weights' default mode (read only when painting happens)
             default_path = self.synthesizer.config.get("mode", "whole") == "whole"
@@ -734,7 +741,7 @@ class SAMRAugmentedDataset(Dataset):
         painter = self.painter or grid_painter  # off the atlas grid: resampled by the painter
         done = augment_view(view, item=subject, scheme=plan.scheme, painter=painter, **args)
         assert done.pending is not None
-        if painter is not None:  # the SAMR replay record does not describe it
+        if painter is not None and not replayable_painter(painter, self.synthesizer):  # no SAMR replay record for it
             return done.pending
         donor_key = self._donor_key
         if self.donors == "dataset":  # a lazy pool, served by this dataset (weakly tracked) for replays
@@ -755,6 +762,8 @@ class SAMRAugmentedDataset(Dataset):
             editor=_editor_settings(args["editor"].then if isinstance(args["editor"], CarveEdit) else args["editor"]),
             device=synth.device_spec,
             dtype=synth.dtype_spec,
+            # a local painter of the caller's own on these weights: its settings (the dataset's own needs none)
+            painter=None if painter is None or self._own_painter else painter.local_settings(),
         )
         subject.add_transform(fixed, fixed._get_reproducing_arguments())
         return done.pending

@@ -165,6 +165,13 @@ def read_subject(subject: tio.Subject, synth: Synthesizer, plan: _SubjectPlan, *
     return view
 
 
+def replayable_painter(painter: Any, synth: Synthesizer) -> bool:
+    """Whether a :class:`SAMRSynthesizeFixed` record on ``synth``'s weights repaints ``painter``'s sample exactly: a
+    local SAMR painter on the same weights (the weights' own painter, or one with other settings, which the record
+    carries; local painting is deterministic). Whole-image SAMR has its own record; other painters have none."""
+    return isinstance(painter, SAMRPainter) and painter.mode == "local" and painter.synthesizer.key == synth.key
+
+
 # ---------------------------------------------------------------------------------------------- transforms
 class SAMRSynthesizeFixed(Transform):
     """Reproduce a recorded :class:`SAMRSynthesize` sample: replay the edit, synthesize, replace the sequences.
@@ -424,14 +431,7 @@ class SAMRSynthesize(RandomTransform):
         return self._painter
 
     def _replayable(self, painter: Any) -> bool:
-        """Whether :class:`SAMRSynthesizeFixed` repaints ``painter``'s sample exactly: a local SAMR painter on this
-        transform's weights (the weights' own painter, or one with other settings, which the record carries; local
-        painting is deterministic)."""
-        return (
-            isinstance(painter, SAMRPainter)
-            and painter.mode == "local"
-            and painter.synthesizer.key == self.synthesizer.key
-        )
+        return replayable_painter(painter, self.synthesizer)
 
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:

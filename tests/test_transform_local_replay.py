@@ -1,5 +1,6 @@
-"""SAMRSynthesize in local mode records a replay for any local SAMR painter on its weights (the painter's settings in
-the record), also after a deforming transform, which local mode accepts; other weights' painters record none."""
+"""SAMRSynthesize and SAMRAugmentedDataset (tio.Subject items) record a replay for any local SAMR painter on their
+weights (the painter's settings in the record) that repaints the sample exactly, also after a deforming transform,
+which local mode accepts; painters on other weights record none."""
 
 from __future__ import annotations
 
@@ -85,3 +86,42 @@ def test_fixed_refuses_unknown_painter_settings() -> None:
         SAMRSynthesizeFixed(painter={"margin": 2.0})
     with pytest.raises(TypeError, match="mapping of local painter settings"):
         SAMRSynthesizeFixed(painter="mirror")
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_dataset_subjects_of_a_local_painter_carry_a_replay(synth: Synthesizer, own: bool) -> None:
+    from samraug.dataset import SAMRAugmentedDataset
+
+    subjects = [_subject(i) for i in (0, 1, 3)]
+    painter = "samr" if own else SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0, healthy="spline")
+    ds = SAMRAugmentedDataset(
+        subjects, n_synthetic=3, weights=synth, scheme="brats2021", policy=MIRROR, painter=painter
+    )
+    painted = 0
+    for i in range(ds.n_real, len(ds)):
+        item, src = ds[i], subjects[ds.source_of(i)]
+        fixed = item.history[-1]
+        assert isinstance(fixed, SAMRSynthesizeFixed)
+        assert fixed.painter == (None if own else painter.local_settings())
+        assert _same(item.get_composed_history()(src), item), i
+        painted += not torch.equal(item["t1n"].data, src["t1n"].data)
+    assert painted == (0 if own else 3)  # the weights' own margins leave the tiny cases real (skipped at the edge)
+
+
+def test_batched_dataset_subjects_replay_exactly(synth: Synthesizer) -> None:
+    """Through SynthesizingLoader (the main process paints): the same records, the same exact replays."""
+    from torch.utils.data import DataLoader
+
+    from samraug.dataset import SAMRAugmentedDataset, SynthesizingLoader
+
+    subjects = [_subject(i) for i in (0, 1, 3)]
+    painter = SAMRPainter(synth, margin_mm=0.5, feather_mm=1.0, healthy="mirror")
+    ds = SAMRAugmentedDataset(
+        subjects, n_synthetic=3, weights=synth, scheme="brats2021", policy=MIRROR, painter=painter, batched=True
+    )
+    batch = next(iter(SynthesizingLoader(DataLoader(ds, batch_size=len(ds), collate_fn=list))))
+    for i in range(ds.n_real, len(ds)):
+        item, src = batch[i], subjects[ds.source_of(i)]
+        assert item.history[-1].painter == painter.local_settings()
+        assert not torch.equal(item["t1n"].data, src["t1n"].data)
+        assert _same(item.get_composed_history()(src), item), i
