@@ -195,6 +195,9 @@ class SAMRAugmentedDataset(Dataset):
         device, dtype: Of the generator (``"auto"``: CUDA when available).
         painter: ``"samr"`` (default), ``"copy-paste"`` (CarveMix-style: a random other real item's lesion and
             intensities pasted in; no editor), ``"labels-to-image"`` or a :class:`~samraug.augment.Painter`.
+            ``tio.Subject`` items of SAMR on ``weights`` (whole-image, or local with any settings, e.g.
+            ``SAMRPainter(weights, healthy="mirror")``) carry a replay record in their history
+            (:class:`~samraug.transforms.SAMRSynthesizeFixed`); those of other painters carry none.
         edits: How the label maps are edited. None (default): the painter's own way, ``"carve"`` for copy-paste,
             ``"random"`` for the others. ``"random"``: the editor's random edits (``editor`` / ``policy``).
             ``"carve"``: CarveMix's edit for any painter: a random other real item's lesion labels added where
