@@ -430,9 +430,6 @@ class SAMRSynthesize(RandomTransform):
             self._painter_known = True
         return self._painter
 
-    def _replayable(self, painter: Any) -> bool:
-        return replayable_painter(painter, self.synthesizer)
-
     def _editor_for(self, scheme: LabelScheme) -> Any:
         if self.editor is not None:
             return self.editor
@@ -499,7 +496,7 @@ class SAMRSynthesize(RandomTransform):
             subject = done.item
             subject.add_transform(fixed, fixed._get_reproducing_arguments())
             return subject
-        if painter is not None and not self._replayable(painter):  # not what a SAMRSynthesizeFixed repaints
+        if painter is not None and not replayable_painter(painter, self.synthesizer):  # no replay record for it
             return done.item
         # the painter this transform built from its weights (or whole-image SAMR): the record needs no settings
         own = painter is None or (painter is self._painter and self._painter_spec[0] == "samr")

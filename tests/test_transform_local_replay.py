@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchio as tio
 from test_local_skip import MIRROR, _subject
+from test_local_skip import _same as _same_keys
 from tiny_model import SEQS, save_tiny_local_weights
 
 from samraug.augment.painters import LOCAL_SETTINGS, SAMRPainter
@@ -29,7 +30,7 @@ def _transform(synth: Synthesizer, painter) -> SAMRSynthesize:
 
 
 def _same(a: tio.Subject, b: tio.Subject) -> bool:
-    return all(torch.equal(a[k].data, b[k].data) for k in KEYS)
+    return _same_keys(a, b, KEYS)
 
 
 @pytest.mark.parametrize("healthy", ["model", "mirror"])
