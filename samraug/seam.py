@@ -351,7 +351,12 @@ def reached(region: Any, known: Any) -> np.ndarray:
         [1, 2]
     """
     region = np.asarray(region, dtype=bool)
-    known = np.asarray(known, dtype=bool) & ~region
+    known = np.asarray(known, dtype=bool)
+    if region.ndim != 3 or known.shape != region.shape:
+        raise ValueError(
+            f"region and known must be 3D (X, Y, Z) masks of one shape, got {region.shape} and {known.shape}"
+        )
+    known = known & ~region
     faces = ndimage.generate_binary_structure(3, 1)
     parts, _ = ndimage.label(region, structure=faces)
     touching = np.unique(parts[ndimage.binary_dilation(known, structure=faces) & region])

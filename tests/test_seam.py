@@ -280,3 +280,10 @@ def test_reached_is_the_flood_from_the_known_voxels_and_what_the_fills_fill(seed
     for fill in (spline_fill(ones, region, known), harmonic_fill(ones, region, known)):
         np.testing.assert_allclose(fill[0][expected], 1.0, atol=1e-3)
         assert not fill[0][region & ~expected].any()
+
+
+def test_reached_names_mismatched_masks() -> None:
+    with pytest.raises(ValueError, match=r"3D \(X, Y, Z\) masks of one shape, got \(3, 3, 3\) and \(3, 3, 4\)"):
+        reached(np.zeros((3, 3, 3), bool), np.zeros((3, 3, 4), bool))
+    with pytest.raises(ValueError, match="3D"):
+        reached(np.zeros((3, 3), bool), np.zeros((3, 3), bool))
