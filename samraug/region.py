@@ -26,13 +26,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from samraug.grid import bounding_box
 
-__all__ = ["REGION_SEEDS", "dilate_mm", "edit_region", "feather_weights"]
+__all__ = ["REGION_SEEDS", "check_mm", "dilate_mm", "edit_region", "feather_weights"]
 
 #: What seeds the repainted region before the margin: the changed voxels plus the old and new lesion (``"lesions"``,
 #: the default), or the changed voxels alone (``"changed"``).
@@ -46,8 +47,21 @@ def _spacing(spacing: Sequence[float]) -> np.ndarray:
     return s
 
 
-def _check_mm(value: float, name: str) -> float:
-    v = float(value)
+def check_mm(value: Any, name: str) -> float:
+    """A length in mm as a float; a ``ValueError`` naming ``name`` unless it is a finite number >= 0.
+
+    Example:
+        >>> check_mm(2, "margin_mm")
+        2.0
+        >>> check_mm(-1, "feather_mm")
+        Traceback (most recent call last):
+        ...
+        ValueError: feather_mm must be a finite number of mm >= 0, got -1
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number of mm >= 0, got {value!r}") from None
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number of mm >= 0, got {value!r}")
     return v
@@ -62,7 +76,7 @@ def dilate_mm(mask: np.ndarray, spacing: Sequence[float], margin_mm: float) -> n
         [0, 0, 1, 1, 1, 1, 1, 0, 0]
     """
     s = _spacing(spacing)
-    margin = _check_mm(margin_mm, "margin_mm")
+    margin = check_mm(margin_mm, "margin_mm")
     m = np.asarray(mask, dtype=bool)
     out = np.zeros(m.shape, dtype=bool)
     box = bounding_box(m)
@@ -128,7 +142,7 @@ def feather_weights(region: np.ndarray, spacing: Sequence[float], feather_mm: fl
         [0.0, 0.259, 0.741, 1.0, 1.0, 1.0, 0.741, 0.259, 0.0]
     """
     s = _spacing(spacing)
-    feather = _check_mm(feather_mm, "feather_mm")
+    feather = check_mm(feather_mm, "feather_mm")
     r = np.asarray(region, dtype=bool)
     w = np.zeros(r.shape, dtype=np.float32)
     box = bounding_box(r)

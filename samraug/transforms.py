@@ -52,7 +52,7 @@ from samraug.augment.core import (  # noqa: F401  (check_lesion_in_brain: re-exp
 )
 from samraug.augment.donors import DonorPool, find_donors
 from samraug.augment.edits import CARVE_KINDS, draw_edit_kind, pool_edit, transform_edits
-from samraug.augment.painters import LOCAL_SETTINGS, CopyPastePainter, SAMRPainter, get_painter
+from samraug.augment.painters import CopyPastePainter, SAMRPainter, check_local_settings, get_painter
 from samraug.augment.pipeline import augment_view
 from samraug.augment.views import ItemView, affine_of, check_sequence_map, subject_view
 from samraug.labels import LabelScheme
@@ -234,9 +234,7 @@ class SAMRSynthesizeFixed(Transform):
         if painter is not None:
             if not isinstance(painter, Mapping):
                 raise TypeError(f"painter must be a mapping of local painter settings or None, got {painter!r}")
-            unknown = sorted(set(painter) - set(LOCAL_SETTINGS))
-            if unknown:
-                raise ValueError(f"painter settings {unknown} are not local SAMR painter settings {LOCAL_SETTINGS}")
+            painter = check_local_settings(painter)  # the values too: refused here, not at the first subject
         self.painter = None if painter is None else _plain(dict(painter))
         self._painter: SAMRPainter | None = None
         self._donor_pool: DonorPool | None = None

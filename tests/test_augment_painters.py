@@ -136,6 +136,18 @@ def test_samr_local_max_region_leaves_wider_regions_unpainted(tiny_local_weights
             SAMRPainter(synth, max_region_mm=bad)
 
 
+def test_samr_painter_refuses_bad_lengths_when_built(tiny_local_weights: str) -> None:
+    """A negative or non-finite margin or feather is refused by the constructor, naming the argument (before: by
+    the first paint)."""
+    synth = Synthesizer(tiny_local_weights, device="cpu")
+    for name in ("margin_mm", "feather_mm"):
+        for bad in (-0.5, float("nan"), float("inf"), "wide"):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number of mm >= 0"):
+                SAMRPainter(synth, **{name: bad})
+    painter = SAMRPainter(synth, margin_mm=0, feather_mm=2)
+    assert (painter.margin_mm, painter.feather_mm) == (0.0, 2.0)
+
+
 def test_residual_local_weights_record_that_no_seam_correction_ran(tmp_path) -> None:
     """Residual weights paint over a fill that already meets the real image: the Poisson seam correction is not
     applied to them, and the record says so instead of naming the requested one."""

@@ -13,7 +13,7 @@ from test_local_skip import MIRROR, _subject
 from test_local_skip import _same as _same_keys
 from tiny_model import SEQS, save_tiny_local_weights
 
-from samraug.augment.painters import LOCAL_SETTINGS, SAMRPainter
+from samraug.augment.painters import LOCAL_SETTINGS, SAMRPainter, check_local_settings
 from samraug.synthesis import Synthesizer
 from samraug.transforms import SAMRSynthesize, SAMRSynthesizeFixed
 
@@ -87,6 +87,36 @@ def test_fixed_refuses_unknown_painter_settings() -> None:
         SAMRSynthesizeFixed(painter={"margin": 2.0})
     with pytest.raises(TypeError, match="mapping of local painter settings"):
         SAMRSynthesizeFixed(painter="mirror")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"healthy": "bogus"}, r"healthy must be one of \('model'"),
+        ({"seam": "feather"}, "seam must be one of"),
+        ({"noise": None}, "noise must be one of"),
+        ({"region": "brain"}, "region must be one of"),
+        ({"margin_mm": -1.0}, "margin_mm must be a finite number of mm >= 0, got -1.0"),
+        ({"feather_mm": float("nan")}, "feather_mm must be a finite number of mm >= 0"),
+        ({"feather_mm": "wide"}, "feather_mm must be a finite number of mm >= 0, got 'wide'"),
+        ({"max_region_mm": 0}, "max_region_mm must be a finite length in mm > 0"),
+    ],
+)
+def test_fixed_refuses_bad_painter_values_when_built(settings: dict, message: str) -> None:
+    """A replay record's painter settings are checked when the transform is built (before: when the replay first
+    built the painter, i.e. at the first subject), with the same errors as SAMRPainter's own."""
+    with pytest.raises(ValueError, match=message):
+        SAMRSynthesizeFixed(painter=settings)
+    with pytest.raises(ValueError, match=message):
+        check_local_settings(settings)
+
+
+def test_check_local_settings_keeps_good_values() -> None:
+    good = {"margin_mm": 4, "feather_mm": 0, "healthy": "mirror", "seam": "none", "noise": "none"}
+    assert check_local_settings(good) == {**good, "margin_mm": 4.0, "feather_mm": 0.0}
+    assert check_local_settings({}) == {}
+    fixed = SAMRSynthesizeFixed(painter={"margin_mm": 4, "region": "changed"})
+    assert fixed.painter == {"margin_mm": 4.0, "region": "changed"}
 
 
 @pytest.mark.parametrize("own", [True, False])

@@ -45,7 +45,7 @@ from samraug.augment.core import _make_pending
 from samraug.augment.views import ItemView
 from samraug.labels import LabelScheme
 from samraug.local_synthesis import DEFAULT_MAX_REGION_MM, check_max_region_mm, paint_local
-from samraug.region import REGION_SEEDS
+from samraug.region import REGION_SEEDS, check_mm
 from samraug.seam import HEALTHY_MODES, SEAM_MODES
 from samraug.synthesis import Synthesizer, get_synthesizer
 from samraug.texture import NOISE_MODES
@@ -58,6 +58,7 @@ __all__ = [
     "LabelsToImagePainter",
     "Painter",
     "SAMRPainter",
+    "check_local_settings",
     "get_painter",
 ]
 
@@ -65,6 +66,37 @@ __all__ = [
 #: The local SAMR painter's settings (constructor arguments), as :meth:`SAMRPainter.local_settings` returns them and a
 #: replay record (:class:`~samraug.transforms.SAMRSynthesizeFixed`'s ``painter``) rebuilds the painter from.
 LOCAL_SETTINGS = ("margin_mm", "feather_mm", "noise", "seam", "healthy", "region", "max_region_mm")
+
+
+def check_local_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Local SAMR painter settings (any subset of :data:`LOCAL_SETTINGS`) checked without the weights: the same
+    values, lengths as floats, or a ``ValueError`` naming the setting and what it accepts. :class:`SAMRPainter` and
+    a replay record (:class:`~samraug.transforms.SAMRSynthesizeFixed`'s ``painter``) check theirs here, so a bad
+    value is refused when the painter or the transform is built, not when the first subject is painted.
+
+    Example:
+        >>> check_local_settings({"healthy": "mirror", "margin_mm": 4})
+        {'healthy': 'mirror', 'margin_mm': 4.0}
+        >>> check_local_settings({"healthy": "bogus"})
+        Traceback (most recent call last):
+        ...
+        ValueError: healthy must be one of ('model', 'harmonic', 'spline', 'mirror'), got 'bogus'
+    """
+    if not isinstance(settings, Mapping):
+        raise TypeError(f"local painter settings must be a mapping, got {settings!r}")
+    unknown = sorted(set(settings) - set(LOCAL_SETTINGS))
+    if unknown:
+        raise ValueError(f"painter settings {unknown} are not local SAMR painter settings {LOCAL_SETTINGS}")
+    choices = {"noise": NOISE_MODES, "seam": SEAM_MODES, "healthy": HEALTHY_MODES, "region": REGION_SEEDS}
+    out = dict(settings)
+    for name, value in settings.items():
+        if name in ("margin_mm", "feather_mm"):
+            out[name] = check_mm(value, name)
+        elif name == "max_region_mm":
+            out[name] = check_max_region_mm(value)
+        elif value not in choices[name]:
+            raise ValueError(f"{name} must be one of {choices[name]}, got {value!r}")
+    return out
 
 
 @dataclass
@@ -185,20 +217,20 @@ class SAMRPainter(Painter):
                 f"{trained!r}; leave mode unset or pass weights trained for {resolved!r} mode"
             )
         self.mode = resolved
-        self.margin_mm, self.feather_mm = float(margin_mm), float(feather_mm)
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
-        self.noise = noise
-        if seam not in SEAM_MODES:
-            raise ValueError(f"seam must be one of {SEAM_MODES}, got {seam!r}")
-        self.seam = seam
-        if healthy not in HEALTHY_MODES:
-            raise ValueError(f"healthy must be one of {HEALTHY_MODES}, got {healthy!r}")
-        self.healthy = healthy
-        if region not in REGION_SEEDS:
-            raise ValueError(f"region must be one of {REGION_SEEDS}, got {region!r}")
-        self.region = region
-        self.max_region_mm = check_max_region_mm(max_region_mm)
+        settings = check_local_settings(
+            {
+                "margin_mm": margin_mm,
+                "feather_mm": feather_mm,
+                "noise": noise,
+                "seam": seam,
+                "healthy": healthy,
+                "region": region,
+                "max_region_mm": max_region_mm,
+            }
+        )
+        self.margin_mm, self.feather_mm = settings["margin_mm"], settings["feather_mm"]
+        self.noise, self.seam, self.healthy = settings["noise"], settings["seam"], settings["healthy"]
+        self.region, self.max_region_mm = settings["region"], settings["max_region_mm"]
         self.space = normalize_space(space)
 
     def local_settings(self) -> dict[str, Any]:
