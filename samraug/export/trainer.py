@@ -7,8 +7,10 @@ the export's label scheme, the lesion mask is edited (lesion swaps take donors f
 only) and every channel is painted in the case's (normalised) intensity scale; the result is cropped again, its
 foreground locations recomputed, and nnU-Net's own augmentation and loss take it from there. Validation cases are
 never touched. With whole-image weights the subjects must be on the atlas grid of the weights (as in a
-:func:`~samraug.export.export_nnunet` dataset; local-mode weights, the default, paint on any grid); configurations
-that resample (spacing differs from the data's) keep their cases real, with a warning.
+:func:`~samraug.export.export_nnunet` dataset), and configurations that resample (a target spacing other than the
+data's) keep their cases real, with a warning: there is no exact way back to the original grid. Local-mode weights,
+the default, paint on any grid: a resampled case is painted where it lies, on its own cropped and resampled grid
+(:func:`case_affine`), and needs no way back.
 
 Settings come from the environment, because nnU-Net builds trainers from fixed arguments:
 
@@ -19,9 +21,10 @@ Settings come from the environment, because nnU-Net builds trainers from fixed a
 - ``SAMRAUG_NNUNET_DEVICE``: where the generator runs (default ``cpu``, inside nnU-Net's augmentation workers;
   ``cuda`` needs ``nnUNet_n_proc_DA=0`` so that cases are loaded in the main process).
 
-Painting a whole case costs one generator call per axial slice with brain (the README's throughput benchmark: 86 s for
-a 240x240x155 case with the tiny model on a 2-core CPU), so on CPU workers a ratio well below 1 and many
-workers, or a GPU generator, are needed to keep nnU-Net's GPU busy.
+Local painting repaints only the edited region: about 1.4 s per edit of the README throughput benchmark's
+240x240x155 subject with the bundled local weights on a 2-core CPU. Whole-image weights paint every axial slice
+with brain (86 s for such a case with the tiny whole-image model), so with them on CPU workers a ratio well below
+1 and many workers, or a GPU generator, are needed to keep nnU-Net's GPU busy.
 
 Subclass it to set :attr:`nnUNetTrainerSAMR.samr_ratio` and friends instead. nnU-Net finds trainers by name inside
 its own package ``nnunetv2.training.nnUNetTrainer``; :func:`install_trainer` (``samraug export-nnunet
@@ -59,7 +62,14 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         f"samraug.export.trainer needs nnU-Net v2 ({e}); install it with: pip install 'samraug[nnunet]'"
     ) from None
 
-__all__ = ["SAMRCaseSynthesizer", "case_to_grid", "grid_to_case", "install_trainer", "nnUNetTrainerSAMR"]
+__all__ = [
+    "SAMRCaseSynthesizer",
+    "case_affine",
+    "case_to_grid",
+    "grid_to_case",
+    "install_trainer",
+    "nnUNetTrainerSAMR",
+]
 
 SHIM_NAME = "nnUNetTrainerSAMR.py"
 SHIM = (
@@ -101,7 +111,10 @@ def case_to_grid(
     shape = tuple(int(s) for s in data.shape[1:])
     before = tuple(int(s) for s in properties["shape_after_cropping_and_before_resampling"])
     if shape != before:
-        raise ValueError(f"the case was resampled ({before} -> {shape}); SAMR needs the data on its original grid")
+        raise ValueError(
+            f"the case was resampled ({before} -> {shape}): there is no exact way back to its original grid, which "
+            "whole-image SAMR weights paint on; local-mode weights paint it on its own grid (case_affine)"
+        )
     full_shape = tuple(int(s) for s in properties["shape_before_cropping"])
     box = tuple(slice(int(a), int(b)) for a, b in properties["bbox_used_for_cropping"])
     full = np.zeros((data.shape[0], *full_shape), dtype=np.float32)
@@ -113,6 +126,38 @@ def case_to_grid(
     full_seg = full_seg.transpose(backward)
     # nnU-Net's readers give (Z, Y, X) arrays (SimpleITK's order; NibabelIO transposes to match)
     return np.ascontiguousarray(full.transpose(0, 3, 2, 1)), np.ascontiguousarray(full_seg.T), _affine(properties)
+
+
+def case_affine(properties: Mapping[str, Any], transpose_forward: list[int], shape: Any) -> np.ndarray:
+    """The voxel-to-world affine (nibabel convention, RAS) of a preprocessed nnU-Net case's own arrays.
+
+    The arrays' axes are the original file's, transposed by the plans' ``transpose_forward``. They are cropped to
+    ``bbox_used_for_cropping`` and resampled from ``shape_after_cropping_and_before_resampling`` to ``shape`` (the
+    case's ``data.shape[1:]``). The resampling keeps the voxel edges: along each axis, voxel ``i`` of the resampled
+    case sits at ``(i + 0.5) * before / shape - 0.5`` of the cropped one, as nnU-Net's resampling (and
+    ``skimage.transform.resize``) places it. Local-mode weights paint a resampled case on this grid.
+
+    Example:
+        >>> props = {"sitk_stuff": {"spacing": (1.0, 1.0, 2.0), "direction": np.eye(3).ravel(), "origin": (0, 0, 0)},
+        ...          "bbox_used_for_cropping": [[2, 10], [0, 8], [1, 9]],
+        ...          "shape_after_cropping_and_before_resampling": (8, 8, 8)}
+        >>> a = case_affine(props, [0, 1, 2], (4, 8, 8))   # the first (reader z) axis resampled from 8 to 4 voxels
+        >>> (a @ [0, 0, 0, 1] + 0.0)[:3].tolist()  # z voxel 0: 0.5 of the cropped axis, + 2 cropped off, x 2 mm
+        [-1.0, 0.0, 5.0]
+    """
+    before = np.asarray(properties["shape_after_cropping_and_before_resampling"], dtype=np.float64)
+    scale = before / np.asarray(shape, dtype=np.float64)
+    start = np.array([float(lo) for lo, _ in properties["bbox_used_for_cropping"]])
+    to_cropped = np.eye(4)  # case voxel -> voxel of the transposed, uncropped array
+    to_cropped[:3, :3] = np.diag(scale)
+    to_cropped[:3, 3] = (scale - 1.0) / 2.0 + start
+    untranspose = np.eye(4)  # axis k of the transposed array is axis transpose_forward[k] of the reader's
+    untranspose[:3, :3] = 0.0
+    for k, axis in enumerate(transpose_forward):
+        untranspose[int(axis), k] = 1.0
+    to_xyz = np.eye(4)  # the reader's (Z, Y, X) order -> nibabel's (X, Y, Z)
+    to_xyz[:3, :3] = np.eye(3)[::-1]
+    return _affine(properties) @ to_xyz @ untranspose @ to_cropped
 
 
 def grid_to_case(
@@ -160,6 +205,7 @@ class SAMRCaseSynthesizer:
         self.transpose_forward = [int(i) for i in transpose_forward]
         self.label_manager = label_manager
         synth = get_synthesizer(weights, device=device)
+        self.local = synth.config.get("mode", "whole") == "local"
         mapping = _sequence_map(self.channels, synth.sequences, None)
         self.transform = SAMRSynthesize(
             ratio=1.0, weights=synth, scheme=scheme, sequence_map=mapping, brain_key="brain", donors=donors
@@ -168,11 +214,28 @@ class SAMRCaseSynthesizer:
     def __call__(
         self, data: np.ndarray, seg: np.ndarray, properties: Mapping[str, Any], *, seed: int
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        full, full_seg, affine = case_to_grid(_numpy(data), _numpy(seg), properties, self.transpose_forward)
-        brain = full_seg >= 0
-        label = self.labels.to_scheme(np.where(brain, full_seg, 0))
+        data, seg = _numpy(data), _numpy(seg)
+        resampled = tuple(data.shape[1:]) != tuple(properties["shape_after_cropping_and_before_resampling"])
+        if self.local and resampled:  # painted where it lies (local mode paints on any grid)
+            affine = case_affine(properties, self.transpose_forward, data.shape[1:])
+            images, edited = self._paint(data, seg[0], affine, seed)
+            new_data, new_seg = images, edited[None]
+        else:  # on the original grid (whole-image weights: the atlas grid), and back
+            full, full_seg, affine = case_to_grid(data, seg, properties, self.transpose_forward)
+            images, edited = self._paint(full, full_seg, affine, seed)
+            new_data, new_seg = grid_to_case(images, edited, properties, self.transpose_forward)
+        new_seg = new_seg.astype(np.int8 if new_seg.max() <= 127 else np.int16)
+        props = dict(properties)
+        props["class_locations"] = self._class_locations(new_seg, seed)
+        return new_data, new_seg, props
+
+    def _paint(self, data: np.ndarray, seg: np.ndarray, affine: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``data`` ``(C, X, Y, Z)`` and ``seg`` (consecutive labels, -1 outside the non-zero mask) on the grid of
+        ``affine``, through the transform: ``(images (C, X, Y, Z) float32, edited labels int16, -1 outside)``."""
+        brain = seg >= 0
+        label = self.labels.to_scheme(np.where(brain, seg, 0))
         images = {
-            c: tio.ScalarImage(tensor=torch.from_numpy(full[i][None]), affine=affine)
+            c: tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(data[i][None])), affine=affine)
             for i, c in enumerate(self.channels)
         }
         subject = tio.Subject(
@@ -186,14 +249,10 @@ class SAMRCaseSynthesizer:
             out = self.transform(subject)
         finally:
             torch.random.set_rng_state(state)
-        images = np.stack([out[c].data[0].numpy() for c in self.channels]).astype(np.float32)
+        painted = np.stack([out[c].data[0].numpy() for c in self.channels]).astype(np.float32)
         edited = self.labels.to_consecutive(out["seg"].data[0].numpy()).astype(np.int16)
         edited[(edited == 0) & ~brain] = -1
-        new_data, new_seg = grid_to_case(images, edited, properties, self.transpose_forward)
-        new_seg = new_seg.astype(np.int8 if new_seg.max() <= 127 else np.int16)
-        props = dict(properties)
-        props["class_locations"] = self._class_locations(new_seg, seed)
-        return new_data, new_seg, props
+        return painted, edited
 
     def _class_locations(self, seg: np.ndarray, seed: int) -> dict:
 
