@@ -18,7 +18,7 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from samraug.data.phantom import generate_subject
 from samraug.export.labels import NnunetLabels
-from samraug.export.trainer import SAMRCaseSynthesizer, case_affine, case_to_grid
+from samraug.export.trainer import SAMRCaseSynthesizer, case_affine, case_to_grid, training_donors
 
 CHANNELS = {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"}
 #: an LPS-like, slightly oblique file geometry (the phantom's arrays are put on it)
@@ -158,3 +158,51 @@ def test_whole_image_weights_keep_a_resampled_case_real(phantom, tiny_weights: s
     make = SAMRCaseSynthesizer(CHANNELS, "brats2024", transpose, _manager(), weights=tiny_weights)
     with pytest.raises(ValueError, match=r"the case was resampled .* whole-image SAMR weights paint on"):
         make(data, seg, props, seed=0)
+
+
+class _Cases:
+    """What the trainer reads of nnU-Net's training dataset (``identifiers``, ``load_case``), over prepared cases."""
+
+    def __init__(self, cases: dict) -> None:
+        self.cases, self.identifiers = cases, sorted(cases)
+
+    def load_case(self, key: str):
+        data, seg, props = self.cases[key]
+        return data, seg, None, props
+
+
+def test_training_donors_take_resampled_cases_on_their_own_grid_for_local_weights(phantom, tmp_path) -> None:
+    """Whole-image weights take donors only from cases with a way back to the original grid; local weights also
+    take a resampled case's label map, on its own grid, and paint with such donors."""
+    from tiny_model import save_tiny_local_weights
+
+    labels = NnunetLabels.from_scheme("brats2024", region_based=False)
+    transpose = [2, 0, 1]
+    cases = {
+        "kept": _case(phantom, transpose, [2.0, 2.0, 2.0]),
+        "resampled": _case(phantom, transpose, [3.0, 2.5, 2.5]),
+    }
+    dataset = _Cases(cases)
+
+    def in_scheme(label: np.ndarray) -> np.ndarray:
+        return labels.to_scheme(np.where(label >= 0, label, 0))
+
+    on_grid = in_scheme(case_to_grid(*cases["kept"], transpose)[1])
+    own = in_scheme(cases["resampled"][1][0])
+    assert on_grid.shape == phantom.seg.shape and own.shape != on_grid.shape
+    np.testing.assert_array_equal(on_grid, phantom.seg)  # the way back is exact
+    whole = training_donors(dataset, 4, labels, transpose, own_grid=False, seed=0)
+    assert len(whole) == 1 and np.array_equal(whole[0], on_grid)
+    local = training_donors(dataset, 4, labels, transpose, own_grid=True, seed=0)
+    assert len(local) == 2 and sorted(d.shape for d in local) == sorted([on_grid.shape, own.shape])
+    assert any(np.array_equal(d, own) for d in local) and (own > 0).any()
+    assert training_donors(dataset, 0, labels, transpose, own_grid=True, seed=0) == []
+    one = [training_donors(dataset, 1, labels, transpose, own_grid=True, seed=s)[0].shape for s in range(8)]
+    assert len(set(one)) == 2  # the seed draws which case
+
+    weights = save_tiny_local_weights(tmp_path / "local", scheme="brats2024")
+    make = SAMRCaseSynthesizer(CHANNELS, "brats2024", transpose, _manager(), weights=weights, donors=local)
+    data, seg, props = cases["resampled"]
+    for seed in range(3):
+        new_data, new_seg, _ = make(data, seg, props, seed=seed)
+        assert new_data.shape == data.shape and new_seg.shape == seg.shape and np.isfinite(new_data).all()

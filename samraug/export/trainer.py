@@ -69,6 +69,7 @@ __all__ = [
     "grid_to_case",
     "install_trainer",
     "nnUNetTrainerSAMR",
+    "training_donors",
 ]
 
 SHIM_NAME = "nnUNetTrainerSAMR.py"
@@ -180,7 +181,8 @@ class SAMRCaseSynthesizer:
         scheme: The label scheme of the dataset (consecutive labels map back to it).
         transpose_forward: The plans' ``transpose_forward``.
         label_manager: nnU-Net's label manager (for the foreground locations of edited cases).
-        weights: SAMR weights (None: the bundled demo weights, local mode).
+        weights: SAMR weights: a folder, ``org/name[@rev]`` or a :class:`~samraug.synthesis.Synthesizer` (None:
+            the bundled demo weights, local mode).
         donors: Donor label maps in the scheme (``(X, Y, Z)``), or None.
         device: Where the generator runs (``"cpu"`` inside nnU-Net's augmentation workers).
 
@@ -196,7 +198,7 @@ class SAMRCaseSynthesizer:
         transpose_forward: list[int],
         label_manager: Any,
         *,
-        weights: str | None = None,
+        weights: Any = None,
         donors: list[np.ndarray] | None = None,
         device: str = "cpu",
     ) -> None:
@@ -259,6 +261,36 @@ class SAMRCaseSynthesizer:
         lm = self.label_manager
         collect = list(lm.foreground_regions if lm.has_regions else lm.foreground_labels)
         return DefaultPreprocessor._sample_foreground_locations(seg, collect, seed=seed % (2**32))
+
+
+def training_donors(
+    dataset: Any, n: int, labels: NnunetLabels, transpose_forward: list[int], *, own_grid: bool, seed: int
+) -> list[np.ndarray]:
+    """Donor label maps (in the scheme, ``(X, Y, Z)``) for lesion swaps: up to ``n`` cases of ``dataset`` (the
+    fold's training cases; ``identifiers`` and nnU-Net's ``load_case``), drawn by ``seed``. A case is put back on
+    its original grid (:func:`case_to_grid`). A case nnU-Net resampled has no way back: it is left out, unless
+    ``own_grid`` (local-mode weights, which paint such cases where they lie), which takes its label map on its own
+    grid (:func:`case_affine`'s). A donor of another shape than its recipient gives its lesion a random place.
+
+    Example:
+        >>> donors = training_donors(dataset_tr, 4, labels, [0, 1, 2], own_grid=True, seed=0)  # doctest: +SKIP
+    """
+    if n <= 0:
+        return []
+    keys = sorted(dataset.identifiers)
+    chosen = np.random.default_rng(seed).choice(keys, size=min(int(n), len(keys)), replace=False)
+    donors = []
+    for key in chosen:
+        data, seg, _, props = dataset.load_case(key)
+        data, seg = _numpy(data), _numpy(seg)
+        try:
+            _, label, _ = case_to_grid(data, seg, props, transpose_forward)
+        except ValueError:
+            if not own_grid:
+                continue
+            label = seg[0]
+        donors.append(labels.to_scheme(np.where(label >= 0, label, 0)))
+    return donors
 
 
 class _SAMRDataset:
@@ -348,25 +380,22 @@ class nnUNetTrainerSAMR(nnUNetTrainer):
         settings = self._samr_settings()
         self.print_to_log_file(f"SAMR: {settings}")
         labels = NnunetLabels.from_scheme(settings["scheme"], region_based=False)
-        donors = None
-        if settings["donors"] > 0:
-            keys = sorted(dataset_tr.identifiers)
-            rng = np.random.default_rng(self.fold if isinstance(self.fold, int) else 0)
-            chosen = rng.choice(keys, size=min(settings["donors"], len(keys)), replace=False)
-            donors = []
-            for key in chosen:  # training cases only: no validation mask leaks into the synthetic cases
-                data, seg, _, props = dataset_tr.load_case(key)
-                try:
-                    _, full_seg, _ = case_to_grid(_numpy(data), _numpy(seg), props, self._transpose())
-                except ValueError:
-                    continue
-                donors.append(labels.to_scheme(np.where(full_seg >= 0, full_seg, 0)))
+        synth = get_synthesizer(settings["weights"], device=settings["device"])
+        # training cases only: no validation mask leaks into the synthetic cases
+        donors = training_donors(
+            dataset_tr,
+            settings["donors"],
+            labels,
+            self._transpose(),
+            own_grid=synth.config.get("mode", "whole") == "local",
+            seed=self.fold if isinstance(self.fold, int) else 0,
+        )
         make = SAMRCaseSynthesizer(
             self.dataset_json["channel_names"],
             settings["scheme"],
             self._transpose(),
             self.label_manager,
-            weights=settings["weights"],
+            weights=synth,
             donors=donors or None,
             device=settings["device"],
         )
