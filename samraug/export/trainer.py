@@ -266,11 +266,12 @@ class SAMRCaseSynthesizer:
 def training_donors(
     dataset: Any, n: int, labels: NnunetLabels, transpose_forward: list[int], *, own_grid: bool, seed: int
 ) -> list[np.ndarray]:
-    """Donor label maps (in the scheme, ``(X, Y, Z)``) for lesion swaps: up to ``n`` cases of ``dataset`` (the
-    fold's training cases; ``identifiers`` and nnU-Net's ``load_case``), drawn by ``seed``. A case is put back on
-    its original grid (:func:`case_to_grid`). A case nnU-Net resampled has no way back: it is left out, unless
-    ``own_grid`` (local-mode weights, which paint such cases where they lie), which takes its label map on its own
-    grid (:func:`case_affine`'s). A donor of another shape than its recipient gives its lesion a random place.
+    """Donor label maps (in the scheme) for lesion swaps: up to ``n`` cases of ``dataset`` (the fold's training
+    cases; ``identifiers`` and nnU-Net's ``load_case``), drawn by ``seed``. A case's label map is put back on its
+    original grid, ``(X, Y, Z)`` (:func:`case_to_grid`). A case nnU-Net resampled has no way back: it is left out,
+    unless ``own_grid`` (local-mode weights, which paint such cases where they lie), which takes its label map as
+    the case holds it, on its own grid (:func:`case_affine`'s, in the case's axis order). A donor of another shape
+    than its recipient gives its lesion a random place.
 
     Example:
         >>> donors = training_donors(dataset_tr, 4, labels, [0, 1, 2], own_grid=True, seed=0)  # doctest: +SKIP
