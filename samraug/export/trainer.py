@@ -101,6 +101,12 @@ def _affine(properties: Mapping[str, Any]) -> np.ndarray:
     raise ValueError(f"case properties hold no geometry (keys {sorted(properties)}); use SimpleITKIO or NibabelIO")
 
 
+def _resampled(properties: Mapping[str, Any], shape: Any) -> bool:
+    """Whether nnU-Net resampled a case whose arrays have ``shape`` (without the channel axis) after cropping."""
+    before = tuple(int(s) for s in properties["shape_after_cropping_and_before_resampling"])
+    return tuple(int(s) for s in shape) != before
+
+
 def case_to_grid(
     data: np.ndarray, seg: np.ndarray, properties: Mapping[str, Any], transpose_forward: list[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,12 +115,12 @@ def case_to_grid(
     Returns ``(data (C, X, Y, Z), seg (X, Y, Z) with -1 outside the non-zero mask, affine)``. Raises
     ``ValueError`` when the configuration resampled the case (then there is no exact way back).
     """
-    shape = tuple(int(s) for s in data.shape[1:])
-    before = tuple(int(s) for s in properties["shape_after_cropping_and_before_resampling"])
-    if shape != before:
+    if _resampled(properties, data.shape[1:]):
+        before = tuple(int(s) for s in properties["shape_after_cropping_and_before_resampling"])
         raise ValueError(
-            f"the case was resampled ({before} -> {shape}): there is no exact way back to its original grid, which "
-            "whole-image SAMR weights paint on; local-mode weights paint it on its own grid (case_affine)"
+            f"the case was resampled ({before} -> {tuple(data.shape[1:])}): there is no exact way back to its "
+            "original grid, which whole-image SAMR weights paint on; local-mode weights paint it on its own grid "
+            "(case_affine)"
         )
     full_shape = tuple(int(s) for s in properties["shape_before_cropping"])
     box = tuple(slice(int(a), int(b)) for a, b in properties["bbox_used_for_cropping"])
@@ -217,8 +223,7 @@ class SAMRCaseSynthesizer:
         self, data: np.ndarray, seg: np.ndarray, properties: Mapping[str, Any], *, seed: int
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         data, seg = _numpy(data), _numpy(seg)
-        resampled = tuple(data.shape[1:]) != tuple(properties["shape_after_cropping_and_before_resampling"])
-        if self.local and resampled:  # painted where it lies (local mode paints on any grid)
+        if self.local and _resampled(properties, data.shape[1:]):  # painted where it lies (local: any grid)
             affine = case_affine(properties, self.transpose_forward, data.shape[1:])
             images, edited = self._paint(data, seg[0], affine, seed)
             new_data, new_seg = images, edited[None]
