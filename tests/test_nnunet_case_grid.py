@@ -206,3 +206,14 @@ def test_training_donors_take_resampled_cases_on_their_own_grid_for_local_weight
     for seed in range(3):
         new_data, new_seg, _ = make(data, seg, props, seed=seed)
         assert new_data.shape == data.shape and new_seg.shape == seg.shape and np.isfinite(new_data).all()
+
+
+def test_case_affine_refuses_what_it_cannot_place(phantom) -> None:
+    data, _, props = _case(phantom, [0, 1, 2], [3.0, 2.5, 2.5])
+    with pytest.raises(ValueError, match=r"one entry per axis .* pass data.shape\[1:\]"):
+        case_affine(props, [0, 1, 2], data.shape)  # the channel axis left in
+    with pytest.raises(ValueError, match="the plans' transpose_forward"):
+        case_affine(props, [0, 1], data.shape[1:])
+    partial = {k: v for k, v in props.items() if k != "bbox_used_for_cropping"}
+    with pytest.raises(ValueError, match=r"lack \['bbox_used_for_cropping'\]: pass the properties"):
+        case_affine(partial, [0, 1, 2], data.shape[1:])

@@ -152,7 +152,19 @@ def case_affine(properties: Mapping[str, Any], transpose_forward: list[int], sha
         >>> (a @ [0, 0, 0, 1] + 0.0)[:3].tolist()  # z voxel 0: 0.5 of the cropped axis, + 2 cropped off, x 2 mm
         [-1.0, 0.0, 5.0]
     """
+    needed = ("shape_after_cropping_and_before_resampling", "bbox_used_for_cropping")
+    missing = [key for key in needed if key not in properties]
+    if missing:
+        raise ValueError(
+            f"case properties lack {missing}: pass the properties nnU-Net's preprocessing saved with the case"
+        )
     before = np.asarray(properties["shape_after_cropping_and_before_resampling"], dtype=np.float64)
+    if np.ndim(shape) != 1 or len(shape) != len(before) or len(transpose_forward) != len(before):
+        raise ValueError(
+            f"shape {tuple(np.atleast_1d(shape))} and transpose_forward {list(transpose_forward)} must have one entry "
+            f"per axis of the case ({len(before)}): pass data.shape[1:] (without the channel axis) and the plans' "
+            "transpose_forward"
+        )
     scale = before / np.asarray(shape, dtype=np.float64)
     start = np.array([float(lo) for lo, _ in properties["bbox_used_for_cropping"]])
     to_cropped = np.eye(4)  # case voxel -> voxel of the transposed, uncropped array
